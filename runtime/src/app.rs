@@ -1,0 +1,298 @@
+//! [`App`]: configure and run a generated pipeline, in real time or driven batch by batch in tests.
+
+use crate::config::AppConfig;
+use crate::context::{CollectError, Collector, Outputs};
+use crate::engine::{self, execute, BatchInfo, Machinery, RunError, RunOptions, RunReport, StopHandle};
+use crate::pipeline::Pipeline;
+use crate::source::SourceSet;
+use crate::testkit::LineServer;
+use crate::time::Time;
+use std::io::Write;
+use std::marker::PhantomData;
+use std::process::ExitCode;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// A pipeline with its configuration, ready to run.
+pub struct App<P: Pipeline> {
+    config: AppConfig,
+    print: Option<Box<dyn Write + Send>>,
+    handle_signals: bool,
+    _pipeline: PhantomData<fn() -> P>,
+}
+
+impl<P: Pipeline> Default for App<P> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P: Pipeline> App<P> {
+    /// The app with the configuration its pipeline declares.
+    pub fn new() -> Self {
+        Self { config: AppConfig::from_spec(P::spec()), print: None, handle_signals: false, _pipeline: PhantomData }
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> &AppConfig {
+        &self.config
+    }
+
+    /// Changes the configuration in code.
+    pub fn configure(mut self, f: impl FnOnce(&mut AppConfig)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// Sets the batch interval.
+    pub fn batch_interval(self, interval: Duration) -> Self {
+        self.configure(|c| c.batch_interval = interval)
+    }
+
+    /// Sets the number of workers.
+    pub fn workers(self, workers: usize) -> Self {
+        self.configure(|c| c.workers = workers)
+    }
+
+    /// Points socket source `name` at `address` (`HOST:PORT`).
+    pub fn source_address(self, name: &str, address: impl Into<String>) -> Self {
+        let address = address.into();
+        self.configure(|c| {
+            c.source_addresses.insert(name.to_string(), address);
+        })
+    }
+
+    /// Sends `print` output to `writer` instead of standard output.
+    pub fn print_to(mut self, writer: impl Write + Send + 'static) -> Self {
+        self.print = Some(Box::new(writer));
+        self
+    }
+
+    /// Applies command-line flags and the `--config` file they name.
+    pub fn with_args<I, S>(mut self, args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString> + Clone,
+    {
+        self.config.apply_args(P::spec(), args)?;
+        Ok(self)
+    }
+
+    /// The whole program: reads flags, runs until Ctrl-C / SIGTERM (or `--batches` / `--run-for`), stops
+    /// gracefully. Exit code 0 on a clean stop, 2 on bad flags, 1 on a failure.
+    pub fn main(self) -> ExitCode {
+        let app = match self.with_args(std::env::args_os().skip(1)) {
+            Ok(app) => app,
+            Err(e) => {
+                let _ = e.print();
+                return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            }
+        };
+        init_logging();
+        let report_wanted = app.config.report;
+        let mut app = app;
+        app.handle_signals = true;
+        match app.run() {
+            Ok(report) => {
+                if report_wanted {
+                    eprint!("{}", report.summary());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// Runs in real time on this thread until a stop is requested.
+    pub fn run(self) -> Result<RunReport, RunError> {
+        let (tx, rx) = mpsc::channel();
+        self.run_with(Arc::default(), (StopHandle(tx), rx))
+    }
+
+    fn run_with(mut self, collector: Arc<Collector>, stop: (StopHandle, mpsc::Receiver<()>)) -> Result<RunReport, RunError> {
+        let _demo = self.start_demo_feeds()?;
+        let options = RunOptions {
+            print: self.print.take().unwrap_or_else(|| Box::new(std::io::stdout())),
+            collector,
+            handle_signals: self.handle_signals,
+        };
+        engine::run::<P>(self.config, options, stop)
+    }
+
+    /// With `--demo`, every socket source reads from a local generator instead of its address.
+    fn start_demo_feeds(&mut self) -> Result<Vec<LineServer>, RunError> {
+        let Some(rate) = self.config.demo_rate else { return Ok(Vec::new()) };
+        let mut servers = Vec::new();
+        for source in P::spec().sources.iter().filter(|s| s.kind == "socket_text_stream") {
+            let server = LineServer::generated(rate, 42).map_err(|e| RunError(format!("cannot start the demo generator: {e}")))?;
+            tracing::info!(source = source.name, address = %server.address(), "demo: feeding the source from a local generator");
+            self.config.source_addresses.insert(source.name.to_string(), server.address().to_string());
+            servers.push(server);
+        }
+        Ok(servers)
+    }
+
+    /// Runs in real time on a background thread.
+    pub fn start(self) -> Result<RunningApp, RunError> {
+        let collector: Arc<Collector> = Arc::default();
+        let (tx, rx) = mpsc::channel();
+        let stop = StopHandle(tx);
+        let thread_collector = collector.clone();
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("streamc-{}", self.config.name))
+            .spawn(move || self.run_with(thread_collector, (thread_stop, rx)))
+            .map_err(|e| RunError(format!("cannot start the app thread: {e}")))?;
+        Ok(RunningApp { stop, thread, collector })
+    }
+
+    /// A driver that runs batches on demand with a manual clock: deterministic tests.
+    pub fn test_driver(mut self) -> Result<TestDriver<P>, RunError> {
+        let machinery = Machinery::new(&self.config)?;
+        let (mut sources, pipeline) = P::build(&self.config).map_err(|e| RunError(format!("cannot build the pipeline: {e}")))?;
+        sources.start(&machinery.env()).map_err(|e| RunError(e.to_string()))?;
+        let printed = SharedBuffer::default();
+        let print: Box<dyn Write + Send> = match self.print.take() {
+            Some(w) => w,
+            None => Box::new(printed.clone()),
+        };
+        let collector: Arc<Collector> = Arc::default();
+        let interval = self.config.batch_interval;
+        Ok(TestDriver {
+            outputs: Outputs::new(print, collector.clone()),
+            collector,
+            printed,
+            time: Time(0),
+            interval,
+            workers: self.config.workers,
+            sources,
+            pipeline,
+            machinery,
+        })
+    }
+}
+
+/// An app running on a background thread.
+pub struct RunningApp {
+    stop: StopHandle,
+    thread: std::thread::JoinHandle<Result<RunReport, RunError>>,
+    collector: Arc<Collector>,
+}
+
+impl RunningApp {
+    /// A handle that can request a graceful stop from anywhere.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Batches collected so far by the `collect()` output named `output`.
+    pub fn take<T: 'static>(&self, output: &str) -> Result<Vec<(Time, Vec<T>)>, CollectError> {
+        self.collector.take(output)
+    }
+
+    /// Stops gracefully and waits for the end of the run.
+    pub fn stop(self) -> Result<RunReport, RunError> {
+        self.stop.stop();
+        self.wait()
+    }
+
+    /// Waits for the run to end by itself (`--batches`, `--run-for`, a signal).
+    pub fn wait(self) -> Result<RunReport, RunError> {
+        self.thread.join().map_err(|_| RunError("the app thread panicked".into()))?
+    }
+}
+
+/// Runs a pipeline batch by batch with a manual clock: batch `k` has time `k × interval`.
+pub struct TestDriver<P: Pipeline> {
+    sources: P::Sources,
+    pipeline: P,
+    machinery: Machinery,
+    outputs: Outputs,
+    collector: Arc<Collector>,
+    printed: SharedBuffer,
+    time: Time,
+    interval: Duration,
+    workers: usize,
+}
+
+impl<P: Pipeline> TestDriver<P> {
+    /// Cuts and runs the next batch.
+    pub fn run_batch(&mut self) -> BatchInfo {
+        self.time = self.time.plus(self.interval);
+        let (batch, records) = self.sources.cut(self.time, self.workers);
+        let start = SystemTime::now();
+        let failure = execute(&self.pipeline, &self.machinery.pool, &self.outputs, self.workers, self.time, batch);
+        BatchInfo {
+            time: self.time,
+            records,
+            scheduling_delay: Duration::ZERO,
+            processing_time: start.elapsed().unwrap_or_default(),
+            total_delay: Duration::ZERO,
+            failure,
+        }
+    }
+
+    /// Runs `n` batches.
+    pub fn run_batches(&mut self, n: usize) -> Vec<BatchInfo> {
+        (0..n).map(|_| self.run_batch()).collect()
+    }
+
+    /// Runs batches until every source is drained (queue streams), at most `max` of them.
+    pub fn run_until_drained(&mut self, max: usize) -> Vec<BatchInfo> {
+        let mut infos = Vec::new();
+        while !self.sources.all_finished() && infos.len() < max {
+            infos.push(self.run_batch());
+        }
+        infos
+    }
+
+    /// Batches collected so far by the `collect()` output named `output`.
+    pub fn take<T: 'static>(&self, output: &str) -> Result<Vec<(Time, Vec<T>)>, CollectError> {
+        self.collector.take(output)
+    }
+
+    /// Everything `print` wrote so far (unless `print_to` sent it elsewhere); clears it.
+    pub fn take_printed(&self) -> String {
+        self.printed.take()
+    }
+
+    /// Stops the sources' receivers.
+    pub fn stop(mut self) {
+        self.sources.stop();
+    }
+}
+
+/// A `Write` into memory that can be read from another handle.
+#[derive(Clone, Default)]
+pub struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuffer {
+    /// What was written so far, as text; clears it.
+    pub fn take(&self) -> String {
+        let mut bytes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&std::mem::take(&mut *bytes)).into_owned()
+    }
+}
+
+impl Write for SharedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Logs to standard error; `STREAMC_LOG` (error, warn, info, debug, trace) sets the level, `info` by default.
+pub fn init_logging() {
+    let level = std::env::var("STREAMC_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(level).with_target(false).try_init();
+}

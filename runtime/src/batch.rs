@@ -1,0 +1,213 @@
+//! [`Batch`]: one batch of a stream as a partitioned dataset with an RDD-like API, for `transform` and
+//! `foreach_batch`. Operations run in parallel on the worker pool.
+
+use crate::exec::{bucketize, group_buckets, join_buckets, left_outer_emit, reduce_buckets, split_even, transpose};
+use crate::time::Time;
+use rayon::prelude::*;
+use std::hash::Hash;
+
+/// A batch of records, split into partitions.
+#[derive(Clone, Debug)]
+pub struct Batch<T> {
+    parts: Vec<Vec<T>>,
+    time: Time,
+    workers: usize,
+}
+
+impl<T> Batch<T> {
+    /// A batch made of existing partitions.
+    pub fn new(parts: Vec<Vec<T>>, time: Time, workers: usize) -> Self {
+        Self { parts, time, workers: workers.max(1) }
+    }
+
+    /// A static dataset (a blacklist, a lookup table) to combine with batches, split into `partitions`.
+    pub fn from_vec(records: Vec<T>, partitions: usize) -> Self {
+        Self::new(split_even(records, partitions), Time(0), partitions)
+    }
+
+    /// The batch's time.
+    pub fn time(&self) -> Time {
+        self.time
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Vec::len).sum()
+    }
+
+    /// Whether the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.parts.iter().all(Vec::is_empty)
+    }
+
+    /// Number of records, as Spark's `count()`.
+    pub fn count(&self) -> u64 {
+        self.len() as u64
+    }
+
+    /// Number of partitions.
+    pub fn num_partitions(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// The partitions.
+    pub fn partitions(&self) -> &[Vec<T>] {
+        &self.parts
+    }
+
+    /// The partitions, by value.
+    pub fn into_partitions(self) -> Vec<Vec<T>> {
+        self.parts
+    }
+
+    /// All records, partition by partition.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.parts.iter().flatten()
+    }
+
+    /// All records, by value.
+    pub fn collect(self) -> Vec<T> {
+        self.parts.into_iter().flatten().collect()
+    }
+}
+
+impl<T: Clone> Batch<T> {
+    /// The first `n` records, as Spark's `take`.
+    pub fn take(&self, n: usize) -> Vec<T> {
+        self.iter().take(n).cloned().collect()
+    }
+
+    /// The first record.
+    pub fn first(&self) -> Option<T> {
+        self.iter().next().cloned()
+    }
+}
+
+impl<T: Send> Batch<T> {
+    /// Applies `f` to every record.
+    pub fn map<U: Send>(self, f: impl Fn(T) -> U + Sync + Send) -> Batch<U> {
+        self.remap(|part| part.into_iter().map(&f).collect())
+    }
+
+    /// Keeps the records for which `f` is true.
+    pub fn filter(self, f: impl Fn(&T) -> bool + Sync + Send) -> Batch<T> {
+        self.remap(|part| part.into_iter().filter(|r| f(r)).collect())
+    }
+
+    /// Replaces every record with the records `f` returns.
+    pub fn flat_map<I>(self, f: impl Fn(T) -> I + Sync + Send) -> Batch<I::Item>
+    where
+        I: IntoIterator,
+        I::Item: Send,
+    {
+        self.remap(|part| part.into_iter().flat_map(&f).collect())
+    }
+
+    /// Transforms whole partitions; `f` gets the partition index and its records.
+    pub fn map_partitions<U: Send>(self, f: impl Fn(usize, Vec<T>) -> Vec<U> + Sync + Send) -> Batch<U> {
+        let time = self.time;
+        let workers = self.workers;
+        let parts = self.parts.into_par_iter().enumerate().map(|(i, part)| f(i, part)).collect();
+        Batch { parts, time, workers }
+    }
+
+    /// Runs `f` once per partition with the partition index and its records: the place to take one
+    /// connection from a pool for a whole partition instead of one per record.
+    pub fn for_each_partition(self, f: impl Fn(usize, std::vec::IntoIter<T>) + Sync + Send) {
+        self.parts.into_par_iter().enumerate().for_each(|(i, part)| f(i, part.into_iter()));
+    }
+
+    /// Runs `f` for every record.
+    pub fn for_each(self, f: impl Fn(T) + Sync + Send) {
+        self.parts.into_par_iter().flatten().for_each(f);
+    }
+
+    /// The records of both batches.
+    pub fn union(mut self, other: Batch<T>) -> Batch<T> {
+        self.parts.extend(other.parts);
+        self
+    }
+
+    /// All records, sorted by `key` (ascending or descending), in one partition.
+    pub fn sort_by<K: Ord + Send>(self, ascending: bool, key: impl Fn(&T) -> K + Sync + Send) -> Batch<T> {
+        let mut all: Vec<(K, T)> = self.parts.into_par_iter().flatten().map(|r| (key(&r), r)).collect();
+        if ascending {
+            all.par_sort_by(|a, b| a.0.cmp(&b.0));
+        } else {
+            all.par_sort_by(|a, b| b.0.cmp(&a.0));
+        }
+        Batch { parts: vec![all.into_iter().map(|(_, r)| r).collect()], time: self.time, workers: self.workers }
+    }
+
+    /// Rebuilds every partition in parallel.
+    fn remap<U: Send>(self, f: impl Fn(Vec<T>) -> Vec<U> + Sync + Send) -> Batch<U> {
+        let Batch { parts, time, workers } = self;
+        Batch { parts: parts.into_par_iter().map(f).collect(), time, workers }
+    }
+}
+
+impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
+    /// Transforms every value, keeping its key.
+    pub fn map_values<W: Send>(self, f: impl Fn(V) -> W + Sync + Send) -> Batch<(K, W)> {
+        self.map(|(k, v)| (k, f(v)))
+    }
+
+    /// Merges the values of each key with `f` (combining inside partitions before the shuffle).
+    pub fn reduce_by_key(self, f: impl Fn(V, V) -> V + Sync + Send) -> Batch<(K, V)> {
+        let n = self.workers;
+        let per_map: Vec<Vec<Vec<(K, V)>>> =
+            self.parts.into_par_iter().map(|part| bucketize(part.into_iter(), n)).collect();
+        let parts = reduce_buckets(transpose(per_map, n), &f);
+        Batch { parts, time: self.time, workers: self.workers }
+    }
+
+    /// All values of each key.
+    pub fn group_by_key(self) -> Batch<(K, Vec<V>)> {
+        let n = self.workers;
+        let per_map: Vec<Vec<Vec<(K, V)>>> =
+            self.parts.into_par_iter().map(|part| bucketize(part.into_iter(), n)).collect();
+        Batch { parts: group_buckets(transpose(per_map, n)), time: self.time, workers: self.workers }
+    }
+
+    /// Pairs of values with equal keys.
+    pub fn join<W>(self, other: &Batch<(K, W)>) -> Batch<(K, (V, W))>
+    where
+        K: Clone + Sync,
+        V: Clone,
+        W: Clone + Send + Sync,
+    {
+        let (time, workers) = (self.time, self.workers);
+        let (left, right) = self.co_partition(other);
+        let parts = join_buckets(left, right, |k, v, ws: &[W], out| {
+            for w in ws {
+                out.push((k.clone(), (v.clone(), w.clone())));
+            }
+        });
+        Batch { parts, time, workers }
+    }
+
+    /// Every record of `self`, with each matching value of `other` or `None` (the seed's blacklist filter).
+    pub fn left_outer_join<W>(self, other: &Batch<(K, W)>) -> Batch<(K, (V, Option<W>))>
+    where
+        K: Clone + Sync,
+        V: Clone,
+        W: Clone + Send + Sync,
+    {
+        let (time, workers) = (self.time, self.workers);
+        let (left, right) = self.co_partition(other);
+        Batch { parts: join_buckets(left, right, left_outer_emit), time, workers }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn co_partition<W>(self, other: &Batch<(K, W)>) -> (Vec<Vec<Vec<(K, V)>>>, Vec<Vec<Vec<(K, W)>>>)
+    where
+        K: Clone + Sync,
+        W: Clone + Send + Sync,
+    {
+        let n = self.workers;
+        let left: Vec<_> = self.parts.into_par_iter().map(|part| bucketize(part.into_iter(), n)).collect();
+        let right: Vec<_> =
+            other.parts.par_iter().map(|part| bucketize(part.iter().cloned(), n)).collect();
+        (transpose(left, n), transpose(right, n))
+    }
+}

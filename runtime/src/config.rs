@@ -1,0 +1,292 @@
+//! Application configuration: the pipeline's defaults, overridden by a TOML file, overridden by flags.
+
+use crate::pipeline::AppSpec;
+use crate::source::SocketOptions;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a run can be configured with.
+#[derive(Clone, Debug)]
+pub struct AppConfig {
+    pub name: String,
+    pub batch_interval: Duration,
+    pub workers: usize,
+    /// `HOST:PORT` per socket source name, replacing the address written in the pipeline.
+    pub source_addresses: BTreeMap<String, String>,
+    pub socket: SocketOptions,
+    /// Stop gracefully after this many batches.
+    pub stop_after_batches: Option<u64>,
+    /// Stop gracefully after this long.
+    pub run_for: Option<Duration>,
+    /// Feed every socket source from a built-in local generator (lines per second).
+    pub demo_rate: Option<u64>,
+    /// Print a summary of the run when it ends.
+    pub report: bool,
+}
+
+impl AppConfig {
+    /// The configuration a pipeline declares.
+    pub fn from_spec(spec: &AppSpec) -> Self {
+        Self {
+            name: spec.name.to_string(),
+            batch_interval: spec.batch_interval,
+            workers: spec.workers,
+            source_addresses: BTreeMap::new(),
+            socket: SocketOptions::default(),
+            stop_after_batches: None,
+            run_for: None,
+            demo_rate: None,
+            report: false,
+        }
+    }
+
+    /// The address of socket source `name`: the override, else the pipeline's own.
+    pub fn source_address(&self, name: &str, declared: impl FnOnce() -> String) -> String {
+        self.source_addresses.get(name).cloned().unwrap_or_else(declared)
+    }
+
+    /// Checks values that flags or files may have set wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.workers == 0 {
+            return Err(ConfigError("workers must be at least 1".into()));
+        }
+        if self.batch_interval.is_zero() {
+            return Err(ConfigError("the batch interval must be longer than zero".into()));
+        }
+        if self.batch_interval.subsec_nanos() % 1_000_000 != 0 {
+            return Err(ConfigError("the batch interval must be a whole number of milliseconds".into()));
+        }
+        Ok(())
+    }
+
+    /// Applies a TOML configuration file.
+    pub fn apply_file(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        let file: ConfigFile =
+            toml::from_str(&text).map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
+        if let Some(batch) = file.batch {
+            self.batch_interval = parse_duration(&batch).map_err(|e| ConfigError(format!("config `batch`: {e}")))?;
+        }
+        if let Some(workers) = file.workers {
+            self.workers = workers;
+        }
+        for (name, source) in file.sources {
+            if let Some(address) = source.address {
+                self.source_addresses.insert(name, address);
+            }
+        }
+        if let Some(receiver) = file.receiver {
+            if let Some(bytes) = receiver.buffer_bytes {
+                self.socket.buffer_bytes = bytes;
+            }
+            if let Some(bytes) = receiver.max_line_bytes {
+                self.socket.max_line_bytes = bytes;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies command-line arguments (without the program name). `Err` carries clap's message, which is
+    /// also the `--help` text when help was asked for.
+    pub fn apply_args<I, S>(&mut self, spec: &AppSpec, args: I) -> Result<(), clap::Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString> + Clone,
+    {
+        let mut sources_help = String::from("Pipeline sources (override with --source NAME=HOST:PORT):\n");
+        for source in spec.sources {
+            sources_help.push_str(&format!("  {:<20} {}\n", source.name, source.kind));
+        }
+        sources_help.push_str("Outputs:\n");
+        for output in spec.outputs {
+            sources_help.push_str(&format!("  {:<20} {}\n", output.stream, output.kind));
+        }
+        let command = AppArgs::command()
+            .name(spec.name)
+            .about(format!("streamc pipeline `{}`", spec.name))
+            .after_help(sources_help);
+        let program = std::iter::once(std::ffi::OsString::from(spec.name));
+        let matches = command.try_get_matches_from(program.chain(args.into_iter().map(Into::into)))?;
+        let args = AppArgs::from_arg_matches(&matches)?;
+        let invalid = |message: String| clap::Error::raw(clap::error::ErrorKind::InvalidValue, message + "\n");
+        if let Some(path) = &args.config {
+            self.apply_file(path).map_err(|e| invalid(e.0))?;
+        }
+        if let Some(batch) = args.batch {
+            self.batch_interval = batch;
+        }
+        if let Some(workers) = args.workers {
+            self.workers = workers;
+        }
+        for source in &args.source {
+            let Some((name, address)) = source.split_once('=') else {
+                return Err(invalid(format!("--source expects NAME=HOST:PORT, got `{source}`")));
+            };
+            if !spec.sources.iter().any(|s| s.name == name) {
+                let known: Vec<&str> = spec.sources.iter().map(|s| s.name).collect();
+                return Err(invalid(format!("--source: the pipeline has no source `{name}` (it has: {})", known.join(", "))));
+            }
+            self.source_addresses.insert(name.to_string(), address.to_string());
+        }
+        if let Some(bytes) = args.receiver_buffer_bytes {
+            self.socket.buffer_bytes = bytes;
+        }
+        if let Some(bytes) = args.max_line_bytes {
+            self.socket.max_line_bytes = bytes;
+        }
+        self.stop_after_batches = args.batches.or(self.stop_after_batches);
+        self.run_for = args.run_for.or(self.run_for);
+        if args.demo {
+            self.demo_rate = Some(args.demo_rate);
+        }
+        self.report |= args.report;
+        self.validate().map_err(|e| invalid(e.0))
+    }
+}
+
+/// A configuration value is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The flags every streamc application accepts.
+#[derive(Parser, Debug)]
+struct AppArgs {
+    /// TOML configuration file (keys: batch, workers, [sources.NAME] address, [receiver] buffer_bytes,
+    /// max_line_bytes); flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Batch interval, e.g. 500ms, 1s, 2min.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    batch: Option<Duration>,
+    /// Worker threads (and partitions after a shuffle).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Where a socket source connects, replacing the pipeline's address. Repeatable.
+    #[arg(long, value_name = "NAME=HOST:PORT")]
+    source: Vec<String>,
+    /// Bytes a receiver may hold before it stops reading (backpressure).
+    #[arg(long, value_name = "BYTES")]
+    receiver_buffer_bytes: Option<usize>,
+    /// Longer lines are skipped and counted.
+    #[arg(long, value_name = "BYTES")]
+    max_line_bytes: Option<usize>,
+    /// Stop gracefully after N batches.
+    #[arg(long, value_name = "N")]
+    batches: Option<u64>,
+    /// Stop gracefully after this long, e.g. 30s.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    run_for: Option<Duration>,
+    /// Feed every socket source from a built-in local generator of words (no `nc` needed).
+    #[arg(long)]
+    demo: bool,
+    /// Lines per second the demo generator writes.
+    #[arg(long, default_value_t = 2, value_name = "LINES")]
+    demo_rate: u64,
+    /// Print a summary of the run (batches, delays, records) when it stops.
+    #[arg(long)]
+    report: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    batch: Option<String>,
+    workers: Option<usize>,
+    #[serde(default)]
+    sources: BTreeMap<String, SourceFile>,
+    receiver: Option<ReceiverFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceFile {
+    address: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiverFile {
+    buffer_bytes: Option<usize>,
+    max_line_bytes: Option<usize>,
+}
+
+/// Parses `500ms`, `1s`, `1.5s`, `10min`, `2h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration such as 500ms, 1s or 10min"))?;
+    let millis_per_unit = match unit.trim() {
+        "ms" => 1.0,
+        "s" => 1_000.0,
+        "min" => 60_000.0,
+        "h" => 3_600_000.0,
+        other => return Err(format!("unknown unit `{other}` in `{text}`: use ms, s, min or h")),
+    };
+    let millis = value * millis_per_unit;
+    if !millis.is_finite() || millis < 0.0 || millis.fract() != 0.0 {
+        return Err(format!("`{text}` is not a whole number of milliseconds"));
+    }
+    Ok(Duration::from_millis(millis as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{OutputSpec, SourceSpec};
+
+    const SPEC: AppSpec = AppSpec {
+        name: "demo",
+        batch_interval: Duration::from_secs(1),
+        workers: 2,
+        sources: &[SourceSpec { name: "lines", kind: "socket_text_stream" }],
+        outputs: &[OutputSpec { stream: "counts", kind: "print" }],
+    };
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("10min"), Ok(Duration::from_secs(600)));
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("0.5ms").is_err());
+    }
+
+    #[test]
+    fn flags_override_file_override_spec() {
+        let dir = std::env::temp_dir().join(format!("streamc-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("app.toml");
+        std::fs::write(&file, "batch = \"2s\"\nworkers = 4\n[sources.lines]\naddress = \"127.0.0.1:1\"\n").unwrap();
+        let mut config = AppConfig::from_spec(&SPEC);
+        let file_arg = file.to_string_lossy().to_string();
+        config.apply_args(&SPEC, ["--config", file_arg.as_str(), "--workers", "3"]).unwrap();
+        assert_eq!(config.batch_interval, Duration::from_secs(2));
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.source_address("lines", || "x".into()), "127.0.0.1:1");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn bad_flags_are_refused_clearly() {
+        let mut config = AppConfig::from_spec(&SPEC);
+        let err = config.apply_args(&SPEC, ["--workers", "0"]).unwrap_err().to_string();
+        assert!(err.contains("workers must be at least 1"), "{err}");
+        let err = config.apply_args(&SPEC, ["--source", "nope=1.2.3.4:5"]).unwrap_err().to_string();
+        assert!(err.contains("no source `nope`"), "{err}");
+        let err = config.apply_args(&SPEC, ["--batch", "fast"]).unwrap_err().to_string();
+        assert!(err.contains("not a duration"), "{err}");
+    }
+}

@@ -1,0 +1,112 @@
+//! What a running batch can reach: its time, the parallelism, and the output channels.
+
+use crate::output::{format_print, Show};
+use crate::time::Time;
+use std::any::Any;
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+/// Handed to the generated code for every batch.
+pub struct BatchContext<'a> {
+    /// The batch's time.
+    pub time: Time,
+    /// Partitions after a shuffle, and the size of the worker pool.
+    pub workers: usize,
+    pub(crate) outputs: &'a Outputs,
+}
+
+impl BatchContext<'_> {
+    /// Writes Spark's print block for this batch.
+    pub fn print<'r, T: Show + 'r>(&self, records: impl Iterator<Item = &'r T>, n: usize) {
+        let text = format_print(self.time, records, n);
+        let mut sink = match self.outputs.print.lock() {
+            Ok(sink) => sink,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Err(e) = sink.write_all(text.as_bytes()).and_then(|_| sink.flush()) {
+            tracing::warn!("print output failed: {e}");
+        }
+    }
+
+    /// Keeps `records` as this batch's result of the `collect()` output named `output`.
+    pub fn collect<T: Send + 'static>(&self, output: &'static str, records: Vec<T>) {
+        self.outputs.collector.push(output, self.time, Box::new(records));
+    }
+}
+
+/// Where outputs go: the `print` writer and the collected results.
+pub struct Outputs {
+    pub(crate) print: Mutex<Box<dyn Write + Send>>,
+    pub(crate) collector: Arc<Collector>,
+}
+
+impl Outputs {
+    pub(crate) fn new(print: Box<dyn Write + Send>, collector: Arc<Collector>) -> Self {
+        Self { print: Mutex::new(print), collector }
+    }
+}
+
+/// The results of `collect()` outputs, per output name and batch, kept until taken.
+#[derive(Default)]
+pub struct Collector {
+    batches: Mutex<HashMap<&'static str, Vec<(Time, Box<dyn Any + Send>)>>>,
+}
+
+/// Taking collected results failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CollectError {
+    /// The records are not of the requested type.
+    WrongType { output: String, requested: &'static str },
+}
+
+impl std::fmt::Display for CollectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CollectError::WrongType { output, requested } => {
+                write!(f, "output `{output}` does not hold records of type `{requested}`")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CollectError {}
+
+impl Collector {
+    fn push(&self, output: &'static str, time: Time, records: Box<dyn Any + Send>) {
+        let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        batches.entry(output).or_default().push((time, records));
+    }
+
+    /// Takes every batch collected so far by the output named `output`, oldest first.
+    pub fn take<T: 'static>(&self, output: &str) -> Result<Vec<(Time, Vec<T>)>, CollectError> {
+        let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(list) = batches.get_mut(output) else { return Ok(Vec::new()) };
+        if let Some((_, first)) = list.first() {
+            if !first.is::<Vec<T>>() {
+                return Err(CollectError::WrongType {
+                    output: output.to_string(),
+                    requested: std::any::type_name::<T>(),
+                });
+            }
+        }
+        Ok(std::mem::take(list)
+            .into_iter()
+            .filter_map(|(time, records)| records.downcast::<Vec<T>>().ok().map(|r| (time, *r)))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_checks_the_type_and_drains() {
+        let c = Collector::default();
+        c.push("out", Time(1000), Box::new(vec![1u64, 2]));
+        assert!(matches!(c.take::<String>("out"), Err(CollectError::WrongType { .. })));
+        assert_eq!(c.take::<u64>("out"), Ok(vec![(Time(1000), vec![1, 2])]));
+        assert_eq!(c.take::<u64>("out"), Ok(vec![]));
+    }
+}

@@ -1,0 +1,325 @@
+//! The micro-batch engine.
+//!
+//! Three roles, each on its own threads:
+//! - receivers run on a small tokio runtime, never on the worker pool;
+//! - the batch generator wakes at every multiple of the batch interval and cuts what the sources received
+//!   until then into that batch (so a slow batch never changes which data belongs to the next);
+//! - the executor runs batches strictly in order on a rayon pool of `workers` threads. A slow batch delays
+//!   the next one (the scheduling delay) but no data is dropped.
+//!
+//! A stop request (Ctrl-C, SIGTERM, `--batches`, `--run-for`, [`StopHandle::stop`]) is graceful: receivers
+//! stop and hand over what they hold, the generator cuts one last batch, the executor finishes every
+//! queued batch, then the run ends.
+
+use crate::config::AppConfig;
+use crate::context::{BatchContext, Collector, Outputs};
+use crate::pipeline::Pipeline;
+use crate::source::{ReceiverEnv, SourceSet, SourceStats};
+use crate::time::Time;
+use std::collections::VecDeque;
+use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How many completed batches a report keeps (Spark's UI keeps 1000).
+pub const RETAINED_BATCHES: usize = 1000;
+
+/// What happened to one batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchInfo {
+    pub time: Time,
+    /// Records per source.
+    pub records: Vec<(String, usize)>,
+    /// From the batch time until processing started.
+    pub scheduling_delay: Duration,
+    pub processing_time: Duration,
+    /// From the batch time until processing ended.
+    pub total_delay: Duration,
+    /// The panic message, if a user function panicked.
+    pub failure: Option<String>,
+}
+
+impl BatchInfo {
+    /// Records of all sources.
+    pub fn total_records(&self) -> usize {
+        self.records.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// A summary of a run.
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    pub batches_completed: u64,
+    pub batches_failed: u64,
+    pub records: u64,
+    /// The most recent batches, oldest first.
+    pub recent_batches: VecDeque<BatchInfo>,
+    pub sources: Vec<(String, SourceStats)>,
+    /// From start until the first batch was completed.
+    pub time_to_first_batch: Option<Duration>,
+}
+
+impl RunReport {
+    fn record(&mut self, info: BatchInfo) {
+        self.records += info.total_records() as u64;
+        if info.failure.is_some() {
+            self.batches_failed += 1;
+        } else {
+            self.batches_completed += 1;
+        }
+        if self.recent_batches.len() == RETAINED_BATCHES {
+            self.recent_batches.pop_front();
+        }
+        self.recent_batches.push_back(info);
+    }
+
+    /// A human summary, in the spirit of Spark's StatsReportListener.
+    pub fn summary(&self) -> String {
+        let delays: Vec<u128> = self.recent_batches.iter().map(|b| b.processing_time.as_millis()).collect();
+        let sched: Vec<u128> = self.recent_batches.iter().map(|b| b.scheduling_delay.as_millis()).collect();
+        let stat = |v: &[u128]| -> String {
+            let mut v = v.to_vec();
+            v.sort_unstable();
+            match (v.first(), v.get(v.len() / 2), v.last()) {
+                (Some(min), Some(median), Some(max)) => format!("min {min} ms, median {median} ms, max {max} ms"),
+                _ => "n/a".into(),
+            }
+        };
+        let mut out = format!(
+            "batches: {} completed, {} failed; records: {}\nprocessing time: {}\nscheduling delay: {}\n",
+            self.batches_completed,
+            self.batches_failed,
+            self.records,
+            stat(&delays),
+            stat(&sched)
+        );
+        for (name, s) in &self.sources {
+            out.push_str(&format!(
+                "source {name}: {} records, {} bytes, {} invalid UTF-8 lines, {} oversized lines, {} connections, {} connection errors\n",
+                s.records, s.bytes, s.invalid_utf8_lines, s.oversized_lines, s.connections, s.connection_errors
+            ));
+        }
+        out
+    }
+}
+
+/// A run could not start, or stopped abnormally.
+#[derive(Debug)]
+pub struct RunError(pub String);
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Asks a running app to stop gracefully. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct StopHandle(pub(crate) mpsc::Sender<()>);
+
+impl StopHandle {
+    /// Requests a graceful stop; returns at once.
+    pub fn stop(&self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// Threads and runtimes a run needs.
+pub(crate) struct Machinery {
+    pub receivers: tokio::runtime::Runtime,
+    pub pool: rayon::ThreadPool,
+}
+
+impl Machinery {
+    pub(crate) fn new(config: &AppConfig) -> Result<Self, RunError> {
+        config.validate().map_err(|e| RunError(e.0))?;
+        let receivers = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("streamc-receiver")
+            .enable_all()
+            .build()
+            .map_err(|e| RunError(format!("cannot start the receiver runtime: {e}")))?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.workers)
+            .thread_name(|i| format!("streamc-worker-{i}"))
+            .build()
+            .map_err(|e| RunError(format!("cannot start {} worker threads: {e}", config.workers)))?;
+        Ok(Self { receivers, pool })
+    }
+
+    pub(crate) fn env(&self) -> ReceiverEnv {
+        ReceiverEnv { handle: self.receivers.handle().clone() }
+    }
+}
+
+/// Runs one batch on the pool, turning a panic in user code into a failed batch.
+pub(crate) fn execute<P: Pipeline>(
+    pipeline: &P,
+    pool: &rayon::ThreadPool,
+    outputs: &Outputs,
+    workers: usize,
+    time: Time,
+    batch: <P::Sources as SourceSet>::Batch,
+) -> Option<String> {
+    let ctx = BatchContext { time, workers, outputs };
+    let result = catch_unwind(AssertUnwindSafe(|| pool.install(|| pipeline.run_batch(&ctx, batch))));
+    match result {
+        Ok(()) => None,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a user function panicked".to_string());
+            tracing::error!(batch = %time, "batch failed: {message}");
+            Some(message)
+        }
+    }
+}
+
+/// Options of a real-time run that are not configuration: where `print` goes, signal handling.
+pub(crate) struct RunOptions {
+    pub print: Box<dyn Write + Send>,
+    pub collector: Arc<Collector>,
+    pub handle_signals: bool,
+}
+
+/// Runs the app in real time until it is asked to stop.
+pub(crate) fn run<P: Pipeline>(
+    config: AppConfig,
+    options: RunOptions,
+    stop: (StopHandle, mpsc::Receiver<()>),
+) -> Result<RunReport, RunError> {
+    let started = Instant::now();
+    let machinery = Machinery::new(&config)?;
+    let (stop_handle, stop_requests) = stop;
+    let (mut sources, pipeline) = P::build(&config).map_err(|e| RunError(format!("cannot build the pipeline: {e}")))?;
+    sources.start(&machinery.env()).map_err(|e| RunError(e.to_string()))?;
+    if options.handle_signals {
+        spawn_signal_watch(&machinery.receivers, stop_handle.clone());
+    }
+    if let Some(limit) = config.run_for {
+        let stopper = stop_handle.clone();
+        machinery.receivers.spawn(async move {
+            tokio::time::sleep(limit).await;
+            stopper.stop();
+        });
+    }
+    tracing::info!(app = %config.name, interval = ?config.batch_interval, workers = config.workers, "started");
+
+    let (batches_tx, batches_rx) = mpsc::channel();
+    let interval = config.batch_interval;
+    let stop_after = config.stop_after_batches;
+    let partitions = config.workers;
+    let generator = std::thread::Builder::new()
+        .name("streamc-batches".into())
+        .spawn(move || {
+            generate_batches(&mut sources, interval, partitions, stop_after, stop_requests, batches_tx);
+            sources
+        })
+        .map_err(|e| RunError(format!("cannot start the batch generator: {e}")))?;
+
+    let outputs = Outputs::new(options.print, options.collector);
+    let mut report = RunReport::default();
+    for (time, batch, records) in batches_rx {
+        let start = SystemTime::now();
+        let failure = execute(&pipeline, &machinery.pool, &outputs, config.workers, time, batch);
+        let end = SystemTime::now();
+        let info = batch_info(time, records, start, end, failure);
+        tracing::info!(
+            batch = %time,
+            records = info.total_records(),
+            processing_ms = info.processing_time.as_millis() as u64,
+            scheduling_delay_ms = info.scheduling_delay.as_millis() as u64,
+            "batch completed"
+        );
+        report.record(info);
+        if report.time_to_first_batch.is_none() {
+            report.time_to_first_batch = Some(started.elapsed());
+        }
+    }
+    let sources = generator.join().map_err(|_| RunError("the batch generator panicked".into()))?;
+    report.sources = sources.stats();
+    drop(sources);
+    machinery.receivers.shutdown_timeout(Duration::from_secs(1));
+    tracing::info!(app = %config.name, batches = report.batches_completed, "stopped");
+    Ok(report)
+}
+
+fn batch_info(time: Time, records: Vec<(String, usize)>, start: SystemTime, end: SystemTime, failure: Option<String>) -> BatchInfo {
+    let since_batch = |t: SystemTime| t.duration_since(time.to_system_time()).unwrap_or(Duration::ZERO);
+    BatchInfo {
+        time,
+        records,
+        scheduling_delay: since_batch(start),
+        processing_time: end.duration_since(start).unwrap_or(Duration::ZERO),
+        total_delay: since_batch(end),
+        failure,
+    }
+}
+
+type CutBatch<S> = (Time, <S as SourceSet>::Batch, Vec<(String, usize)>);
+
+/// Cuts a batch at every tick until a stop is requested, then stops the sources and cuts the last one.
+fn generate_batches<S: SourceSet>(
+    sources: &mut S,
+    interval: Duration,
+    partitions: usize,
+    stop_after: Option<u64>,
+    stop_requests: mpsc::Receiver<()>,
+    batches: mpsc::Sender<CutBatch<S>>,
+) {
+    let mut next = Time::now().next_multiple(interval);
+    let mut cut = 0u64;
+    loop {
+        if stop_after.is_some_and(|n| cut + 1 >= n) {
+            break;
+        }
+        let wait = next.to_system_time().duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+        match stop_requests.recv_timeout(wait) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        let (batch, records) = sources.cut(next, partitions);
+        if batches.send((next, batch, records)).is_err() {
+            return;
+        }
+        cut += 1;
+        next = next.plus(interval);
+    }
+    // Graceful stop: receivers hand over what they hold, which becomes the last batch, at its own tick.
+    sources.stop();
+    let wait = next.to_system_time().duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+    std::thread::sleep(wait);
+    let (batch, records) = sources.cut(next, partitions);
+    let _ = batches.send((next, batch, records));
+}
+
+fn spawn_signal_watch(runtime: &tokio::runtime::Runtime, stop: StopHandle) {
+    runtime.spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                tracing::warn!("cannot install signal handlers; stop the app with --batches or --run-for");
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+        }
+        tracing::info!("stop requested by signal: finishing the data already received");
+        stop.stop();
+    });
+}

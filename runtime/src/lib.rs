@@ -1,0 +1,60 @@
+//! # streamc
+//!
+//! Spark Streaming's model — micro-batches, receivers, DStream operators, outputs — compiled ahead of time.
+//! Write a pipeline with [`stream!`]; it expands into a module whose `app()` returns an [`App`] to
+//! configure and run, and whose per-batch code is fused, monomorphized Rust calling the [`exec`] functions.
+//!
+//! ```ignore
+//! use streamc::prelude::*;
+//!
+//! stream! {
+//!     app word_count { batch: 1s, workers: 2 }
+//!     let lines = socket_text_stream("localhost", 9999);
+//!     let counts = lines
+//!         .flat_map(|line: &str| line.split(' '))
+//!         .map(|w| (w.to_string(), 1u64))
+//!         .reduce_by_key(|a, b| a + b);
+//!     counts.print();
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     word_count::app().main()
+//! }
+//! ```
+
+pub mod app;
+pub mod batch;
+pub mod config;
+pub mod context;
+pub mod engine;
+pub mod exec;
+pub mod output;
+pub mod pipeline;
+pub mod source;
+pub mod testkit;
+pub mod time;
+
+pub use app::{App, RunningApp, TestDriver};
+pub use batch::Batch;
+pub use config::AppConfig;
+pub use engine::{BatchInfo, RunError, RunReport, StopHandle};
+pub use output::Show;
+pub use pipeline::Pipeline;
+pub use streamc_macros::stream;
+pub use time::Time;
+
+/// What a pipeline file needs in scope.
+pub mod prelude {
+    pub use crate::{stream, App, Batch, Show, Time};
+}
+
+/// Paths used by generated code. Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::context::BatchContext;
+    pub use crate::exec;
+    pub use crate::pipeline::{AppSpec, BuildError, OutputSpec, Pipeline, SourceSpec};
+    pub use crate::source::{QueueSource, SocketTextSource, SourceSet};
+    pub use crate::{App, AppConfig};
+    pub use std::time::Duration;
+}

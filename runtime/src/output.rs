@@ -1,0 +1,190 @@
+//! How records look when printed: Spark's format (`(hello,3)`, `Some(1)`, `None`), not Rust's `Debug`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// A record that `print` can show. Implemented for the standard types; implement it (usually through
+/// `Display`) for your own record types.
+pub trait Show {
+    fn show(&self, out: &mut String);
+
+    fn to_shown(&self) -> String {
+        let mut s = String::new();
+        self.show(&mut s);
+        s
+    }
+}
+
+macro_rules! show_display {
+    ($($t:ty),*) => {$(
+        impl Show for $t {
+            fn show(&self, out: &mut String) {
+                let _ = write!(out, "{self}");
+            }
+        }
+    )*};
+}
+
+show_display!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64, bool, char, str, String);
+show_display!(crate::Time);
+
+impl<T: Show + ?Sized> Show for &T {
+    fn show(&self, out: &mut String) {
+        (**self).show(out)
+    }
+}
+
+impl<T: Show + ?Sized> Show for Box<T> {
+    fn show(&self, out: &mut String) {
+        (**self).show(out)
+    }
+}
+
+impl<T: Show + ?Sized> Show for Arc<T> {
+    fn show(&self, out: &mut String) {
+        (**self).show(out)
+    }
+}
+
+impl<T: Show + ?Sized> Show for Rc<T> {
+    fn show(&self, out: &mut String) {
+        (**self).show(out)
+    }
+}
+
+impl<T: Show> Show for Option<T> {
+    fn show(&self, out: &mut String) {
+        match self {
+            Some(v) => {
+                out.push_str("Some(");
+                v.show(out);
+                out.push(')');
+            }
+            None => out.push_str("None"),
+        }
+    }
+}
+
+fn show_seq<'a, T: Show + 'a>(items: impl Iterator<Item = &'a T>, open: &str, close: &str, out: &mut String) {
+    out.push_str(open);
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        item.show(out);
+    }
+    out.push_str(close);
+}
+
+impl<T: Show> Show for Vec<T> {
+    fn show(&self, out: &mut String) {
+        show_seq(self.iter(), "[", "]", out)
+    }
+}
+
+impl<T: Show> Show for [T] {
+    fn show(&self, out: &mut String) {
+        show_seq(self.iter(), "[", "]", out)
+    }
+}
+
+impl<K: Show, V: Show, S> Show for HashMap<K, V, S> {
+    fn show(&self, out: &mut String) {
+        show_map(self.iter(), out)
+    }
+}
+
+impl<K: Show, V: Show> Show for BTreeMap<K, V> {
+    fn show(&self, out: &mut String) {
+        show_map(self.iter(), out)
+    }
+}
+
+fn show_map<'a, K: Show + 'a, V: Show + 'a>(entries: impl Iterator<Item = (&'a K, &'a V)>, out: &mut String) {
+    out.push('{');
+    for (i, (k, v)) in entries.enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        k.show(out);
+        out.push_str(" -> ");
+        v.show(out);
+    }
+    out.push('}');
+}
+
+impl Show for () {
+    fn show(&self, out: &mut String) {
+        out.push_str("()")
+    }
+}
+
+macro_rules! show_tuple {
+    ($first:ident $($rest:ident)*) => {
+        impl<$first: Show, $($rest: Show),*> Show for ($first, $($rest,)*) {
+            #[allow(non_snake_case)]
+            fn show(&self, out: &mut String) {
+                let ($first, $($rest,)*) = self;
+                out.push('(');
+                $first.show(out);
+                $(out.push(','); $rest.show(out);)*
+                out.push(')');
+            }
+        }
+    };
+}
+
+show_tuple!(A);
+show_tuple!(A B);
+show_tuple!(A B C);
+show_tuple!(A B C D);
+show_tuple!(A B C D E);
+show_tuple!(A B C D E F);
+show_tuple!(A B C D E F G);
+show_tuple!(A B C D E F G H);
+
+/// Spark's `print` block: a dashed line, `Time: <ms> ms`, a dashed line, the first `n` records, `...` if
+/// there are more, and a blank line.
+pub fn format_print<'a, T: Show + 'a>(time: crate::Time, records: impl Iterator<Item = &'a T>, n: usize) -> String {
+    const RULE: &str = "-------------------------------------------";
+    let mut out = format!("{RULE}\nTime: {time}\n{RULE}\n");
+    let mut records = records.peekable();
+    for record in records.by_ref().take(n) {
+        record.show(&mut out);
+        out.push('\n');
+    }
+    if records.peek().is_some() {
+        out.push_str("...\n");
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Time;
+
+    #[test]
+    fn tuples_and_options_look_like_spark() {
+        assert_eq!(("hello", 3u64).to_shown(), "(hello,3)");
+        assert_eq!(("u1".to_string(), ("click", Some(true))).to_shown(), "(u1,(click,Some(true)))");
+        assert_eq!(Option::<i32>::None.to_shown(), "None");
+        assert_eq!(vec![1, 2].to_shown(), "[1, 2]");
+    }
+
+    #[test]
+    fn print_block_matches_spark() {
+        let records = vec![("a", 1), ("b", 2), ("c", 3)];
+        let text = format_print(Time(1548490585000), records.iter(), 2);
+        assert_eq!(
+            text,
+            "-------------------------------------------\nTime: 1548490585000 ms\n\
+             -------------------------------------------\n(a,1)\n(b,2)\n...\n\n"
+        );
+        let empty: Vec<(u8, u8)> = Vec::new();
+        assert!(format_print(Time(1000), empty.iter(), 10).ends_with("-\n\n"));
+    }
+}

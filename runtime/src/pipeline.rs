@@ -1,0 +1,57 @@
+//! The contract between generated code and the engine.
+
+use crate::config::AppConfig;
+use crate::context::BatchContext;
+use crate::source::SourceSet;
+use std::time::Duration;
+
+/// What the `stream!` macro generates for each app: how to build its sources and run one batch.
+pub trait Pipeline: Sized + Send + Sync + 'static {
+    /// The app's sources, as a tuple.
+    type Sources: SourceSet;
+
+    /// What the pipeline declares: name, defaults, sources and outputs.
+    fn spec() -> &'static AppSpec;
+
+    /// Creates the sources (not yet started) and the per-batch job state.
+    fn build(config: &AppConfig) -> Result<(Self::Sources, Self), BuildError>;
+
+    /// Runs every output operation of one batch.
+    fn run_batch(&self, ctx: &BatchContext<'_>, batch: <Self::Sources as SourceSet>::Batch);
+}
+
+/// A pipeline's declaration.
+#[derive(Debug)]
+pub struct AppSpec {
+    pub name: &'static str,
+    pub batch_interval: Duration,
+    pub workers: usize,
+    pub sources: &'static [SourceSpec],
+    pub outputs: &'static [OutputSpec],
+}
+
+/// A source, by its `let` name and operator.
+#[derive(Debug)]
+pub struct SourceSpec {
+    pub name: &'static str,
+    pub kind: &'static str,
+}
+
+/// An output operation, by the stream it reads and its operator.
+#[derive(Debug)]
+pub struct OutputSpec {
+    pub stream: &'static str,
+    pub kind: &'static str,
+}
+
+/// Building the pipeline failed (a source or broadcast value could not be created).
+#[derive(Debug)]
+pub struct BuildError(pub String);
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BuildError {}

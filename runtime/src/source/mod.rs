@@ -1,0 +1,169 @@
+//! Sources: where a pipeline's records come from.
+//!
+//! A [`Source`] hands the engine one batch of data per tick ([`Source::cut`]). Sources with a receiver
+//! (sockets) start it on the engine's receiver runtime, which is separate from the worker pool: receiving
+//! never takes a worker away, so `workers: 1` works (unlike Spark's `local[1]`).
+
+mod queue;
+mod socket;
+mod text;
+
+pub use queue::QueueSource;
+pub use socket::{SocketOptions, SocketTextSource};
+pub use text::{MemoryBudget, TextBlock, TextLines, TextPartition};
+
+use crate::time::Time;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// What receivers need from the engine: the runtime they run on.
+#[derive(Clone, Debug)]
+pub struct ReceiverEnv {
+    pub(crate) handle: tokio::runtime::Handle,
+}
+
+/// A producer of batches.
+pub trait Source: Send + 'static {
+    /// One batch of this source's data, already split into partitions.
+    type Batch: Send;
+
+    /// The name the pipeline gave the source (its `let` binding).
+    fn name(&self) -> &str;
+
+    /// Starts receivers, if the source has any.
+    fn start(&mut self, _env: &ReceiverEnv) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    /// Takes everything that arrived up to `time` as that batch, split into `partitions` partitions.
+    fn cut(&mut self, time: Time, partitions: usize) -> Self::Batch;
+
+    /// Records in a batch this source cut (for reports and metrics).
+    fn records_in(batch: &Self::Batch) -> usize;
+
+    /// Stops receiving; blocks until every receiver has handed over what it already received, so that the
+    /// next [`Source::cut`] includes it.
+    fn stop(&mut self) {}
+
+    /// Whether the source can never produce data again (a drained queue); sources with receivers never are.
+    fn is_finished(&self) -> bool {
+        false
+    }
+
+    /// Counters of this source's receiver, if it has one.
+    fn stats(&self) -> Option<SourceStats> {
+        None
+    }
+}
+
+/// A source failed to start.
+#[derive(Debug)]
+pub struct SourceError {
+    pub source_name: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "source `{}`: {}", self.source_name, self.message)
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+/// A receiver's counters, as a snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    pub records: u64,
+    pub bytes: u64,
+    pub invalid_utf8_lines: u64,
+    pub oversized_lines: u64,
+    pub connections: u64,
+    pub connection_errors: u64,
+    pub last_error: Option<String>,
+}
+
+/// Live counters shared between a receiver task and the engine.
+#[derive(Debug, Default)]
+pub(crate) struct ReceiverCounters {
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+    pub invalid_utf8_lines: AtomicU64,
+    pub oversized_lines: AtomicU64,
+    pub connections: AtomicU64,
+    pub connection_errors: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl ReceiverCounters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_error(&self, message: String) {
+        if let Ok(mut slot) = self.last_error.lock() {
+            *slot = Some(message);
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> SourceStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SourceStats {
+            records: get(&self.records),
+            bytes: get(&self.bytes),
+            invalid_utf8_lines: get(&self.invalid_utf8_lines),
+            oversized_lines: get(&self.oversized_lines),
+            connections: get(&self.connections),
+            connection_errors: get(&self.connection_errors),
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+}
+
+/// All sources of a pipeline, as one value: a tuple of [`Source`]s.
+pub trait SourceSet: Send + 'static {
+    /// A tuple with one batch per source.
+    type Batch: Send;
+    fn start(&mut self, env: &ReceiverEnv) -> Result<(), SourceError>;
+    fn cut(&mut self, time: Time, partitions: usize) -> (Self::Batch, Vec<(String, usize)>);
+    fn stop(&mut self);
+    fn all_finished(&self) -> bool;
+    fn stats(&self) -> Vec<(String, SourceStats)>;
+}
+
+macro_rules! tuple_source_set {
+    ($($name:ident $idx:tt),+) => {
+        impl<$($name: Source),+> SourceSet for ($($name,)+) {
+            type Batch = ($($name::Batch,)+);
+            fn start(&mut self, env: &ReceiverEnv) -> Result<(), SourceError> {
+                $(self.$idx.start(env)?;)+
+                Ok(())
+            }
+            fn cut(&mut self, time: Time, partitions: usize) -> (Self::Batch, Vec<(String, usize)>) {
+                let batch = ($(self.$idx.cut(time, partitions),)+);
+                let counts = vec![$((self.$idx.name().to_string(), $name::records_in(&batch.$idx))),+];
+                (batch, counts)
+            }
+            fn stop(&mut self) {
+                $(self.$idx.stop();)+
+            }
+            fn all_finished(&self) -> bool {
+                true $(&& self.$idx.is_finished())+
+            }
+            fn stats(&self) -> Vec<(String, SourceStats)> {
+                let mut out = Vec::new();
+                $(if let Some(s) = self.$idx.stats() { out.push((self.$idx.name().to_string(), s)); })+
+                out
+            }
+        }
+    };
+}
+
+tuple_source_set!(A 0);
+tuple_source_set!(A 0, B 1);
+tuple_source_set!(A 0, B 1, C 2);
+tuple_source_set!(A 0, B 1, C 2, D 3);
+tuple_source_set!(A 0, B 1, C 2, D 3, E 4);
+tuple_source_set!(A 0, B 1, C 2, D 3, E 4, F 5);
+tuple_source_set!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+tuple_source_set!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);

@@ -1,0 +1,372 @@
+//! `socket_text_stream`: a receiver that reads UTF-8 lines from a TCP server (like `nc -lk 9999`).
+//!
+//! The receiver connects (and reconnects, with exponential backoff, when the peer is absent or goes away),
+//! splits the byte stream into lines, and hands complete lines to the engine in blocks. Each block takes
+//! its size from a [`MemoryBudget`]; when processing falls behind the budget runs out, the receiver stops
+//! reading, and TCP flow control pushes back on the sender: memory stays bounded, nothing is dropped.
+
+use super::text::{MemoryBudget, TextBlock, TextPartition};
+use super::{ReceiverCounters, ReceiverEnv, Source, SourceError, SourceStats};
+use crate::time::Time;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Tuning of a socket receiver.
+#[derive(Clone, Debug)]
+pub struct SocketOptions {
+    /// Received-but-unprocessed bytes the receiver may hold before it stops reading.
+    pub buffer_bytes: usize,
+    /// Longer lines are skipped and counted as oversized.
+    pub max_line_bytes: usize,
+    /// First reconnect delay; doubles up to `reconnect_max`.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        Self {
+            buffer_bytes: 256 << 20,
+            max_line_bytes: 1 << 20,
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A TCP text-line source.
+pub struct SocketTextSource {
+    name: String,
+    address: String,
+    options: SocketOptions,
+    received: Arc<Mutex<Vec<TextBlock>>>,
+    counters: Arc<ReceiverCounters>,
+    stop: Option<watch::Sender<bool>>,
+    task: Option<(tokio::runtime::Handle, JoinHandle<()>)>,
+}
+
+impl SocketTextSource {
+    /// A source named `name` reading from `address` (`host:port`).
+    pub fn new(name: &str, address: String, options: SocketOptions) -> Self {
+        Self {
+            name: name.to_string(),
+            address,
+            options,
+            received: Arc::default(),
+            counters: Arc::default(),
+            stop: None,
+            task: None,
+        }
+    }
+
+    /// The address the receiver connects to.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+}
+
+impl Source for SocketTextSource {
+    type Batch = Vec<TextPartition>;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn start(&mut self, env: &ReceiverEnv) -> Result<(), SourceError> {
+        if self.address.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
+            return Err(SourceError {
+                source_name: self.name.clone(),
+                message: format!("address `{}` is not HOST:PORT", self.address),
+            });
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let receiver = Receiver {
+            name: self.name.clone(),
+            address: self.address.clone(),
+            options: self.options.clone(),
+            budget: MemoryBudget::new(self.options.buffer_bytes),
+            received: self.received.clone(),
+            counters: self.counters.clone(),
+            stop: stop_rx,
+        };
+        let task = env.handle.spawn(receiver.run());
+        self.stop = Some(stop_tx);
+        self.task = Some((env.handle.clone(), task));
+        Ok(())
+    }
+
+    fn cut(&mut self, _time: Time, partitions: usize) -> Self::Batch {
+        let blocks = match self.received.lock() {
+            Ok(mut received) => std::mem::take(&mut *received),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        TextPartition::spread(blocks, partitions)
+    }
+
+    fn records_in(batch: &Self::Batch) -> usize {
+        batch.iter().map(TextPartition::len).sum()
+    }
+
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        if let Some((handle, task)) = self.task.take() {
+            // Called from an engine thread, never from inside the receiver runtime.
+            let _ = handle.block_on(task);
+        }
+    }
+
+    fn stats(&self) -> Option<SourceStats> {
+        Some(self.counters.snapshot())
+    }
+}
+
+impl Drop for SocketTextSource {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+    }
+}
+
+struct Receiver {
+    name: String,
+    address: String,
+    options: SocketOptions,
+    budget: MemoryBudget,
+    received: Arc<Mutex<Vec<TextBlock>>>,
+    counters: Arc<ReceiverCounters>,
+    stop: watch::Receiver<bool>,
+}
+
+enum Ended {
+    PeerClosed,
+    Stopped,
+    Failed(std::io::Error),
+}
+
+impl Receiver {
+    async fn run(mut self) {
+        let mut backoff = self.options.reconnect_min;
+        let mut failures_in_a_row = 0u32;
+        while !*self.stop.borrow() {
+            let connected = tokio::select! {
+                conn = TcpStream::connect(self.address.as_str()) => conn,
+                _ = self.stop.changed() => break,
+            };
+            match connected {
+                Ok(stream) => {
+                    ReceiverCounters::add(&self.counters.connections, 1);
+                    tracing::info!(source = %self.name, address = %self.address, "receiver connected");
+                    backoff = self.options.reconnect_min;
+                    failures_in_a_row = 0;
+                    match self.read_lines(stream).await {
+                        Ended::Stopped => break,
+                        Ended::PeerClosed => {
+                            tracing::info!(source = %self.name, "peer closed the connection; reconnecting")
+                        }
+                        Ended::Failed(e) => self.report(format!("read from {} failed: {e}", self.address)),
+                    }
+                }
+                Err(e) => {
+                    failures_in_a_row += 1;
+                    let message = format!("cannot connect to {}: {e}", self.address);
+                    // Log the first failure and then every tenth, so a long outage does not flood the log.
+                    if failures_in_a_row == 1 || failures_in_a_row % 10 == 0 {
+                        tracing::warn!(source = %self.name, attempts = failures_in_a_row, "{message}; retrying in {backoff:?}");
+                    }
+                    ReceiverCounters::add(&self.counters.connection_errors, 1);
+                    self.counters.set_error(message);
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.stop.changed() => break,
+            }
+            backoff = (backoff * 2).min(self.options.reconnect_max);
+        }
+    }
+
+    fn report(&self, message: String) {
+        tracing::warn!(source = %self.name, "{message}");
+        ReceiverCounters::add(&self.counters.connection_errors, 1);
+        self.counters.set_error(message);
+    }
+
+    async fn read_lines(&mut self, mut stream: TcpStream) -> Ended {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut splitter = LineSplitter::new(self.options.max_line_bytes);
+        loop {
+            let n = tokio::select! {
+                read = stream.read(&mut buf) => match read {
+                    Ok(n) => n,
+                    Err(e) => return Ended::Failed(e),
+                },
+                _ = self.stop.changed() => return Ended::Stopped,
+            };
+            let mut block = TextBlock::new();
+            let outcome = if n == 0 { splitter.finish(&mut block) } else { splitter.feed(&buf[..n], &mut block) };
+            self.account(outcome);
+            if !block.is_empty() && !self.deliver(block).await {
+                return Ended::Stopped;
+            }
+            if n == 0 {
+                return Ended::PeerClosed;
+            }
+        }
+    }
+
+    fn account(&self, outcome: SplitOutcome) {
+        let c = &self.counters;
+        if outcome.invalid_utf8 > 0 {
+            ReceiverCounters::add(&c.invalid_utf8_lines, outcome.invalid_utf8);
+            let total = c.invalid_utf8_lines.load(std::sync::atomic::Ordering::Relaxed);
+            if total == outcome.invalid_utf8 || total % 1000 < outcome.invalid_utf8 {
+                tracing::warn!(source = %self.name, total, "skipped lines that are not valid UTF-8");
+            }
+        }
+        if outcome.oversized > 0 {
+            ReceiverCounters::add(&c.oversized_lines, outcome.oversized);
+            tracing::warn!(source = %self.name, max = self.options.max_line_bytes, "skipped lines longer than the limit");
+        }
+    }
+
+    /// Waits for budget, then hands the block to the next batch. False if the budget was closed.
+    async fn deliver(&self, mut block: TextBlock) -> bool {
+        let Some(permit) = self.budget.acquire(block.bytes()).await else { return false };
+        block.attach_budget(permit);
+        ReceiverCounters::add(&self.counters.records, block.len() as u64);
+        ReceiverCounters::add(&self.counters.bytes, block.bytes() as u64);
+        match self.received.lock() {
+            Ok(mut received) => received.push(block),
+            Err(poisoned) => poisoned.into_inner().push(block),
+        }
+        true
+    }
+}
+
+/// What one call of the splitter skipped.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct SplitOutcome {
+    pub invalid_utf8: u64,
+    pub oversized: u64,
+}
+
+/// Splits a byte stream into lines (`\n`, with an optional `\r` before it), across read boundaries.
+pub(crate) struct LineSplitter {
+    partial: Vec<u8>,
+    discarding: bool,
+    max_line: usize,
+}
+
+impl LineSplitter {
+    pub(crate) fn new(max_line: usize) -> Self {
+        Self { partial: Vec::new(), discarding: false, max_line }
+    }
+
+    pub(crate) fn feed(&mut self, chunk: &[u8], block: &mut TextBlock) -> SplitOutcome {
+        let mut outcome = SplitOutcome::default();
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', chunk) {
+            let piece = &chunk[start..end];
+            start = end + 1;
+            if self.discarding {
+                self.discarding = false;
+                continue;
+            }
+            if self.partial.is_empty() {
+                Self::emit(piece, self.max_line, block, &mut outcome);
+            } else {
+                self.partial.extend_from_slice(piece);
+                let line = std::mem::take(&mut self.partial);
+                Self::emit(&line, self.max_line, block, &mut outcome);
+            }
+        }
+        let rest = &chunk[start..];
+        if !self.discarding {
+            if self.partial.len() + rest.len() > self.max_line {
+                // The line is already too long: drop what we hold and skip to its end.
+                self.partial.clear();
+                self.discarding = true;
+                outcome.oversized += 1;
+            } else {
+                self.partial.extend_from_slice(rest);
+            }
+        }
+        outcome
+    }
+
+    /// The stream ended: a last line without a terminator still counts.
+    pub(crate) fn finish(&mut self, block: &mut TextBlock) -> SplitOutcome {
+        let mut outcome = SplitOutcome::default();
+        if !self.partial.is_empty() && !self.discarding {
+            let line = std::mem::take(&mut self.partial);
+            Self::emit(&line, self.max_line, block, &mut outcome);
+        }
+        self.partial.clear();
+        self.discarding = false;
+        outcome
+    }
+
+    fn emit(line: &[u8], max_line: usize, block: &mut TextBlock, outcome: &mut SplitOutcome) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > max_line {
+            outcome.oversized += 1;
+            return;
+        }
+        match std::str::from_utf8(line) {
+            Ok(text) if !block.would_overflow(text.len()) => block.push_line(text),
+            Ok(_) => outcome.oversized += 1,
+            Err(_) => outcome.invalid_utf8 += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(chunks: &[&[u8]], max: usize) -> (Vec<String>, SplitOutcome) {
+        let mut splitter = LineSplitter::new(max);
+        let mut block = TextBlock::new();
+        let mut total = SplitOutcome::default();
+        for chunk in chunks {
+            let o = splitter.feed(chunk, &mut block);
+            total.invalid_utf8 += o.invalid_utf8;
+            total.oversized += o.oversized;
+        }
+        let o = splitter.finish(&mut block);
+        total.invalid_utf8 += o.invalid_utf8;
+        total.oversized += o.oversized;
+        (block.lines().map(str::to_string).collect(), total)
+    }
+
+    #[test]
+    fn lines_cross_chunk_boundaries() {
+        let (lines, outcome) = split(&[b"hel", b"lo wor", b"ld\r\nsecond\n", b"", b"last"], 100);
+        assert_eq!(lines, vec!["hello world", "second", "last"]);
+        assert_eq!(outcome, SplitOutcome::default());
+    }
+
+    #[test]
+    fn invalid_utf8_is_counted_and_skipped() {
+        let (lines, outcome) = split(&[b"ok\n\xff\xfe bad\nfine\n"], 100);
+        assert_eq!(lines, vec!["ok", "fine"]);
+        assert_eq!(outcome.invalid_utf8, 1);
+    }
+
+    #[test]
+    fn oversized_lines_are_skipped_even_across_chunks() {
+        let (lines, outcome) = split(&[b"short\n0123456789", b"0123456789", b"01234\nafter\n"], 12);
+        assert_eq!(lines, vec!["short", "after"]);
+        assert_eq!(outcome.oversized, 1);
+        let (lines, outcome) = split(&[b"0123456789abcdef\nx\n"], 12);
+        assert_eq!(lines, vec!["x"]);
+        assert_eq!(outcome.oversized, 1);
+    }
+}
