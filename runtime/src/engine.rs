@@ -230,7 +230,14 @@ pub(crate) fn run<P: Pipeline>(
         let failure = execute(&pipeline, &machinery.pool, &outputs, config.workers, time, batch);
         let end = SystemTime::now();
         let info = batch_info(time, records, start, end, failure);
-        tracing::info!(
+        if info.scheduling_delay > config.batch_interval {
+            tracing::warn!(
+                batch = %time,
+                scheduling_delay_ms = info.scheduling_delay.as_millis() as u64,
+                "falling behind: batches wait longer than the batch interval"
+            );
+        }
+        tracing::debug!(
             batch = %time,
             records = info.total_records(),
             processing_ms = info.processing_time.as_millis() as u64,
@@ -276,13 +283,20 @@ fn generate_batches<S: SourceSet>(
     let mut next = Time::now().next_multiple(interval);
     let mut cut = 0u64;
     loop {
-        if stop_after.is_some_and(|n| cut + 1 >= n) {
-            break;
-        }
+        let last = stop_after.is_some_and(|n| cut + 1 >= n);
         let wait = next.to_system_time().duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
-        match stop_requests.recv_timeout(wait) {
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-            Err(RecvTimeoutError::Timeout) => {}
+        let stop_requested = match stop_requests.recv_timeout(wait) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
+            Err(RecvTimeoutError::Timeout) => false,
+        };
+        if last || stop_requested {
+            // Graceful stop: receivers hand over what they hold, which becomes the last batch, at its tick.
+            sources.stop();
+            let wait = next.to_system_time().duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+            std::thread::sleep(wait);
+            let (batch, records) = sources.cut(next, partitions);
+            let _ = batches.send((next, batch, records));
+            return;
         }
         let (batch, records) = sources.cut(next, partitions);
         if batches.send((next, batch, records)).is_err() {
@@ -291,12 +305,6 @@ fn generate_batches<S: SourceSet>(
         cut += 1;
         next = next.plus(interval);
     }
-    // Graceful stop: receivers hand over what they hold, which becomes the last batch, at its own tick.
-    sources.stop();
-    let wait = next.to_system_time().duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
-    std::thread::sleep(wait);
-    let (batch, records) = sources.cut(next, partitions);
-    let _ = batches.send((next, batch, records));
 }
 
 fn spawn_signal_watch(runtime: &tokio::runtime::Runtime, stop: StopHandle) {

@@ -1,0 +1,327 @@
+//! Code generation: a validated [`Graph`] becomes a module with a `Pipeline` type and an `app()` function.
+//!
+//! Every operator that needs the whole batch (a shuffle, a join, `transform`, an output) is a call to a
+//! generic `streamc::exec` function. Narrow operators (`map`, `filter`, `flat_map`, ...) between two such
+//! calls are fused into the *stage body* handed to the call: one loop per partition, one user closure call
+//! per record and operator, no intermediate collections.
+
+use crate::graph::{live_nodes, Graph, NodeId, NodeKind};
+use crate::ops::{Kind, SourceKind};
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::Expr;
+
+/// The generated module, plus the tokens of any warnings.
+pub fn generate(graph: &Graph) -> TokenStream {
+    Generator::new(graph).module()
+}
+
+struct Generator<'g> {
+    graph: &'g Graph,
+    live: Vec<bool>,
+    /// Live consumers per node.
+    consumers: Vec<usize>,
+    exec: TokenStream,
+    ctx: Ident,
+}
+
+/// How a stage reads the partitions of a materialized stream.
+struct Input {
+    root: TokenStream,
+    records: TokenStream,
+}
+
+impl<'g> Generator<'g> {
+    fn new(graph: &'g Graph) -> Self {
+        let live = live_nodes(&graph.nodes);
+        let mut consumers = vec![0; graph.nodes.len()];
+        for (id, node) in graph.nodes.iter().enumerate() {
+            if live[id] {
+                for input in node.inputs() {
+                    consumers[input] += 1;
+                }
+            }
+        }
+        Self {
+            graph,
+            live,
+            consumers,
+            exec: quote!(::streamc::__private::exec),
+            ctx: Ident::new("ctx", Span::mixed_site()),
+        }
+    }
+
+    /// The local variable holding a materialized stream. Mixed-site hygiene keeps it out of the user's
+    /// closures' sight.
+    fn var(&self, id: NodeId) -> Ident {
+        let node = &self.graph.nodes[id];
+        let name = match (&node.binding, &node.kind) {
+            (Some(b), _) => b.to_string(),
+            (None, NodeKind::Source { name, .. }) => name.clone(),
+            (None, _) => format!("{}_{id}", node.label()),
+        };
+        Ident::new(&name, Span::mixed_site())
+    }
+
+    fn materialized(&self, id: NodeId) -> bool {
+        let node = &self.graph.nodes[id];
+        match node.operator() {
+            None => true,
+            Some(op) => op.kind != Kind::Narrow || self.consumers[id] > 1,
+        }
+    }
+
+    fn module(&self) -> TokenStream {
+        let g = self.graph;
+        let app = &g.app.name;
+        let app_name = app.to_string();
+        let batch_millis = g.app.batch_millis;
+        let workers = g.app.workers;
+        let p = quote!(::streamc::__private);
+
+        let sources: Vec<(NodeId, &crate::graph::Node)> = g.sources().collect();
+        let source_types = sources.iter().map(|(_, n)| match &n.kind {
+            NodeKind::Source { def, record_type, .. } => match def.kind {
+                SourceKind::SocketText => quote!(#p::SocketTextSource),
+                SourceKind::Queue => quote!(#p::QueueSource<#record_type>),
+            },
+            NodeKind::Op { .. } => unreachable!("sources() yields sources"),
+        });
+        let source_values = sources.iter().map(|(_, n)| self.source_value(n));
+        let source_specs = sources.iter().map(|(_, n)| match &n.kind {
+            NodeKind::Source { def, name, .. } => {
+                let kind = def.name;
+                quote!(#p::SourceSpec { name: #name, kind: #kind })
+            }
+            NodeKind::Op { .. } => unreachable!("sources() yields sources"),
+        });
+        let source_bindings = sources.iter().map(|(id, _)| {
+            if self.live[*id] {
+                let var = self.var(*id);
+                quote!(#var)
+            } else {
+                quote!(_)
+            }
+        });
+        let output_specs = g.outputs().map(|(id, n)| {
+            let stream = g.stream_name(g.nodes[id].inputs()[0]);
+            let kind = n.label();
+            quote!(#p::OutputSpec { stream: #stream, kind: #kind })
+        });
+
+        let broadcast_fields = g.broadcasts.iter().map(|b| {
+            let (name, ty) = (&b.name, &b.ty);
+            quote!(#name: #ty)
+        });
+        let broadcast_values = g.broadcasts.iter().map(|b| {
+            let (name, value) = (&b.name, &b.value);
+            quote!(#name: #value)
+        });
+        let broadcast_refs = g.broadcasts.iter().map(|b| {
+            let name = &b.name;
+            quote!(let #name = &self.#name;)
+        });
+
+        let steps = (0..g.nodes.len()).filter(|&id| self.live[id]).filter_map(|id| self.step(id));
+        let warnings = g.warnings.to_tokens();
+        let ctx = &self.ctx;
+        let batch = Ident::new("batch", Span::mixed_site());
+        let config = Ident::new("config", Span::mixed_site());
+        let doc = format!("The `{app_name}` pipeline, generated by `stream!`.");
+
+        quote! {
+            #[doc = #doc]
+            pub mod #app {
+                #[allow(unused_imports)]
+                use super::*;
+
+                /// Per-batch job state: the pipeline's broadcast values.
+                pub struct Pipeline {
+                    #(#broadcast_fields,)*
+                }
+
+                static SPEC: #p::AppSpec = #p::AppSpec {
+                    name: #app_name,
+                    batch_interval: #p::Duration::from_millis(#batch_millis),
+                    workers: #workers,
+                    sources: &[#(#source_specs),*],
+                    outputs: &[#(#output_specs),*],
+                };
+
+                impl #p::Pipeline for Pipeline {
+                    type Sources = (#(#source_types,)*);
+
+                    fn spec() -> &'static #p::AppSpec {
+                        &SPEC
+                    }
+
+                    fn build(#config: &#p::AppConfig) -> ::core::result::Result<(Self::Sources, Self), #p::BuildError> {
+                        let sources = (#(#source_values,)*);
+                        ::core::result::Result::Ok((sources, Pipeline { #(#broadcast_values,)* }))
+                    }
+
+                    fn run_batch(&self, #ctx: &#p::BatchContext<'_>, #batch: <Self::Sources as #p::SourceSet>::Batch) {
+                        let (#(#source_bindings,)*) = #batch;
+                        #(#broadcast_refs)*
+                        #(#steps)*
+                    }
+                }
+
+                /// The app with the configuration the pipeline declares; configure it further or run it.
+                pub fn app() -> ::streamc::App<Pipeline> {
+                    ::streamc::App::new()
+                }
+            }
+            #warnings
+        }
+    }
+
+    fn source_value(&self, node: &crate::graph::Node) -> TokenStream {
+        let p = quote!(::streamc::__private);
+        let config = Ident::new("config", Span::mixed_site());
+        let NodeKind::Source { def, name, args, record_type } = &node.kind else {
+            unreachable!("called for sources")
+        };
+        let span = node.span;
+        match def.kind {
+            SourceKind::SocketText => {
+                let (host, port) = (&args[0], &args[1]);
+                quote_spanned! {span=>
+                    #p::SocketTextSource::new(
+                        #name,
+                        #config.source_address(#name, || ::std::format!("{}:{}", #host, #port)),
+                        #config.socket.clone(),
+                    )
+                }
+            }
+            SourceKind::Queue => {
+                let batches = &args[0];
+                quote_spanned!(span=> #p::QueueSource::<#record_type>::new(#name, #batches))
+            }
+        }
+    }
+
+    /// How a stage reads stream `id`, which must be materialized.
+    fn input(&self, id: NodeId) -> Input {
+        let var = self.var(id);
+        let exec = &self.exec;
+        let is_source = self.graph.nodes[id].operator().is_none();
+        if is_source {
+            Input { root: quote!(&#var), records: quote!(#exec::records) }
+        } else if self.consumers[id] > 1 {
+            Input { root: quote!(&#var), records: quote!(#exec::records_cloned) }
+        } else {
+            Input { root: quote!(#var), records: quote!(#exec::records) }
+        }
+    }
+
+    /// The stage reading stream `from`: its materialized root, and a body fusing the narrow operators
+    /// between that root and `from`.
+    fn stage(&self, from: NodeId) -> (TokenStream, TokenStream) {
+        let mut chain = Vec::new();
+        let mut current = from;
+        while !self.materialized(current) {
+            chain.push(current);
+            current = self.graph.nodes[current].inputs()[0];
+        }
+        chain.reverse();
+        let Input { root, records } = self.input(current);
+        let part = Ident::new("part", Span::mixed_site());
+        let out = Ident::new("out", Span::mixed_site());
+        let record = Ident::new("record", Span::mixed_site());
+        let loop_body = self.fuse(&chain, &record, &quote!(#out.push(#record);));
+        let body = quote! {
+            |#part, #out| {
+                for #record in #records(#part) {
+                    #loop_body
+                }
+            }
+        };
+        (root, body)
+    }
+
+    /// Nested code applying the narrow operators `chain` to `record`, then `sink`.
+    fn fuse(&self, chain: &[NodeId], record: &Ident, sink: &TokenStream) -> TokenStream {
+        let Some((&first, rest)) = chain.split_first() else { return sink.clone() };
+        let inner = self.fuse(rest, record, sink);
+        let node = &self.graph.nodes[first];
+        let NodeKind::Op { op, args, .. } = &node.kind else { unreachable!("chains hold operators") };
+        let f = &args[0];
+        let op_fn = format_ident!("{}", op.name, span = node.span);
+        let exec = &self.exec;
+        match op.name {
+            "map" | "map_values" => quote! {
+                let #record = #exec::op::#op_fn(#record, #f);
+                #inner
+            },
+            "filter" => quote! {
+                if #exec::op::#op_fn(&#record, #f) {
+                    #inner
+                }
+            },
+            "flat_map" => quote! {
+                for #record in #exec::op::#op_fn(#record, #f) {
+                    #inner
+                }
+            },
+            "flat_map_values" => {
+                let key = Ident::new("key", Span::mixed_site());
+                let value = Ident::new("value", Span::mixed_site());
+                quote! {
+                    let (#key, #value) = #record;
+                    for #value in #exec::op::#op_fn(#value, #f) {
+                        let #record = (::core::clone::Clone::clone(&#key), #value);
+                        #inner
+                    }
+                }
+            }
+            other => unreachable!("`{other}` is not narrow"),
+        }
+    }
+
+    /// The statement computing node `id`, if it is materialized or an output.
+    fn step(&self, id: NodeId) -> Option<TokenStream> {
+        let node = &self.graph.nodes[id];
+        let NodeKind::Op { op, input, other, args } = &node.kind else { return None };
+        if op.kind == Kind::Narrow && !self.materialized(id) {
+            return None;
+        }
+        let exec = &self.exec;
+        let ctx = &self.ctx;
+        let span = node.span;
+        let function = format_ident!("{}", op.name, span = span);
+        let (root, body) = self.stage(*input);
+        let call = match (op.kind, op.name) {
+            (Kind::Narrow, _) => quote_spanned!(span=> #exec::collect(#ctx, #root, #body)),
+            (_, "union" | "join" | "left_outer_join") => {
+                let (other_root, other_body) = self.stage(other.expect("stream argument"));
+                quote_spanned!(span=> #exec::#function(#ctx, #root, #body, #other_root, #other_body))
+            }
+            (_, "print") => {
+                let n = args.first().map(|n| quote!(#n)).unwrap_or_else(|| quote!(10));
+                quote_spanned!(span=> #exec::print(#ctx, #root, #body, #n))
+            }
+            (_, "collect") => {
+                let name = match args.first() {
+                    Some(Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. })) => s.value(),
+                    _ => self.graph.stream_name(*input),
+                };
+                quote_spanned!(span=> #exec::collect_output(#ctx, #root, #body, #name))
+            }
+            (_, "group_by_key" | "count_by_value" | "count") => {
+                quote_spanned!(span=> #exec::#function(#ctx, #root, #body))
+            }
+            (_, "reduce_by_key" | "reduce" | "repartition" | "transform" | "foreach_batch") => {
+                let f = &args[0];
+                quote_spanned!(span=> #exec::#function(#ctx, #root, #body, #f))
+            }
+            (_, other) => unreachable!("no code generation for `{other}`"),
+        };
+        if op.kind == Kind::Output {
+            Some(quote!(#call;))
+        } else {
+            let var = self.var(id);
+            Some(quote!(let #var = #call;))
+        }
+    }
+}
