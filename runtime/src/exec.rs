@@ -505,7 +505,7 @@ pub mod op {
     }
 
     #[inline(always)]
-    pub fn flat_map_values<K, V, I: IntoIterator>(value: V, f: impl FnOnce(V) -> I) -> I {
+    pub fn flat_map_values<V, I: IntoIterator>(value: V, f: impl FnOnce(V) -> I) -> I {
         f(value)
     }
 }

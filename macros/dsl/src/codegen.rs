@@ -156,6 +156,8 @@ impl<'g> Generator<'g> {
                     }
 
                     fn build(#config: &#p::AppConfig) -> ::core::result::Result<(Self::Sources, Self), #p::BuildError> {
+                        // Socket sources read their address from the configuration.
+                        let _ = #config;
                         let sources = (#(#source_values,)*);
                         ::core::result::Result::Ok((sources, Pipeline { #(#broadcast_values,)* }))
                     }
@@ -218,7 +220,12 @@ impl<'g> Generator<'g> {
     /// The stage reading stream `from`: its materialized root, and a body fusing the narrow operators
     /// between that root and `from`.
     fn stage(&self, from: NodeId) -> (TokenStream, TokenStream) {
-        let mut chain = Vec::new();
+        self.stage_with(Vec::new(), from)
+    }
+
+    /// Like [`Self::stage`], with narrow operators `chain` (innermost last) applied after `from`.
+    fn stage_with(&self, mut chain: Vec<NodeId>, from: NodeId) -> (TokenStream, TokenStream) {
+        chain.reverse();
         let mut current = from;
         while !self.materialized(current) {
             chain.push(current);
@@ -290,7 +297,12 @@ impl<'g> Generator<'g> {
         let ctx = &self.ctx;
         let span = node.span;
         let function = format_ident!("{}", op.name, span = span);
-        let (root, body) = self.stage(*input);
+        let (root, body) = if op.kind == Kind::Narrow {
+            // A narrow operator materialized for its several consumers includes itself in the stage.
+            self.stage_with(vec![id], *input)
+        } else {
+            self.stage(*input)
+        };
         let call = match (op.kind, op.name) {
             (Kind::Narrow, _) => quote_spanned!(span=> #exec::collect(#ctx, #root, #body)),
             (_, "union" | "join" | "left_outer_join") => {

@@ -1,0 +1,297 @@
+//! Every operator, driven through `queue_stream` with the manual-clock test driver, against a plain
+//! reference computation over the same batches.
+
+use std::collections::{BTreeMap, HashMap};
+use streamc::prelude::*;
+use streamc::TestDriver;
+
+fn words_batches() -> Vec<Vec<String>> {
+    vec![
+        vec!["a b a".into(), "c a".into(), "".into()],
+        vec![],
+        vec!["b b".into(), "d".into(), "a c d d".into(), "e".into()],
+        (0..500).map(|i| format!("w{} w{} x", i % 37, i % 11)).collect(),
+    ]
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+/// Runs the driver until the queue is drained and returns each batch's collected records, sorted.
+fn drain<P: streamc::Pipeline, T: Ord + 'static>(driver: &mut TestDriver<P>, output: &str, batches: usize) -> Vec<Vec<T>> {
+    let infos = driver.run_batches(batches);
+    assert!(infos.iter().all(|i| i.failure.is_none()), "a batch failed: {infos:?}");
+    let collected = driver.take::<T>(output).expect("collected records of the expected type");
+    assert_eq!(collected.len(), batches, "one collected result per batch");
+    collected.into_iter().map(|(_, records)| sorted(records)).collect()
+}
+
+fn reference_word_count(lines: &[String]) -> Vec<(String, u64)> {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for line in lines {
+        for w in line.split(' ') {
+            *counts.entry(w.to_string()).or_default() += 1;
+        }
+    }
+    counts.into_iter().collect()
+}
+
+stream! {
+    app narrow_ops { batch: 1s, workers: 3 }
+    let lines = queue_stream::<String>(crate::words_batches());
+    let words = lines.flat_map(|line| line.split(' ')).filter(|w| !w.is_empty());
+    let pairs = words.map(|w| (w.to_string(), w.len()));
+    let doubled = pairs.map_values(|n| n * 2);
+    let exploded = doubled.flat_map_values(|n| 0..n);
+    exploded.collect();
+}
+
+#[test]
+fn map_flat_map_filter_map_values_flat_map_values_fuse_correctly() {
+    let mut driver = narrow_ops::app().test_driver().unwrap();
+    let got: Vec<Vec<(String, usize)>> = drain(&mut driver, "exploded", 4);
+    for (batch, lines) in words_batches().iter().enumerate() {
+        let mut expected = Vec::new();
+        for line in lines {
+            for w in line.split(' ').filter(|w| !w.is_empty()) {
+                for i in 0..w.len() * 2 {
+                    expected.push((w.to_string(), i));
+                }
+            }
+        }
+        assert_eq!(got[batch], sorted(expected), "batch {batch}");
+    }
+}
+
+stream! {
+    app keyed_ops { batch: 1s, workers: 2 }
+    let lines = queue_stream::<String>(crate::words_batches());
+    let pairs = lines.flat_map(|line| line.split(' ')).map(|w| (w.to_string(), 1u64));
+    let counts = pairs.reduce_by_key(|a, b| a + b);
+    let groups = pairs.group_by_key().map(|(w, ones): (String, Vec<u64>)| (w, ones.len()));
+    let values = lines.flat_map(|line| line.split(' ')).map(str::to_string).count_by_value();
+    counts.collect();
+    groups.collect();
+    values.collect();
+}
+
+#[test]
+fn reduce_by_key_group_by_key_count_by_value_match_the_reference() {
+    let mut driver = keyed_ops::app().test_driver().unwrap();
+    driver.run_batches(4);
+    let counts = driver.take::<(String, u64)>("counts").unwrap();
+    let groups = driver.take::<(String, usize)>("groups").unwrap();
+    let values = driver.take::<(String, u64)>("values").unwrap();
+    for (batch, lines) in words_batches().iter().enumerate() {
+        let expected = reference_word_count(lines);
+        assert_eq!(sorted(counts[batch].1.clone()), expected, "reduce_by_key, batch {batch}");
+        assert_eq!(sorted(values[batch].1.clone()), expected, "count_by_value, batch {batch}");
+        let expected_groups: Vec<(String, usize)> = expected.iter().map(|(w, n)| (w.clone(), *n as usize)).collect();
+        assert_eq!(sorted(groups[batch].1.clone()), expected_groups, "group_by_key, batch {batch}");
+    }
+}
+
+fn numbers() -> Vec<Vec<i64>> {
+    vec![vec![1, 2, 3, 4], vec![], vec![10], (1..=1000).collect()]
+}
+
+stream! {
+    app whole_batch_ops { batch: 500ms, workers: 2 }
+    let nums = queue_stream::<i64>(crate::numbers());
+    let how_many = nums.count();
+    let spread = nums.map(|n| *n).repartition(5);
+    let sizes = spread.transform(|batch: Batch<i64>| {
+        let parts = batch.num_partitions() as i64;
+        batch.map(move |n| (n, parts))
+    });
+    let sorted_desc = nums.map(|n| *n).transform(|batch| batch.sort_by(false, |n| *n).map(|n| n * 10));
+    how_many.collect();
+    sizes.collect();
+    sorted_desc.collect();
+}
+
+#[test]
+fn reduce_count_repartition_transform() {
+    let mut driver = whole_batch_ops::app().test_driver().unwrap();
+    driver.run_batches(4);
+    let how_many = driver.take::<u64>("how_many").unwrap();
+    assert_eq!(how_many.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>(), vec![vec![4], vec![0], vec![1], vec![1000]]);
+    let sizes = driver.take::<(i64, i64)>("sizes").unwrap();
+    for (batch, nums) in numbers().iter().enumerate() {
+        let expected: Vec<(i64, i64)> = nums.iter().map(|n| (*n, 5)).collect();
+        assert_eq!(sorted(sizes[batch].1.clone()), sorted(expected), "repartition(5) + transform, batch {batch}");
+    }
+    let sorted_desc = driver.take::<i64>("sorted_desc").unwrap();
+    for (batch, nums) in numbers().iter().enumerate() {
+        let mut expected: Vec<i64> = nums.iter().map(|n| n * 10).collect();
+        expected.sort_by(|a, b| b.cmp(a));
+        assert_eq!(sorted_desc[batch].1, expected, "sort_by in transform keeps order, batch {batch}");
+    }
+}
+
+stream! {
+    app reduce_owned { batch: 1s, workers: 2 }
+    let nums = queue_stream::<i64>(crate::numbers());
+    let total = nums.map(|n| *n).reduce(|a, b| a + b);
+    total.collect();
+}
+
+#[test]
+fn reduce_matches_the_sum_and_is_empty_for_empty_batches() {
+    let mut driver = reduce_owned::app().test_driver().unwrap();
+    let got: Vec<Vec<i64>> = drain(&mut driver, "total", 4);
+    assert_eq!(got, vec![vec![10], vec![], vec![10], vec![500_500]]);
+}
+
+fn clicks() -> Vec<Vec<(String, String)>> {
+    vec![
+        vec![("tom".into(), "ad1".into()), ("ann".into(), "ad2".into()), ("bob".into(), "ad1".into()), ("tom".into(), "ad3".into())],
+        vec![("zed".into(), "ad9".into())],
+    ]
+}
+
+fn users() -> Vec<Vec<(String, u32)>> {
+    vec![vec![("tom".into(), 30), ("ann".into(), 25), ("ann".into(), 26)], vec![]]
+}
+
+stream! {
+    app joins { batch: 1s, workers: 2 }
+    let click_stream = queue_stream::<(String, String)>(crate::clicks());
+    let user_stream = queue_stream::<(String, u32)>(crate::users());
+    let owned_clicks = click_stream.map(|c| c.clone());
+    let owned_users = user_stream.map(|u| u.clone());
+    let inner = owned_clicks.join(owned_users);
+    let outer = owned_clicks.left_outer_join(owned_users);
+    let both = owned_clicks.map(|(u, _)| u).union(owned_users.map(|(u, _)| u));
+    inner.collect();
+    outer.collect();
+    both.collect();
+}
+
+#[test]
+fn join_left_outer_join_union_match_the_reference() {
+    let mut driver = joins::app().test_driver().unwrap();
+    driver.run_batches(2);
+    let inner = driver.take::<(String, (String, u32))>("inner").unwrap();
+    let outer = driver.take::<(String, (String, Option<u32>))>("outer").unwrap();
+    let both = driver.take::<String>("both").unwrap();
+    for (batch, (cs, us)) in clicks().iter().zip(users()).enumerate() {
+        let mut by_user: HashMap<&str, Vec<u32>> = HashMap::new();
+        for (u, age) in &us {
+            by_user.entry(u.as_str()).or_default().push(*age);
+        }
+        let mut expected_inner = Vec::new();
+        let mut expected_outer = Vec::new();
+        for (u, ad) in cs {
+            match by_user.get(u.as_str()) {
+                Some(ages) => {
+                    for age in ages {
+                        expected_inner.push((u.clone(), (ad.clone(), *age)));
+                        expected_outer.push((u.clone(), (ad.clone(), Some(*age))));
+                    }
+                }
+                None => expected_outer.push((u.clone(), (ad.clone(), None))),
+            }
+        }
+        assert_eq!(sorted(inner[batch].1.clone()), sorted(expected_inner), "join, batch {batch}");
+        assert_eq!(sorted(outer[batch].1.clone()), sorted(expected_outer), "left_outer_join, batch {batch}");
+        let expected_union: Vec<String> = cs.iter().map(|c| c.0.clone()).chain(us.iter().map(|u| u.0.clone())).collect();
+        assert_eq!(sorted(both[batch].1.clone()), sorted(expected_union), "union, batch {batch}");
+    }
+}
+
+fn blacklist() -> Vec<(String, bool)> {
+    vec![("tom".into(), true), ("bob".into(), false)]
+}
+
+stream! {
+    app blacklist_filter { batch: 1s, workers: 2 }
+    let table: Batch<(String, bool)> = broadcast(Batch::from_vec(crate::blacklist(), 2));
+    let logs = queue_stream::<(String, String)>(crate::clicks());
+    let valid = logs
+        .map(|(user, ad)| (user.clone(), format!("{user} {ad}")))
+        .transform(|batch| {
+            batch
+                .left_outer_join(table)
+                .filter(|(_, (_, blocked))| !blocked.unwrap_or(false))
+                .map(|(_, (log, _))| log)
+        });
+    valid.collect();
+}
+
+#[test]
+fn transform_with_a_broadcast_blacklist_filters_like_the_seed() {
+    let mut driver = blacklist_filter::app().test_driver().unwrap();
+    let got: Vec<Vec<String>> = drain(&mut driver, "valid", 2);
+    assert_eq!(got[0], vec!["ann ad2".to_string(), "bob ad1".to_string()]);
+    assert_eq!(got[1], vec!["zed ad9".to_string()]);
+}
+
+stream! {
+    app outputs { batch: 1s, workers: 2 }
+    let lines = queue_stream::<String>(crate::words_batches());
+    let counts = lines
+        .flat_map(|line| line.split(' '))
+        .map(|w| (w.to_string(), 1u64))
+        .reduce_by_key(|a, b| a + b);
+    let sorted_counts = counts.transform(|b| b.sort_by(true, |(w, _)| w.clone()));
+    sorted_counts.print();
+    sorted_counts.print(2);
+    counts.foreach_batch(|batch, time| crate::record_batch(batch.len(), time.millis()));
+}
+
+static SEEN: std::sync::Mutex<Vec<(usize, u64)>> = std::sync::Mutex::new(Vec::new());
+
+fn record_batch(len: usize, time: u64) {
+    SEEN.lock().unwrap().push((len, time));
+}
+
+#[test]
+fn print_matches_spark_and_foreach_batch_sees_every_batch() {
+    let mut driver = outputs::app().test_driver().unwrap();
+    driver.run_batches(3);
+    let printed = driver.take_printed();
+    let rule = "-------------------------------------------";
+    let expected_first = format!(
+        "{rule}\nTime: 1000 ms\n{rule}\n(,1)\n(a,3)\n(b,1)\n(c,1)\n\n{rule}\nTime: 1000 ms\n{rule}\n(,1)\n(a,3)\n...\n\n"
+    );
+    assert!(printed.starts_with(&expected_first), "got:\n{printed}");
+    assert!(printed.contains(&format!("{rule}\nTime: 2000 ms\n{rule}\n\n")), "empty batch block missing:\n{printed}");
+    let seen = SEEN.lock().unwrap().clone();
+    assert_eq!(seen, vec![(4, 1000), (0, 2000), (5, 3000)]);
+}
+
+stream! {
+    app one_worker { batch: 1s, workers: 1 }
+    let lines = queue_stream::<String>(crate::words_batches());
+    let counts = lines.flat_map(|l| l.split(' ')).map(|w| (w.to_string(), 1u64)).reduce_by_key(|a, b| a + b);
+    counts.collect();
+}
+
+#[test]
+fn one_worker_is_enough() {
+    let mut driver = one_worker::app().test_driver().unwrap();
+    let got: Vec<Vec<(String, u64)>> = drain(&mut driver, "counts", 4);
+    for (batch, lines) in words_batches().iter().enumerate() {
+        assert_eq!(got[batch], reference_word_count(lines));
+    }
+}
+
+#[test]
+fn a_panicking_closure_fails_its_batch_only() {
+    stream! {
+        app fragile { batch: 1s, workers: 2 }
+        let nums = queue_stream::<i64>(vec![vec![1, 2], vec![0], vec![5]]);
+        let inverted = nums.map(|n| 10 / *n);
+        inverted.collect();
+    }
+    let mut driver = fragile::app().test_driver().unwrap();
+    let infos = driver.run_batches(3);
+    assert!(infos[0].failure.is_none());
+    assert!(infos[1].failure.as_deref().unwrap_or("").contains("divide by zero"), "{infos:?}");
+    assert!(infos[2].failure.is_none());
+    let got = driver.take::<i64>("inverted").unwrap();
+    assert_eq!(got.iter().map(|(t, r)| (t.millis(), sorted(r.clone()))).collect::<Vec<_>>(), vec![(1000, vec![5, 10]), (3000, vec![2])]);
+}
