@@ -290,10 +290,9 @@ fn generate_batches<S: SourceSet>(
             Err(RecvTimeoutError::Timeout) => false,
         };
         if last || stop_requested {
-            // Graceful stop: receivers hand over what they hold, which becomes the last batch, at its tick.
+            // Graceful stop: receivers hand over what they hold, which becomes the last batch. It is cut
+            // now (labelled with its tick) rather than after waiting out the interval.
             sources.stop();
-            let wait = next.to_system_time().duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
-            std::thread::sleep(wait);
             let (batch, records) = sources.cut(next, partitions);
             let _ = batches.send((next, batch, records));
             return;
