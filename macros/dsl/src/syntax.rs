@@ -70,17 +70,22 @@ fn parse_block(input: ParseStream) -> syn::Result<Result<PipelineSyntax, Diagnos
     } else {
         None
     };
-    let Some(_keyword) = keyword else {
+    if keyword.is_none() {
+        input.parse::<TokenStream>()?;
         return Ok(Err(Diagnostic::error(header_start, "a stream! block starts with its `app` header")
             .help("begin with `app my_app { batch: 1s }` (batch interval, optional `workers: N`)")));
-    };
+    }
     let name: Ident = input.parse()?;
     let content;
     braced!(content in input);
     let settings: Punctuated<Setting, Token![,]> = content.parse_terminated(Setting::parse, Token![,])?;
     let header = match check_header(name, &settings) {
         Ok(h) => h,
-        Err(d) => return Ok(Err(d)),
+        Err(d) => {
+            // Report the header problem alone; the statements are not looked at.
+            input.parse::<TokenStream>()?;
+            return Ok(Err(d));
+        }
     };
     let stmts = syn::Block::parse_within(input)?;
     let mut statements = Vec::new();
