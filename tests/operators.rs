@@ -10,7 +10,9 @@ fn words_batches() -> Vec<Vec<String>> {
         vec!["a b a".into(), "c a".into(), "".into()],
         vec![],
         vec!["b b".into(), "d".into(), "a c d d".into(), "e".into()],
-        (0..500).map(|i| format!("w{} w{} x", i % 37, i % 11)).collect(),
+        (0..500)
+            .map(|i| format!("w{} w{} x", i % 37, i % 11))
+            .collect(),
     ]
 }
 
@@ -20,12 +22,24 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
 }
 
 /// Runs the driver until the queue is drained and returns each batch's collected records, sorted.
-fn drain<P: streamc::Pipeline, T: Ord + 'static>(driver: &mut TestDriver<P>, output: &str, batches: usize) -> Vec<Vec<T>> {
+fn drain<P: streamc::Pipeline, T: Ord + 'static>(
+    driver: &mut TestDriver<P>,
+    output: &str,
+    batches: usize,
+) -> Vec<Vec<T>> {
     let infos = driver.run_batches(batches);
-    assert!(infos.iter().all(|i| i.failure.is_none()), "a batch failed: {infos:?}");
-    let collected = driver.take::<T>(output).expect("collected records of the expected type");
+    assert!(
+        infos.iter().all(|i| i.failure.is_none()),
+        "a batch failed: {infos:?}"
+    );
+    let collected = driver
+        .take::<T>(output)
+        .expect("collected records of the expected type");
     assert_eq!(collected.len(), batches, "one collected result per batch");
-    collected.into_iter().map(|(_, records)| sorted(records)).collect()
+    collected
+        .into_iter()
+        .map(|(_, records)| sorted(records))
+        .collect()
 }
 
 fn reference_word_count(lines: &[String]) -> Vec<(String, u64)> {
@@ -86,10 +100,25 @@ fn reduce_by_key_group_by_key_count_by_value_match_the_reference() {
     let values = driver.take::<(String, u64)>("values").unwrap();
     for (batch, lines) in words_batches().iter().enumerate() {
         let expected = reference_word_count(lines);
-        assert_eq!(sorted(counts[batch].1.clone()), expected, "reduce_by_key, batch {batch}");
-        assert_eq!(sorted(values[batch].1.clone()), expected, "count_by_value, batch {batch}");
-        let expected_groups: Vec<(String, usize)> = expected.iter().map(|(w, n)| (w.clone(), *n as usize)).collect();
-        assert_eq!(sorted(groups[batch].1.clone()), expected_groups, "group_by_key, batch {batch}");
+        assert_eq!(
+            sorted(counts[batch].1.clone()),
+            expected,
+            "reduce_by_key, batch {batch}"
+        );
+        assert_eq!(
+            sorted(values[batch].1.clone()),
+            expected,
+            "count_by_value, batch {batch}"
+        );
+        let expected_groups: Vec<(String, usize)> = expected
+            .iter()
+            .map(|(w, n)| (w.clone(), *n as usize))
+            .collect();
+        assert_eq!(
+            sorted(groups[batch].1.clone()),
+            expected_groups,
+            "group_by_key, batch {batch}"
+        );
     }
 }
 
@@ -117,17 +146,27 @@ fn reduce_count_repartition_transform() {
     let mut driver = whole_batch_ops::app().test_driver().unwrap();
     driver.run_batches(4);
     let how_many = driver.take::<u64>("how_many").unwrap();
-    assert_eq!(how_many.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>(), vec![vec![4], vec![0], vec![1], vec![1000]]);
+    assert_eq!(
+        how_many.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>(),
+        vec![vec![4], vec![0], vec![1], vec![1000]]
+    );
     let sizes = driver.take::<(i64, i64)>("sizes").unwrap();
     for (batch, nums) in numbers().iter().enumerate() {
         let expected: Vec<(i64, i64)> = nums.iter().map(|n| (*n, 5)).collect();
-        assert_eq!(sorted(sizes[batch].1.clone()), sorted(expected), "repartition(5) + transform, batch {batch}");
+        assert_eq!(
+            sorted(sizes[batch].1.clone()),
+            sorted(expected),
+            "repartition(5) + transform, batch {batch}"
+        );
     }
     let sorted_desc = driver.take::<i64>("sorted_desc").unwrap();
     for (batch, nums) in numbers().iter().enumerate() {
         let mut expected: Vec<i64> = nums.iter().map(|n| n * 10).collect();
         expected.sort_by(|a, b| b.cmp(a));
-        assert_eq!(sorted_desc[batch].1, expected, "sort_by in transform keeps order, batch {batch}");
+        assert_eq!(
+            sorted_desc[batch].1, expected,
+            "sort_by in transform keeps order, batch {batch}"
+        );
     }
 }
 
@@ -147,13 +186,21 @@ fn reduce_matches_the_sum_and_is_empty_for_empty_batches() {
 
 fn clicks() -> Vec<Vec<(String, String)>> {
     vec![
-        vec![("tom".into(), "ad1".into()), ("ann".into(), "ad2".into()), ("bob".into(), "ad1".into()), ("tom".into(), "ad3".into())],
+        vec![
+            ("tom".into(), "ad1".into()),
+            ("ann".into(), "ad2".into()),
+            ("bob".into(), "ad1".into()),
+            ("tom".into(), "ad3".into()),
+        ],
         vec![("zed".into(), "ad9".into())],
     ]
 }
 
 fn users() -> Vec<Vec<(String, u32)>> {
-    vec![vec![("tom".into(), 30), ("ann".into(), 25), ("ann".into(), 26)], vec![]]
+    vec![
+        vec![("tom".into(), 30), ("ann".into(), 25), ("ann".into(), 26)],
+        vec![],
+    ]
 }
 
 stream! {
@@ -175,7 +222,9 @@ fn join_left_outer_join_union_match_the_reference() {
     let mut driver = joins::app().test_driver().unwrap();
     driver.run_batches(2);
     let inner = driver.take::<(String, (String, u32))>("inner").unwrap();
-    let outer = driver.take::<(String, (String, Option<u32>))>("outer").unwrap();
+    let outer = driver
+        .take::<(String, (String, Option<u32>))>("outer")
+        .unwrap();
     let both = driver.take::<String>("both").unwrap();
     for (batch, (cs, us)) in clicks().iter().zip(users()).enumerate() {
         let mut by_user: HashMap<&str, Vec<u32>> = HashMap::new();
@@ -195,10 +244,26 @@ fn join_left_outer_join_union_match_the_reference() {
                 None => expected_outer.push((u.clone(), (ad.clone(), None))),
             }
         }
-        assert_eq!(sorted(inner[batch].1.clone()), sorted(expected_inner), "join, batch {batch}");
-        assert_eq!(sorted(outer[batch].1.clone()), sorted(expected_outer), "left_outer_join, batch {batch}");
-        let expected_union: Vec<String> = cs.iter().map(|c| c.0.clone()).chain(us.iter().map(|u| u.0.clone())).collect();
-        assert_eq!(sorted(both[batch].1.clone()), sorted(expected_union), "union, batch {batch}");
+        assert_eq!(
+            sorted(inner[batch].1.clone()),
+            sorted(expected_inner),
+            "join, batch {batch}"
+        );
+        assert_eq!(
+            sorted(outer[batch].1.clone()),
+            sorted(expected_outer),
+            "left_outer_join, batch {batch}"
+        );
+        let expected_union: Vec<String> = cs
+            .iter()
+            .map(|c| c.0.clone())
+            .chain(us.iter().map(|u| u.0.clone()))
+            .collect();
+        assert_eq!(
+            sorted(both[batch].1.clone()),
+            sorted(expected_union),
+            "union, batch {batch}"
+        );
     }
 }
 
@@ -258,7 +323,10 @@ fn print_matches_spark_and_foreach_batch_sees_every_batch() {
         "{rule}\nTime: 1000 ms\n{rule}\n(,1)\n(a,3)\n(b,1)\n(c,1)\n\n{rule}\nTime: 1000 ms\n{rule}\n(,1)\n(a,3)\n...\n\n"
     );
     assert!(printed.starts_with(&expected_first), "got:\n{printed}");
-    assert!(printed.contains(&format!("{rule}\nTime: 2000 ms\n{rule}\n\n")), "empty batch block missing:\n{printed}");
+    assert!(
+        printed.contains(&format!("{rule}\nTime: 2000 ms\n{rule}\n\n")),
+        "empty batch block missing:\n{printed}"
+    );
     let seen = SEEN.lock().unwrap().clone();
     assert_eq!(seen, vec![(4, 1000), (0, 2000), (5, 3000)]);
 }
@@ -290,8 +358,20 @@ fn a_panicking_closure_fails_its_batch_only() {
     let mut driver = fragile::app().test_driver().unwrap();
     let infos = driver.run_batches(3);
     assert!(infos[0].failure.is_none());
-    assert!(infos[1].failure.as_deref().unwrap_or("").contains("divide by zero"), "{infos:?}");
+    assert!(
+        infos[1]
+            .failure
+            .as_deref()
+            .unwrap_or("")
+            .contains("divide by zero"),
+        "{infos:?}"
+    );
     assert!(infos[2].failure.is_none());
     let got = driver.take::<i64>("inverted").unwrap();
-    assert_eq!(got.iter().map(|(t, r)| (t.millis(), sorted(r.clone()))).collect::<Vec<_>>(), vec![(1000, vec![5, 10]), (3000, vec![2])]);
+    assert_eq!(
+        got.iter()
+            .map(|(t, r)| (t.millis(), sorted(r.clone())))
+            .collect::<Vec<_>>(),
+        vec![(1000, vec![5, 10]), (3000, vec![2])]
+    );
 }

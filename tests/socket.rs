@@ -51,7 +51,10 @@ fn word_counts_over_loopback_equal_the_reference() {
     let lines = Corpus::zipf(10_000, 1).lines(20_000, 10);
     let expected = reference_word_counts(lines.iter().map(String::as_str));
     let server = LineServer::once(text(&lines)).unwrap();
-    let app = socket_count::app().source_address("lines", server.address().to_string()).start().unwrap();
+    let app = socket_count::app()
+        .source_address("lines", server.address().to_string())
+        .start()
+        .unwrap();
     let counts = collect_until(&app, 200_000, Duration::from_secs(20));
     let report = app.stop().unwrap();
     assert_eq!(counts, expected);
@@ -62,7 +65,9 @@ fn word_counts_over_loopback_equal_the_reference() {
 
 #[test]
 fn graceful_stop_processes_everything_already_received() {
-    let lines: Vec<String> = (0..5_000).map(|i| format!("k{} k{}", i % 13, i % 7)).collect();
+    let lines: Vec<String> = (0..5_000)
+        .map(|i| format!("k{} k{}", i % 13, i % 7))
+        .collect();
     let expected = reference_word_counts(lines.iter().map(String::as_str));
     let server = LineServer::once(text(&lines)).unwrap();
     let app = socket_count::app()
@@ -93,12 +98,16 @@ fn receiver_waits_for_an_absent_peer_and_reconnects_after_it_leaves() {
         let probe = TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
     };
-    let app = socket_count::app().source_address("lines", format!("127.0.0.1:{port}")).start().unwrap();
+    let app = socket_count::app()
+        .source_address("lines", format!("127.0.0.1:{port}"))
+        .start()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
     for round in 0..2 {
         let (mut conn, _) = listener.accept().unwrap();
-        conn.write_all(format!("round{round} a\nround{round} b\n").as_bytes()).unwrap();
+        conn.write_all(format!("round{round} a\nround{round} b\n").as_bytes())
+            .unwrap();
         drop(conn);
     }
     let counts = collect_until(&app, 8, Duration::from_secs(15));
@@ -107,7 +116,10 @@ fn receiver_waits_for_an_absent_peer_and_reconnects_after_it_leaves() {
     assert_eq!(counts.get("round1"), Some(&2));
     let stats = &report.sources[0].1;
     assert!(stats.connections >= 2, "{stats:?}");
-    assert!(stats.connection_errors >= 1, "the first attempts must have failed: {stats:?}");
+    assert!(
+        stats.connection_errors >= 1,
+        "the first attempts must have failed: {stats:?}"
+    );
 }
 
 #[test]
@@ -117,10 +129,16 @@ fn invalid_utf8_and_oversized_lines_are_counted_not_fatal() {
     data.extend_from_slice(&vec![b'x'; 3 << 20]);
     data.extend_from_slice(b"\nlast good\n");
     let server = LineServer::once(data).unwrap();
-    let app = socket_count::app().source_address("lines", server.address().to_string()).start().unwrap();
+    let app = socket_count::app()
+        .source_address("lines", server.address().to_string())
+        .start()
+        .unwrap();
     let counts = collect_until(&app, 4, Duration::from_secs(15));
     let report = app.stop().unwrap();
-    let expected: Counts = [("good", 2), ("line", 1), ("last", 1)].into_iter().map(|(w, n)| (w.to_string(), n)).collect();
+    let expected: Counts = [("good", 2), ("line", 1), ("last", 1)]
+        .into_iter()
+        .map(|(w, n)| (w.to_string(), n))
+        .collect();
     assert_eq!(counts, expected);
     let stats = &report.sources[0].1;
     assert_eq!(stats.invalid_utf8_lines, 1);
@@ -175,7 +193,10 @@ fn a_stuck_pipeline_pushes_back_on_the_sender_instead_of_buffering() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     let stalled_at = written.load(Ordering::SeqCst);
-    assert!(stalled_at < 24 << 20, "the sender got {stalled_at} bytes through a stuck pipeline with a 2 MiB budget");
+    assert!(
+        stalled_at < 24 << 20,
+        "the sender got {stalled_at} bytes through a stuck pipeline with a 2 MiB budget"
+    );
     GATE_OPEN.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(30);
     while SLOW_RECORDS.load(Ordering::SeqCst) < expected_lines && Instant::now() < deadline {
@@ -197,38 +218,75 @@ fn example_binary(name: &str) -> std::path::PathBuf {
 #[test]
 fn the_word_count_example_prints_spark_blocks_and_stops_on_sigterm() {
     let binary = example_binary("word_count");
-    assert!(binary.exists(), "build the examples first (cargo test builds them): {}", binary.display());
-    let lines: Vec<String> = (0..300).map(|i| format!("hello world hello w{}", i % 3)).collect();
+    assert!(
+        binary.exists(),
+        "build the examples first (cargo test builds them): {}",
+        binary.display()
+    );
+    let lines: Vec<String> = (0..300)
+        .map(|i| format!("hello world hello w{}", i % 3))
+        .collect();
     let server = LineServer::once(text(&lines)).unwrap();
     let child = std::process::Command::new(&binary)
-        .args(["--source", &format!("lines={}", server.address()), "--batch", "300ms"])
+        .args([
+            "--source",
+            &format!("lines={}", server.address()),
+            "--batch",
+            "300ms",
+        ])
         .env("STREAMC_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "exit status {:?}, stderr:\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "exit status {:?}, stderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(stdout.contains("-------------------------------------------\nTime: "), "{stdout}");
+    assert!(
+        stdout.contains("-------------------------------------------\nTime: "),
+        "{stdout}"
+    );
     let mut counts = Counts::new();
     for line in stdout.lines().filter(|l| l.starts_with('(')) {
-        let (word, n) = line.trim_matches(|c| c == '(' || c == ')').rsplit_once(',').unwrap();
+        let (word, n) = line
+            .trim_matches(|c| c == '(' || c == ')')
+            .rsplit_once(',')
+            .unwrap();
         *counts.entry(word.to_string()).or_insert(0) += n.parse::<u64>().unwrap();
     }
-    assert_eq!(counts, reference_word_counts(lines.iter().map(String::as_str)));
+    assert_eq!(
+        counts,
+        reference_word_counts(lines.iter().map(String::as_str))
+    );
 }
 
 #[test]
 fn bad_flags_exit_with_status_2_and_a_message() {
-    let output = std::process::Command::new(example_binary("word_count")).args(["--workers", "0"]).output().unwrap();
+    let output = std::process::Command::new(example_binary("word_count"))
+        .args(["--workers", "0"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("workers must be at least 1"));
-    let help = std::process::Command::new(example_binary("word_count")).arg("--help").output().unwrap();
+    let help = std::process::Command::new(example_binary("word_count"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(help.status.success());
     let help = String::from_utf8_lossy(&help.stdout);
-    assert!(help.contains("--batch") && help.contains("lines") && help.contains("socket_text_stream"), "{help}");
+    assert!(
+        help.contains("--batch") && help.contains("lines") && help.contains("socket_text_stream"),
+        "{help}"
+    );
 }

@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "streamc", version, about = "The streamc pipeline compiler: validate and expand stream! pipelines")]
+#[command(
+    name = "streamc",
+    version,
+    about = "The streamc pipeline compiler: validate and expand stream! pipelines"
+)]
 struct Cli {
     /// Print nothing but errors.
     #[arg(long, short, global = true)]
@@ -53,7 +57,8 @@ fn run(cli: &Cli) -> Result<bool> {
 }
 
 fn read(file: &Path) -> Result<(String, Vec<scan::Block>)> {
-    let source = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let source =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let blocks = scan::blocks(file, &source)?;
     if blocks.is_empty() {
         anyhow::bail!("{} contains no stream! block", file.display());
@@ -89,9 +94,16 @@ fn check(file: &Path, quiet: bool) -> Result<bool> {
         }
     }
     if errors > 0 {
-        eprintln!("error: {} has {errors} error{}", file.display(), if errors == 1 { "" } else { "s" });
+        eprintln!(
+            "error: {} has {errors} error{}",
+            file.display(),
+            if errors == 1 { "" } else { "s" }
+        );
     } else if !quiet && warnings > 0 {
-        eprintln!("warning: {warnings} warning{}", if warnings == 1 { "" } else { "s" });
+        eprintln!(
+            "warning: {warnings} warning{}",
+            if warnings == 1 { "" } else { "s" }
+        );
     }
     Ok(errors == 0)
 }
@@ -103,7 +115,8 @@ fn expand(file: &Path) -> Result<bool> {
         match streamc_dsl::check(block.tokens) {
             Ok(graph) => {
                 let tokens = streamc_dsl::codegen::generate(&graph);
-                let parsed: syn::File = syn::parse2(tokens).context("the generated code does not parse (a streamc bug)")?;
+                let parsed: syn::File = syn::parse2(tokens)
+                    .context("the generated code does not parse (a streamc bug)")?;
                 print!("{}", prettyplease::unparse(&parsed));
             }
             Err(diagnostics) => {

@@ -13,13 +13,31 @@ pub fn diagnostic(file: &Path, source: &str, d: &Diagnostic) -> String {
     let start = d.span.start();
     let end = d.span.end();
     let mut out = format!("{level}: {}\n", d.message);
-    let line_text = source.lines().nth(start.line.saturating_sub(1)).unwrap_or("");
+    let line_text = source
+        .lines()
+        .nth(start.line.saturating_sub(1))
+        .unwrap_or("");
     let gutter = " ".repeat(start.line.to_string().len());
-    let _ = writeln!(out, "{gutter}--> {}:{}:{}", file.display(), start.line, start.column + 1);
+    let _ = writeln!(
+        out,
+        "{gutter}--> {}:{}:{}",
+        file.display(),
+        start.line,
+        start.column + 1
+    );
     let _ = writeln!(out, "{gutter} |");
     let _ = writeln!(out, "{} | {line_text}", start.line);
-    let width = if end.line == start.line { end.column.saturating_sub(start.column).max(1) } else { 1 };
-    let _ = writeln!(out, "{gutter} | {}{}", " ".repeat(start.column), "^".repeat(width));
+    let width = if end.line == start.line {
+        end.column.saturating_sub(start.column).max(1)
+    } else {
+        1
+    };
+    let _ = writeln!(
+        out,
+        "{gutter} | {}{}",
+        " ".repeat(start.column),
+        "^".repeat(width)
+    );
     if let Some(help) = &d.help {
         let _ = writeln!(out, "{gutter} = help: {help}");
     }
@@ -36,7 +54,16 @@ pub fn summary(graph: &Graph) -> String {
             NodeKind::Op { .. } => unreachable!("sources() yields sources"),
         })
         .collect();
-    let outputs: Vec<String> = graph.outputs().map(|(id, n)| format!("{}.{}", graph.stream_name(graph.nodes[id].inputs()[0]), n.label())).collect();
+    let outputs: Vec<String> = graph
+        .outputs()
+        .map(|(id, n)| {
+            format!(
+                "{}.{}",
+                graph.stream_name(graph.nodes[id].inputs()[0]),
+                n.label()
+            )
+        })
+        .collect();
     format!(
         "ok: app `{}`: batch {} ms, {} worker{}; sources: {}; outputs: {}",
         graph.app.name,

@@ -12,10 +12,15 @@ pub struct Block {
 
 pub fn blocks(file: &Path, source: &str) -> Result<Vec<Block>> {
     if file.extension().is_some_and(|e| e == "stream") {
-        let tokens: TokenStream = source.parse().map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        return Ok(vec![Block { tokens: strip_use_lines(tokens) }]);
+        let tokens: TokenStream = source
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        return Ok(vec![Block {
+            tokens: strip_use_lines(tokens),
+        }]);
     }
-    let parsed = syn::parse_file(source).with_context(|| format!("{} is not valid Rust", file.display()))?;
+    let parsed =
+        syn::parse_file(source).with_context(|| format!("{} is not valid Rust", file.display()))?;
     let mut finder = Finder::default();
     finder.visit_file(&parsed);
     Ok(finder.blocks)
@@ -51,8 +56,15 @@ struct Finder {
 
 impl<'ast> Visit<'ast> for Finder {
     fn visit_macro(&mut self, mac: &'ast syn::Macro) {
-        if mac.path.segments.last().is_some_and(|s| s.ident == "stream") {
-            self.blocks.push(Block { tokens: mac.tokens.clone() });
+        if mac
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "stream")
+        {
+            self.blocks.push(Block {
+                tokens: mac.tokens.clone(),
+            });
         }
         syn::visit::visit_macro(self, mac);
     }

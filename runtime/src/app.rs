@@ -2,7 +2,9 @@
 
 use crate::config::AppConfig;
 use crate::context::{CollectError, Collector, Outputs};
-use crate::engine::{self, execute, BatchInfo, Machinery, RunError, RunOptions, RunReport, StopHandle};
+use crate::engine::{
+    self, execute, BatchInfo, Machinery, RunError, RunOptions, RunReport, StopHandle,
+};
 use crate::pipeline::Pipeline;
 use crate::source::SourceSet;
 use crate::testkit::LineServer;
@@ -30,7 +32,12 @@ impl<P: Pipeline> Default for App<P> {
 impl<P: Pipeline> App<P> {
     /// The app with the configuration its pipeline declares.
     pub fn new() -> Self {
-        Self { config: AppConfig::from_spec(P::spec()), print: None, handle_signals: false, _pipeline: PhantomData }
+        Self {
+            config: AppConfig::from_spec(P::spec()),
+            print: None,
+            handle_signals: false,
+            _pipeline: PhantomData,
+        }
     }
 
     /// The current configuration.
@@ -85,7 +92,11 @@ impl<P: Pipeline> App<P> {
             Ok(app) => app,
             Err(e) => {
                 let _ = e.print();
-                return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+                return if e.use_stderr() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
             }
         };
         init_logging();
@@ -112,10 +123,17 @@ impl<P: Pipeline> App<P> {
         self.run_with(Arc::default(), (StopHandle(tx), rx))
     }
 
-    fn run_with(mut self, collector: Arc<Collector>, stop: (StopHandle, mpsc::Receiver<()>)) -> Result<RunReport, RunError> {
+    fn run_with(
+        mut self,
+        collector: Arc<Collector>,
+        stop: (StopHandle, mpsc::Receiver<()>),
+    ) -> Result<RunReport, RunError> {
         let _demo = self.start_demo_feeds()?;
         let options = RunOptions {
-            print: self.print.take().unwrap_or_else(|| Box::new(std::io::stdout())),
+            print: self
+                .print
+                .take()
+                .unwrap_or_else(|| Box::new(std::io::stdout())),
             collector,
             handle_signals: self.handle_signals,
         };
@@ -124,12 +142,21 @@ impl<P: Pipeline> App<P> {
 
     /// With `--demo`, every socket source reads from a local generator instead of its address.
     fn start_demo_feeds(&mut self) -> Result<Vec<LineServer>, RunError> {
-        let Some(rate) = self.config.demo_rate else { return Ok(Vec::new()) };
+        let Some(rate) = self.config.demo_rate else {
+            return Ok(Vec::new());
+        };
         let mut servers = Vec::new();
-        for source in P::spec().sources.iter().filter(|s| s.kind == "socket_text_stream") {
-            let server = LineServer::generated(rate, 42).map_err(|e| RunError(format!("cannot start the demo generator: {e}")))?;
+        for source in P::spec()
+            .sources
+            .iter()
+            .filter(|s| s.kind == "socket_text_stream")
+        {
+            let server = LineServer::generated(rate, 42)
+                .map_err(|e| RunError(format!("cannot start the demo generator: {e}")))?;
             tracing::info!(source = source.name, address = %server.address(), "demo: feeding the source from a local generator");
-            self.config.source_addresses.insert(source.name.to_string(), server.address().to_string());
+            self.config
+                .source_addresses
+                .insert(source.name.to_string(), server.address().to_string());
             servers.push(server);
         }
         Ok(servers)
@@ -146,14 +173,21 @@ impl<P: Pipeline> App<P> {
             .name(format!("streamc-{}", self.config.name))
             .spawn(move || self.run_with(thread_collector, (thread_stop, rx)))
             .map_err(|e| RunError(format!("cannot start the app thread: {e}")))?;
-        Ok(RunningApp { stop, thread, collector })
+        Ok(RunningApp {
+            stop,
+            thread,
+            collector,
+        })
     }
 
     /// A driver that runs batches on demand with a manual clock: deterministic tests.
     pub fn test_driver(mut self) -> Result<TestDriver<P>, RunError> {
         let machinery = Machinery::new(&self.config)?;
-        let (mut sources, pipeline) = P::build(&self.config).map_err(|e| RunError(format!("cannot build the pipeline: {e}")))?;
-        sources.start(&machinery.env()).map_err(|e| RunError(e.to_string()))?;
+        let (mut sources, pipeline) = P::build(&self.config)
+            .map_err(|e| RunError(format!("cannot build the pipeline: {e}")))?;
+        sources
+            .start(&machinery.env())
+            .map_err(|e| RunError(e.to_string()))?;
         let printed = SharedBuffer::default();
         let print: Box<dyn Write + Send> = match self.print.take() {
             Some(w) => w,
@@ -201,7 +235,9 @@ impl RunningApp {
 
     /// Waits for the run to end by itself (`--batches`, `--run-for`, a signal).
     pub fn wait(self) -> Result<RunReport, RunError> {
-        self.thread.join().map_err(|_| RunError("the app thread panicked".into()))?
+        self.thread
+            .join()
+            .map_err(|_| RunError("the app thread panicked".into()))?
     }
 }
 
@@ -224,7 +260,14 @@ impl<P: Pipeline> TestDriver<P> {
         self.time = self.time.plus(self.interval);
         let (batch, records) = self.sources.cut(self.time, self.workers);
         let start = SystemTime::now();
-        let failure = execute(&self.pipeline, &self.machinery.pool, &self.outputs, self.workers, self.time, batch);
+        let failure = execute(
+            &self.pipeline,
+            &self.machinery.pool,
+            &self.outputs,
+            self.workers,
+            self.time,
+            batch,
+        );
         BatchInfo {
             time: self.time,
             records,
@@ -279,7 +322,10 @@ impl SharedBuffer {
 
 impl Write for SharedBuffer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -294,5 +340,9 @@ pub fn init_logging() {
         .ok()
         .and_then(|l| l.parse::<tracing::Level>().ok())
         .unwrap_or(tracing::Level::INFO);
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(level).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .try_init();
 }

@@ -1,7 +1,9 @@
 //! [`Batch`]: one batch of a stream as a partitioned dataset with an RDD-like API, for `transform` and
 //! `foreach_batch`. Operations run in parallel on the worker pool.
 
-use crate::exec::{bucketize, group_buckets, join_buckets, left_outer_emit, reduce_buckets, split_even, transpose};
+use crate::exec::{
+    bucketize, group_buckets, join_buckets, left_outer_emit, reduce_buckets, split_even, transpose,
+};
 use crate::time::Time;
 use rayon::prelude::*;
 use std::hash::Hash;
@@ -17,7 +19,11 @@ pub struct Batch<T> {
 impl<T> Batch<T> {
     /// A batch made of existing partitions.
     pub fn new(parts: Vec<Vec<T>>, time: Time, workers: usize) -> Self {
-        Self { parts, time, workers: workers.max(1) }
+        Self {
+            parts,
+            time,
+            workers: workers.max(1),
+        }
     }
 
     /// A static dataset (a blacklist, a lookup table) to combine with batches, split into `partitions`.
@@ -104,17 +110,32 @@ impl<T: Send> Batch<T> {
     }
 
     /// Transforms whole partitions; `f` gets the partition index and its records.
-    pub fn map_partitions<U: Send>(self, f: impl Fn(usize, Vec<T>) -> Vec<U> + Sync + Send) -> Batch<U> {
+    pub fn map_partitions<U: Send>(
+        self,
+        f: impl Fn(usize, Vec<T>) -> Vec<U> + Sync + Send,
+    ) -> Batch<U> {
         let time = self.time;
         let workers = self.workers;
-        let parts = self.parts.into_par_iter().enumerate().map(|(i, part)| f(i, part)).collect();
-        Batch { parts, time, workers }
+        let parts = self
+            .parts
+            .into_par_iter()
+            .enumerate()
+            .map(|(i, part)| f(i, part))
+            .collect();
+        Batch {
+            parts,
+            time,
+            workers,
+        }
     }
 
     /// Runs `f` once per partition with the partition index and its records: the place to take one
     /// connection from a pool for a whole partition instead of one per record.
     pub fn for_each_partition(self, f: impl Fn(usize, std::vec::IntoIter<T>) + Sync + Send) {
-        self.parts.into_par_iter().enumerate().for_each(|(i, part)| f(i, part.into_iter()));
+        self.parts
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(i, part)| f(i, part.into_iter()));
     }
 
     /// Runs `f` for every record.
@@ -129,20 +150,41 @@ impl<T: Send> Batch<T> {
     }
 
     /// All records, sorted by `key` (ascending or descending), in one partition.
-    pub fn sort_by<K: Ord + Send>(self, ascending: bool, key: impl Fn(&T) -> K + Sync + Send) -> Batch<T> {
-        let mut all: Vec<(K, T)> = self.parts.into_par_iter().flatten().map(|r| (key(&r), r)).collect();
+    pub fn sort_by<K: Ord + Send>(
+        self,
+        ascending: bool,
+        key: impl Fn(&T) -> K + Sync + Send,
+    ) -> Batch<T> {
+        let mut all: Vec<(K, T)> = self
+            .parts
+            .into_par_iter()
+            .flatten()
+            .map(|r| (key(&r), r))
+            .collect();
         if ascending {
             all.par_sort_by(|a, b| a.0.cmp(&b.0));
         } else {
             all.par_sort_by(|a, b| b.0.cmp(&a.0));
         }
-        Batch { parts: vec![all.into_iter().map(|(_, r)| r).collect()], time: self.time, workers: self.workers }
+        Batch {
+            parts: vec![all.into_iter().map(|(_, r)| r).collect()],
+            time: self.time,
+            workers: self.workers,
+        }
     }
 
     /// Rebuilds every partition in parallel.
     fn remap<U: Send>(self, f: impl Fn(Vec<T>) -> Vec<U> + Sync + Send) -> Batch<U> {
-        let Batch { parts, time, workers } = self;
-        Batch { parts: parts.into_par_iter().map(f).collect(), time, workers }
+        let Batch {
+            parts,
+            time,
+            workers,
+        } = self;
+        Batch {
+            parts: parts.into_par_iter().map(f).collect(),
+            time,
+            workers,
+        }
     }
 }
 
@@ -155,18 +197,32 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
     /// Merges the values of each key with `f` (combining inside partitions before the shuffle).
     pub fn reduce_by_key(self, f: impl Fn(V, V) -> V + Sync + Send) -> Batch<(K, V)> {
         let n = self.workers;
-        let per_map: Vec<Vec<Vec<(K, V)>>> =
-            self.parts.into_par_iter().map(|part| bucketize(part.into_iter(), n)).collect();
+        let per_map: Vec<Vec<Vec<(K, V)>>> = self
+            .parts
+            .into_par_iter()
+            .map(|part| bucketize(part.into_iter(), n))
+            .collect();
         let parts = reduce_buckets(transpose(per_map, n), &f);
-        Batch { parts, time: self.time, workers: self.workers }
+        Batch {
+            parts,
+            time: self.time,
+            workers: self.workers,
+        }
     }
 
     /// All values of each key.
     pub fn group_by_key(self) -> Batch<(K, Vec<V>)> {
         let n = self.workers;
-        let per_map: Vec<Vec<Vec<(K, V)>>> =
-            self.parts.into_par_iter().map(|part| bucketize(part.into_iter(), n)).collect();
-        Batch { parts: group_buckets(transpose(per_map, n)), time: self.time, workers: self.workers }
+        let per_map: Vec<Vec<Vec<(K, V)>>> = self
+            .parts
+            .into_par_iter()
+            .map(|part| bucketize(part.into_iter(), n))
+            .collect();
+        Batch {
+            parts: group_buckets(transpose(per_map, n)),
+            time: self.time,
+            workers: self.workers,
+        }
     }
 
     /// Pairs of values with equal keys.
@@ -183,7 +239,11 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
                 out.push((k.clone(), (v.clone(), w.clone())));
             }
         });
-        Batch { parts, time, workers }
+        Batch {
+            parts,
+            time,
+            workers,
+        }
     }
 
     /// Every record of `self`, with each matching value of `other` or `None` (the seed's blacklist filter).
@@ -195,19 +255,33 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
     {
         let (time, workers) = (self.time, self.workers);
         let (left, right) = self.co_partition(other);
-        Batch { parts: join_buckets(left, right, left_outer_emit), time, workers }
+        Batch {
+            parts: join_buckets(left, right, left_outer_emit),
+            time,
+            workers,
+        }
     }
 
     #[allow(clippy::type_complexity)]
-    fn co_partition<W>(self, other: &Batch<(K, W)>) -> (Vec<Vec<Vec<(K, V)>>>, Vec<Vec<Vec<(K, W)>>>)
+    fn co_partition<W>(
+        self,
+        other: &Batch<(K, W)>,
+    ) -> (Vec<Vec<Vec<(K, V)>>>, Vec<Vec<Vec<(K, W)>>>)
     where
         K: Clone + Sync,
         W: Clone + Send + Sync,
     {
         let n = self.workers;
-        let left: Vec<_> = self.parts.into_par_iter().map(|part| bucketize(part.into_iter(), n)).collect();
-        let right: Vec<_> =
-            other.parts.par_iter().map(|part| bucketize(part.iter().cloned(), n)).collect();
+        let left: Vec<_> = self
+            .parts
+            .into_par_iter()
+            .map(|part| bucketize(part.into_iter(), n))
+            .collect();
+        let right: Vec<_> = other
+            .parts
+            .par_iter()
+            .map(|part| bucketize(part.iter().cloned(), n))
+            .collect();
         (transpose(left, n), transpose(right, n))
     }
 }

@@ -45,7 +45,10 @@ impl AppConfig {
 
     /// The address of socket source `name`: the override, else the pipeline's own.
     pub fn source_address(&self, name: &str, declared: impl FnOnce() -> String) -> String {
-        self.source_addresses.get(name).cloned().unwrap_or_else(declared)
+        self.source_addresses
+            .get(name)
+            .cloned()
+            .unwrap_or_else(declared)
     }
 
     /// Checks values that flags or files may have set wrong.
@@ -54,10 +57,14 @@ impl AppConfig {
             return Err(ConfigError("workers must be at least 1".into()));
         }
         if self.batch_interval.is_zero() {
-            return Err(ConfigError("the batch interval must be longer than zero".into()));
+            return Err(ConfigError(
+                "the batch interval must be longer than zero".into(),
+            ));
         }
-        if self.batch_interval.subsec_nanos() % 1_000_000 != 0 {
-            return Err(ConfigError("the batch interval must be a whole number of milliseconds".into()));
+        if !self.batch_interval.subsec_nanos().is_multiple_of(1_000_000) {
+            return Err(ConfigError(
+                "the batch interval must be a whole number of milliseconds".into(),
+            ));
         }
         Ok(())
     }
@@ -66,10 +73,11 @@ impl AppConfig {
     pub fn apply_file(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-        let file: ConfigFile =
-            toml::from_str(&text).map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
+        let file: ConfigFile = toml::from_str(&text)
+            .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
         if let Some(batch) = file.batch {
-            self.batch_interval = parse_duration(&batch).map_err(|e| ConfigError(format!("config `batch`: {e}")))?;
+            self.batch_interval =
+                parse_duration(&batch).map_err(|e| ConfigError(format!("config `batch`: {e}")))?;
         }
         if let Some(workers) = file.workers {
             self.workers = workers;
@@ -97,7 +105,8 @@ impl AppConfig {
         I: IntoIterator<Item = S>,
         S: Into<std::ffi::OsString> + Clone,
     {
-        let mut sources_help = String::from("Pipeline sources (override with --source NAME=HOST:PORT):\n");
+        let mut sources_help =
+            String::from("Pipeline sources (override with --source NAME=HOST:PORT):\n");
         for source in spec.sources {
             sources_help.push_str(&format!("  {:<20} {}\n", source.name, source.kind));
         }
@@ -110,9 +119,12 @@ impl AppConfig {
             .about(format!("streamc pipeline `{}`", spec.name))
             .after_help(sources_help);
         let program = std::iter::once(std::ffi::OsString::from(spec.name));
-        let matches = command.try_get_matches_from(program.chain(args.into_iter().map(Into::into)))?;
+        let matches =
+            command.try_get_matches_from(program.chain(args.into_iter().map(Into::into)))?;
         let args = AppArgs::from_arg_matches(&matches)?;
-        let invalid = |message: String| clap::Error::raw(clap::error::ErrorKind::InvalidValue, message + "\n");
+        let invalid = |message: String| {
+            clap::Error::raw(clap::error::ErrorKind::InvalidValue, message + "\n")
+        };
         if let Some(path) = &args.config {
             self.apply_file(path).map_err(|e| invalid(e.0))?;
         }
@@ -124,13 +136,19 @@ impl AppConfig {
         }
         for source in &args.source {
             let Some((name, address)) = source.split_once('=') else {
-                return Err(invalid(format!("--source expects NAME=HOST:PORT, got `{source}`")));
+                return Err(invalid(format!(
+                    "--source expects NAME=HOST:PORT, got `{source}`"
+                )));
             };
             if !spec.sources.iter().any(|s| s.name == name) {
                 let known: Vec<&str> = spec.sources.iter().map(|s| s.name).collect();
-                return Err(invalid(format!("--source: the pipeline has no source `{name}` (it has: {})", known.join(", "))));
+                return Err(invalid(format!(
+                    "--source: the pipeline has no source `{name}` (it has: {})",
+                    known.join(", ")
+                )));
             }
-            self.source_addresses.insert(name.to_string(), address.to_string());
+            self.source_addresses
+                .insert(name.to_string(), address.to_string());
         }
         if let Some(bytes) = args.receiver_buffer_bytes {
             self.socket.buffer_bytes = bytes;
@@ -225,15 +243,23 @@ struct ReceiverFile {
 /// Parses `500ms`, `1s`, `1.5s`, `10min`, `2h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration such as 500ms, 1s or 10min"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 500ms, 1s or 10min"))?;
     let millis_per_unit = match unit.trim() {
         "ms" => 1.0,
         "s" => 1_000.0,
         "min" => 60_000.0,
         "h" => 3_600_000.0,
-        other => return Err(format!("unknown unit `{other}` in `{text}`: use ms, s, min or h")),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}`: use ms, s, min or h"
+            ))
+        }
     };
     let millis = value * millis_per_unit;
     if !millis.is_finite() || millis < 0.0 || millis.fract() != 0.0 {
@@ -251,8 +277,14 @@ mod tests {
         name: "demo",
         batch_interval: Duration::from_secs(1),
         workers: 2,
-        sources: &[SourceSpec { name: "lines", kind: "socket_text_stream" }],
-        outputs: &[OutputSpec { stream: "counts", kind: "print" }],
+        sources: &[SourceSpec {
+            name: "lines",
+            kind: "socket_text_stream",
+        }],
+        outputs: &[OutputSpec {
+            stream: "counts",
+            kind: "print",
+        }],
     };
 
     #[test]
@@ -269,10 +301,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("streamc-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("app.toml");
-        std::fs::write(&file, "batch = \"2s\"\nworkers = 4\n[sources.lines]\naddress = \"127.0.0.1:1\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "batch = \"2s\"\nworkers = 4\n[sources.lines]\naddress = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
         let mut config = AppConfig::from_spec(&SPEC);
         let file_arg = file.to_string_lossy().to_string();
-        config.apply_args(&SPEC, ["--config", file_arg.as_str(), "--workers", "3"]).unwrap();
+        config
+            .apply_args(&SPEC, ["--config", file_arg.as_str(), "--workers", "3"])
+            .unwrap();
         assert_eq!(config.batch_interval, Duration::from_secs(2));
         assert_eq!(config.workers, 3);
         assert_eq!(config.source_address("lines", || "x".into()), "127.0.0.1:1");
@@ -282,11 +320,20 @@ mod tests {
     #[test]
     fn bad_flags_are_refused_clearly() {
         let mut config = AppConfig::from_spec(&SPEC);
-        let err = config.apply_args(&SPEC, ["--workers", "0"]).unwrap_err().to_string();
+        let err = config
+            .apply_args(&SPEC, ["--workers", "0"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("workers must be at least 1"), "{err}");
-        let err = config.apply_args(&SPEC, ["--source", "nope=1.2.3.4:5"]).unwrap_err().to_string();
+        let err = config
+            .apply_args(&SPEC, ["--source", "nope=1.2.3.4:5"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no source `nope`"), "{err}");
-        let err = config.apply_args(&SPEC, ["--batch", "fast"]).unwrap_err().to_string();
+        let err = config
+            .apply_args(&SPEC, ["--batch", "fast"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a duration"), "{err}");
     }
 }

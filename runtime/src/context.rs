@@ -31,7 +31,9 @@ impl BatchContext<'_> {
 
     /// Keeps `records` as this batch's result of the `collect()` output named `output`.
     pub fn collect<T: Send + 'static>(&self, output: &'static str, records: Vec<T>) {
-        self.outputs.collector.push(output, self.time, Box::new(records));
+        self.outputs
+            .collector
+            .push(output, self.time, Box::new(records));
     }
 }
 
@@ -43,28 +45,40 @@ pub struct Outputs {
 
 impl Outputs {
     pub(crate) fn new(print: Box<dyn Write + Send>, collector: Arc<Collector>) -> Self {
-        Self { print: Mutex::new(print), collector }
+        Self {
+            print: Mutex::new(print),
+            collector,
+        }
     }
 }
+
+/// One batch's records of one output, type-erased until taken.
+type CollectedBatch = (Time, Box<dyn Any + Send>);
 
 /// The results of `collect()` outputs, per output name and batch, kept until taken.
 #[derive(Default)]
 pub struct Collector {
-    batches: Mutex<HashMap<&'static str, Vec<(Time, Box<dyn Any + Send>)>>>,
+    batches: Mutex<HashMap<&'static str, Vec<CollectedBatch>>>,
 }
 
 /// Taking collected results failed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CollectError {
     /// The records are not of the requested type.
-    WrongType { output: String, requested: &'static str },
+    WrongType {
+        output: String,
+        requested: &'static str,
+    },
 }
 
 impl std::fmt::Display for CollectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CollectError::WrongType { output, requested } => {
-                write!(f, "output `{output}` does not hold records of type `{requested}`")
+                write!(
+                    f,
+                    "output `{output}` does not hold records of type `{requested}`"
+                )
             }
         }
     }
@@ -81,7 +95,9 @@ impl Collector {
     /// Takes every batch collected so far by the output named `output`, oldest first.
     pub fn take<T: 'static>(&self, output: &str) -> Result<Vec<(Time, Vec<T>)>, CollectError> {
         let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(list) = batches.get_mut(output) else { return Ok(Vec::new()) };
+        let Some(list) = batches.get_mut(output) else {
+            return Ok(Vec::new());
+        };
         if let Some((_, first)) = list.first() {
             if !first.is::<Vec<T>>() {
                 return Err(CollectError::WrongType {
@@ -105,7 +121,10 @@ mod tests {
     fn take_checks_the_type_and_drains() {
         let c = Collector::default();
         c.push("out", Time(1000), Box::new(vec![1u64, 2]));
-        assert!(matches!(c.take::<String>("out"), Err(CollectError::WrongType { .. })));
+        assert!(matches!(
+            c.take::<String>("out"),
+            Err(CollectError::WrongType { .. })
+        ));
         assert_eq!(c.take::<u64>("out"), Ok(vec![(Time(1000), vec![1, 2])]));
         assert_eq!(c.take::<u64>("out"), Ok(vec![]));
     }

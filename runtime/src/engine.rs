@@ -77,13 +77,23 @@ impl RunReport {
 
     /// A human summary, in the spirit of Spark's StatsReportListener.
     pub fn summary(&self) -> String {
-        let delays: Vec<u128> = self.recent_batches.iter().map(|b| b.processing_time.as_millis()).collect();
-        let sched: Vec<u128> = self.recent_batches.iter().map(|b| b.scheduling_delay.as_millis()).collect();
+        let delays: Vec<u128> = self
+            .recent_batches
+            .iter()
+            .map(|b| b.processing_time.as_millis())
+            .collect();
+        let sched: Vec<u128> = self
+            .recent_batches
+            .iter()
+            .map(|b| b.scheduling_delay.as_millis())
+            .collect();
         let stat = |v: &[u128]| -> String {
             let mut v = v.to_vec();
             v.sort_unstable();
             match (v.first(), v.get(v.len() / 2), v.last()) {
-                (Some(min), Some(median), Some(max)) => format!("min {min} ms, median {median} ms, max {max} ms"),
+                (Some(min), Some(median), Some(max)) => {
+                    format!("min {min} ms, median {median} ms, max {max} ms")
+                }
                 _ => "n/a".into(),
             }
         };
@@ -147,12 +157,19 @@ impl Machinery {
             .num_threads(config.workers)
             .thread_name(|i| format!("streamc-worker-{i}"))
             .build()
-            .map_err(|e| RunError(format!("cannot start {} worker threads: {e}", config.workers)))?;
+            .map_err(|e| {
+                RunError(format!(
+                    "cannot start {} worker threads: {e}",
+                    config.workers
+                ))
+            })?;
         Ok(Self { receivers, pool })
     }
 
     pub(crate) fn env(&self) -> ReceiverEnv {
-        ReceiverEnv { handle: self.receivers.handle().clone() }
+        ReceiverEnv {
+            handle: self.receivers.handle().clone(),
+        }
     }
 }
 
@@ -165,8 +182,14 @@ pub(crate) fn execute<P: Pipeline>(
     time: Time,
     batch: <P::Sources as SourceSet>::Batch,
 ) -> Option<String> {
-    let ctx = BatchContext { time, workers, outputs };
-    let result = catch_unwind(AssertUnwindSafe(|| pool.install(|| pipeline.run_batch(&ctx, batch))));
+    let ctx = BatchContext {
+        time,
+        workers,
+        outputs,
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        pool.install(|| pipeline.run_batch(&ctx, batch))
+    }));
     match result {
         Ok(()) => None,
         Err(panic) => {
@@ -197,8 +220,11 @@ pub(crate) fn run<P: Pipeline>(
     let started = Instant::now();
     let machinery = Machinery::new(&config)?;
     let (stop_handle, stop_requests) = stop;
-    let (mut sources, pipeline) = P::build(&config).map_err(|e| RunError(format!("cannot build the pipeline: {e}")))?;
-    sources.start(&machinery.env()).map_err(|e| RunError(e.to_string()))?;
+    let (mut sources, pipeline) =
+        P::build(&config).map_err(|e| RunError(format!("cannot build the pipeline: {e}")))?;
+    sources
+        .start(&machinery.env())
+        .map_err(|e| RunError(e.to_string()))?;
     if options.handle_signals {
         spawn_signal_watch(&machinery.receivers, stop_handle.clone());
     }
@@ -218,7 +244,14 @@ pub(crate) fn run<P: Pipeline>(
     let generator = std::thread::Builder::new()
         .name("streamc-batches".into())
         .spawn(move || {
-            generate_batches(&mut sources, interval, partitions, stop_after, stop_requests, batches_tx);
+            generate_batches(
+                &mut sources,
+                interval,
+                partitions,
+                stop_after,
+                stop_requests,
+                batches_tx,
+            );
             sources
         })
         .map_err(|e| RunError(format!("cannot start the batch generator: {e}")))?;
@@ -227,7 +260,14 @@ pub(crate) fn run<P: Pipeline>(
     let mut report = RunReport::default();
     for (time, batch, records) in batches_rx {
         let start = SystemTime::now();
-        let failure = execute(&pipeline, &machinery.pool, &outputs, config.workers, time, batch);
+        let failure = execute(
+            &pipeline,
+            &machinery.pool,
+            &outputs,
+            config.workers,
+            time,
+            batch,
+        );
         let end = SystemTime::now();
         let info = batch_info(time, records, start, end, failure);
         if info.scheduling_delay > config.batch_interval {
@@ -249,7 +289,9 @@ pub(crate) fn run<P: Pipeline>(
             report.time_to_first_batch = Some(started.elapsed());
         }
     }
-    let sources = generator.join().map_err(|_| RunError("the batch generator panicked".into()))?;
+    let sources = generator
+        .join()
+        .map_err(|_| RunError("the batch generator panicked".into()))?;
     report.sources = sources.stats();
     drop(sources);
     machinery.receivers.shutdown_timeout(Duration::from_secs(1));
@@ -257,8 +299,17 @@ pub(crate) fn run<P: Pipeline>(
     Ok(report)
 }
 
-fn batch_info(time: Time, records: Vec<(String, usize)>, start: SystemTime, end: SystemTime, failure: Option<String>) -> BatchInfo {
-    let since_batch = |t: SystemTime| t.duration_since(time.to_system_time()).unwrap_or(Duration::ZERO);
+fn batch_info(
+    time: Time,
+    records: Vec<(String, usize)>,
+    start: SystemTime,
+    end: SystemTime,
+    failure: Option<String>,
+) -> BatchInfo {
+    let since_batch = |t: SystemTime| {
+        t.duration_since(time.to_system_time())
+            .unwrap_or(Duration::ZERO)
+    };
     BatchInfo {
         time,
         records,
@@ -284,7 +335,10 @@ fn generate_batches<S: SourceSet>(
     let mut cut = 0u64;
     loop {
         let last = stop_after.is_some_and(|n| cut + 1 >= n);
-        let wait = next.to_system_time().duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+        let wait = next
+            .to_system_time()
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
         let stop_requested = match stop_requests.recv_timeout(wait) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
             Err(RecvTimeoutError::Timeout) => false,
@@ -311,8 +365,13 @@ fn spawn_signal_watch(runtime: &tokio::runtime::Runtime, stop: StopHandle) {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-                tracing::warn!("cannot install signal handlers; stop the app with --batches or --run-for");
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                tracing::warn!(
+                    "cannot install signal handlers; stop the app with --batches or --run-for"
+                );
                 return;
             };
             tokio::select! {

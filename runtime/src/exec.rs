@@ -15,6 +15,9 @@ use std::hash::{BuildHasher, Hash};
 /// The hash maps used for combining: fast, and seeded per process.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// A batch's records, one `Vec` per partition.
+pub type Partitions<T> = Vec<Vec<T>>;
+
 /// Input of a stage: a set of partitions, each handed to the stage body whole.
 pub trait Partitioned: Send {
     type Part: Send;
@@ -77,7 +80,7 @@ pub fn records<R: Records>(part: R) -> R::Iter {
 
 /// The records of a partition that several consumers read: each gets its own copy.
 #[inline(always)]
-pub fn records_cloned<T: Clone>(part: &Vec<T>) -> std::iter::Cloned<std::slice::Iter<'_, T>> {
+pub fn records_cloned<T: Clone>(part: &[T]) -> std::iter::Cloned<std::slice::Iter<'_, T>> {
     part.iter().cloned()
 }
 
@@ -101,7 +104,10 @@ pub struct Combiner<'r, K, V, R> {
 
 impl<'r, K: Hash + Eq, V, R: Fn(V, V) -> V> Combiner<'r, K, V, R> {
     fn new(reduce: &'r R) -> Self {
-        Self { map: FastMap::default(), reduce }
+        Self {
+            map: FastMap::default(),
+            reduce,
+        }
     }
 
     /// Adds one `(key, value)` record.
@@ -114,7 +120,12 @@ impl<'r, K: Hash + Eq, V, R: Fn(V, V) -> V> Combiner<'r, K, V, R> {
 /// Merges `value` into `key`'s slot. Slots are `Option` so the old value can be moved into a by-value
 /// reduce without `V: Default` or unsafe code; a slot is `None` only while `reduce` runs.
 #[inline]
-fn merge_into<K: Hash + Eq, V, R: Fn(V, V) -> V>(map: &mut FastMap<K, Option<V>>, key: K, value: V, reduce: &R) {
+fn merge_into<K: Hash + Eq, V, R: Fn(V, V) -> V>(
+    map: &mut FastMap<K, Option<V>>,
+    key: K,
+    value: V,
+    reduce: &R,
+) {
     use std::collections::hash_map::Entry;
     match map.entry(key) {
         Entry::Occupied(mut slot) => {
@@ -143,7 +154,10 @@ pub fn partition_of<K: Hash>(key: &K, n: usize) -> usize {
 }
 
 /// Splits `(key, value)` pairs into `n` buckets by key.
-pub(crate) fn bucketize<K: Hash, V>(pairs: impl Iterator<Item = (K, V)>, n: usize) -> Vec<Vec<(K, V)>> {
+pub(crate) fn bucketize<K: Hash, V>(
+    pairs: impl Iterator<Item = (K, V)>,
+    n: usize,
+) -> Vec<Vec<(K, V)>> {
     let mut buckets: Vec<Vec<(K, V)>> = (0..n).map(|_| Vec::new()).collect();
     for (k, v) in pairs {
         let b = partition_of(&k, n);
@@ -154,7 +168,8 @@ pub(crate) fn bucketize<K: Hash, V>(pairs: impl Iterator<Item = (K, V)>, n: usiz
 
 /// Regroups map-side buckets so reducer `j` gets bucket `j` of every map partition.
 pub(crate) fn transpose<T>(per_map: Vec<Vec<Vec<T>>>, n: usize) -> Vec<Vec<Vec<T>>> {
-    let mut per_reducer: Vec<Vec<Vec<T>>> = (0..n).map(|_| Vec::with_capacity(per_map.len())).collect();
+    let mut per_reducer: Vec<Vec<Vec<T>>> =
+        (0..n).map(|_| Vec::with_capacity(per_map.len())).collect();
     for buckets in per_map {
         for (j, bucket) in buckets.into_iter().enumerate() {
             per_reducer[j].push(bucket);
@@ -164,7 +179,10 @@ pub(crate) fn transpose<T>(per_map: Vec<Vec<Vec<T>>>, n: usize) -> Vec<Vec<Vec<T
 }
 
 /// Final merge of `reduce_by_key` after the shuffle, one reducer per output partition.
-pub(crate) fn reduce_buckets<K, V, R>(per_reducer: Vec<Vec<Vec<(K, V)>>>, reduce: &R) -> Vec<Vec<(K, V)>>
+pub(crate) fn reduce_buckets<K, V, R>(
+    per_reducer: Vec<Vec<Vec<(K, V)>>>,
+    reduce: &R,
+) -> Partitions<(K, V)>
 where
     K: Hash + Eq + Send,
     V: Send,
@@ -174,14 +192,19 @@ where
         .into_par_iter()
         .map(|buckets| {
             let mut buckets = buckets.into_iter();
-            let Some(first) = buckets.next() else { return Vec::new() };
+            let Some(first) = buckets.next() else {
+                return Vec::new();
+            };
             let rest: Vec<_> = buckets.collect();
             if rest.iter().all(Vec::is_empty) {
                 // Keys are already unique within one map partition's bucket.
                 return first;
             }
-            let capacity = first.len().max(rest.iter().map(Vec::len).max().unwrap_or(0));
-            let mut map: FastMap<K, Option<V>> = FastMap::with_capacity_and_hasher(capacity, Default::default());
+            let capacity = first
+                .len()
+                .max(rest.iter().map(Vec::len).max().unwrap_or(0));
+            let mut map: FastMap<K, Option<V>> =
+                FastMap::with_capacity_and_hasher(capacity, Default::default());
             for (k, v) in first.into_iter().chain(rest.into_iter().flatten()) {
                 merge_into(&mut map, k, v, reduce);
             }
@@ -191,7 +214,7 @@ where
 }
 
 /// Runs `body` over every partition, collecting what it pushes: the materialization of a stream.
-pub fn collect<D, T, B>(_ctx: &BatchContext<'_>, data: D, body: B) -> Vec<Vec<T>>
+pub fn collect<D, T, B>(_ctx: &BatchContext<'_>, data: D, body: B) -> Partitions<T>
 where
     D: Partitioned,
     T: Send,
@@ -208,7 +231,12 @@ where
 }
 
 /// `reduce_by_key`: map-side combine, hash shuffle into `workers` partitions, final merge.
-pub fn reduce_by_key<D, K, V, B, R>(ctx: &BatchContext<'_>, data: D, body: B, reduce: R) -> Vec<Vec<(K, V)>>
+pub fn reduce_by_key<D, K, V, B, R>(
+    ctx: &BatchContext<'_>,
+    data: D,
+    body: B,
+    reduce: R,
+) -> Partitions<(K, V)>
 where
     D: Partitioned,
     K: Hash + Eq + Send,
@@ -230,24 +258,29 @@ where
 }
 
 /// `count_by_value`: how often each record occurs in the batch.
-pub fn count_by_value<D, T, B>(ctx: &BatchContext<'_>, data: D, body: B) -> Vec<Vec<(T, u64)>>
+pub fn count_by_value<D, T, B>(ctx: &BatchContext<'_>, data: D, body: B) -> Partitions<(T, u64)>
 where
     D: Partitioned,
     T: Hash + Eq + Send,
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
 {
     let add = |a: u64, b: u64| a + b;
-    reduce_by_key(ctx, data, |part, combiner| {
-        let mut records = Vec::new();
-        body(part, &mut records);
-        for record in records {
-            combiner.push((record, 1u64));
-        }
-    }, add)
+    reduce_by_key(
+        ctx,
+        data,
+        |part, combiner| {
+            let mut records = Vec::new();
+            body(part, &mut records);
+            for record in records {
+                combiner.push((record, 1u64));
+            }
+        },
+        add,
+    )
 }
 
 /// Partitions `(key, value)` records by key into `workers` partitions (the shuffle of group and join).
-fn shuffle_by_key<D, K, V, B>(ctx: &BatchContext<'_>, data: D, body: B) -> Vec<Vec<Vec<(K, V)>>>
+fn shuffle_by_key<D, K, V, B>(ctx: &BatchContext<'_>, data: D, body: B) -> Partitions<Vec<(K, V)>>
 where
     D: Partitioned,
     K: Hash + Send,
@@ -268,7 +301,7 @@ where
 }
 
 /// `group_by_key`: all values of each key, in arrival order within a partition.
-pub fn group_by_key<D, K, V, B>(ctx: &BatchContext<'_>, data: D, body: B) -> Vec<Vec<(K, Vec<V>)>>
+pub fn group_by_key<D, K, V, B>(ctx: &BatchContext<'_>, data: D, body: B) -> Partitions<(K, Vec<V>)>
 where
     D: Partitioned,
     K: Hash + Eq + Send,
@@ -278,7 +311,9 @@ where
     group_buckets(shuffle_by_key(ctx, data, body))
 }
 
-pub(crate) fn group_buckets<K: Hash + Eq + Send, V: Send>(per_reducer: Vec<Vec<Vec<(K, V)>>>) -> Vec<Vec<(K, Vec<V>)>> {
+pub(crate) fn group_buckets<K: Hash + Eq + Send, V: Send>(
+    per_reducer: Vec<Vec<Vec<(K, V)>>>,
+) -> Vec<Vec<(K, Vec<V>)>> {
     per_reducer
         .into_par_iter()
         .map(|buckets| {
@@ -292,7 +327,13 @@ pub(crate) fn group_buckets<K: Hash + Eq + Send, V: Send>(per_reducer: Vec<Vec<V
 }
 
 /// `join` of two keyed streams: every pair of values with equal keys.
-pub fn join<DL, BL, DR, BR, K, V, W>(ctx: &BatchContext<'_>, left: DL, left_body: BL, right: DR, right_body: BR) -> Vec<Vec<(K, (V, W))>>
+pub fn join<DL, BL, DR, BR, K, V, W>(
+    ctx: &BatchContext<'_>,
+    left: DL,
+    left_body: BL,
+    right: DR,
+    right_body: BR,
+) -> Partitions<(K, (V, W))>
 where
     DL: Partitioned,
     DR: Partitioned,
@@ -302,7 +343,10 @@ where
     BL: Fn(DL::Part, &mut Vec<(K, V)>) + Sync + Send,
     BR: Fn(DR::Part, &mut Vec<(K, W)>) + Sync + Send,
 {
-    let (l, r) = rayon::join(|| shuffle_by_key(ctx, left, left_body), || shuffle_by_key(ctx, right, right_body));
+    let (l, r) = rayon::join(
+        || shuffle_by_key(ctx, left, left_body),
+        || shuffle_by_key(ctx, right, right_body),
+    );
     join_buckets(l, r, |k, v, ws, out| {
         for w in ws {
             out.push((k.clone(), (v.clone(), w.clone())));
@@ -311,7 +355,13 @@ where
 }
 
 /// `left_outer_join`: every left record, with each matching right value or `None`.
-pub fn left_outer_join<DL, BL, DR, BR, K, V, W>(ctx: &BatchContext<'_>, left: DL, left_body: BL, right: DR, right_body: BR) -> Vec<Vec<(K, (V, Option<W>))>>
+pub fn left_outer_join<DL, BL, DR, BR, K, V, W>(
+    ctx: &BatchContext<'_>,
+    left: DL,
+    left_body: BL,
+    right: DR,
+    right_body: BR,
+) -> Partitions<(K, (V, Option<W>))>
 where
     DL: Partitioned,
     DR: Partitioned,
@@ -321,11 +371,19 @@ where
     BL: Fn(DL::Part, &mut Vec<(K, V)>) + Sync + Send,
     BR: Fn(DR::Part, &mut Vec<(K, W)>) + Sync + Send,
 {
-    let (l, r) = rayon::join(|| shuffle_by_key(ctx, left, left_body), || shuffle_by_key(ctx, right, right_body));
+    let (l, r) = rayon::join(
+        || shuffle_by_key(ctx, left, left_body),
+        || shuffle_by_key(ctx, right, right_body),
+    );
     join_buckets(l, r, left_outer_emit)
 }
 
-pub(crate) fn left_outer_emit<K: Clone, V: Clone, W: Clone>(k: K, v: V, ws: &[W], out: &mut Vec<(K, (V, Option<W>))>) {
+pub(crate) fn left_outer_emit<K: Clone, V: Clone, W: Clone>(
+    k: K,
+    v: V,
+    ws: &[W],
+    out: &mut Vec<(K, (V, Option<W>))>,
+) {
     match ws {
         [] => out.push((k, (v, None))),
         [w] => out.push((k, (v, Some(w.clone())))),
@@ -338,7 +396,11 @@ pub(crate) fn left_outer_emit<K: Clone, V: Clone, W: Clone>(k: K, v: V, ws: &[W]
 }
 
 /// Joins reducer `j` of the left side with reducer `j` of the right side.
-pub(crate) fn join_buckets<K, V, W, O, E>(left: Vec<Vec<Vec<(K, V)>>>, right: Vec<Vec<Vec<(K, W)>>>, emit: E) -> Vec<Vec<O>>
+pub(crate) fn join_buckets<K, V, W, O, E>(
+    left: Vec<Vec<Vec<(K, V)>>>,
+    right: Vec<Vec<Vec<(K, W)>>>,
+    emit: E,
+) -> Partitions<O>
 where
     K: Hash + Eq + Send,
     V: Send,
@@ -364,7 +426,7 @@ where
 }
 
 /// `count`: a stream with one record, the number of records in the batch.
-pub fn count<D, T, B>(_ctx: &BatchContext<'_>, data: D, body: B) -> Vec<Vec<u64>>
+pub fn count<D, T, B>(_ctx: &BatchContext<'_>, data: D, body: B) -> Partitions<u64>
 where
     D: Partitioned,
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
@@ -383,7 +445,7 @@ where
 }
 
 /// `reduce`: a stream with one record (none for an empty batch), all records combined with `f`.
-pub fn reduce<D, T, B, R>(_ctx: &BatchContext<'_>, data: D, body: B, f: R) -> Vec<Vec<T>>
+pub fn reduce<D, T, B, R>(_ctx: &BatchContext<'_>, data: D, body: B, f: R) -> Partitions<T>
 where
     D: Partitioned,
     T: Send,
@@ -403,7 +465,7 @@ where
 }
 
 /// `repartition(n)`: spreads records round-robin over `n` partitions.
-pub fn repartition<D, T, B>(ctx: &BatchContext<'_>, data: D, body: B, n: usize) -> Vec<Vec<T>>
+pub fn repartition<D, T, B>(ctx: &BatchContext<'_>, data: D, body: B, n: usize) -> Partitions<T>
 where
     D: Partitioned,
     T: Send,
@@ -422,7 +484,13 @@ where
 }
 
 /// `union`: the records of both streams, partitions side by side.
-pub fn union<DA, BA, DB, BB, T>(ctx: &BatchContext<'_>, a: DA, a_body: BA, b: DB, b_body: BB) -> Vec<Vec<T>>
+pub fn union<DA, BA, DB, BB, T>(
+    ctx: &BatchContext<'_>,
+    a: DA,
+    a_body: BA,
+    b: DB,
+    b_body: BB,
+) -> Partitions<T>
 where
     DA: Partitioned,
     DB: Partitioned,
@@ -436,7 +504,7 @@ where
 }
 
 /// `transform`: hands the whole batch to `f`, which returns the new batch.
-pub fn transform<D, T, U, B, F>(ctx: &BatchContext<'_>, data: D, body: B, f: F) -> Vec<Vec<U>>
+pub fn transform<D, T, U, B, F>(ctx: &BatchContext<'_>, data: D, body: B, f: F) -> Partitions<U>
 where
     D: Partitioned,
     T: Send,
@@ -517,7 +585,10 @@ mod tests {
     #[test]
     fn split_even_returns_exactly_n_parts() {
         let parts = split_even((0..10).collect::<Vec<_>>(), 3);
-        assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), vec![4, 4, 2]);
+        assert_eq!(
+            parts.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![4, 4, 2]
+        );
         assert_eq!(split_even(Vec::<u8>::new(), 2).len(), 2);
     }
 

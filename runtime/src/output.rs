@@ -27,7 +27,10 @@ macro_rules! show_display {
     )*};
 }
 
-show_display!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64, bool, char, str, String);
+show_display!(
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64, bool, char, str,
+    String
+);
 show_display!(crate::Time);
 
 impl<T: Show + ?Sized> Show for &T {
@@ -67,7 +70,12 @@ impl<T: Show> Show for Option<T> {
     }
 }
 
-fn show_seq<'a, T: Show + 'a>(items: impl Iterator<Item = &'a T>, open: &str, close: &str, out: &mut String) {
+fn show_seq<'a, T: Show + 'a>(
+    items: impl Iterator<Item = &'a T>,
+    open: &str,
+    close: &str,
+    out: &mut String,
+) {
     out.push_str(open);
     for (i, item) in items.enumerate() {
         if i > 0 {
@@ -102,7 +110,10 @@ impl<K: Show, V: Show> Show for BTreeMap<K, V> {
     }
 }
 
-fn show_map<'a, K: Show + 'a, V: Show + 'a>(entries: impl Iterator<Item = (&'a K, &'a V)>, out: &mut String) {
+fn show_map<'a, K: Show + 'a, V: Show + 'a>(
+    entries: impl Iterator<Item = (&'a K, &'a V)>,
+    out: &mut String,
+) {
     out.push('{');
     for (i, (k, v)) in entries.enumerate() {
         if i > 0 {
@@ -147,7 +158,11 @@ show_tuple!(A B C D E F G H);
 
 /// Spark's `print` block: a dashed line, `Time: <ms> ms`, a dashed line, the first `n` records, `...` if
 /// there are more, and a blank line.
-pub fn format_print<'a, T: Show + 'a>(time: crate::Time, records: impl Iterator<Item = &'a T>, n: usize) -> String {
+pub fn format_print<'a, T: Show + 'a>(
+    time: crate::Time,
+    records: impl Iterator<Item = &'a T>,
+    n: usize,
+) -> String {
     const RULE: &str = "-------------------------------------------";
     let mut out = format!("{RULE}\nTime: {time}\n{RULE}\n");
     let mut records = records.peekable();
@@ -170,14 +185,17 @@ mod tests {
     #[test]
     fn tuples_and_options_look_like_spark() {
         assert_eq!(("hello", 3u64).to_shown(), "(hello,3)");
-        assert_eq!(("u1".to_string(), ("click", Some(true))).to_shown(), "(u1,(click,Some(true)))");
+        assert_eq!(
+            ("u1".to_string(), ("click", Some(true))).to_shown(),
+            "(u1,(click,Some(true)))"
+        );
         assert_eq!(Option::<i32>::None.to_shown(), "None");
         assert_eq!(vec![1, 2].to_shown(), "[1, 2]");
     }
 
     #[test]
     fn print_block_matches_spark() {
-        let records = vec![("a", 1), ("b", 2), ("c", 3)];
+        let records = [("a", 1), ("b", 2), ("c", 3)];
         let text = format_print(Time(1548490585000), records.iter(), 2);
         assert_eq!(
             text,

@@ -52,13 +52,20 @@ impl Corpus {
         for c in &mut cumulative {
             *c /= total;
         }
-        Self { words, cumulative, rng: Rng::new(seed) }
+        Self {
+            words,
+            cumulative,
+            rng: Rng::new(seed),
+        }
     }
 
     /// The next word.
     pub fn word(&mut self) -> &str {
         let x = self.rng.next_f64();
-        let i = self.cumulative.partition_point(|&c| c < x).min(self.words.len() - 1);
+        let i = self
+            .cumulative
+            .partition_point(|&c| c < x)
+            .min(self.words.len() - 1);
         &self.words[i]
     }
 
@@ -99,7 +106,9 @@ fn word_name(mut index: usize) -> String {
 }
 
 /// Counts words exactly as the seed's WordCount does (split on single spaces): the reference.
-pub fn reference_word_counts<'a>(lines: impl IntoIterator<Item = &'a str>) -> std::collections::HashMap<String, u64> {
+pub fn reference_word_counts<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+) -> std::collections::HashMap<String, u64> {
     let mut counts = std::collections::HashMap::new();
     for line in lines {
         for word in line.split(' ') {
@@ -152,30 +161,38 @@ impl LineServer {
         })
     }
 
-    fn spawn(serve: impl Fn(TcpStream, u64, &AtomicBool) + Send + Sync + 'static) -> std::io::Result<Self> {
+    fn spawn(
+        serve: impl Fn(TcpStream, u64, &AtomicBool) + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
         let serve = Arc::new(serve);
-        let thread = std::thread::Builder::new().name("streamc-line-server".into()).spawn(move || {
-            let mut index = 0u64;
-            while !thread_stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nonblocking(false);
-                        let serve = serve.clone();
-                        let stop = thread_stop.clone();
-                        let i = index;
-                        std::thread::spawn(move || serve(stream, i, &stop));
-                        index += 1;
+        let thread = std::thread::Builder::new()
+            .name("streamc-line-server".into())
+            .spawn(move || {
+                let mut index = 0u64;
+                while !thread_stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            let _ = stream.set_nonblocking(false);
+                            let serve = serve.clone();
+                            let stop = thread_stop.clone();
+                            let i = index;
+                            std::thread::spawn(move || serve(stream, i, &stop));
+                            index += 1;
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
                     }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
-            }
-        })?;
-        Ok(Self { address, stop, thread: Some(thread) })
+            })?;
+        Ok(Self {
+            address,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// `127.0.0.1:PORT`.

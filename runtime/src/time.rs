@@ -15,7 +15,9 @@ impl Time {
 
     /// The current wall-clock time.
     pub fn now() -> Time {
-        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
         Time(since.as_millis() as u64)
     }
 

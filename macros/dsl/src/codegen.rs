@@ -81,7 +81,9 @@ impl<'g> Generator<'g> {
 
         let sources: Vec<(NodeId, &crate::graph::Node)> = g.sources().collect();
         let source_types = sources.iter().map(|(_, n)| match &n.kind {
-            NodeKind::Source { def, record_type, .. } => match def.kind {
+            NodeKind::Source {
+                def, record_type, ..
+            } => match def.kind {
                 SourceKind::SocketText => quote!(#p::SocketTextSource),
                 SourceKind::Queue => quote!(#p::QueueSource<#record_type>),
             },
@@ -122,7 +124,9 @@ impl<'g> Generator<'g> {
             quote!(let #name = &self.#name;)
         });
 
-        let steps = (0..g.nodes.len()).filter(|&id| self.live[id]).filter_map(|id| self.step(id));
+        let steps = (0..g.nodes.len())
+            .filter(|&id| self.live[id])
+            .filter_map(|id| self.step(id));
         let warnings = g.warnings.to_tokens();
         let ctx = &self.ctx;
         let batch = Ident::new("batch", Span::mixed_site());
@@ -181,7 +185,13 @@ impl<'g> Generator<'g> {
     fn source_value(&self, node: &crate::graph::Node) -> TokenStream {
         let p = quote!(::streamc::__private);
         let config = Ident::new("config", Span::mixed_site());
-        let NodeKind::Source { def, name, args, record_type } = &node.kind else {
+        let NodeKind::Source {
+            def,
+            name,
+            args,
+            record_type,
+        } = &node.kind
+        else {
             unreachable!("called for sources")
         };
         let span = node.span;
@@ -209,11 +219,20 @@ impl<'g> Generator<'g> {
         let exec = &self.exec;
         let is_source = self.graph.nodes[id].operator().is_none();
         if is_source {
-            Input { root: quote!(&#var), records: quote!(#exec::records) }
+            Input {
+                root: quote!(&#var),
+                records: quote!(#exec::records),
+            }
         } else if self.consumers[id] > 1 {
-            Input { root: quote!(&#var), records: quote!(#exec::records_cloned) }
+            Input {
+                root: quote!(&#var),
+                records: quote!(#exec::records_cloned),
+            }
         } else {
-            Input { root: quote!(#var), records: quote!(#exec::records) }
+            Input {
+                root: quote!(#var),
+                records: quote!(#exec::records),
+            }
         }
     }
 
@@ -249,10 +268,14 @@ impl<'g> Generator<'g> {
 
     /// Nested code applying the narrow operators `chain` to `record`, then `sink`.
     fn fuse(&self, chain: &[NodeId], record: &Ident, sink: &TokenStream) -> TokenStream {
-        let Some((&first, rest)) = chain.split_first() else { return sink.clone() };
+        let Some((&first, rest)) = chain.split_first() else {
+            return sink.clone();
+        };
         let inner = self.fuse(rest, record, sink);
         let node = &self.graph.nodes[first];
-        let NodeKind::Op { op, args, .. } = &node.kind else { unreachable!("chains hold operators") };
+        let NodeKind::Op { op, args, .. } = &node.kind else {
+            unreachable!("chains hold operators")
+        };
         let f = &args[0];
         let op_fn = format_ident!("{}", op.name, span = node.span);
         let exec = &self.exec;
@@ -289,7 +312,15 @@ impl<'g> Generator<'g> {
     /// The statement computing node `id`, if it is materialized or an output.
     fn step(&self, id: NodeId) -> Option<TokenStream> {
         let node = &self.graph.nodes[id];
-        let NodeKind::Op { op, input, other, args } = &node.kind else { return None };
+        let NodeKind::Op {
+            op,
+            input,
+            other,
+            args,
+        } = &node.kind
+        else {
+            return None;
+        };
         if op.kind == Kind::Narrow && !self.materialized(id) {
             return None;
         }
@@ -310,12 +341,18 @@ impl<'g> Generator<'g> {
                 quote_spanned!(span=> #exec::#function(#ctx, #root, #body, #other_root, #other_body))
             }
             (_, "print") => {
-                let n = args.first().map(|n| quote!(#n)).unwrap_or_else(|| quote!(10));
+                let n = args
+                    .first()
+                    .map(|n| quote!(#n))
+                    .unwrap_or_else(|| quote!(10));
                 quote_spanned!(span=> #exec::print(#ctx, #root, #body, #n))
             }
             (_, "collect") => {
                 let name = match args.first() {
-                    Some(Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. })) => s.value(),
+                    Some(Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Str(s),
+                        ..
+                    })) => s.value(),
                     _ => self.graph.stream_name(*input),
                 };
                 quote_spanned!(span=> #exec::collect_output(#ctx, #root, #body, #name))

@@ -22,11 +22,21 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(span: Span, message: impl Into<String>) -> Self {
-        Self { level: Level::Error, span, message: message.into(), help: None }
+        Self {
+            level: Level::Error,
+            span,
+            message: message.into(),
+            help: None,
+        }
     }
 
     pub fn warning(span: Span, message: impl Into<String>) -> Self {
-        Self { level: Level::Warning, span, message: message.into(), help: None }
+        Self {
+            level: Level::Warning,
+            span,
+            message: message.into(),
+            help: None,
+        }
     }
 
     pub fn help(mut self, help: impl Into<String>) -> Self {
@@ -69,7 +79,12 @@ impl Diagnostic {
 
 /// The span of the first token of `spanned` (a whole-expression span would be joined only on nightly).
 pub fn first_span(spanned: &impl ToTokens) -> Span {
-    spanned.to_token_stream().into_iter().next().map(|t| t.span()).unwrap_or_else(Span::call_site)
+    spanned
+        .to_token_stream()
+        .into_iter()
+        .next()
+        .map(|t| t.span())
+        .unwrap_or_else(Span::call_site)
 }
 
 /// Several diagnostics; errors stop code generation, warnings do not.
@@ -86,7 +101,11 @@ impl Diagnostics {
     }
 
     pub fn to_tokens(&self) -> TokenStream {
-        self.0.iter().enumerate().map(|(i, d)| d.to_tokens(i)).collect()
+        self.0
+            .iter()
+            .enumerate()
+            .map(|(i, d)| d.to_tokens(i))
+            .collect()
     }
 }
 
@@ -98,7 +117,11 @@ impl From<Diagnostic> for Diagnostics {
 
 impl From<syn::Error> for Diagnostics {
     fn from(e: syn::Error) -> Self {
-        Diagnostics(e.into_iter().map(|e| Diagnostic::error(e.span(), e.to_string())).collect())
+        Diagnostics(
+            e.into_iter()
+                .map(|e| Diagnostic::error(e.span(), e.to_string()))
+                .collect(),
+        )
     }
 }
 

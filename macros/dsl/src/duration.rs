@@ -9,15 +9,24 @@ pub const UNITS: &[(&str, u64)] = &[("ms", 1), ("s", 1_000), ("min", 60_000), ("
 /// A duration literal in whole milliseconds.
 pub fn parse_duration(expr: &Expr) -> Result<u64, Diagnostic> {
     let malformed = |shown: String| {
-        Diagnostic::at(expr, format!("malformed duration `{shown}`"))
-            .help("write a number followed by ms, s, min or h, for example `500ms`, `1s` or `10min`")
+        Diagnostic::at(expr, format!("malformed duration `{shown}`")).help(
+            "write a number followed by ms, s, min or h, for example `500ms`, `1s` or `10min`",
+        )
     };
     let Expr::Lit(lit) = expr else {
         return Err(malformed(quote::quote!(#expr).to_string()));
     };
     let (digits, suffix, shown) = match &lit.lit {
-        Lit::Int(i) => (i.base10_digits().to_string(), i.suffix().to_string(), i.to_string()),
-        Lit::Float(f) => (f.base10_digits().to_string(), f.suffix().to_string(), f.to_string()),
+        Lit::Int(i) => (
+            i.base10_digits().to_string(),
+            i.suffix().to_string(),
+            i.to_string(),
+        ),
+        Lit::Float(f) => (
+            f.base10_digits().to_string(),
+            f.suffix().to_string(),
+            f.to_string(),
+        ),
         other => return Err(malformed(quote::quote!(#other).to_string())),
     };
     let Some((_, per_unit)) = UNITS.iter().find(|(unit, _)| *unit == suffix) else {
@@ -26,8 +35,13 @@ pub fn parse_duration(expr: &Expr) -> Result<u64, Diagnostic> {
     let value: f64 = digits.parse().map_err(|_| malformed(shown.clone()))?;
     let millis = value * *per_unit as f64;
     if millis.fract() != 0.0 || millis > u64::MAX as f64 {
-        return Err(Diagnostic::at(expr, format!("duration `{shown}` is not a whole number of milliseconds"))
-            .help("batch intervals and windows are counted in milliseconds; use for example `1500ms`"));
+        return Err(Diagnostic::at(
+            expr,
+            format!("duration `{shown}` is not a whole number of milliseconds"),
+        )
+        .help(
+            "batch intervals and windows are counted in milliseconds; use for example `1500ms`",
+        ));
     }
     if millis == 0.0 {
         return Err(Diagnostic::at(expr, format!("duration `{shown}` is zero"))
@@ -56,7 +70,9 @@ mod tests {
 
     #[test]
     fn malformed() {
-        assert!(parse("1sec").unwrap_err().contains("malformed duration `1sec`"));
+        assert!(parse("1sec")
+            .unwrap_err()
+            .contains("malformed duration `1sec`"));
         assert!(parse("10").unwrap_err().contains("malformed"));
         assert!(parse("0s").unwrap_err().contains("zero"));
         assert!(parse("0.5ms").unwrap_err().contains("whole number"));

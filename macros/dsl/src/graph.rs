@@ -37,8 +37,18 @@ pub struct Node {
 }
 
 pub enum NodeKind {
-    Source { def: &'static SourceDef, name: String, args: Vec<Expr>, record_type: Option<Type> },
-    Op { op: &'static Operator, input: NodeId, other: Option<NodeId>, args: Vec<Expr> },
+    Source {
+        def: &'static SourceDef,
+        name: String,
+        args: Vec<Expr>,
+        record_type: Option<Box<Type>>,
+    },
+    Op {
+        op: &'static Operator,
+        input: NodeId,
+        other: Option<NodeId>,
+        args: Vec<Expr>,
+    },
 }
 
 impl Node {
@@ -72,7 +82,10 @@ impl Node {
 
 impl Graph {
     pub fn sources(&self) -> impl Iterator<Item = (NodeId, &Node)> {
-        self.nodes.iter().enumerate().filter(|(_, n)| matches!(n.kind, NodeKind::Source { .. }))
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| matches!(n.kind, NodeKind::Source { .. }))
     }
 
     pub fn outputs(&self) -> impl Iterator<Item = (NodeId, &Node)> {
@@ -103,7 +116,10 @@ pub fn build(syntax: PipelineSyntax) -> Result<Graph, Diagnostics> {
     };
     for statement in &syntax.statements {
         if let Statement::Let { name, .. } = statement {
-            builder.all_names.entry(name.to_string()).or_insert_with(|| name.clone());
+            builder
+                .all_names
+                .entry(name.to_string())
+                .or_insert_with(|| name.clone());
         }
     }
     let mut output_statements = 0usize;
@@ -118,7 +134,7 @@ pub fn build(syntax: PipelineSyntax) -> Result<Graph, Diagnostics> {
                 }
                 defined.insert(name.to_string(), name.clone());
                 if is_broadcast(&init) {
-                    builder.broadcast(name, ty, init)?;
+                    builder.broadcast(name, ty, *init)?;
                     continue;
                 }
                 if let Some(ty) = ty {
@@ -128,10 +144,13 @@ pub fn build(syntax: PipelineSyntax) -> Result<Graph, Diagnostics> {
                 }
                 let id = builder.lower(&init, Some(&name))?;
                 if builder.nodes[id].is_output() {
-                    return Err(Diagnostic::error(builder.nodes[id].span, format!(
+                    return Err(Diagnostic::error(
+                        builder.nodes[id].span,
+                        format!(
                         "`{}` is an output operation: it produces no stream to bind to `{name}`",
                         builder.nodes[id].label()
-                    ))
+                    ),
+                    )
                     .help("write the output as its own statement, e.g. `counts.print();`")
                     .into());
                 }
@@ -141,7 +160,11 @@ pub fn build(syntax: PipelineSyntax) -> Result<Graph, Diagnostics> {
             Statement::Output(expr) => {
                 let id = builder.lower(&expr, None)?;
                 if !builder.nodes[id].is_output() {
-                    let outputs: Vec<&str> = ops::OPERATORS.iter().filter(|o| o.kind == Kind::Output).map(|o| o.name).collect();
+                    let outputs: Vec<&str> = ops::OPERATORS
+                        .iter()
+                        .filter(|o| o.kind == Kind::Output)
+                        .map(|o| o.name)
+                        .collect();
                     return Err(Diagnostic::at(&expr, "this statement computes a stream but has no output operation, so it would never run")
                         .help(format!("end it with an output ({}) or bind it with `let name = ...;`", outputs.join(", ")))
                         .into());
@@ -152,13 +175,24 @@ pub fn build(syntax: PipelineSyntax) -> Result<Graph, Diagnostics> {
     }
     let app = syntax.app;
     if output_statements == 0 {
-        return Err(Diagnostic::at(&app.name, format!("app `{}` has no output operation, so nothing would run", app.name))
-            .help("Spark runs a pipeline only for its outputs: add one, e.g. `counts.print();`")
-            .into());
+        return Err(Diagnostic::at(
+            &app.name,
+            format!(
+                "app `{}` has no output operation, so nothing would run",
+                app.name
+            ),
+        )
+        .help("Spark runs a pipeline only for its outputs: add one, e.g. `counts.print();`")
+        .into());
     }
     let nodes = builder.nodes;
     let warnings = unused_streams(&nodes);
-    Ok(Graph { app, nodes, broadcasts: builder.broadcasts, warnings })
+    Ok(Graph {
+        app,
+        nodes,
+        broadcasts: builder.broadcasts,
+        warnings,
+    })
 }
 
 fn is_broadcast(init: &Expr) -> bool {
@@ -202,16 +236,25 @@ struct Builder {
 
 impl Builder {
     fn broadcast(&mut self, name: Ident, ty: Option<Type>, init: Expr) -> Result<(), Diagnostics> {
-        let Expr::Call(call) = init else { unreachable!("checked by is_broadcast") };
+        let Expr::Call(call) = init else {
+            unreachable!("checked by is_broadcast")
+        };
         let Some(ty) = ty else {
-            return Err(Diagnostic::at(&name, format!("broadcast value `{name}` needs its type"))
-                .help(format!("annotate it: `let {name}: Vec<String> = broadcast(...);`"))
-                .into());
+            return Err(
+                Diagnostic::at(&name, format!("broadcast value `{name}` needs its type"))
+                    .help(format!(
+                        "annotate it: `let {name}: Vec<String> = broadcast(...);`"
+                    ))
+                    .into(),
+            );
         };
         if call.args.len() != 1 {
-            return Err(Diagnostic::at(&call.func, format!("`broadcast` takes 1 argument, found {}", call.args.len()))
-                .help("broadcast(value)")
-                .into());
+            return Err(Diagnostic::at(
+                &call.func,
+                format!("`broadcast` takes 1 argument, found {}", call.args.len()),
+            )
+            .help("broadcast(value)")
+            .into());
         }
         let value = call.args.into_iter().next().expect("one argument");
         self.broadcasts.push(Broadcast { name, ty, value });
@@ -225,7 +268,12 @@ impl Builder {
                 self.nodes[*other].consumers += 1;
             }
         }
-        self.nodes.push(Node { kind, span, binding: None, consumers: 0 });
+        self.nodes.push(Node {
+            kind,
+            span,
+            binding: None,
+            consumers: 0,
+        });
         self.nodes.len() - 1
     }
 
@@ -274,21 +322,32 @@ impl Builder {
             return Ok(id);
         }
         if self.broadcasts.iter().any(|b| b.name == name) {
-            return Err(Diagnostic::at(ident, format!("`{name}` is a broadcast value, not a stream"))
-                .help(format!("use `{name}` inside a closure, e.g. `.filter(|r| !{name}.contains(r))`"))
-                .into());
+            return Err(Diagnostic::at(
+                ident,
+                format!("`{name}` is a broadcast value, not a stream"),
+            )
+            .help(format!(
+                "use `{name}` inside a closure, e.g. `.filter(|r| !{name}.contains(r))`"
+            ))
+            .into());
         }
         if self.all_names.contains_key(&name) {
-            return Err(Diagnostic::at(ident, format!("stream `{name}` is used before its definition"))
-                .help(format!("move `let {name} = ...;` above its first use"))
-                .into());
+            return Err(Diagnostic::at(
+                ident,
+                format!("stream `{name}` is used before its definition"),
+            )
+            .help(format!("move `let {name} = ...;` above its first use"))
+            .into());
         }
         let known: Vec<&str> = self.streams.keys().map(String::as_str).collect();
         let mut d = Diagnostic::at(ident, format!("unknown stream `{name}`"));
         if let Some(near) = nearest(&name, known.iter().copied()) {
             d = d.help(format!("did you mean `{near}`?"));
         } else if ops::source(&name).is_some() {
-            d = d.help(format!("`{name}` is a source: call it, e.g. `{}`", ops::source(&name).map(|s| s.signature).unwrap_or("")));
+            d = d.help(format!(
+                "`{name}` is a source: call it, e.g. `{}`",
+                ops::source(&name).map(|s| s.signature).unwrap_or("")
+            ));
         } else if !known.is_empty() {
             let mut known = known;
             known.sort_unstable();
@@ -297,37 +356,62 @@ impl Builder {
         Err(d.into())
     }
 
-    fn source(&mut self, call: &syn::ExprCall, binding: Option<&Ident>) -> Result<NodeId, Diagnostics> {
+    fn source(
+        &mut self,
+        call: &syn::ExprCall,
+        binding: Option<&Ident>,
+    ) -> Result<NodeId, Diagnostics> {
         let Expr::Path(func) = &*call.func else {
-            return Err(Diagnostic::at(&call.func, "expected a source name such as `socket_text_stream`").into());
+            return Err(Diagnostic::at(
+                &call.func,
+                "expected a source name such as `socket_text_stream`",
+            )
+            .into());
         };
-        let Some(segment) = func.path.segments.last().filter(|_| func.path.segments.len() == 1) else {
-            return Err(Diagnostic::at(&call.func, "expected a source name such as `socket_text_stream`").into());
+        let Some(segment) = func
+            .path
+            .segments
+            .last()
+            .filter(|_| func.path.segments.len() == 1)
+        else {
+            return Err(Diagnostic::at(
+                &call.func,
+                "expected a source name such as `socket_text_stream`",
+            )
+            .into());
         };
         let name = segment.ident.to_string();
         let Some(def) = ops::source(&name) else {
             let list: Vec<&str> = ops::source_names().collect();
             let mut d = Diagnostic::at(&segment.ident, format!("unknown source `{name}`"));
             d = match nearest(&name, list.iter().copied()) {
-                Some(near) => d.help(format!("did you mean `{near}`? sources: {}", list.join(", "))),
-                None if name == ops::BROADCAST => d.help("`broadcast(...)` must be bound directly: `let name: Type = broadcast(value);`"),
+                Some(near) => d.help(format!(
+                    "did you mean `{near}`? sources: {}",
+                    list.join(", ")
+                )),
+                None if name == ops::BROADCAST => d.help(
+                    "`broadcast(...)` must be bound directly: `let name: Type = broadcast(value);`",
+                ),
                 None => d.help(format!("sources: {}", list.join(", "))),
             };
             return Err(d.into());
         };
         if call.args.len() != def.args {
-            return Err(Diagnostic::at(&segment.ident, format!(
-                "`{name}` takes {} argument{}, found {}",
-                def.args,
-                if def.args == 1 { "" } else { "s" },
-                call.args.len()
-            ))
+            return Err(Diagnostic::at(
+                &segment.ident,
+                format!(
+                    "`{name}` takes {} argument{}, found {}",
+                    def.args,
+                    if def.args == 1 { "" } else { "s" },
+                    call.args.len()
+                ),
+            )
             .help(format!("write `{}`", def.signature))
             .into());
         }
         let record_type = match &segment.arguments {
             syn::PathArguments::AngleBracketed(a) if a.args.len() == 1 => match a.args.first() {
-                Some(syn::GenericArgument::Type(t)) => Some(t.clone()),
+                Some(syn::GenericArgument::Type(t)) => Some(Box::new(t.clone())),
                 _ => None,
             },
             _ => None,
@@ -337,16 +421,30 @@ impl Builder {
                 .help("write `queue_stream::<T>(batches)`, e.g. `queue_stream::<String>(test_batches())`")
                 .into());
         }
-        let taken: Vec<String> = self.nodes.iter().filter_map(|n| match &n.kind {
-            NodeKind::Source { name, .. } => Some(name.clone()),
-            _ => None,
-        }).collect();
-        let mut source_name = binding.map(|b| b.to_string()).unwrap_or_else(|| format!("source{}", taken.len()));
+        let taken: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.kind {
+                NodeKind::Source { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut source_name = binding
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| format!("source{}", taken.len()));
         while taken.contains(&source_name) {
             source_name.push('_');
         }
         let args = call.args.iter().cloned().collect();
-        Ok(self.push(NodeKind::Source { def, name: source_name, args, record_type }, segment.ident.span()))
+        Ok(self.push(
+            NodeKind::Source {
+                def,
+                name: source_name,
+                args,
+                record_type,
+            },
+            segment.ident.span(),
+        ))
     }
 }
 
@@ -358,7 +456,10 @@ fn unknown_operator(method: &Ident) -> Diagnostic {
         return d.help(format!("`{name}` is a source, not an operator: start a chain with it, e.g. `let lines = {name}(...);`"));
     }
     match nearest(&name, list.iter().copied()) {
-        Some(near) => d.help(format!("did you mean `{near}`? operators: {}", list.join(", "))),
+        Some(near) => d.help(format!(
+            "did you mean `{near}`? operators: {}",
+            list.join(", ")
+        )),
         None => d.help(format!("operators: {}", list.join(", "))),
     }
 }
@@ -373,5 +474,9 @@ fn check_arity(method: &Ident, op: &Operator, found: usize) -> Result<(), Diagno
     } else {
         format!("{min} to {max} arguments")
     };
-    Err(Diagnostic::at(method, format!("`{}` takes {expected}, found {found}", op.name)).help(format!("write `.{}`", op.signature)))
+    Err(Diagnostic::at(
+        method,
+        format!("`{}` takes {expected}, found {found}", op.name),
+    )
+    .help(format!("write `.{}`", op.signature)))
 }

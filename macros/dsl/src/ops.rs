@@ -24,30 +24,114 @@ pub struct Operator {
     pub signature: &'static str,
 }
 
-const fn op(name: &'static str, kind: Kind, args: (usize, usize), stream_arg: bool, signature: &'static str) -> Operator {
-    Operator { name, kind, args, stream_arg, signature }
+const fn op(
+    name: &'static str,
+    kind: Kind,
+    args: (usize, usize),
+    stream_arg: bool,
+    signature: &'static str,
+) -> Operator {
+    Operator {
+        name,
+        kind,
+        args,
+        stream_arg,
+        signature,
+    }
 }
 
 /// Transformations and outputs (called as methods on a stream).
 pub const OPERATORS: &[Operator] = &[
-    op("map", Kind::Narrow, (1, 1), false, "map(|record| new_record)"),
-    op("flat_map", Kind::Narrow, (1, 1), false, "flat_map(|record| iterator)"),
-    op("filter", Kind::Narrow, (1, 1), false, "filter(|record| keep)"),
-    op("map_values", Kind::Narrow, (1, 1), false, "map_values(|value| new_value)"),
-    op("flat_map_values", Kind::Narrow, (1, 1), false, "flat_map_values(|value| iterator)"),
-    op("reduce_by_key", Kind::Wide, (1, 1), false, "reduce_by_key(|a, b| merged)"),
+    op(
+        "map",
+        Kind::Narrow,
+        (1, 1),
+        false,
+        "map(|record| new_record)",
+    ),
+    op(
+        "flat_map",
+        Kind::Narrow,
+        (1, 1),
+        false,
+        "flat_map(|record| iterator)",
+    ),
+    op(
+        "filter",
+        Kind::Narrow,
+        (1, 1),
+        false,
+        "filter(|record| keep)",
+    ),
+    op(
+        "map_values",
+        Kind::Narrow,
+        (1, 1),
+        false,
+        "map_values(|value| new_value)",
+    ),
+    op(
+        "flat_map_values",
+        Kind::Narrow,
+        (1, 1),
+        false,
+        "flat_map_values(|value| iterator)",
+    ),
+    op(
+        "reduce_by_key",
+        Kind::Wide,
+        (1, 1),
+        false,
+        "reduce_by_key(|a, b| merged)",
+    ),
     op("group_by_key", Kind::Wide, (0, 0), false, "group_by_key()"),
-    op("count_by_value", Kind::Wide, (0, 0), false, "count_by_value()"),
+    op(
+        "count_by_value",
+        Kind::Wide,
+        (0, 0),
+        false,
+        "count_by_value()",
+    ),
     op("count", Kind::Wide, (0, 0), false, "count()"),
     op("reduce", Kind::Wide, (1, 1), false, "reduce(|a, b| merged)"),
     op("join", Kind::Wide, (1, 1), true, "join(other_stream)"),
-    op("left_outer_join", Kind::Wide, (1, 1), true, "left_outer_join(other_stream)"),
+    op(
+        "left_outer_join",
+        Kind::Wide,
+        (1, 1),
+        true,
+        "left_outer_join(other_stream)",
+    ),
     op("union", Kind::Wide, (1, 1), true, "union(other_stream)"),
-    op("repartition", Kind::Wide, (1, 1), false, "repartition(partitions)"),
-    op("transform", Kind::Wide, (1, 1), false, "transform(|batch| new_batch)"),
+    op(
+        "repartition",
+        Kind::Wide,
+        (1, 1),
+        false,
+        "repartition(partitions)",
+    ),
+    op(
+        "transform",
+        Kind::Wide,
+        (1, 1),
+        false,
+        "transform(|batch| new_batch)",
+    ),
     op("print", Kind::Output, (0, 1), false, "print() or print(n)"),
-    op("foreach_batch", Kind::Output, (1, 1), false, "foreach_batch(|batch, time| ...)"),
-    op("collect", Kind::Output, (0, 1), false, "collect() or collect(\"name\")"),
+    op(
+        "foreach_batch",
+        Kind::Output,
+        (1, 1),
+        false,
+        "foreach_batch(|batch, time| ...)",
+    ),
+    op(
+        "collect",
+        Kind::Output,
+        (0, 1),
+        false,
+        "collect() or collect(\"name\")",
+    ),
 ];
 
 /// How a source's records are stored, which decides the Rust type generated for it.
@@ -67,8 +151,18 @@ pub struct SourceDef {
 }
 
 pub const SOURCES: &[SourceDef] = &[
-    SourceDef { name: "socket_text_stream", kind: SourceKind::SocketText, args: 2, signature: "socket_text_stream(host, port)" },
-    SourceDef { name: "queue_stream", kind: SourceKind::Queue, args: 1, signature: "queue_stream::<T>(batches)" },
+    SourceDef {
+        name: "socket_text_stream",
+        kind: SourceKind::SocketText,
+        args: 2,
+        signature: "socket_text_stream(host, port)",
+    },
+    SourceDef {
+        name: "queue_stream",
+        kind: SourceKind::Queue,
+        args: 1,
+        signature: "queue_stream::<T>(batches)",
+    },
 ];
 
 /// Values computed once when the app starts, visible to every closure by reference.

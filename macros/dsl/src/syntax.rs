@@ -30,13 +30,20 @@ pub struct AppHeader {
 /// One statement of the block.
 pub enum Statement {
     /// `let NAME = chain;` or `let NAME: Type = broadcast(expr);`
-    Let { name: Ident, ty: Option<Type>, init: Expr },
+    Let {
+        name: Ident,
+        ty: Option<Type>,
+        init: Box<Expr>,
+    },
     /// `chain.output(...);`
     Output(Expr),
 }
 
 /// The header keys and what they take.
-pub const APP_KEYS: &[(&str, &str)] = &[("batch", "a duration such as `1s`"), ("workers", "a positive whole number")];
+pub const APP_KEYS: &[(&str, &str)] = &[
+    ("batch", "a duration such as `1s`"),
+    ("workers", "a positive whole number"),
+];
 
 /// Default number of workers (Spark's `local[2]`).
 pub const DEFAULT_WORKERS: usize = 2;
@@ -65,20 +72,27 @@ impl Parse for Setting {
 
 fn parse_block(input: ParseStream) -> syn::Result<Result<PipelineSyntax, Diagnostic>> {
     let header_start = input.span();
-    let keyword: Option<Ident> = if input.peek(Ident) && input.fork().parse::<Ident>().is_ok_and(|i| i == "app") {
-        Some(input.parse()?)
-    } else {
-        None
-    };
+    let keyword: Option<Ident> =
+        if input.peek(Ident) && input.fork().parse::<Ident>().is_ok_and(|i| i == "app") {
+            Some(input.parse()?)
+        } else {
+            None
+        };
     if keyword.is_none() {
         input.parse::<TokenStream>()?;
-        return Ok(Err(Diagnostic::error(header_start, "a stream! block starts with its `app` header")
-            .help("begin with `app my_app { batch: 1s }` (batch interval, optional `workers: N`)")));
+        return Ok(Err(Diagnostic::error(
+            header_start,
+            "a stream! block starts with its `app` header",
+        )
+        .help(
+            "begin with `app my_app { batch: 1s }` (batch interval, optional `workers: N`)",
+        )));
     }
     let name: Ident = input.parse()?;
     let content;
     braced!(content in input);
-    let settings: Punctuated<Setting, Token![,]> = content.parse_terminated(Setting::parse, Token![,])?;
+    let settings: Punctuated<Setting, Token![,]> =
+        content.parse_terminated(Setting::parse, Token![,])?;
     let header = match check_header(name, &settings) {
         Ok(h) => h,
         Err(d) => {
@@ -95,27 +109,42 @@ fn parse_block(input: ParseStream) -> syn::Result<Result<PipelineSyntax, Diagnos
             Err(d) => return Ok(Err(d)),
         }
     }
-    Ok(Ok(PipelineSyntax { app: header, statements }))
+    Ok(Ok(PipelineSyntax {
+        app: header,
+        statements,
+    }))
 }
 
-fn check_header(name: Ident, settings: &Punctuated<Setting, Token![,]>) -> Result<AppHeader, Diagnostic> {
+fn check_header(
+    name: Ident,
+    settings: &Punctuated<Setting, Token![,]>,
+) -> Result<AppHeader, Diagnostic> {
     let mut batch: Option<u64> = None;
     let mut workers: Option<usize> = None;
     let mut seen: Vec<String> = Vec::new();
     for setting in settings {
         let key = setting.key.to_string();
         if seen.contains(&key) {
-            return Err(Diagnostic::at(&setting.key, format!("`{key}` is set twice")).help("keep one of them"));
+            return Err(
+                Diagnostic::at(&setting.key, format!("`{key}` is set twice"))
+                    .help("keep one of them"),
+            );
         }
         seen.push(key.clone());
         match key.as_str() {
             "batch" => batch = Some(parse_duration(&setting.value)?),
             "workers" => workers = Some(parse_workers(&setting.value)?),
             other => {
-                let valid: Vec<String> = APP_KEYS.iter().map(|(k, what)| format!("`{k}` ({what})")).collect();
+                let valid: Vec<String> = APP_KEYS
+                    .iter()
+                    .map(|(k, what)| format!("`{k}` ({what})"))
+                    .collect();
                 let mut d = Diagnostic::at(&setting.key, format!("unknown app setting `{other}`"));
                 d = match crate::diagnostic::nearest(other, APP_KEYS.iter().map(|(k, _)| *k)) {
-                    Some(near) => d.help(format!("did you mean `{near}`? valid settings: {}", valid.join(", "))),
+                    Some(near) => d.help(format!(
+                        "did you mean `{near}`? valid settings: {}",
+                        valid.join(", ")
+                    )),
                     None => d.help(format!("valid settings: {}", valid.join(", "))),
                 };
                 return Err(d);
@@ -123,25 +152,45 @@ fn check_header(name: Ident, settings: &Punctuated<Setting, Token![,]>) -> Resul
         }
     }
     let Some(batch_millis) = batch else {
-        return Err(Diagnostic::at(&name, format!("app `{name}` has no batch interval"))
-            .help(format!("add it to the header: `app {name} {{ batch: 1s }}`")));
+        return Err(
+            Diagnostic::at(&name, format!("app `{name}` has no batch interval")).help(format!(
+                "add it to the header: `app {name} {{ batch: 1s }}`"
+            )),
+        );
     };
-    Ok(AppHeader { name, batch_millis, workers: workers.unwrap_or(DEFAULT_WORKERS) })
+    Ok(AppHeader {
+        name,
+        batch_millis,
+        workers: workers.unwrap_or(DEFAULT_WORKERS),
+    })
 }
 
 fn parse_workers(value: &Expr) -> Result<usize, Diagnostic> {
-    let bad = || Diagnostic::at(value, "`workers` must be a positive whole number").help("for example `workers: 2`");
-    let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Int(int), .. }) = value else { return Err(bad()) };
+    let bad = || {
+        Diagnostic::at(value, "`workers` must be a positive whole number")
+            .help("for example `workers: 2`")
+    };
+    let syn::Expr::Lit(syn::ExprLit {
+        lit: syn::Lit::Int(int),
+        ..
+    }) = value
+    else {
+        return Err(bad());
+    };
     let n: usize = int.base10_parse().map_err(|_| bad())?;
     if n == 0 {
-        return Err(Diagnostic::at(value, "`workers: 0` leaves no thread to process batches")
-            .help("use at least `workers: 1`; receivers run on their own threads, so 1 is enough"));
+        return Err(
+            Diagnostic::at(value, "`workers: 0` leaves no thread to process batches").help(
+                "use at least `workers: 1`; receivers run on their own threads, so 1 is enough",
+            ),
+        );
     }
     Ok(n)
 }
 
 fn statement(stmt: syn::Stmt) -> Result<Statement, Diagnostic> {
-    let shape_help = "write `let name = stream...;` or an output statement such as `counts.print();`";
+    let shape_help =
+        "write `let name = stream...;` or an output statement such as `counts.print();`";
     match stmt {
         syn::Stmt::Local(local) => {
             let (name, ty) = match &local.pat {
@@ -158,7 +207,7 @@ fn statement(stmt: syn::Stmt) -> Result<Statement, Diagnostic> {
             if let Some((_, diverge)) = init.diverge {
                 return Err(Diagnostic::at(&diverge, "`let ... else` is not part of the pipeline language").help(shape_help));
             }
-            Ok(Statement::Let { name, ty, init: *init.expr })
+            Ok(Statement::Let { name, ty, init: init.expr })
         }
         syn::Stmt::Expr(expr, Some(_)) => Ok(Statement::Output(expr)),
         syn::Stmt::Expr(expr, None) => Err(Diagnostic::at(&expr, "missing `;` after this statement").help(shape_help)),

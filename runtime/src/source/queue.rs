@@ -14,7 +14,10 @@ pub struct QueueSource<T> {
 impl<T: Send + 'static> QueueSource<T> {
     /// A source that yields `batches`, one per tick.
     pub fn new(name: &str, batches: impl IntoIterator<Item = Vec<T>>) -> Self {
-        Self { name: name.to_string(), queue: batches.into_iter().collect() }
+        Self {
+            name: name.to_string(),
+            queue: batches.into_iter().collect(),
+        }
     }
 
     /// Appends a batch to the queue.

@@ -77,7 +77,12 @@ impl Source for SocketTextSource {
     }
 
     fn start(&mut self, env: &ReceiverEnv) -> Result<(), SourceError> {
-        if self.address.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
+        if self
+            .address
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .is_none()
+        {
             return Err(SourceError {
                 source_name: self.name.clone(),
                 message: format!("address `{}` is not HOST:PORT", self.address),
@@ -170,14 +175,16 @@ impl Receiver {
                         Ended::PeerClosed => {
                             tracing::info!(source = %self.name, "peer closed the connection; reconnecting")
                         }
-                        Ended::Failed(e) => self.report(format!("read from {} failed: {e}", self.address)),
+                        Ended::Failed(e) => {
+                            self.report(format!("read from {} failed: {e}", self.address))
+                        }
                     }
                 }
                 Err(e) => {
                     failures_in_a_row += 1;
                     let message = format!("cannot connect to {}: {e}", self.address);
                     // Log the first failure and then every tenth, so a long outage does not flood the log.
-                    if failures_in_a_row == 1 || failures_in_a_row % 10 == 0 {
+                    if failures_in_a_row == 1 || failures_in_a_row.is_multiple_of(10) {
                         tracing::warn!(source = %self.name, attempts = failures_in_a_row, "{message}; retrying in {backoff:?}");
                     }
                     ReceiverCounters::add(&self.counters.connection_errors, 1);
@@ -210,7 +217,11 @@ impl Receiver {
                 _ = self.stop.changed() => return Ended::Stopped,
             };
             let mut block = TextBlock::new();
-            let outcome = if n == 0 { splitter.finish(&mut block) } else { splitter.feed(&buf[..n], &mut block) };
+            let outcome = if n == 0 {
+                splitter.finish(&mut block)
+            } else {
+                splitter.feed(&buf[..n], &mut block)
+            };
             self.account(outcome);
             if !block.is_empty() && !self.deliver(block).await {
                 return Ended::Stopped;
@@ -225,7 +236,9 @@ impl Receiver {
         let c = &self.counters;
         if outcome.invalid_utf8 > 0 {
             ReceiverCounters::add(&c.invalid_utf8_lines, outcome.invalid_utf8);
-            let total = c.invalid_utf8_lines.load(std::sync::atomic::Ordering::Relaxed);
+            let total = c
+                .invalid_utf8_lines
+                .load(std::sync::atomic::Ordering::Relaxed);
             if total == outcome.invalid_utf8 || total % 1000 < outcome.invalid_utf8 {
                 tracing::warn!(source = %self.name, total, "skipped lines that are not valid UTF-8");
             }
@@ -238,7 +251,9 @@ impl Receiver {
 
     /// Waits for budget, then hands the block to the next batch. False if the budget was closed.
     async fn deliver(&self, mut block: TextBlock) -> bool {
-        let Some(permit) = self.budget.acquire(block.bytes()).await else { return false };
+        let Some(permit) = self.budget.acquire(block.bytes()).await else {
+            return false;
+        };
         block.attach_budget(permit);
         ReceiverCounters::add(&self.counters.records, block.len() as u64);
         ReceiverCounters::add(&self.counters.bytes, block.bytes() as u64);
@@ -266,7 +281,11 @@ pub(crate) struct LineSplitter {
 
 impl LineSplitter {
     pub(crate) fn new(max_line: usize) -> Self {
-        Self { partial: Vec::new(), discarding: false, max_line }
+        Self {
+            partial: Vec::new(),
+            discarding: false,
+            max_line,
+        }
     }
 
     pub(crate) fn feed(&mut self, chunk: &[u8], block: &mut TextBlock) -> SplitOutcome {
@@ -362,7 +381,10 @@ mod tests {
 
     #[test]
     fn oversized_lines_are_skipped_even_across_chunks() {
-        let (lines, outcome) = split(&[b"short\n0123456789", b"0123456789", b"01234\nafter\n"], 12);
+        let (lines, outcome) = split(
+            &[b"short\n0123456789", b"0123456789", b"01234\nafter\n"],
+            12,
+        );
         assert_eq!(lines, vec!["short", "after"]);
         assert_eq!(outcome.oversized, 1);
         let (lines, outcome) = split(&[b"0123456789abcdef\nx\n"], 12);

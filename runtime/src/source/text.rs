@@ -86,7 +86,12 @@ pub struct TextPartition {
 impl TextPartition {
     /// Lines of all blocks, in arrival order.
     pub fn lines(&self) -> TextLines<'_> {
-        TextLines { blocks: &self.blocks, block: 0, line: 0, start: 0 }
+        TextLines {
+            blocks: &self.blocks,
+            block: 0,
+            line: 0,
+            start: 0,
+        }
     }
 
     /// Number of lines.
@@ -108,7 +113,8 @@ impl TextPartition {
     /// partition). Always returns exactly `partitions` partitions, some possibly empty.
     pub fn spread(mut blocks: Vec<TextBlock>, partitions: usize) -> Vec<TextPartition> {
         let partitions = partitions.max(1);
-        let mut out: Vec<TextPartition> = (0..partitions).map(|_| TextPartition::default()).collect();
+        let mut out: Vec<TextPartition> =
+            (0..partitions).map(|_| TextPartition::default()).collect();
         let mut load = vec![0usize; partitions];
         blocks.sort_by_key(|b| std::cmp::Reverse(b.bytes()));
         for block in blocks {
@@ -160,7 +166,10 @@ impl MemoryBudget {
     /// A budget of `limit_bytes` (at least 1 MiB, so one large read always fits).
     pub fn new(limit_bytes: usize) -> Self {
         let limit = limit_bytes.clamp(1 << 20, Semaphore::MAX_PERMITS);
-        Self { semaphore: Arc::new(Semaphore::new(limit)), limit }
+        Self {
+            semaphore: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
     }
 
     /// Waits until `bytes` fit in the budget. `None` if the budget was closed.
@@ -182,7 +191,10 @@ mod tests {
     #[test]
     fn lines_round_trip_including_empty_ones() {
         let block = TextBlock::from_lines(["hello world", "", "ünïcode"]);
-        assert_eq!(block.lines().collect::<Vec<_>>(), vec!["hello world", "", "ünïcode"]);
+        assert_eq!(
+            block.lines().collect::<Vec<_>>(),
+            vec!["hello world", "", "ünïcode"]
+        );
         assert_eq!(block.len(), 3);
     }
 
