@@ -156,7 +156,11 @@ mod tests {
     #[test]
     fn nearest_finds_typos_only() {
         let ops = ["reduce_by_key", "group_by_key", "map", "flat_map"];
-        assert_eq!(nearest("reduceByKey", ops), Some("reduce_by_key"), "Spark spellings find their Rust name");
+        assert_eq!(
+            nearest("reduceByKey", ops),
+            Some("reduce_by_key"),
+            "Spark spellings find their Rust name"
+        );
         assert_eq!(nearest("reduce_by_kye", ops), Some("reduce_by_key"));
         assert_eq!(nearest("flatmap", ops), Some("flat_map"));
         assert_eq!(nearest("zzzzzz", ops), None);
