@@ -3,6 +3,7 @@
 
 use crate::exec::{
     bucketize, group_buckets, join_buckets, left_outer_emit, reduce_buckets, split_even, transpose,
+    Combiner,
 };
 use crate::time::Time;
 use rayon::prelude::*;
@@ -200,7 +201,13 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
         let per_map: Vec<Vec<Vec<(K, V)>>> = self
             .parts
             .into_par_iter()
-            .map(|part| bucketize(part.into_iter(), n))
+            .map(|part| {
+                let mut combiner = Combiner::new(&f);
+                for pair in part {
+                    combiner.push(pair);
+                }
+                combiner.into_buckets(n)
+            })
             .collect();
         let parts = reduce_buckets(transpose(per_map, n), &f);
         Batch {
@@ -283,5 +290,62 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
             .map(|part| bucketize(part.iter().cloned(), n))
             .collect();
         (transpose(left, n), transpose(right, n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn reduce_by_key_combines_across_partitions() {
+        let pairs: Vec<(u32, u64)> = (0..1000).map(|i| (i % 7, 1)).collect();
+        let mut got = pool().install(|| {
+            Batch::from_vec(pairs, 3)
+                .reduce_by_key(|a, b| a + b)
+                .collect()
+        });
+        got.sort();
+        let expected: Vec<(u32, u64)> = (0..7)
+            .map(|k| (k, (0..1000).filter(|i| i % 7 == k).count() as u64))
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn group_and_join_match_the_reference() {
+        let left = Batch::from_vec(vec![("a", 1), ("b", 2), ("a", 3)], 2);
+        let right = Batch::from_vec(vec![("a", 'x'), ("c", 'y')], 2);
+        let mut groups = pool().install(|| {
+            left.clone()
+                .group_by_key()
+                .map(|(k, mut v)| {
+                    v.sort();
+                    (k, v)
+                })
+                .collect()
+        });
+        groups.sort();
+        assert_eq!(groups, vec![("a", vec![1, 3]), ("b", vec![2])]);
+        let mut joined = pool().install(|| left.clone().join(&right).collect());
+        joined.sort();
+        assert_eq!(joined, vec![("a", (1, 'x')), ("a", (3, 'x'))]);
+        let mut outer = pool().install(|| left.left_outer_join(&right).collect());
+        outer.sort();
+        assert_eq!(
+            outer,
+            vec![
+                ("a", (1, Some('x'))),
+                ("a", (3, Some('x'))),
+                ("b", (2, None))
+            ]
+        );
     }
 }

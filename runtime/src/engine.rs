@@ -343,16 +343,14 @@ fn generate_batches<S: SourceSet>(
             Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
             Err(RecvTimeoutError::Timeout) => false,
         };
-        if last || stop_requested {
+        let stopping = last || stop_requested;
+        if stopping {
             // Graceful stop: receivers hand over what they hold, which becomes the last batch. It is cut
             // now (labelled with its tick) rather than after waiting out the interval.
             sources.stop();
-            let (batch, records) = sources.cut(next, partitions);
-            let _ = batches.send((next, batch, records));
-            return;
         }
         let (batch, records) = sources.cut(next, partitions);
-        if batches.send((next, batch, records)).is_err() {
+        if batches.send((next, batch, records)).is_err() || stopping {
             return;
         }
         cut += 1;

@@ -103,7 +103,7 @@ pub struct Combiner<'r, K, V, R> {
 }
 
 impl<'r, K: Hash + Eq, V, R: Fn(V, V) -> V> Combiner<'r, K, V, R> {
-    fn new(reduce: &'r R) -> Self {
+    pub(crate) fn new(reduce: &'r R) -> Self {
         Self {
             map: FastMap::default(),
             reduce,
@@ -114,6 +114,55 @@ impl<'r, K: Hash + Eq, V, R: Fn(V, V) -> V> Combiner<'r, K, V, R> {
     #[inline]
     pub fn push(&mut self, (key, value): (K, V)) {
         merge_into(&mut self.map, key, value, self.reduce);
+    }
+
+    /// The combined pairs, split into `n` shuffle buckets by key.
+    pub(crate) fn into_buckets(self, n: usize) -> Partitions<(K, V)> {
+        bucketize(drain_slots(self.map), n)
+    }
+}
+
+/// Map-side counter of `count_by_value`: counts each record inside one partition before the shuffle.
+pub struct ValueCounter<T> {
+    counts: FastMap<T, u64>,
+}
+
+impl<T: Hash + Eq> ValueCounter<T> {
+    /// Counts one record.
+    #[inline]
+    pub fn push(&mut self, record: T) {
+        *self.counts.entry(record).or_insert(0) += 1;
+    }
+}
+
+/// Partition-local sink of `count`: only counts.
+#[derive(Default)]
+pub struct Counter {
+    records: u64,
+}
+
+impl Counter {
+    /// Counts one record.
+    #[inline]
+    pub fn push<T>(&mut self, _record: T) {
+        self.records += 1;
+    }
+}
+
+/// Partition-local sink of `reduce`: folds records as they come.
+pub struct Reducer<'r, T, R> {
+    acc: Option<T>,
+    reduce: &'r R,
+}
+
+impl<T, R: Fn(T, T) -> T> Reducer<'_, T, R> {
+    /// Folds one record into the partition's result.
+    #[inline]
+    pub fn push(&mut self, record: T) {
+        self.acc = Some(match self.acc.take() {
+            Some(acc) => (self.reduce)(acc, record),
+            None => record,
+        });
     }
 }
 
@@ -251,7 +300,7 @@ where
         .map(|part| {
             let mut combiner = Combiner::new(&reduce);
             body(part, &mut combiner);
-            bucketize(drain_slots(combiner.map), n)
+            combiner.into_buckets(n)
         })
         .collect();
     reduce_buckets(transpose(per_map, n), &reduce)
@@ -262,21 +311,21 @@ pub fn count_by_value<D, T, B>(ctx: &BatchContext<'_>, data: D, body: B) -> Part
 where
     D: Partitioned,
     T: Hash + Eq + Send,
-    B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
+    B: Fn(D::Part, &mut ValueCounter<T>) + Sync + Send,
 {
-    let add = |a: u64, b: u64| a + b;
-    reduce_by_key(
-        ctx,
-        data,
-        |part, combiner| {
-            let mut records = Vec::new();
-            body(part, &mut records);
-            for record in records {
-                combiner.push((record, 1u64));
-            }
-        },
-        add,
-    )
+    let n = ctx.workers;
+    let per_map: Vec<Partitions<(T, u64)>> = data
+        .into_parts()
+        .into_par_iter()
+        .map(|part| {
+            let mut counter = ValueCounter {
+                counts: FastMap::default(),
+            };
+            body(part, &mut counter);
+            bucketize(counter.counts.into_iter(), n)
+        })
+        .collect();
+    reduce_buckets(transpose(per_map, n), &|a: u64, b: u64| a + b)
 }
 
 /// Partitions `(key, value)` records by key into `workers` partitions (the shuffle of group and join).
@@ -426,19 +475,18 @@ where
 }
 
 /// `count`: a stream with one record, the number of records in the batch.
-pub fn count<D, T, B>(_ctx: &BatchContext<'_>, data: D, body: B) -> Partitions<u64>
+pub fn count<D, B>(_ctx: &BatchContext<'_>, data: D, body: B) -> Partitions<u64>
 where
     D: Partitioned,
-    B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
-    T: Send,
+    B: Fn(D::Part, &mut Counter) + Sync + Send,
 {
     let total: u64 = data
         .into_parts()
         .into_par_iter()
         .map(|part| {
-            let mut out = Vec::new();
-            body(part, &mut out);
-            out.len() as u64
+            let mut counter = Counter::default();
+            body(part, &mut counter);
+            counter.records
         })
         .sum();
     vec![vec![total]]
@@ -449,16 +497,19 @@ pub fn reduce<D, T, B, R>(_ctx: &BatchContext<'_>, data: D, body: B, f: R) -> Pa
 where
     D: Partitioned,
     T: Send,
-    B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
+    B: for<'r> Fn(D::Part, &mut Reducer<'r, T, R>) + Sync + Send,
     R: Fn(T, T) -> T + Sync + Send,
 {
     let partial: Vec<T> = data
         .into_parts()
         .into_par_iter()
         .filter_map(|part| {
-            let mut out = Vec::new();
-            body(part, &mut out);
-            out.into_iter().reduce(&f)
+            let mut reducer = Reducer {
+                acc: None,
+                reduce: &f,
+            };
+            body(part, &mut reducer);
+            reducer.acc
         })
         .collect();
     vec![partial.into_iter().reduce(&f).into_iter().collect()]

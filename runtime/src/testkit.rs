@@ -61,12 +61,15 @@ impl Corpus {
 
     /// The next word.
     pub fn word(&mut self) -> &str {
-        let x = self.rng.next_f64();
-        let i = self
-            .cumulative
-            .partition_point(|&c| c < x)
-            .min(self.words.len() - 1);
+        let i = self.next_index();
         &self.words[i]
+    }
+
+    fn next_index(&mut self) -> usize {
+        let x = self.rng.next_f64();
+        self.cumulative
+            .partition_point(|&c| c < x)
+            .min(self.words.len() - 1)
     }
 
     /// A line of `words` words separated by single spaces.
@@ -76,8 +79,8 @@ impl Corpus {
             if i > 0 {
                 line.push(' ');
             }
-            let w = self.word().to_string();
-            line.push_str(&w);
+            let w = self.next_index();
+            line.push_str(&self.words[w]);
         }
         line
     }
@@ -129,12 +132,14 @@ impl LineServer {
     /// Writes `data` (already newline-terminated text or any bytes) to the first connection, then closes
     /// it; later connections are accepted and left idle.
     pub fn once(data: Vec<u8>) -> std::io::Result<Self> {
-        Self::spawn(move |mut stream, index, _stop| {
+        Self::spawn(move |mut stream, index, stop| {
             if index == 0 {
                 let _ = stream.write_all(&data);
             } else {
-                // Keep later connections open and silent, like an idle `nc -lk`.
-                std::mem::forget(stream);
+                // Later connections stay open and silent, like an idle `nc -lk`, until the server stops.
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
             }
         })
     }

@@ -9,7 +9,7 @@
 
 use crate::diagnostic::Diagnostic;
 use crate::duration::parse_duration;
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::{braced, Expr, Ident, Token, Type};
@@ -215,9 +215,4 @@ fn statement(stmt: syn::Stmt) -> Result<Statement, Diagnostic> {
             .help("declare functions, types and `use` lines outside the stream! block; closures can call them")),
         syn::Stmt::Macro(m) => Err(Diagnostic::at(&m.mac.path, "macro calls are not pipeline statements").help(shape_help)),
     }
-}
-
-/// The span to blame for a whole header (its name).
-pub fn header_span(header: &AppHeader) -> Span {
-    header.name.span()
 }
