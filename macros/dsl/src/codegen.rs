@@ -348,13 +348,7 @@ impl<'g> Generator<'g> {
                 quote_spanned!(span=> #exec::print(#ctx, #root, #body, #n))
             }
             (_, "collect") => {
-                let name = match args.first() {
-                    Some(Expr::Lit(syn::ExprLit {
-                        lit: syn::Lit::Str(s),
-                        ..
-                    })) => s.value(),
-                    _ => self.graph.stream_name(*input),
-                };
+                let name = crate::graph::collect_name(&self.graph.nodes, id);
                 quote_spanned!(span=> #exec::collect_output(#ctx, #root, #body, #name))
             }
             (_, "group_by_key" | "count_by_value" | "count") => {

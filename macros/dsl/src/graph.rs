@@ -95,14 +95,7 @@ impl Graph {
     /// The name a stream is known by in messages, specs and `collect()`: its binding, or the nearest
     /// binding upstream, or the source name.
     pub fn stream_name(&self, id: NodeId) -> String {
-        let node = &self.nodes[id];
-        if let Some(b) = &node.binding {
-            return b.to_string();
-        }
-        match &node.kind {
-            NodeKind::Source { name, .. } => name.clone(),
-            NodeKind::Op { input, .. } => self.stream_name(*input),
-        }
+        stream_name(&self.nodes, id)
     }
 }
 
@@ -186,6 +179,7 @@ pub fn build(syntax: PipelineSyntax) -> Result<Graph, Diagnostics> {
         .into());
     }
     let nodes = builder.nodes;
+    check_collect_names(&nodes)?;
     let warnings = unused_streams(&nodes);
     Ok(Graph {
         app,
@@ -197,6 +191,74 @@ pub fn build(syntax: PipelineSyntax) -> Result<Graph, Diagnostics> {
 
 fn is_broadcast(init: &Expr) -> bool {
     matches!(init, Expr::Call(call) if matches!(&*call.func, Expr::Path(p) if p.path.is_ident(ops::BROADCAST)))
+}
+
+/// `collect()` outputs are taken by name, so names must be string literals and unique.
+fn check_collect_names(nodes: &[Node]) -> Result<(), Diagnostics> {
+    let mut seen: Vec<String> = Vec::new();
+    for (id, node) in nodes.iter().enumerate() {
+        let NodeKind::Op { op, args, .. } = &node.kind else {
+            continue;
+        };
+        if op.name != "collect" {
+            continue;
+        }
+        if let Some(arg) = args.first() {
+            if !matches!(
+                arg,
+                Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(_),
+                    ..
+                })
+            ) {
+                return Err(Diagnostic::at(
+                    arg,
+                    "`collect` takes the output's name as a string literal",
+                )
+                .help("write `.collect(\"name\")`, or `.collect()` to use the stream's name")
+                .into());
+            }
+        }
+        let name = collect_name(nodes, id);
+        if seen.contains(&name) {
+            return Err(Diagnostic::error(
+                node.span,
+                format!("a `collect` output named `{name}` already exists"),
+            )
+            .help(format!(
+                "give this one its own name: `.collect(\"{name}_2\")`"
+            ))
+            .into());
+        }
+        seen.push(name);
+    }
+    Ok(())
+}
+
+/// The name a `collect` output is taken by: its literal argument, else the stream's name.
+pub fn collect_name(nodes: &[Node], id: NodeId) -> String {
+    match &nodes[id].kind {
+        NodeKind::Op { args, input, .. } => match args.first() {
+            Some(Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            })) => s.value(),
+            _ => stream_name(nodes, *input),
+        },
+        NodeKind::Source { name, .. } => name.clone(),
+    }
+}
+
+/// The name a stream is known by: its binding, or the nearest binding upstream, or the source name.
+fn stream_name(nodes: &[Node], id: NodeId) -> String {
+    let node = &nodes[id];
+    if let Some(b) = &node.binding {
+        return b.to_string();
+    }
+    match &node.kind {
+        NodeKind::Source { name, .. } => name.clone(),
+        NodeKind::Op { input, .. } => stream_name(nodes, *input),
+    }
 }
 
 /// Which nodes feed an output (directly or through other nodes); the rest are never computed.
