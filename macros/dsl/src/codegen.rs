@@ -9,7 +9,6 @@ use crate::graph::{live_nodes, Graph, NodeId, NodeKind};
 use crate::ops::{Kind, SourceKind};
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
-use syn::Expr;
 
 /// The generated module, plus the tokens of any warnings.
 pub fn generate(graph: &Graph) -> TokenStream {
