@@ -3,7 +3,8 @@
 use crate::config::AppConfig;
 use crate::context::{CollectError, Collector, Outputs};
 use crate::engine::{
-    self, execute, BatchInfo, Machinery, RunError, RunOptions, RunReport, StopHandle,
+    self, execute, BatchInfo, BatchMode, Checkpointer, Machinery, RunError, RunOptions, RunReport,
+    StopHandle,
 };
 use crate::pipeline::Pipeline;
 use crate::source::SourceSet;
@@ -185,21 +186,34 @@ impl<P: Pipeline> App<P> {
         let machinery = Machinery::new(&self.config)?;
         let (mut sources, pipeline) = P::build(&self.config)
             .map_err(|e| RunError(format!("cannot build the pipeline: {e}")))?;
-        sources
-            .start(&machinery.env())
-            .map_err(|e| RunError(e.to_string()))?;
         let printed = SharedBuffer::default();
         let print: Box<dyn Write + Send> = match self.print.take() {
             Some(w) => w,
             None => Box::new(printed.clone()),
         };
         let collector: Arc<Collector> = Arc::default();
+        let outputs = Outputs::new(print, collector.clone());
+        let checkpointer = Checkpointer::from_config(&self.config)?;
+        let resumed = match &checkpointer {
+            Some(c) => c.recover(
+                &pipeline,
+                &mut sources,
+                &machinery,
+                &outputs,
+                self.config.workers,
+            )?,
+            None => None,
+        };
+        sources
+            .start(&machinery.env())
+            .map_err(|e| RunError(e.to_string()))?;
         let interval = self.config.batch_interval;
         Ok(TestDriver {
-            outputs: Outputs::new(print, collector.clone()),
+            outputs,
             collector,
             printed,
-            time: Time(0),
+            checkpointer,
+            time: resumed.unwrap_or(Time(0)),
             interval,
             workers: self.config.workers,
             sources,
@@ -243,6 +257,7 @@ impl RunningApp {
 
 /// Runs a pipeline batch by batch with a manual clock: batch `k` has time `k × interval`.
 pub struct TestDriver<P: Pipeline> {
+    checkpointer: Option<Checkpointer>,
     sources: P::Sources,
     pipeline: P,
     machinery: Machinery,
@@ -258,19 +273,33 @@ impl<P: Pipeline> TestDriver<P> {
     /// Cuts and runs the next batch.
     pub fn run_batch(&mut self) -> BatchInfo {
         self.time = self.time.plus(self.interval);
-        let (batch, records) = self.sources.cut(self.time, self.workers);
+        let cut = self.sources.cut(self.time, self.workers);
+        let checkpoint_due = self
+            .checkpointer
+            .as_ref()
+            .is_some_and(|c| c.is_due(self.time));
         let start = SystemTime::now();
+        let mode = BatchMode {
+            dry_run: false,
+            full_scan: checkpoint_due,
+        };
         let failure = execute(
             &self.pipeline,
             &self.machinery.pool,
             &self.outputs,
             self.workers,
             self.time,
-            batch,
+            cut.batch,
+            mode,
         );
+        if let (true, Some(c)) = (checkpoint_due, &self.checkpointer) {
+            if let Err(e) = c.write(&self.pipeline, self.time, cut.positions) {
+                tracing::error!(batch = %self.time, "checkpoint failed: {e}");
+            }
+        }
         BatchInfo {
             time: self.time,
-            records,
+            records: cut.records,
             scheduling_delay: Duration::ZERO,
             processing_time: start.elapsed().unwrap_or_default(),
             total_delay: Duration::ZERO,

@@ -25,6 +25,17 @@ pub struct AppConfig {
     pub demo_rate: Option<u64>,
     /// Print a summary of the run when it ends.
     pub report: bool,
+    /// Where checkpoints go; `None` disables them.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// How often a checkpoint is written (a multiple of the batch interval); `None`: the smallest multiple
+    /// of the batch interval that is at least 10 s, as Spark does.
+    pub checkpoint_every: Option<Duration>,
+    /// How many complete checkpoints are kept.
+    pub keep_checkpoints: usize,
+    /// Discard existing checkpoints and start from empty state.
+    pub reset_state: bool,
+    /// Stop gracefully once every source is drained (queue streams).
+    pub stop_when_drained: bool,
 }
 
 impl AppConfig {
@@ -40,6 +51,11 @@ impl AppConfig {
             run_for: None,
             demo_rate: None,
             report: false,
+            checkpoint_dir: spec.checkpoint_dir.map(PathBuf::from),
+            checkpoint_every: spec.checkpoint_every,
+            keep_checkpoints: 3,
+            reset_state: false,
+            stop_when_drained: false,
         }
     }
 
@@ -49,6 +65,14 @@ impl AppConfig {
             .get(name)
             .cloned()
             .unwrap_or_else(declared)
+    }
+
+    /// How often checkpoints are written.
+    pub fn checkpoint_interval(&self) -> Duration {
+        self.checkpoint_every.unwrap_or_else(|| {
+            let batch = self.batch_interval.as_millis().max(1) as u64;
+            Duration::from_millis(10_000u64.div_ceil(batch) * batch)
+        })
     }
 
     /// Checks values that flags or files may have set wrong.
@@ -66,6 +90,15 @@ impl AppConfig {
                 "the batch interval must be a whole number of milliseconds".into(),
             ));
         }
+        if let Some(every) = self.checkpoint_every {
+            let batch = self.batch_interval.as_millis().max(1);
+            if every.is_zero() || every.as_millis() % batch != 0 {
+                return Err(ConfigError(format!(
+                    "the checkpoint interval ({} ms) must be a multiple of the batch interval ({batch} ms)",
+                    every.as_millis()
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -81,6 +114,15 @@ impl AppConfig {
         }
         if let Some(workers) = file.workers {
             self.workers = workers;
+        }
+        if let Some(dir) = file.checkpoint {
+            self.checkpoint_dir = Some(dir);
+        }
+        if let Some(every) = file.checkpoint_every {
+            self.checkpoint_every = Some(
+                parse_duration(&every)
+                    .map_err(|e| ConfigError(format!("config `checkpoint_every`: {e}")))?,
+            );
         }
         for (name, source) in file.sources {
             if let Some(address) = source.address {
@@ -162,6 +204,17 @@ impl AppConfig {
             self.demo_rate = Some(args.demo_rate);
         }
         self.report |= args.report;
+        if let Some(dir) = args.checkpoint {
+            self.checkpoint_dir = Some(dir);
+        }
+        if let Some(every) = args.checkpoint_every {
+            self.checkpoint_every = Some(every);
+        }
+        if let Some(keep) = args.keep_checkpoints {
+            self.keep_checkpoints = keep.max(1);
+        }
+        self.reset_state |= args.reset_state;
+        self.stop_when_drained |= args.until_drained;
         self.validate().map_err(|e| invalid(e.0))
     }
 }
@@ -181,8 +234,8 @@ impl std::error::Error for ConfigError {}
 /// The flags every streamc application accepts.
 #[derive(Parser, Debug)]
 struct AppArgs {
-    /// TOML configuration file (keys: batch, workers, [sources.NAME] address, [receiver] buffer_bytes,
-    /// max_line_bytes); flags override it.
+    /// TOML configuration file (keys: batch, workers, checkpoint, checkpoint_every, [sources.NAME]
+    /// address, [receiver] buffer_bytes, max_line_bytes); flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Batch interval, e.g. 500ms, 1s, 2min.
@@ -215,6 +268,22 @@ struct AppArgs {
     /// Print a summary of the run (batches, delays, records) when it stops.
     #[arg(long)]
     report: bool,
+    /// Checkpoint directory (state, source positions); replaces the pipeline's `checkpoint`.
+    #[arg(long, value_name = "DIR")]
+    checkpoint: Option<PathBuf>,
+    /// How often to checkpoint, a multiple of the batch interval (default: at least 10 s).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    checkpoint_every: Option<Duration>,
+    /// How many complete checkpoints to keep (default 3).
+    #[arg(long, value_name = "N")]
+    keep_checkpoints: Option<usize>,
+    /// Discard the checkpoints in the checkpoint directory and start from empty state (after an
+    /// incompatible pipeline change).
+    #[arg(long)]
+    reset_state: bool,
+    /// Stop gracefully once every source is drained (queue streams).
+    #[arg(long)]
+    until_drained: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -222,6 +291,8 @@ struct AppArgs {
 struct ConfigFile {
     batch: Option<String>,
     workers: Option<usize>,
+    checkpoint: Option<PathBuf>,
+    checkpoint_every: Option<String>,
     #[serde(default)]
     sources: BTreeMap<String, SourceFile>,
     receiver: Option<ReceiverFile>,
@@ -277,6 +348,8 @@ mod tests {
         name: "demo",
         batch_interval: Duration::from_secs(1),
         workers: 2,
+        checkpoint_dir: None,
+        checkpoint_every: None,
         sources: &[SourceSpec {
             name: "lines",
             kind: "socket_text_stream",

@@ -13,6 +13,10 @@ pub struct BatchContext<'a> {
     pub time: Time,
     /// Partitions after a shuffle, and the size of the worker pool.
     pub workers: usize,
+    /// A check of state types against a restored checkpoint: no data, no output, no user code.
+    pub dry_run: bool,
+    /// Operators that scan all their state (timeouts) do it in this batch.
+    pub full_scan: bool,
     pub(crate) outputs: &'a Outputs,
 }
 

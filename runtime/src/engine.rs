@@ -11,6 +11,7 @@
 //! stop and hand over what they hold, the generator cuts one last batch, the executor finishes every
 //! queued batch, then the run ends.
 
+use crate::checkpoint::{Checkpoint, CheckpointDir};
 use crate::config::AppConfig;
 use crate::context::{BatchContext, Collector, Outputs};
 use crate::pipeline::Pipeline;
@@ -59,6 +60,9 @@ pub struct RunReport {
     pub sources: Vec<(String, SourceStats)>,
     /// From start until the first batch was completed.
     pub time_to_first_batch: Option<Duration>,
+    pub checkpoints_written: u64,
+    pub checkpoints_failed: u64,
+    pub last_checkpoint_duration: Option<Duration>,
 }
 
 impl RunReport {
@@ -173,6 +177,15 @@ impl Machinery {
     }
 }
 
+/// How a batch runs.
+#[derive(Copy, Clone, Debug, Default)]
+pub(crate) struct BatchMode {
+    /// Check state types only (after restoring a checkpoint).
+    pub dry_run: bool,
+    /// Let operators scan all their state (timeouts): checkpoint batches.
+    pub full_scan: bool,
+}
+
 /// Runs one batch on the pool, turning a panic in user code into a failed batch.
 pub(crate) fn execute<P: Pipeline>(
     pipeline: &P,
@@ -181,10 +194,13 @@ pub(crate) fn execute<P: Pipeline>(
     workers: usize,
     time: Time,
     batch: <P::Sources as SourceSet>::Batch,
+    mode: BatchMode,
 ) -> Option<String> {
     let ctx = BatchContext {
         time,
         workers,
+        dry_run: mode.dry_run,
+        full_scan: mode.full_scan,
         outputs,
     };
     let result = catch_unwind(AssertUnwindSafe(|| {
@@ -201,6 +217,131 @@ pub(crate) fn execute<P: Pipeline>(
             tracing::error!(batch = %time, "batch failed: {message}");
             Some(message)
         }
+    }
+}
+
+/// Writes checkpoints on schedule and restores the newest one at start.
+pub(crate) struct Checkpointer {
+    dir: CheckpointDir,
+    every_ms: u64,
+    app: String,
+    interval_ms: u64,
+}
+
+impl Checkpointer {
+    /// `None` when the configuration names no checkpoint directory.
+    pub(crate) fn from_config(config: &AppConfig) -> Result<Option<Self>, RunError> {
+        let Some(path) = &config.checkpoint_dir else {
+            return Ok(None);
+        };
+        let dir = CheckpointDir::open(path, config.keep_checkpoints).map_err(RunError)?;
+        if config.reset_state {
+            let removed = dir.reset().map_err(RunError)?;
+            tracing::warn!(dir = %path.display(), removed, "--reset-state: discarded the existing checkpoints");
+        }
+        Ok(Some(Self {
+            dir,
+            every_ms: config.checkpoint_interval().as_millis().max(1) as u64,
+            app: config.name.clone(),
+            interval_ms: config.batch_interval.as_millis() as u64,
+        }))
+    }
+
+    /// Whether batch `time` ends with a checkpoint.
+    pub(crate) fn is_due(&self, time: Time) -> bool {
+        time.millis().is_multiple_of(self.every_ms)
+    }
+
+    /// Restores the newest usable checkpoint into the pipeline and sources and checks, with a dry run,
+    /// that the pipeline's state types still match. Returns the time of the checkpointed batch.
+    pub(crate) fn recover<P: Pipeline>(
+        &self,
+        pipeline: &P,
+        sources: &mut P::Sources,
+        machinery: &Machinery,
+        outputs: &Outputs,
+        workers: usize,
+    ) -> Result<Option<Time>, RunError> {
+        let Some(found) = self.dir.latest().map_err(RunError)? else {
+            return Ok(None);
+        };
+        for skipped in &found.skipped {
+            tracing::warn!("skipping a damaged checkpoint, using the one before it: {skipped}");
+        }
+        let ckpt = found.checkpoint;
+        let way_out = format!(
+            "start with --reset-state to discard the checkpoints in {}, or point --checkpoint at a new directory",
+            self.dir.path().display()
+        );
+        if ckpt.app != self.app {
+            return Err(RunError(format!(
+                "the checkpoint in {} belongs to app `{}`, not `{}`; {way_out}",
+                self.dir.path().display(),
+                ckpt.app,
+                self.app
+            )));
+        }
+        if ckpt.batch_interval_ms != self.interval_ms {
+            return Err(RunError(format!(
+                "the batch interval changed from {} ms to {} ms since the checkpoint; windows and state depend on it; {way_out}",
+                ckpt.batch_interval_ms, self.interval_ms
+            )));
+        }
+        pipeline
+            .state()
+            .restore(ckpt.states)
+            .map_err(|e| RunError(format!("{e}; {way_out}")))?;
+        sources
+            .seek(&ckpt.positions)
+            .map_err(|e| RunError(format!("{e}; {way_out}")))?;
+        let time = Time(ckpt.time_ms);
+        let dry = BatchMode {
+            dry_run: true,
+            full_scan: false,
+        };
+        if let Some(failure) = execute(
+            pipeline,
+            &machinery.pool,
+            outputs,
+            workers,
+            time,
+            Default::default(),
+            dry,
+        ) {
+            return Err(RunError(format!(
+                "checking the restored state failed: {failure}"
+            )));
+        }
+        let problems = pipeline.state().take_problems();
+        if !problems.is_empty() {
+            return Err(RunError(format!(
+                "the checkpoint does not fit this pipeline: {}; {way_out}",
+                problems.join("; ")
+            )));
+        }
+        tracing::info!(checkpoint = %found.file.display(), batch = %time, "resumed from checkpoint");
+        Ok(Some(time))
+    }
+
+    /// Writes the checkpoint of batch `time`. A failure (a full disk) is logged and the run goes on: the
+    /// previous checkpoint stays complete, and the next one tries again.
+    pub(crate) fn write<P: Pipeline>(
+        &self,
+        pipeline: &P,
+        time: Time,
+        positions: Vec<(String, Vec<u8>)>,
+    ) -> Result<Duration, String> {
+        let started = Instant::now();
+        let states = pipeline.state().snapshot()?;
+        let checkpoint = Checkpoint {
+            app: self.app.clone(),
+            batch_interval_ms: self.interval_ms,
+            time_ms: time.millis(),
+            positions,
+            states,
+        };
+        self.dir.write(&checkpoint)?;
+        Ok(started.elapsed())
     }
 }
 
@@ -222,6 +363,18 @@ pub(crate) fn run<P: Pipeline>(
     let (stop_handle, stop_requests) = stop;
     let (mut sources, pipeline) =
         P::build(&config).map_err(|e| RunError(format!("cannot build the pipeline: {e}")))?;
+    let outputs = Outputs::new(options.print, options.collector);
+    let checkpointer = Checkpointer::from_config(&config)?;
+    let resumed = match &checkpointer {
+        Some(c) => c.recover(
+            &pipeline,
+            &mut sources,
+            &machinery,
+            &outputs,
+            config.workers,
+        )?,
+        None => None,
+    };
     sources
         .start(&machinery.env())
         .map_err(|e| RunError(e.to_string()))?;
@@ -239,37 +392,55 @@ pub(crate) fn run<P: Pipeline>(
 
     let (batches_tx, batches_rx) = mpsc::channel();
     let interval = config.batch_interval;
-    let stop_after = config.stop_after_batches;
-    let partitions = config.workers;
+    let plan = BatchPlan {
+        interval,
+        partitions: config.workers,
+        stop_after: config.stop_after_batches,
+        stop_when_drained: config.stop_when_drained,
+        resume_after: resumed,
+    };
     let generator = std::thread::Builder::new()
         .name("streamc-batches".into())
         .spawn(move || {
-            generate_batches(
-                &mut sources,
-                interval,
-                partitions,
-                stop_after,
-                stop_requests,
-                batches_tx,
-            );
+            generate_batches(&mut sources, plan, stop_requests, batches_tx);
             sources
         })
         .map_err(|e| RunError(format!("cannot start the batch generator: {e}")))?;
 
-    let outputs = Outputs::new(options.print, options.collector);
     let mut report = RunReport::default();
-    for (time, batch, records) in batches_rx {
+    for cut in batches_rx {
+        let time = cut.time;
+        let checkpoint_due = checkpointer
+            .as_ref()
+            .is_some_and(|c| c.is_due(time) || cut.last);
         let start = SystemTime::now();
+        let mode = BatchMode {
+            dry_run: false,
+            full_scan: checkpoint_due,
+        };
         let failure = execute(
             &pipeline,
             &machinery.pool,
             &outputs,
             config.workers,
             time,
-            batch,
+            cut.batch,
+            mode,
         );
+        if let (true, Some(c)) = (checkpoint_due, &checkpointer) {
+            match c.write(&pipeline, time, cut.positions) {
+                Ok(took) => {
+                    report.checkpoints_written += 1;
+                    report.last_checkpoint_duration = Some(took);
+                }
+                Err(e) => {
+                    report.checkpoints_failed += 1;
+                    tracing::error!(batch = %time, "checkpoint failed, the previous one stays in force: {e}");
+                }
+            }
+        }
         let end = SystemTime::now();
-        let info = batch_info(time, records, start, end, failure);
+        let info = batch_info(time, cut.records, start, end, failure);
         if info.scheduling_delay > config.batch_interval {
             tracing::warn!(
                 batch = %time,
@@ -320,21 +491,41 @@ fn batch_info(
     }
 }
 
-type CutBatch<S> = (Time, <S as SourceSet>::Batch, Vec<(String, usize)>);
+/// A batch cut by the generator, on its way to the executor.
+struct CutBatch<B> {
+    time: Time,
+    batch: B,
+    records: Vec<(String, usize)>,
+    positions: Vec<(String, Vec<u8>)>,
+    /// The last batch of the run (a checkpoint follows it).
+    last: bool,
+}
+
+/// When batches are cut and when the run ends.
+struct BatchPlan {
+    interval: Duration,
+    partitions: usize,
+    stop_after: Option<u64>,
+    stop_when_drained: bool,
+    /// After a restart, the checkpointed batch: batches continue from the next tick, catching up on the
+    /// ticks missed while the app was down (as Spark's recovery does).
+    resume_after: Option<Time>,
+}
 
 /// Cuts a batch at every tick until a stop is requested, then stops the sources and cuts the last one.
 fn generate_batches<S: SourceSet>(
     sources: &mut S,
-    interval: Duration,
-    partitions: usize,
-    stop_after: Option<u64>,
+    plan: BatchPlan,
     stop_requests: mpsc::Receiver<()>,
-    batches: mpsc::Sender<CutBatch<S>>,
+    batches: mpsc::Sender<CutBatch<S::Batch>>,
 ) {
-    let mut next = Time::now().next_multiple(interval);
+    let mut next = match plan.resume_after {
+        Some(time) => time.plus(plan.interval),
+        None => Time::now().next_multiple(plan.interval),
+    };
     let mut cut = 0u64;
     loop {
-        let last = stop_after.is_some_and(|n| cut + 1 >= n);
+        let last = plan.stop_after.is_some_and(|n| cut + 1 >= n);
         let wait = next
             .to_system_time()
             .duration_since(SystemTime::now())
@@ -343,18 +534,33 @@ fn generate_batches<S: SourceSet>(
             Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
             Err(RecvTimeoutError::Timeout) => false,
         };
-        let stopping = last || stop_requested;
+        let mut stopping = last || stop_requested;
         if stopping {
             // Graceful stop: receivers hand over what they hold, which becomes the last batch. It is cut
             // now (labelled with its tick) rather than after waiting out the interval.
             sources.stop();
         }
-        let (batch, records) = sources.cut(next, partitions);
-        if batches.send((next, batch, records)).is_err() || stopping {
+        let crate::source::Cut {
+            batch,
+            records,
+            positions,
+        } = sources.cut(next, plan.partitions);
+        if plan.stop_when_drained && !stopping && sources.all_finished() {
+            sources.stop();
+            stopping = true;
+        }
+        let message = CutBatch {
+            time: next,
+            batch,
+            records,
+            positions,
+            last: stopping,
+        };
+        if batches.send(message).is_err() || stopping {
             return;
         }
         cut += 1;
-        next = next.plus(interval);
+        next = next.plus(plan.interval);
     }
 }
 

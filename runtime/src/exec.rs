@@ -293,17 +293,34 @@ where
     B: for<'c> Fn(D::Part, &mut Combiner<'c, K, V, R>) + Sync + Send,
     R: Fn(V, V) -> V + Sync + Send,
 {
+    combine_shuffle(ctx, data, body, &reduce)
+}
+
+/// The body of `reduce_by_key`, for operators that go on using `reduce` afterwards (windows).
+pub(crate) fn combine_shuffle<D, K, V, B, R>(
+    ctx: &BatchContext<'_>,
+    data: D,
+    body: B,
+    reduce: &R,
+) -> Partitions<(K, V)>
+where
+    D: Partitioned,
+    K: Hash + Eq + Send,
+    V: Send,
+    B: for<'c> Fn(D::Part, &mut Combiner<'c, K, V, R>) + Sync + Send,
+    R: Fn(V, V) -> V + Sync + Send,
+{
     let n = ctx.workers;
-    let per_map: Vec<Vec<Vec<(K, V)>>> = data
+    let per_map: Vec<Partitions<(K, V)>> = data
         .into_parts()
         .into_par_iter()
         .map(|part| {
-            let mut combiner = Combiner::new(&reduce);
+            let mut combiner = Combiner::new(reduce);
             body(part, &mut combiner);
             combiner.into_buckets(n)
         })
         .collect();
-    reduce_buckets(transpose(per_map, n), &reduce)
+    reduce_buckets(transpose(per_map, n), reduce)
 }
 
 /// `count_by_value`: how often each record occurs in the batch.
@@ -329,7 +346,11 @@ where
 }
 
 /// Partitions `(key, value)` records by key into `workers` partitions (the shuffle of group and join).
-fn shuffle_by_key<D, K, V, B>(ctx: &BatchContext<'_>, data: D, body: B) -> Partitions<Vec<(K, V)>>
+pub(crate) fn shuffle_by_key<D, K, V, B>(
+    ctx: &BatchContext<'_>,
+    data: D,
+    body: B,
+) -> Partitions<Vec<(K, V)>>
 where
     D: Partitioned,
     K: Hash + Send,
@@ -562,6 +583,9 @@ where
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
     F: FnOnce(Batch<T>) -> Batch<U>,
 {
+    if ctx.dry_run {
+        return Vec::new();
+    }
     let batch = Batch::new(collect(ctx, data, body), ctx.time, ctx.workers);
     f(batch).into_partitions()
 }
@@ -573,6 +597,9 @@ where
     T: Send + Show,
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
 {
+    if ctx.dry_run {
+        return;
+    }
     let parts = collect(ctx, data, body);
     ctx.print(parts.iter().flatten(), n);
 }
@@ -585,6 +612,9 @@ where
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
     F: FnOnce(Batch<T>, crate::Time),
 {
+    if ctx.dry_run {
+        return;
+    }
     let batch = Batch::new(collect(ctx, data, body), ctx.time, ctx.workers);
     f(batch, ctx.time)
 }
@@ -596,6 +626,9 @@ where
     T: Send + 'static,
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
 {
+    if ctx.dry_run {
+        return;
+    }
     let records: Vec<T> = collect(ctx, data, body).into_iter().flatten().collect();
     ctx.collect(output, records);
 }

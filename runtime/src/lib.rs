@@ -24,6 +24,7 @@
 
 pub mod app;
 pub mod batch;
+pub mod checkpoint;
 pub mod config;
 pub mod context;
 pub mod engine;
@@ -31,6 +32,8 @@ pub mod exec;
 pub mod output;
 pub mod pipeline;
 pub mod source;
+pub mod state;
+pub mod stateful;
 pub mod testkit;
 pub mod time;
 
@@ -40,12 +43,13 @@ pub use config::AppConfig;
 pub use engine::{BatchInfo, RunError, RunReport, StopHandle};
 pub use output::Show;
 pub use pipeline::Pipeline;
+pub use stateful::StateCell;
 pub use streamc_macros::stream;
 pub use time::Time;
 
 /// What a pipeline file needs in scope.
 pub mod prelude {
-    pub use crate::{stream, App, Batch, Show, Time};
+    pub use crate::{stream, App, Batch, Show, StateCell, Time};
 }
 
 /// Paths used by generated code. Not a stable API.
@@ -55,6 +59,8 @@ pub mod __private {
     pub use crate::exec;
     pub use crate::pipeline::{AppSpec, BuildError, OutputSpec, Pipeline, SourceSpec};
     pub use crate::source::{QueueSource, SocketTextSource, SourceSet};
+    pub use crate::state::StateRegistry;
+    pub use crate::stateful;
     pub use crate::{App, AppConfig};
     pub use std::time::Duration;
 }

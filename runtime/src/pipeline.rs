@@ -16,6 +16,9 @@ pub trait Pipeline: Sized + Send + Sync + 'static {
     /// Creates the sources (not yet started) and the per-batch job state.
     fn build(config: &AppConfig) -> Result<(Self::Sources, Self), BuildError>;
 
+    /// The state of the pipeline's stateful operators.
+    fn state(&self) -> &crate::state::StateRegistry;
+
     /// Runs every output operation of one batch.
     fn run_batch(&self, ctx: &BatchContext<'_>, batch: <Self::Sources as SourceSet>::Batch);
 }
@@ -26,6 +29,10 @@ pub struct AppSpec {
     pub name: &'static str,
     pub batch_interval: Duration,
     pub workers: usize,
+    /// `checkpoint: "dir"` from the header.
+    pub checkpoint_dir: Option<&'static str>,
+    /// `checkpoint_every: 10s` from the header.
+    pub checkpoint_every: Option<Duration>,
     pub sources: &'static [SourceSpec],
     pub outputs: &'static [OutputSpec],
 }

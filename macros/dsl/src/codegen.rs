@@ -35,7 +35,9 @@ impl<'g> Generator<'g> {
         let live = live_nodes(&graph.nodes);
         let mut consumers = vec![0; graph.nodes.len()];
         for (id, node) in graph.nodes.iter().enumerate() {
-            if live[id] {
+            // `state_snapshots` is the second result of its `map_with_state`, not a reader of its stream.
+            let snapshots = node.operator().is_some_and(|o| o.name == "state_snapshots");
+            if live[id] && !snapshots {
                 for input in node.inputs() {
                     consumers[input] += 1;
                 }
@@ -110,6 +112,18 @@ impl<'g> Generator<'g> {
             quote!(#p::OutputSpec { stream: #stream, kind: #kind })
         });
 
+        let slot_decls = g.slots.iter().map(|slot| {
+            let (name, kind) = (&slot.name, slot.kind);
+            quote!((#name, #kind))
+        });
+        let checkpoint_dir = match &g.app.checkpoint {
+            Some(dir) => quote!(::core::option::Option::Some(#dir)),
+            None => quote!(::core::option::Option::None),
+        };
+        let checkpoint_every = match g.app.checkpoint_every_millis {
+            Some(ms) => quote!(::core::option::Option::Some(#p::Duration::from_millis(#ms))),
+            None => quote!(::core::option::Option::None),
+        };
         let broadcast_fields = g.broadcasts.iter().map(|b| {
             let (name, ty) = (&b.name, &b.ty);
             quote!(#name: #ty)
@@ -138,15 +152,18 @@ impl<'g> Generator<'g> {
                 #[allow(unused_imports)]
                 use super::*;
 
-                /// Per-batch job state: the pipeline's broadcast values.
+                /// Per-batch job state: the pipeline's broadcast values and the state of its stateful operators.
                 pub struct Pipeline {
                     #(#broadcast_fields,)*
+                    state: #p::StateRegistry,
                 }
 
                 static SPEC: #p::AppSpec = #p::AppSpec {
                     name: #app_name,
                     batch_interval: #p::Duration::from_millis(#batch_millis),
                     workers: #workers,
+                    checkpoint_dir: #checkpoint_dir,
+                    checkpoint_every: #checkpoint_every,
                     sources: &[#(#source_specs),*],
                     outputs: &[#(#output_specs),*],
                 };
@@ -162,7 +179,12 @@ impl<'g> Generator<'g> {
                         // Socket sources read their address from the configuration.
                         let _ = #config;
                         let sources = (#(#source_values,)*);
-                        ::core::result::Result::Ok((sources, Pipeline { #(#broadcast_values,)* }))
+                        let state = #p::StateRegistry::new(&[#(#slot_decls),*]);
+                        ::core::result::Result::Ok((sources, Pipeline { #(#broadcast_values,)* state }))
+                    }
+
+                    fn state(&self) -> &#p::StateRegistry {
+                        &self.state
                     }
 
                     fn run_batch(&self, #ctx: &#p::BatchContext<'_>, #batch: <Self::Sources as #p::SourceSet>::Batch) {
@@ -320,10 +342,11 @@ impl<'g> Generator<'g> {
         else {
             return None;
         };
-        if op.kind == Kind::Narrow && !self.materialized(id) {
+        if (op.kind == Kind::Narrow && !self.materialized(id)) || op.name == "state_snapshots" {
             return None;
         }
         let exec = &self.exec;
+        let stateful = quote!(::streamc::__private::stateful);
         let ctx = &self.ctx;
         let span = node.span;
         let function = format_ident!("{}", op.name, span = span);
@@ -357,10 +380,70 @@ impl<'g> Generator<'g> {
                 let f = &args[0];
                 quote_spanned!(span=> #exec::#function(#ctx, #root, #body, #f))
             }
+            (_, "update_state_by_key") => {
+                let (slot, f) = (node.slot.expect("stateful"), &args[0]);
+                quote_spanned!(span=> #stateful::update_state_by_key(#ctx, &self.state, #slot, #root, #body, #f))
+            }
+            (_, "map_with_state") => {
+                let (slot, f, timeout) =
+                    (node.slot.expect("stateful"), &args[0], node.timeout_millis);
+                let mapped = if self.consumers[id] > 0 {
+                    self.var(id)
+                } else {
+                    Ident::new("_", Span::mixed_site())
+                };
+                let snapshots = self.graph.nodes.iter().enumerate().find(|(s, n)| {
+                    self.live[*s]
+                        && n.operator().is_some_and(|o| o.name == "state_snapshots")
+                        && n.inputs() == [id]
+                });
+                let (wanted, snapshot_var) = match snapshots {
+                    Some((s, _)) => (true, self.var(s)),
+                    None => (false, Ident::new("_", Span::mixed_site())),
+                };
+                return Some(quote_spanned! {span=>
+                    let (#mapped, #snapshot_var) =
+                        #stateful::map_with_state(#ctx, &self.state, #slot, #root, #body, #f, #timeout, #wanted);
+                });
+            }
+            (_, "window") => {
+                let slot = node.slot.expect("stateful");
+                let w = node.window.expect("window");
+                let (length, slide) = (w.length_millis, w.slide_millis);
+                quote_spanned!(span=> #stateful::window(#ctx, &self.state, #slot, #root, #body, #length, #slide))
+            }
+            (_, "reduce_by_key_and_window") => {
+                let slot = node.slot.expect("stateful");
+                let w = node.window.expect("window");
+                let (length, slide) = (w.length_millis, w.slide_millis);
+                match &args[..] {
+                    [f] => quote_spanned! {span=>
+                        #stateful::reduce_by_key_and_window(#ctx, &self.state, #slot, #root, #body, #f, #length, #slide)
+                    },
+                    [f, inverse, keep @ ..] => {
+                        let keep = keep
+                            .first()
+                            .map(|k| quote!(#k))
+                            .unwrap_or_else(|| quote!(|_, _| true));
+                        quote_spanned! {span=>
+                            #stateful::reduce_by_key_and_window_inv(
+                                #ctx, &self.state, #slot, #root, #body, #f, #inverse, #keep, #length, #slide
+                            )
+                        }
+                    }
+                    [] => unreachable!("checked when the graph was built"),
+                }
+            }
             (_, other) => unreachable!("no code generation for `{other}`"),
         };
         if op.kind == Kind::Output {
-            Some(quote!(#call;))
+            // Downstream of a window, outputs run at the window's slide only (as in Spark).
+            let slide = self.graph.slides[id];
+            if slide > self.graph.app.batch_millis {
+                Some(quote!(if #ctx.time.millis().is_multiple_of(#slide) { #call; }))
+            } else {
+                Some(quote!(#call;))
+            }
         } else {
             let var = self.var(id);
             Some(quote!(let #var = #call;))

@@ -2,6 +2,7 @@
 //! syntax and validated. Code generation, `streamc check` and `streamc graph` all read this.
 
 use crate::diagnostic::{nearest, Diagnostic, Diagnostics};
+use crate::duration::parse_duration;
 use crate::ops::{self, Kind, Operator, SourceDef, SourceKind};
 use crate::syntax::{AppHeader, PipelineSyntax, Statement};
 use proc_macro2::Span;
@@ -15,6 +16,10 @@ pub struct Graph {
     pub app: AppHeader,
     pub nodes: Vec<Node>,
     pub broadcasts: Vec<Broadcast>,
+    /// State slots, in slot order.
+    pub slots: Vec<StateSlot>,
+    /// How often each node's stream has data: the batch interval, or a window's slide downstream of it.
+    pub slides: Vec<u64>,
     /// Problems that do not stop the build (streams that never reach an output).
     pub warnings: Diagnostics,
 }
@@ -34,6 +39,30 @@ pub struct Node {
     pub binding: Option<Ident>,
     /// How many operators read this node's stream.
     pub consumers: usize,
+    /// The operator the user wrote, where this node implements it (`count_by_window` is lowered to
+    /// `map` → `reduce_by_key_and_window` → `map`).
+    pub origin: Option<&'static str>,
+    /// Window length and slide of a window node.
+    pub window: Option<WindowSpec>,
+    /// `map_with_state`'s timeout (0: none).
+    pub timeout_millis: u64,
+    /// The state slot of a stateful node.
+    pub slot: Option<usize>,
+}
+
+/// Length and slide of a window, in milliseconds.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct WindowSpec {
+    pub length_millis: u64,
+    pub slide_millis: u64,
+}
+
+/// A stateful operator's slot: its stable name (the checkpoint key) and operator.
+#[derive(Clone, Debug)]
+pub struct StateSlot {
+    pub name: String,
+    pub kind: &'static str,
+    pub node: NodeId,
 }
 
 pub enum NodeKind {
@@ -102,6 +131,7 @@ impl Graph {
 /// Builds and validates the graph. Errors stop; warnings travel in [`Graph::warnings`].
 pub fn build(syntax: PipelineSyntax) -> Result<Graph, Diagnostics> {
     let mut builder = Builder {
+        batch_millis: syntax.app.batch_millis,
         nodes: Vec::new(),
         streams: HashMap::new(),
         broadcasts: Vec::new(),
@@ -178,10 +208,18 @@ pub fn build(syntax: PipelineSyntax) -> Result<Graph, Diagnostics> {
         .help("Spark runs a pipeline only for its outputs: add one, e.g. `counts.print();`")
         .into());
     }
-    let nodes = builder.nodes;
+    let mut nodes = builder.nodes;
     check_collect_names(&nodes)?;
+    check_snapshots(&nodes)?;
+    if app.checkpoint.is_none() {
+        require_checkpoint(&nodes, &app)?;
+    }
+    let slots = assign_slots(&mut nodes);
+    let slides = slides(&nodes, app.batch_millis)?;
     let warnings = unused_streams(&nodes);
     Ok(Graph {
+        slots,
+        slides,
         app,
         nodes,
         broadcasts: builder.broadcasts,
@@ -191,6 +229,135 @@ pub fn build(syntax: PipelineSyntax) -> Result<Graph, Diagnostics> {
 
 fn is_broadcast(init: &Expr) -> bool {
     matches!(init, Expr::Call(call) if matches!(&*call.func, Expr::Path(p) if p.path.is_ident(ops::BROADCAST)))
+}
+
+/// Whether a node keeps state that only a checkpoint restores: keyed state, and windows kept with an
+/// inverse function (Spark refuses both without a checkpoint directory).
+pub fn needs_checkpoint(node: &Node) -> bool {
+    match &node.kind {
+        NodeKind::Op { op, args, .. } => match op.state {
+            ops::StateUse::Keyed => true,
+            ops::StateUse::Window => op.name == "reduce_by_key_and_window" && args.len() >= 2,
+            ops::StateUse::None => false,
+        },
+        NodeKind::Source { .. } => false,
+    }
+}
+
+fn require_checkpoint(nodes: &[Node], app: &AppHeader) -> Result<(), Diagnostics> {
+    if let Some(node) = nodes.iter().find(|n| needs_checkpoint(n)) {
+        let op = node.origin.unwrap_or(node.label());
+        let name = &app.name;
+        let what = if node.window.is_some() {
+            "a window kept with an inverse function"
+        } else {
+            "state across batches"
+        };
+        return Err(Diagnostic::error(node.span, format!(
+            "`{op}` keeps {what}, which needs a checkpoint directory to survive a restart, and app `{name}` has none"
+        ))
+        .help(format!(
+            "add it to the header: `app {name} {{ batch: {}ms, checkpoint: \"checkpoints/{name}\" }}` (`--checkpoint DIR` can move it at run time)",
+            app.batch_millis
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// At most one `state_snapshots` per `map_with_state`.
+fn check_snapshots(nodes: &[Node]) -> Result<(), Diagnostics> {
+    let mut seen: Vec<NodeId> = Vec::new();
+    for node in nodes {
+        if let NodeKind::Op { op, input, .. } = &node.kind {
+            if op.name == "state_snapshots" {
+                if seen.contains(input) {
+                    return Err(Diagnostic::error(
+                        node.span,
+                        "this `map_with_state` stream already has a `state_snapshots`",
+                    )
+                    .help("bind the snapshots once with `let` and use that stream in both places")
+                    .into());
+                }
+                seen.push(*input);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gives every stateful node a slot and a stable name: the `let` name of the stream the user sees, else
+/// the upstream stream's name and the operator.
+fn assign_slots(nodes: &mut [Node]) -> Vec<StateSlot> {
+    let mut slots: Vec<StateSlot> = Vec::new();
+    for id in 0..nodes.len() {
+        let Some(op) = nodes[id].operator() else {
+            continue;
+        };
+        if op.state == ops::StateUse::None {
+            continue;
+        }
+        let kind = nodes[id].origin.unwrap_or(op.name);
+        let visible = visible_node(nodes, id);
+        let mut name = match &nodes[visible].binding {
+            Some(b) => b.to_string(),
+            None => format!("{}.{kind}", stream_name(nodes, nodes[id].inputs()[0])),
+        };
+        let base = name.clone();
+        let mut n = 2;
+        while slots.iter().any(|s| s.name == name) {
+            name = format!("{base}#{n}");
+            n += 1;
+        }
+        nodes[id].slot = Some(slots.len());
+        slots.push(StateSlot {
+            name,
+            kind,
+            node: id,
+        });
+    }
+    slots
+}
+
+/// The node a lowered operator's user sees: follow the single consumer while it is part of the lowering.
+fn visible_node(nodes: &[Node], id: NodeId) -> NodeId {
+    let Some(origin) = nodes[id].origin else {
+        return id;
+    };
+    nodes
+        .iter()
+        .enumerate()
+        .skip(id + 1)
+        .find(|(_, n)| n.origin == Some(origin) && n.inputs().first() == Some(&id))
+        .map(|(next, _)| next)
+        .unwrap_or(id)
+}
+
+/// Each node's slide; streams combined by `union` or a join must share theirs.
+fn slides(nodes: &[Node], batch_millis: u64) -> Result<Vec<u64>, Diagnostics> {
+    let mut slides = vec![batch_millis; nodes.len()];
+    for (id, node) in nodes.iter().enumerate() {
+        let inputs = node.inputs();
+        let from_inputs: Vec<u64> = inputs.iter().map(|&i| slides[i]).collect();
+        if let [a, b] = from_inputs[..] {
+            if a != b {
+                return Err(Diagnostic::error(
+                    node.span,
+                    format!(
+                        "`{}` combines streams with different slides ({a} ms and {b} ms)",
+                        node.label()
+                    ),
+                )
+                .help("window both streams with the same slide, as Spark requires")
+                .into());
+            }
+        }
+        slides[id] = match node.window {
+            Some(w) => w.slide_millis,
+            None => from_inputs.into_iter().max().unwrap_or(batch_millis),
+        };
+    }
+    Ok(slides)
 }
 
 /// `collect()` outputs are taken by name, so names must be string literals and unique.
@@ -289,6 +456,7 @@ fn unused_streams(nodes: &[Node]) -> Diagnostics {
 }
 
 struct Builder {
+    batch_millis: u64,
     nodes: Vec<Node>,
     streams: HashMap<String, NodeId>,
     broadcasts: Vec<Broadcast>,
@@ -335,6 +503,10 @@ impl Builder {
             span,
             binding: None,
             consumers: 0,
+            origin: None,
+            window: None,
+            timeout_millis: 0,
+            slot: None,
         });
         self.nodes.len() - 1
     }
@@ -358,6 +530,17 @@ impl Builder {
                 }
                 let args: Vec<Expr> = call.args.iter().cloned().collect();
                 check_arity(method, op, args.len())?;
+                if op.state != ops::StateUse::None {
+                    return self.stateful(method, op, input, args);
+                }
+                if op.name == "state_snapshots" {
+                    let from_map_with_state = self.nodes[input].operator().is_some_and(|o| o.name == "map_with_state");
+                    if !from_map_with_state {
+                        return Err(Diagnostic::at(method, "`state_snapshots` reads the state of a `map_with_state` stream")
+                            .help("apply it directly to the stream `map_with_state` returns: `let snapshots = mapped.state_snapshots();`")
+                            .into());
+                    }
+                }
                 let (other, args) = if op.stream_arg {
                     let other = self.lower(&args[0], None)?;
                     (Some(other), args[1..].to_vec())
@@ -376,6 +559,221 @@ impl Builder {
                 .help("a stream is a source such as `socket_text_stream(\"localhost\", 9999)`, a stream name, or a method chain on one")
                 .into()),
         }
+    }
+
+    /// Stateful operators: reads window durations and timeouts, and lowers the window shorthands onto
+    /// `reduce_by_key_and_window`, as Spark defines them.
+    fn stateful(
+        &mut self,
+        method: &Ident,
+        op: &'static Operator,
+        input: NodeId,
+        args: Vec<Expr>,
+    ) -> Result<NodeId, Diagnostics> {
+        let span = method.span();
+        let first_duration = args.iter().position(is_duration).unwrap_or(args.len());
+        let closures: Vec<Expr> = args[..first_duration].to_vec();
+        let durations: Vec<&Expr> = args[first_duration..]
+            .iter()
+            .take_while(|a| is_duration(a))
+            .collect();
+        let trailing: Vec<Expr> = args[first_duration + durations.len()..].to_vec();
+        let shape_error = || -> Diagnostics {
+            Diagnostic::at(method, format!("`{}` takes {}", op.name, op.signature))
+                .help("durations are literals such as `60s` or `500ms`, after the functions")
+                .into()
+        };
+        let (min_closures, max_closures, max_durations, filter_allowed) = match op.name {
+            "update_state_by_key" => (1, 1, 0, false),
+            "map_with_state" => (1, 1, 1, false),
+            "reduce_by_window" => (1, 2, 2, false),
+            "reduce_by_key_and_window" => (1, 2, 2, true),
+            _ => (0, 0, 2, false),
+        };
+        let window_op = op.state == ops::StateUse::Window;
+        // Only an inverse window takes a trailing filter: `f, inverse, window, slide, keep`.
+        let trailing_ok =
+            trailing.is_empty() || (filter_allowed && closures.len() == 2 && trailing.len() == 1);
+        if closures.len() < min_closures
+            || closures.len() > max_closures
+            || durations.len() > max_durations
+            || (window_op && durations.is_empty())
+            || !trailing_ok
+        {
+            return Err(shape_error());
+        }
+        let millis: Vec<u64> = durations
+            .iter()
+            .map(|d| parse_duration(d))
+            .collect::<Result<_, _>>()?;
+        if op.name == "map_with_state" {
+            let id = self.push(
+                NodeKind::Op {
+                    op,
+                    input,
+                    other: None,
+                    args: closures,
+                },
+                span,
+            );
+            self.nodes[id].timeout_millis = millis.first().copied().unwrap_or(0);
+            return Ok(id);
+        }
+        if !window_op {
+            return Ok(self.push(
+                NodeKind::Op {
+                    op,
+                    input,
+                    other: None,
+                    args: closures,
+                },
+                span,
+            ));
+        }
+        let window = self.window_spec(&durations, &millis)?;
+        let rbkaw = ops::operator("reduce_by_key_and_window").expect("in the catalog");
+        let map = ops::operator("map").expect("in the catalog");
+        let origin = Some(op.name);
+        let lowered = |b: &mut Self, op: &'static Operator, input: NodeId, args: Vec<Expr>| {
+            let id = b.push(
+                NodeKind::Op {
+                    op,
+                    input,
+                    other: None,
+                    args,
+                },
+                span,
+            );
+            b.nodes[id].origin = origin;
+            id
+        };
+        let id = match op.name {
+            "window" | "reduce_by_key_and_window" => {
+                let mut args = closures;
+                args.extend(trailing);
+                let id = self.push(
+                    NodeKind::Op {
+                        op,
+                        input,
+                        other: None,
+                        args,
+                    },
+                    span,
+                );
+                self.nodes[id].window = Some(window);
+                return Ok(id);
+            }
+            "count_by_window" => {
+                let pairs = lowered(
+                    self,
+                    map,
+                    input,
+                    vec![syn::parse_quote_spanned!(span=> |_| ((), 1u64))],
+                );
+                let counts = lowered(
+                    self,
+                    rbkaw,
+                    pairs,
+                    vec![
+                        syn::parse_quote_spanned!(span=> |a: u64, b: u64| a + b),
+                        syn::parse_quote_spanned!(span=> |a: u64, b: u64| a - b),
+                    ],
+                );
+                self.nodes[counts].window = Some(window);
+                lowered(
+                    self,
+                    map,
+                    counts,
+                    vec![syn::parse_quote_spanned!(span=> |(_, count): ((), u64)| count)],
+                )
+            }
+            "reduce_by_window" => {
+                let pairs = lowered(
+                    self,
+                    map,
+                    input,
+                    vec![syn::parse_quote_spanned!(span=> |record| ((), record))],
+                );
+                let reduced = lowered(self, rbkaw, pairs, closures);
+                self.nodes[reduced].window = Some(window);
+                lowered(
+                    self,
+                    map,
+                    reduced,
+                    vec![syn::parse_quote_spanned!(span=> |((), value)| value)],
+                )
+            }
+            "count_by_value_and_window" => {
+                let pairs = lowered(
+                    self,
+                    map,
+                    input,
+                    vec![syn::parse_quote_spanned!(span=> |record| (record, 1u64))],
+                );
+                let counts = lowered(
+                    self,
+                    rbkaw,
+                    pairs,
+                    vec![
+                        syn::parse_quote_spanned!(span=> |a: u64, b: u64| a + b),
+                        syn::parse_quote_spanned!(span=> |a: u64, b: u64| a - b),
+                        syn::parse_quote_spanned!(span=> |_, count: &u64| *count != 0),
+                    ],
+                );
+                self.nodes[counts].window = Some(window);
+                counts
+            }
+            "group_by_key_and_window" => {
+                let map_values = ops::operator("map_values").expect("in the catalog");
+                let lists = lowered(
+                    self,
+                    map_values,
+                    input,
+                    vec![syn::parse_quote_spanned!(span=> |value| ::std::vec![value])],
+                );
+                let grouped = lowered(
+                    self,
+                    rbkaw,
+                    lists,
+                    vec![
+                        syn::parse_quote_spanned!(span=> |mut all: ::std::vec::Vec<_>, more| {
+                            all.extend(more);
+                            all
+                        }),
+                    ],
+                );
+                self.nodes[grouped].window = Some(window);
+                grouped
+            }
+            other => unreachable!("`{other}` is not a window shorthand"),
+        };
+        Ok(id)
+    }
+
+    /// `window[, slide]`: multiples of the batch interval, slide no longer than the window.
+    fn window_spec(&self, durations: &[&Expr], millis: &[u64]) -> Result<WindowSpec, Diagnostics> {
+        let batch = self.batch_millis;
+        for (expr, &ms) in durations.iter().zip(millis) {
+            if ms % batch != 0 {
+                return Err(Diagnostic::at(
+                    *expr,
+                    format!("{ms} ms is not a multiple of the batch interval ({batch} ms)"),
+                )
+                .help("window lengths and slides are whole numbers of batches")
+                .into());
+            }
+        }
+        let length_millis = millis[0];
+        let slide_millis = millis.get(1).copied().unwrap_or(batch);
+        if slide_millis > length_millis {
+            return Err(Diagnostic::at(durations[1], format!("the slide ({slide_millis} ms) is longer than the window ({length_millis} ms)"))
+                .help("a window slides by at most its own length; swap the two durations if they are reversed")
+                .into());
+        }
+        Ok(WindowSpec {
+            length_millis,
+            slide_millis,
+        })
     }
 
     fn stream_ref(&mut self, ident: &Ident) -> Result<NodeId, Diagnostics> {
@@ -508,6 +906,19 @@ impl Builder {
             segment.ident.span(),
         ))
     }
+}
+
+/// A duration literal: a number with a unit suffix (`60s`).
+fn is_duration(expr: &Expr) -> bool {
+    let Expr::Lit(lit) = expr else { return false };
+    let suffix = match &lit.lit {
+        syn::Lit::Int(i) => i.suffix(),
+        syn::Lit::Float(f) => f.suffix(),
+        _ => return false,
+    };
+    crate::duration::UNITS
+        .iter()
+        .any(|(unit, _)| *unit == suffix)
 }
 
 fn unknown_operator(method: &Ident) -> Diagnostic {

@@ -22,6 +22,18 @@ pub struct Operator {
     pub stream_arg: bool,
     /// The argument list as users write it, for messages.
     pub signature: &'static str,
+    /// What state the operator keeps between batches.
+    pub state: StateUse,
+}
+
+/// State an operator keeps between batches.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum StateUse {
+    None,
+    /// A window: arguments end with `window[, slide]` durations.
+    Window,
+    /// Keyed state that only a checkpoint can bring back after a crash (Spark requires one too).
+    Keyed,
 }
 
 const fn op(
@@ -37,6 +49,23 @@ const fn op(
         args,
         stream_arg,
         signature,
+        state: StateUse::None,
+    }
+}
+
+const fn stateful(
+    name: &'static str,
+    args: (usize, usize),
+    signature: &'static str,
+    state: StateUse,
+) -> Operator {
+    Operator {
+        name,
+        kind: Kind::Wide,
+        args,
+        stream_arg: false,
+        signature,
+        state,
     }
 }
 
@@ -116,6 +145,40 @@ pub const OPERATORS: &[Operator] = &[
         (1, 1),
         false,
         "transform(|batch| new_batch)",
+    ),
+    stateful("update_state_by_key", (1, 1), "update_state_by_key(|new_values, state| new_state)", StateUse::Keyed),
+    stateful(
+        "map_with_state",
+        (1, 2),
+        "map_with_state(|key, value, state| mapped) or map_with_state(f, timeout)",
+        StateUse::Keyed,
+    ),
+    op("state_snapshots", Kind::Wide, (0, 0), false, "state_snapshots()"),
+    stateful("window", (1, 2), "window(window_length) or window(window_length, slide)", StateUse::Window),
+    stateful("count_by_window", (1, 2), "count_by_window(window_length, slide)", StateUse::Window),
+    stateful(
+        "reduce_by_window",
+        (2, 4),
+        "reduce_by_window(|a, b| merged, [|a, b| inverse,] window_length, slide)",
+        StateUse::Window,
+    ),
+    stateful(
+        "reduce_by_key_and_window",
+        (2, 5),
+        "reduce_by_key_and_window(|a, b| merged, [|a, b| inverse,] window_length, slide[, |key, value| keep])",
+        StateUse::Window,
+    ),
+    stateful(
+        "count_by_value_and_window",
+        (1, 2),
+        "count_by_value_and_window(window_length, slide)",
+        StateUse::Window,
+    ),
+    stateful(
+        "group_by_key_and_window",
+        (1, 2),
+        "group_by_key_and_window(window_length, slide)",
+        StateUse::Window,
     ),
     op("print", Kind::Output, (0, 1), false, "print() or print(n)"),
     op(

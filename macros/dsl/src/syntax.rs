@@ -25,6 +25,10 @@ pub struct AppHeader {
     pub name: Ident,
     pub batch_millis: u64,
     pub workers: usize,
+    /// `checkpoint: "dir"`: where state and progress are saved.
+    pub checkpoint: Option<String>,
+    /// `checkpoint_every: 10s`.
+    pub checkpoint_every_millis: Option<u64>,
 }
 
 /// One statement of the block.
@@ -43,6 +47,14 @@ pub enum Statement {
 pub const APP_KEYS: &[(&str, &str)] = &[
     ("batch", "a duration such as `1s`"),
     ("workers", "a positive whole number"),
+    (
+        "checkpoint",
+        "a directory as a string, e.g. `\"checkpoints/app\"`",
+    ),
+    (
+        "checkpoint_every",
+        "a duration, a multiple of the batch interval",
+    ),
 ];
 
 /// Default number of workers (Spark's `local[2]`).
@@ -121,6 +133,8 @@ fn check_header(
 ) -> Result<AppHeader, Diagnostic> {
     let mut batch: Option<u64> = None;
     let mut workers: Option<usize> = None;
+    let mut checkpoint: Option<String> = None;
+    let mut checkpoint_every: Option<(u64, &Expr)> = None;
     let mut seen: Vec<String> = Vec::new();
     for setting in settings {
         let key = setting.key.to_string();
@@ -134,6 +148,16 @@ fn check_header(
         match key.as_str() {
             "batch" => batch = Some(parse_duration(&setting.value)?),
             "workers" => workers = Some(parse_workers(&setting.value)?),
+            "checkpoint" => match &setting.value {
+                Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(dir), .. }) if !dir.value().is_empty() => {
+                    checkpoint = Some(dir.value())
+                }
+                other => {
+                    return Err(Diagnostic::at(other, "`checkpoint` takes a directory as a string")
+                        .help("for example `checkpoint: \"checkpoints/word_count\"`; `--checkpoint DIR` overrides it at run time"))
+                }
+            },
+            "checkpoint_every" => checkpoint_every = Some((parse_duration(&setting.value)?, &setting.value)),
             other => {
                 let valid: Vec<String> = APP_KEYS
                     .iter()
@@ -158,10 +182,18 @@ fn check_header(
             )),
         );
     };
+    if let Some((every, expr)) = checkpoint_every {
+        if every % batch_millis != 0 {
+            return Err(Diagnostic::at(expr, format!("`checkpoint_every` ({every} ms) is not a multiple of the batch interval ({batch_millis} ms)"))
+                .help("checkpoints are written after whole batches; use a multiple of the batch interval"));
+        }
+    }
     Ok(AppHeader {
         name,
         batch_millis,
         workers: workers.unwrap_or(DEFAULT_WORKERS),
+        checkpoint,
+        checkpoint_every_millis: checkpoint_every.map(|(ms, _)| ms),
     })
 }
 

@@ -24,8 +24,8 @@ pub struct ReceiverEnv {
 
 /// A producer of batches.
 pub trait Source: Send + 'static {
-    /// One batch of this source's data, already split into partitions.
-    type Batch: Send;
+    /// One batch of this source's data, already split into partitions. `Default` is the empty batch.
+    type Batch: Send + Default;
 
     /// The name the pipeline gave the source (its `let` binding).
     fn name(&self) -> &str;
@@ -54,6 +54,28 @@ pub trait Source: Send + 'static {
     fn stats(&self) -> Option<SourceStats> {
         None
     }
+
+    /// Where a replayable source stands after its last cut, for checkpoints; `None` if it cannot replay.
+    fn position(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Moves a replayable source to a position from a checkpoint.
+    fn seek(&mut self, _position: &[u8]) -> Result<(), SourceError> {
+        Err(SourceError {
+            source_name: self.name().to_string(),
+            message: "this source cannot replay from a checkpoint position".into(),
+        })
+    }
+}
+
+/// One batch cut from all sources.
+pub struct Cut<B> {
+    pub batch: B,
+    /// Records per source.
+    pub records: Vec<(String, usize)>,
+    /// Positions of the replayable sources after this cut.
+    pub positions: Vec<(String, Vec<u8>)>,
 }
 
 /// A source failed to start.
@@ -122,10 +144,12 @@ impl ReceiverCounters {
 
 /// All sources of a pipeline, as one value: a tuple of [`Source`]s.
 pub trait SourceSet: Send + 'static {
-    /// A tuple with one batch per source.
-    type Batch: Send;
+    /// A tuple with one batch per source; `Default` is the empty batch.
+    type Batch: Send + Default;
     fn start(&mut self, env: &ReceiverEnv) -> Result<(), SourceError>;
-    fn cut(&mut self, time: Time, partitions: usize) -> (Self::Batch, Vec<(String, usize)>);
+    fn cut(&mut self, time: Time, partitions: usize) -> Cut<Self::Batch>;
+    /// Moves every source named in `positions` to its checkpointed position.
+    fn seek(&mut self, positions: &[(String, Vec<u8>)]) -> Result<(), SourceError>;
     fn stop(&mut self);
     fn all_finished(&self) -> bool;
     fn stats(&self) -> Vec<(String, SourceStats)>;
@@ -139,10 +163,25 @@ macro_rules! tuple_source_set {
                 $(self.$idx.start(env)?;)+
                 Ok(())
             }
-            fn cut(&mut self, time: Time, partitions: usize) -> (Self::Batch, Vec<(String, usize)>) {
+            fn cut(&mut self, time: Time, partitions: usize) -> Cut<Self::Batch> {
                 let batch = ($(self.$idx.cut(time, partitions),)+);
-                let counts = vec![$((self.$idx.name().to_string(), $name::records_in(&batch.$idx))),+];
-                (batch, counts)
+                let records = vec![$((self.$idx.name().to_string(), $name::records_in(&batch.$idx))),+];
+                let mut positions = Vec::new();
+                $(if let Some(p) = self.$idx.position() { positions.push((self.$idx.name().to_string(), p)); })+
+                Cut { batch, records, positions }
+            }
+            fn seek(&mut self, positions: &[(String, Vec<u8>)]) -> Result<(), SourceError> {
+                for (name, position) in positions {
+                    $(if self.$idx.name() == name {
+                        self.$idx.seek(position)?;
+                        continue;
+                    })+
+                    return Err(SourceError {
+                        source_name: name.clone(),
+                        message: "the checkpoint has a position for this source, which the pipeline no longer has".into(),
+                    });
+                }
+                Ok(())
             }
             fn stop(&mut self) {
                 $(self.$idx.stop();)+

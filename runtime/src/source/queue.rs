@@ -1,7 +1,7 @@
 //! `queue_stream`: Spark's test source. Each tick takes the next queued batch (one at a time); once the
 //! queue is drained every batch is empty. Fully deterministic.
 
-use super::Source;
+use super::{Source, SourceError};
 use crate::time::Time;
 use std::collections::VecDeque;
 
@@ -9,6 +9,8 @@ use std::collections::VecDeque;
 pub struct QueueSource<T> {
     name: String,
     queue: VecDeque<Vec<T>>,
+    /// Batches taken so far: the position a checkpoint records.
+    taken: u64,
 }
 
 impl<T: Send + 'static> QueueSource<T> {
@@ -17,6 +19,7 @@ impl<T: Send + 'static> QueueSource<T> {
         Self {
             name: name.to_string(),
             queue: batches.into_iter().collect(),
+            taken: 0,
         }
     }
 
@@ -35,6 +38,7 @@ impl<T: Send + 'static> Source for QueueSource<T> {
 
     fn cut(&mut self, _time: Time, partitions: usize) -> Self::Batch {
         let records = self.queue.pop_front().unwrap_or_default();
+        self.taken += 1;
         crate::exec::split_even(records, partitions)
     }
 
@@ -44,5 +48,32 @@ impl<T: Send + 'static> Source for QueueSource<T> {
 
     fn is_finished(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        Some(self.taken.to_le_bytes().to_vec())
+    }
+
+    fn seek(&mut self, position: &[u8]) -> Result<(), SourceError> {
+        let error = |message: String| SourceError {
+            source_name: self.name.clone(),
+            message,
+        };
+        let bytes: [u8; 8] = position
+            .try_into()
+            .map_err(|_| error("malformed queue position".into()))?;
+        let target = u64::from_le_bytes(bytes);
+        if target < self.taken {
+            return Err(error(format!(
+                "cannot go back to batch {target}: {} already taken",
+                self.taken
+            )));
+        }
+        for _ in self.taken..target {
+            // Past the end of the queue a batch is empty, exactly as it was when it was cut.
+            self.queue.pop_front();
+        }
+        self.taken = target;
+        Ok(())
     }
 }

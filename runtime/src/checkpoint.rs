@@ -1,0 +1,297 @@
+//! Checkpoints: what a restarted app needs to carry on — the time of the last completed batch, where each
+//! replayable source stood after it, and the state of every stateful operator.
+//!
+//! One file per checkpoint, `checkpoint-<batch time>.ckpt`: a magic number, the format version, the
+//! payload length, the payload (postcard), and a CRC-32 of version, length and payload. Files are written
+//! to a temporary name, fsynced, renamed, and the directory fsynced, so a crash leaves either the whole
+//! new checkpoint or none of it. The newest `keep` complete checkpoints are kept; a corrupt or truncated
+//! one is skipped, with a warning, in favour of the one before it.
+//!
+//! The format is independent of closures and code layout: state is keyed by the operators' stable names
+//! and carries a description of its types, so a rebuilt pipeline resumes, and an incompatible one is
+//! refused with the operator and the change named.
+
+use crate::state::SavedState;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"STREAMC\x01";
+/// Version of the file layout and payload; bumped on any incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+const PREFIX: &str = "checkpoint-";
+const SUFFIX: &str = ".ckpt";
+
+/// Everything one checkpoint holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub app: String,
+    pub batch_interval_ms: u64,
+    /// The last batch whose effects the checkpoint includes.
+    pub time_ms: u64,
+    /// Per source name, its position after that batch (replayable sources only).
+    pub positions: Vec<(String, Vec<u8>)>,
+    pub states: Vec<SavedState>,
+}
+
+/// A checkpoint directory.
+#[derive(Clone, Debug)]
+pub struct CheckpointDir {
+    path: PathBuf,
+    keep: usize,
+}
+
+/// What [`CheckpointDir::latest`] found.
+pub struct Found {
+    pub checkpoint: Checkpoint,
+    pub file: PathBuf,
+    /// Newer files that were corrupt or truncated and were skipped.
+    pub skipped: Vec<String>,
+}
+
+impl CheckpointDir {
+    /// Opens (creating if needed) a checkpoint directory that keeps the newest `keep` checkpoints.
+    pub fn open(path: &Path, keep: usize) -> Result<Self, String> {
+        fs::create_dir_all(path).map_err(|e| {
+            format!(
+                "cannot create the checkpoint directory {}: {e}",
+                path.display()
+            )
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            keep: keep.max(1),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Complete checkpoint files, oldest first.
+    fn files(&self) -> Result<Vec<PathBuf>, String> {
+        let entries = fs::read_dir(&self.path)
+            .map_err(|e| format!("cannot list {}: {e}", self.path.display()))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(SUFFIX))
+            })
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// Writes `checkpoint` atomically, then drops checkpoints beyond the newest `keep`.
+    pub fn write(&self, checkpoint: &Checkpoint) -> Result<PathBuf, String> {
+        let payload = postcard::to_stdvec(checkpoint)
+            .map_err(|e| format!("cannot encode the checkpoint: {e}"))?;
+        let mut bytes = Vec::with_capacity(payload.len() + 24);
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        let crc = crc32fast::hash(&bytes[MAGIC.len()..]);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+
+        let name = format!("{PREFIX}{:020}{SUFFIX}", checkpoint.time_ms);
+        let tmp = self.path.join(format!(".{name}.tmp"));
+        let target = self.path.join(&name);
+        let io = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", tmp.display());
+        let mut file = File::create(&tmp).map_err(|e| io("create", e))?;
+        if let Err(e) = file.write_all(&bytes).and_then(|_| file.sync_all()) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io("write", e));
+        }
+        drop(file);
+        fs::rename(&tmp, &target).map_err(|e| {
+            format!(
+                "cannot rename {} to {}: {e}",
+                tmp.display(),
+                target.display()
+            )
+        })?;
+        // The rename is durable only once the directory entry is.
+        File::open(&self.path)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("cannot sync the directory {}: {e}", self.path.display()))?;
+        self.prune()?;
+        Ok(target)
+    }
+
+    fn prune(&self) -> Result<(), String> {
+        let files = self.files()?;
+        let excess = files.len().saturating_sub(self.keep);
+        for old in &files[..excess] {
+            fs::remove_file(old)
+                .map_err(|e| format!("cannot remove the old checkpoint {}: {e}", old.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The newest checkpoint that reads back intact. `Ok(None)` for an empty directory; an error if there
+    /// are checkpoint files but none is usable.
+    pub fn latest(&self) -> Result<Option<Found>, String> {
+        let files = self.files()?;
+        let mut skipped = Vec::new();
+        for file in files.iter().rev() {
+            match read(file) {
+                Ok(checkpoint) => {
+                    return Ok(Some(Found {
+                        checkpoint,
+                        file: file.clone(),
+                        skipped,
+                    }))
+                }
+                Err(problem) => skipped.push(format!("{}: {problem}", file.display())),
+            }
+        }
+        if skipped.is_empty() {
+            Ok(None)
+        } else {
+            Err(format!(
+                "no usable checkpoint in {}: {}; to start over, run with --reset-state (discards them) or another --checkpoint directory",
+                self.path.display(),
+                skipped.join("; ")
+            ))
+        }
+    }
+
+    /// Deletes every checkpoint (and leftover temporary file) in the directory.
+    pub fn reset(&self) -> Result<usize, String> {
+        let entries = fs::read_dir(&self.path)
+            .map_err(|e| format!("cannot list {}: {e}", self.path.display()))?;
+        let mut removed = 0;
+        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.contains(PREFIX) && (name.ends_with(SUFFIX) || name.ends_with(".tmp")) {
+                fs::remove_file(&path)
+                    .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Reads and verifies one checkpoint file.
+pub fn read(file: &Path) -> Result<Checkpoint, String> {
+    let bytes = fs::read(file).map_err(|e| format!("cannot read it: {e}"))?;
+    let header = MAGIC.len() + 4 + 8;
+    if bytes.len() < header + 4 || &bytes[..MAGIC.len()] != MAGIC {
+        return Err("not a streamc checkpoint, or truncated".into());
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| "truncated header")?);
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "format version {version}, this build reads version {FORMAT_VERSION}"
+        ));
+    }
+    let length =
+        u64::from_le_bytes(bytes[12..20].try_into().map_err(|_| "truncated header")?) as usize;
+    if bytes.len() != header + length + 4 {
+        return Err(format!(
+            "truncated: {} bytes, expected {}",
+            bytes.len(),
+            header + length + 4
+        ));
+    }
+    let (body, crc) = bytes.split_at(header + length);
+    let expected = u32::from_le_bytes(crc.try_into().map_err(|_| "truncated checksum")?);
+    if crc32fast::hash(&body[MAGIC.len()..]) != expected {
+        return Err("checksum mismatch (corrupt)".into());
+    }
+    postcard::from_bytes(&body[header..]).map_err(|e| format!("cannot decode: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("streamc-ckpt-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn checkpoint(time_ms: u64) -> Checkpoint {
+        Checkpoint {
+            app: "demo".into(),
+            batch_interval_ms: 1000,
+            time_ms,
+            positions: vec![("lines".into(), 7u64.to_le_bytes().to_vec())],
+            states: vec![SavedState {
+                name: "totals".into(),
+                kind: "update_state_by_key".into(),
+                types: "t".into(),
+                bytes: vec![1, 2, 3],
+            }],
+        }
+    }
+
+    #[test]
+    fn writes_atomically_keeps_the_newest_and_reads_back() {
+        let path = dir("keep");
+        let d = CheckpointDir::open(&path, 2).unwrap();
+        for t in [1000, 2000, 3000] {
+            d.write(&checkpoint(t)).unwrap();
+        }
+        assert_eq!(d.files().unwrap().len(), 2);
+        let found = d.latest().unwrap().unwrap();
+        assert_eq!(found.checkpoint, checkpoint(3000));
+        assert!(found.skipped.is_empty());
+        assert!(fs::read_dir(&path).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".tmp")));
+        fs::remove_dir_all(&path).ok();
+    }
+
+    #[test]
+    fn corrupt_and_truncated_files_fall_back_to_the_previous_one() {
+        let path = dir("corrupt");
+        let d = CheckpointDir::open(&path, 5).unwrap();
+        d.write(&checkpoint(1000)).unwrap();
+        let newest = d.write(&checkpoint(2000)).unwrap();
+        let mut bytes = fs::read(&newest).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        fs::write(&newest, &bytes).unwrap();
+        let truncated = d.write(&checkpoint(3000)).unwrap();
+        let len = fs::metadata(&truncated).unwrap().len();
+        File::options()
+            .write(true)
+            .open(&truncated)
+            .unwrap()
+            .set_len(len - 5)
+            .unwrap();
+        let found = d.latest().unwrap().unwrap();
+        assert_eq!(found.checkpoint.time_ms, 1000);
+        assert_eq!(found.skipped.len(), 2);
+        assert!(
+            found.skipped[0].contains("truncated"),
+            "{:?}",
+            found.skipped
+        );
+        assert!(found.skipped[1].contains("checksum"), "{:?}", found.skipped);
+        fs::remove_dir_all(&path).ok();
+    }
+
+    #[test]
+    fn only_corrupt_files_is_an_error_that_names_the_way_out_and_reset_clears_them() {
+        let path = dir("none");
+        let d = CheckpointDir::open(&path, 3).unwrap();
+        assert!(d.latest().unwrap().is_none());
+        let file = d.write(&checkpoint(1000)).unwrap();
+        fs::write(&file, b"garbage").unwrap();
+        let err = d.latest().err().unwrap();
+        assert!(err.contains("--reset-state"), "{err}");
+        assert_eq!(d.reset().unwrap(), 1);
+        assert!(d.latest().unwrap().is_none());
+        fs::remove_dir_all(&path).ok();
+    }
+}

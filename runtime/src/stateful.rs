@@ -1,0 +1,389 @@
+//! Stateful operators: `update_state_by_key`, `map_with_state`, and the window operators. Each keeps its
+//! state in one slot of the pipeline's [`StateRegistry`], partitioned like the shuffle, so partition `j`
+//! of the batch meets partition `j` of the state on one worker.
+
+use crate::context::BatchContext;
+use crate::exec::{
+    collect, combine_shuffle, group_buckets, shuffle_by_key, split_even, Combiner, FastMap,
+    Partitioned, Partitions,
+};
+use crate::state::{KeyedState, RecordWindow, StateData, StateRegistry, WindowState};
+use rayon::prelude::*;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::hash::Hash;
+
+/// Runs `f` on the operator's state; a failure here (only possible if the dry run was skipped) fails
+/// the batch with the registry's message.
+fn with_state<T: StateData, R>(
+    state: &StateRegistry,
+    slot: usize,
+    partitions: usize,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    state
+        .with(slot, partitions, f)
+        .unwrap_or_else(|problem| panic!("{problem}"))
+}
+
+/// `update_state_by_key`: Spark's semantics. Every key held or seen in the batch gets
+/// `f(new values, previous state)`; `None` removes the key. The stream is the whole state after the batch.
+pub fn update_state_by_key<D, K, V, S, B, F>(
+    ctx: &BatchContext<'_>,
+    state: &StateRegistry,
+    slot: usize,
+    data: D,
+    body: B,
+    f: F,
+) -> Partitions<(K, S)>
+where
+    D: Partitioned,
+    K: Hash + Eq + Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
+    V: Send,
+    S: Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
+    B: Fn(D::Part, &mut Vec<(K, V)>) + Sync + Send,
+    F: Fn(&[V], Option<S>) -> Option<S> + Sync + Send,
+{
+    let n = ctx.workers;
+    if ctx.dry_run {
+        state.check::<KeyedState<K, S>>(slot, n);
+        return Vec::new();
+    }
+    let grouped = group_buckets(shuffle_by_key(ctx, data, body));
+    with_state(state, slot, n, |held: &mut KeyedState<K, S>| {
+        held.parts
+            .par_iter_mut()
+            .zip(grouped.into_par_iter())
+            .map(|(map, groups)| {
+                let mut fresh: FastMap<K, Vec<V>> = groups.into_iter().collect();
+                let previous = std::mem::take(map);
+                let mut next: FastMap<K, S> = FastMap::with_capacity_and_hasher(
+                    previous.len() + fresh.len(),
+                    Default::default(),
+                );
+                for (key, old) in previous {
+                    let values = fresh.remove(&key).unwrap_or_default();
+                    if let Some(new) = f(&values, Some(old)) {
+                        next.insert(key, new);
+                    }
+                }
+                for (key, values) in fresh {
+                    if let Some(new) = f(&values, None) {
+                        next.insert(key, new);
+                    }
+                }
+                let out = next.iter().map(|(k, s)| (k.clone(), s.clone())).collect();
+                *map = next;
+                out
+            })
+            .collect()
+    })
+}
+
+/// One partition's state, as `(key, state)` pairs.
+type Snapshot<K, S> = Vec<(K, S)>;
+
+/// The state of one key as `map_with_state`'s function sees it.
+#[derive(Debug)]
+pub struct StateCell<S> {
+    value: Option<S>,
+    removed: bool,
+    timing_out: bool,
+}
+
+impl<S> StateCell<S> {
+    /// The current state, if the key has one.
+    pub fn get(&self) -> Option<&S> {
+        self.value.as_ref()
+    }
+
+    pub fn exists(&self) -> bool {
+        self.value.is_some()
+    }
+
+    /// Replaces the state. Not allowed while the key is timing out (as in Spark).
+    pub fn update(&mut self, value: S) {
+        assert!(
+            !self.timing_out,
+            "map_with_state: a key that is timing out cannot be updated"
+        );
+        self.value = Some(value);
+        self.removed = false;
+    }
+
+    /// Forgets the key.
+    pub fn remove(&mut self) {
+        self.value = None;
+        self.removed = true;
+    }
+
+    /// Whether this call is the last one for a key idle longer than the timeout (the value is `None`).
+    pub fn is_timing_out(&self) -> bool {
+        self.timing_out
+    }
+}
+
+/// `map_with_state`: calls `f(key, value, state)` for each record of the batch — cost follows the keys
+/// touched, not the keys held — and emits what it returns. With a timeout, keys idle for longer get one
+/// last call (value `None`, `is_timing_out()`) and are dropped; idle keys are looked for in full-scan
+/// batches (checkpoint batches), as Spark does. With `snapshots`, the second result is all state.
+#[allow(clippy::too_many_arguments)]
+pub fn map_with_state<D, K, V, S, U, B, F>(
+    ctx: &BatchContext<'_>,
+    state: &StateRegistry,
+    slot: usize,
+    data: D,
+    body: B,
+    f: F,
+    timeout_ms: u64,
+    snapshots: bool,
+) -> (Partitions<U>, Partitions<(K, S)>)
+where
+    D: Partitioned,
+    K: Hash + Eq + Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
+    V: Send,
+    S: Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
+    U: Send,
+    B: Fn(D::Part, &mut Vec<(K, V)>) + Sync + Send,
+    F: Fn(&K, Option<V>, &mut StateCell<S>) -> U + Sync + Send,
+{
+    let n = ctx.workers;
+    if ctx.dry_run {
+        state.check::<KeyedState<K, (S, u64)>>(slot, n);
+        return (Vec::new(), Vec::new());
+    }
+    let now = ctx.time.millis();
+    let per_reducer = shuffle_by_key(ctx, data, body);
+    let scan = timeout_ms > 0 && ctx.full_scan;
+    let results: Vec<(Vec<U>, Snapshot<K, S>)> =
+        with_state(state, slot, n, |held: &mut KeyedState<K, (S, u64)>| {
+            held.parts
+                .par_iter_mut()
+                .zip(per_reducer.into_par_iter())
+                .map(|(map, buckets)| {
+                    let mut out = Vec::new();
+                    for (key, value) in buckets.into_iter().flatten() {
+                        let mut cell = StateCell {
+                            value: map.remove(&key).map(|(s, _)| s),
+                            removed: false,
+                            timing_out: false,
+                        };
+                        out.push(f(&key, Some(value), &mut cell));
+                        if let Some(s) = cell.value {
+                            map.insert(key, (s, now));
+                        }
+                    }
+                    if scan {
+                        let idle: Vec<K> = map
+                            .iter()
+                            .filter(|(_, (_, touched))| touched + timeout_ms <= now)
+                            .map(|(k, _)| k.clone())
+                            .collect();
+                        for key in idle {
+                            let old = map.remove(&key).map(|(s, _)| s);
+                            let mut cell = StateCell {
+                                value: old,
+                                removed: false,
+                                timing_out: true,
+                            };
+                            out.push(f(&key, None, &mut cell));
+                        }
+                    }
+                    let snapshot = if snapshots {
+                        map.iter()
+                            .map(|(k, (s, _))| (k.clone(), s.clone()))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    (out, snapshot)
+                })
+                .collect()
+        });
+    results.into_iter().unzip()
+}
+
+/// Whether a window emits at this batch: at multiples of its slide, as Spark's windowed streams do.
+fn emits(ctx: &BatchContext<'_>, slide_ms: u64) -> bool {
+    ctx.time.millis().is_multiple_of(slide_ms.max(1))
+}
+
+/// `reduce_by_key_and_window` without an inverse: each batch's per-key partial aggregate is kept while
+/// inside the window; at each slide the partials are combined (never the raw records).
+#[allow(clippy::too_many_arguments)]
+pub fn reduce_by_key_and_window<D, K, V, B, R>(
+    ctx: &BatchContext<'_>,
+    state: &StateRegistry,
+    slot: usize,
+    data: D,
+    body: B,
+    reduce: R,
+    window_ms: u64,
+    slide_ms: u64,
+) -> Partitions<(K, V)>
+where
+    D: Partitioned,
+    K: Hash + Eq + Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
+    V: Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
+    B: for<'c> Fn(D::Part, &mut Combiner<'c, K, V, R>) + Sync + Send,
+    R: Fn(V, V) -> V + Sync + Send,
+{
+    let n = ctx.workers;
+    if ctx.dry_run {
+        state.check::<WindowState<K, V>>(slot, n);
+        return Vec::new();
+    }
+    let now = ctx.time.millis();
+    let partial = combine_shuffle(ctx, data, body, &reduce);
+    let emit = emits(ctx, slide_ms);
+    with_state(state, slot, n, |held: &mut WindowState<K, V>| {
+        held.parts
+            .par_iter_mut()
+            .zip(partial.into_par_iter())
+            .map(|(part, pairs)| {
+                part.batches.push_back((now, pairs.into_iter().collect()));
+                while part
+                    .batches
+                    .front()
+                    .is_some_and(|(t, _)| t + window_ms <= now)
+                {
+                    part.batches.pop_front();
+                }
+                if !emit {
+                    return Vec::new();
+                }
+                let mut merged: FastMap<K, V> = FastMap::default();
+                for (_, batch) in &part.batches {
+                    for (k, v) in batch {
+                        let v = v.clone();
+                        let next = match merged.remove(k) {
+                            Some(acc) => reduce(acc, v),
+                            None => v,
+                        };
+                        merged.insert(k.clone(), next);
+                    }
+                }
+                merged.into_iter().collect()
+            })
+            .collect()
+    })
+}
+
+/// `reduce_by_key_and_window` with an inverse: the window's aggregate is kept and updated each batch by
+/// adding the new batch and subtracting the batch that left — cost independent of the window length.
+/// `keep` drops keys from the window (e.g. counts that fell to zero), as Spark's filter function does.
+#[allow(clippy::too_many_arguments)]
+pub fn reduce_by_key_and_window_inv<D, K, V, B, R, I, P>(
+    ctx: &BatchContext<'_>,
+    state: &StateRegistry,
+    slot: usize,
+    data: D,
+    body: B,
+    reduce: R,
+    inverse: I,
+    keep: P,
+    window_ms: u64,
+    slide_ms: u64,
+) -> Partitions<(K, V)>
+where
+    D: Partitioned,
+    K: Hash + Eq + Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
+    V: Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
+    B: for<'c> Fn(D::Part, &mut Combiner<'c, K, V, R>) + Sync + Send,
+    R: Fn(V, V) -> V + Sync + Send,
+    I: Fn(V, V) -> V + Sync + Send,
+    P: Fn(&K, &V) -> bool + Sync + Send,
+{
+    let n = ctx.workers;
+    if ctx.dry_run {
+        state.check::<WindowState<K, V>>(slot, n);
+        return Vec::new();
+    }
+    let now = ctx.time.millis();
+    let partial = combine_shuffle(ctx, data, body, &reduce);
+    let emit = emits(ctx, slide_ms);
+    with_state(state, slot, n, |held: &mut WindowState<K, V>| {
+        held.parts
+            .par_iter_mut()
+            .zip(partial.into_par_iter())
+            .map(|(part, pairs)| {
+                let batch: FastMap<K, V> = pairs.into_iter().collect();
+                for (k, v) in &batch {
+                    let v = v.clone();
+                    let next = match part.running.remove(k) {
+                        Some(acc) => reduce(acc, v),
+                        None => v,
+                    };
+                    part.running.insert(k.clone(), next);
+                }
+                part.batches.push_back((now, batch));
+                while part
+                    .batches
+                    .front()
+                    .is_some_and(|(t, _)| t + window_ms <= now)
+                {
+                    if let Some((_, old)) = part.batches.pop_front() {
+                        for (k, v) in old {
+                            if let Some(acc) = part.running.remove(&k) {
+                                part.running.insert(k, inverse(acc, v));
+                            }
+                        }
+                    }
+                }
+                if !emit {
+                    return Vec::new();
+                }
+                part.running.retain(|k, v| keep(k, v));
+                part.running
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .collect()
+    })
+}
+
+/// `window`: every record of the batches inside the window, at each slide.
+#[allow(clippy::too_many_arguments)]
+pub fn window<D, T, B>(
+    ctx: &BatchContext<'_>,
+    state: &StateRegistry,
+    slot: usize,
+    data: D,
+    body: B,
+    window_ms: u64,
+    slide_ms: u64,
+) -> Partitions<T>
+where
+    D: Partitioned,
+    T: Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
+    B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
+{
+    let n = ctx.workers;
+    if ctx.dry_run {
+        state.check::<RecordWindow<T>>(slot, n);
+        return Vec::new();
+    }
+    let now = ctx.time.millis();
+    let records: Vec<T> = collect(ctx, data, body).into_iter().flatten().collect();
+    let emit = emits(ctx, slide_ms);
+    with_state(state, slot, n, |held: &mut RecordWindow<T>| {
+        held.batches.push_back((now, records));
+        while held
+            .batches
+            .front()
+            .is_some_and(|(t, _)| t + window_ms <= now)
+        {
+            held.batches.pop_front();
+        }
+        if !emit {
+            return Vec::new();
+        }
+        let all: Vec<T> = held
+            .batches
+            .iter()
+            .flat_map(|(_, r)| r.iter().cloned())
+            .collect();
+        split_even(all, n)
+    })
+}
