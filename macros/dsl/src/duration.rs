@@ -45,9 +45,19 @@ pub fn parse_duration(expr: &Expr) -> Result<u64, Diagnostic> {
     }
     if millis == 0.0 {
         return Err(Diagnostic::at(expr, format!("duration `{shown}` is zero"))
-            .help("a batch interval must be longer than zero, for example `1s`"));
+            .help("batch intervals, windows, slides and timeouts must be longer than zero, for example `1s`"));
     }
     Ok(millis as u64)
+}
+
+/// Milliseconds written the way a user would: `1s`, `500ms`, `10min`, `2h`.
+pub fn format_millis(millis: u64) -> String {
+    UNITS
+        .iter()
+        .rev()
+        .find(|(_, per)| millis > 0 && millis % per == 0)
+        .map(|(unit, per)| format!("{}{unit}", millis / per))
+        .unwrap_or_else(|| format!("{millis}ms"))
 }
 
 #[cfg(test)]
@@ -66,6 +76,14 @@ mod tests {
         assert_eq!(parse("1.5s"), Ok(1500));
         assert_eq!(parse("10min"), Ok(600_000));
         assert_eq!(parse("2h"), Ok(7_200_000));
+    }
+
+    #[test]
+    fn formats_in_the_largest_whole_unit() {
+        assert_eq!(format_millis(1000), "1s");
+        assert_eq!(format_millis(1500), "1500ms");
+        assert_eq!(format_millis(600_000), "10min");
+        assert_eq!(format_millis(7_200_000), "2h");
     }
 
     #[test]

@@ -249,7 +249,7 @@ fn require_checkpoint(nodes: &[Node], app: &AppHeader) -> Result<(), Diagnostics
         let op = node.origin.unwrap_or(node.label());
         let name = &app.name;
         let what = if node.window.is_some() {
-            "a window kept with an inverse function"
+            "a window aggregate updated with an inverse function"
         } else {
             "state across batches"
         };
@@ -257,8 +257,8 @@ fn require_checkpoint(nodes: &[Node], app: &AppHeader) -> Result<(), Diagnostics
             "`{op}` keeps {what}, which needs a checkpoint directory to survive a restart, and app `{name}` has none"
         ))
         .help(format!(
-            "add it to the header: `app {name} {{ batch: {}ms, checkpoint: \"checkpoints/{name}\" }}` (`--checkpoint DIR` can move it at run time)",
-            app.batch_millis
+            "add it to the header: `app {name} {{ batch: {}, checkpoint: \"checkpoints/{name}\" }}` (`--checkpoint DIR` can move it at run time)",
+            crate::duration::format_millis(app.batch_millis)
         ))
         .into());
     }
