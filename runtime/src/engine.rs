@@ -523,6 +523,11 @@ fn generate_batches<S: SourceSet>(
         Some(time) => time.plus(plan.interval),
         None => Time::now().next_multiple(plan.interval),
     };
+    if plan.stop_when_drained && plan.resume_after.is_some() && sources.all_finished() {
+        // Restarted after the last batch was already processed and checkpointed: nothing is left.
+        sources.stop();
+        return;
+    }
     let mut cut = 0u64;
     loop {
         let last = plan.stop_after.is_some_and(|n| cut + 1 >= n);

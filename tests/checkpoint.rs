@@ -1,0 +1,259 @@
+//! Checkpoints and recovery end to end: a pipeline killed with SIGKILL at random points and restarted
+//! produces exactly the outputs and final state of a crash-free run; damaged checkpoints fall back to the
+//! previous one; upgrades that keep the state types resume, incompatible ones are refused with the
+//! operator and the change named, and `--reset-state` starts over.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use streamc::testkit::Rng;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("streamc-checkpoint-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn crash_batches() -> Vec<Vec<String>> {
+    let mut rng = Rng::new(11);
+    (0..40)
+        .map(|_| (0..(rng.next_u64() % 30)).map(|_| format!("w{}", rng.next_u64() % 9)).collect())
+        .collect()
+}
+
+/// An idempotent sink: one file per output and batch time, written to a temporary name and renamed, so a
+/// batch replayed after a crash rewrites the same file with the same content.
+fn write_output(name: &str, batch: streamc::Batch<(String, u64)>, time: streamc::Time) {
+    let Ok(dir) = std::env::var(OUT_DIR) else { return };
+    let mut lines: Vec<String> = batch.collect().into_iter().map(|(w, n)| format!("{w} {n}")).collect();
+    lines.sort();
+    let file = Path::new(&dir).join(format!("{name}-{:020}.txt", time.millis()));
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, lines.join("\n")).expect("write output");
+    std::fs::rename(&tmp, &file).expect("publish output");
+}
+
+const OUT_DIR: &str = "STREAMC_CRASH_OUT";
+const CHECKPOINT_DIR: &str = "STREAMC_CRASH_CHECKPOINTS";
+
+mod crash {
+    use streamc::prelude::*;
+
+    stream! {
+        app crash_counts { batch: 100ms, workers: 2, checkpoint: "target/streamc-test/crash", checkpoint_every: 200ms }
+        let words = queue_stream::<String>(crate::crash_batches());
+        let pairs = words.map(|w| (w.clone(), 1u64));
+        let totals = pairs.update_state_by_key(|new: &[u64], old: Option<u64>| Some(old.unwrap_or(0) + new.iter().sum::<u64>()));
+        let recent = pairs.reduce_by_key_and_window(|a, b| a + b, |a, b| a - b, 400ms, 200ms, |_, n: &u64| *n > 0);
+        totals.foreach_batch(|batch, time| crate::write_output("totals", batch, time));
+        recent.foreach_batch(|batch, time| crate::write_output("recent", batch, time));
+    }
+}
+
+/// The child process of the crash test: runs the app in real time until its queue is drained.
+#[test]
+#[ignore = "run by crash_restart_equals_a_crash_free_run in a child process"]
+fn crash_child() {
+    let checkpoints = std::env::var(CHECKPOINT_DIR).expect("run by the crash test");
+    crash::crash_counts::app()
+        .configure(|c| {
+            c.checkpoint_dir = Some(checkpoints.into());
+            c.stop_when_drained = true;
+        })
+        .run()
+        .expect("the child app runs to the end");
+}
+
+fn spawn_child(out: &Path, checkpoints: &Path) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(OUT_DIR, out)
+        .env(CHECKPOINT_DIR, checkpoints)
+        .env("STREAMC_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Each output's files in time order, as (output, contents) — times differ between runs, order does not.
+fn outputs(dir: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    let mut by_output: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for file in files {
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        let output = name.split('-').next().unwrap().to_string();
+        by_output.entry(output).or_default().push(std::fs::read_to_string(&file).unwrap());
+    }
+    by_output
+}
+
+fn has_checkpoint(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".ckpt")))
+}
+
+#[test]
+fn crash_restart_equals_a_crash_free_run() {
+    let clean_out = temp_dir("clean-out");
+    let clean_ckpt = temp_dir("clean-ckpt");
+    let status = spawn_child(&clean_out, &clean_ckpt).wait().unwrap();
+    assert!(status.success());
+    let expected = outputs(&clean_out);
+    assert_eq!(expected["totals"].len(), 40, "one totals file per batch");
+
+    for seed in [1u64, 2] {
+        let out = temp_dir(&format!("crash-out-{seed}"));
+        let ckpt = temp_dir(&format!("crash-ckpt-{seed}"));
+        let mut rng = Rng::new(seed);
+        let mut kills = 0;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let mut child = spawn_child(&out, &ckpt);
+            if kills < 6 {
+                // Kill at a random point once a first checkpoint exists (before it, a restart would be a
+                // fresh run with new batch times, which the comparison below could not line up).
+                while !has_checkpoint(&ckpt) && child.try_wait().unwrap().is_none() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                std::thread::sleep(Duration::from_millis(rng.next_u64() % 700));
+                if child.try_wait().unwrap().is_none() {
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                    kills += 1;
+                    continue;
+                }
+            }
+            let status = child.wait().unwrap();
+            assert!(status.success(), "the restarted app failed: {status:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        assert!(kills >= 2, "the test must actually crash the app (seed {seed}: {kills} kills)");
+        assert_eq!(outputs(&out), expected, "seed {seed}: outputs after {kills} SIGKILLs differ from the crash-free run");
+    }
+}
+
+mod v1 {
+    use streamc::prelude::*;
+    stream! {
+        app counter { batch: 1s, checkpoint: "target/streamc-test/counter" }
+        let words = queue_stream::<String>(crate::crash_batches());
+        let totals = words.map(|w| (w.clone(), 1u64)).update_state_by_key(|new: &[u64], old: Option<u64>| Some(old.unwrap_or(0) + new.len() as u64));
+        totals.collect();
+    }
+}
+
+mod v1_rebuilt_with_more {
+    use streamc::prelude::*;
+    stream! {
+        app counter { batch: 1s, checkpoint: "target/streamc-test/counter" }
+        let words = queue_stream::<String>(crate::crash_batches());
+        let pairs = words.map(|w| (w.clone(), 1u64));
+        // Same operator name and state types as v1; the closure and the code around it changed.
+        let totals = pairs.update_state_by_key(|new: &[u64], old: Option<u64>| {
+            let before = old.unwrap_or(0);
+            Some(before + new.iter().sum::<u64>())
+        });
+        let lengths = pairs.map_values(|n| n * 2).update_state_by_key(|new: &[u64], old: Option<u64>| Some(old.unwrap_or(0) + new.iter().sum::<u64>()));
+        totals.collect();
+        lengths.collect();
+    }
+}
+
+mod v2_changed_type {
+    use streamc::prelude::*;
+    stream! {
+        app counter { batch: 1s, checkpoint: "target/streamc-test/counter" }
+        let words = queue_stream::<String>(crate::crash_batches());
+        let totals = words.map(|w| (w.clone(), 1i64)).update_state_by_key(|new: &[i64], old: Option<i64>| Some(old.unwrap_or(0) + new.len() as i64));
+        totals.collect();
+    }
+}
+
+mod v3_renamed {
+    use streamc::prelude::*;
+    stream! {
+        app counter { batch: 1s, checkpoint: "target/streamc-test/counter" }
+        let words = queue_stream::<String>(crate::crash_batches());
+        let running = words.map(|w| (w.clone(), 1u64)).update_state_by_key(|new: &[u64], old: Option<u64>| Some(old.unwrap_or(0) + new.len() as u64));
+        running.collect();
+    }
+}
+
+fn error_of<T>(result: Result<T, streamc::RunError>) -> String {
+    match result {
+        Ok(_) => panic!("expected the start to be refused"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn upgrades_resume_when_state_types_match_and_are_refused_otherwise() {
+    let dir = temp_dir("upgrade");
+    let at = |c: &mut streamc::AppConfig| {
+        c.checkpoint_dir = Some(dir.clone());
+        c.checkpoint_every = Some(Duration::from_secs(1));
+    };
+    let mut first = v1::counter::app().configure(at).test_driver().unwrap();
+    first.run_batches(5);
+    let five = first.take::<(String, u64)>("totals").unwrap().pop().unwrap().1;
+    drop(first);
+
+    let err = error_of(v2_changed_type::counter::app().configure(at).test_driver());
+    assert!(err.contains("`totals`") && err.contains("u64") && err.contains("i64"), "{err}");
+    assert!(err.contains("--reset-state"), "the way out is named: {err}");
+    let err = error_of(v3_renamed::counter::app().configure(at).test_driver());
+    assert!(err.contains("`totals`") && err.contains("no longer has") && err.contains("running"), "{err}");
+
+    let mut upgraded = v1_rebuilt_with_more::counter::app().configure(at).test_driver().unwrap();
+    upgraded.run_batch();
+    let (time, six) = upgraded.take::<(String, u64)>("totals").unwrap().pop().unwrap();
+    assert_eq!(time.millis(), 6000, "resumes after the checkpointed batch 5");
+    let mut expected: BTreeMap<String, u64> = five.into_iter().collect();
+    for w in &crash_batches()[5] {
+        *expected.entry(w.clone()).or_insert(0) += 1;
+    }
+    let mut six: Vec<(String, u64)> = six;
+    six.sort();
+    assert_eq!(six, expected.into_iter().collect::<Vec<_>>());
+    drop(upgraded);
+
+    let mut driver = v2_changed_type::counter::app()
+        .configure(|c| {
+            at(c);
+            c.reset_state = true;
+        })
+        .test_driver()
+        .unwrap();
+    driver.run_batch();
+    let (time, _) = driver.take::<(String, i64)>("totals").unwrap().pop().unwrap();
+    assert_eq!(time.millis(), 1000, "--reset-state starts over");
+}
+
+#[test]
+fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
+    let dir = temp_dir("damaged");
+    let at = |c: &mut streamc::AppConfig| {
+        c.checkpoint_dir = Some(dir.clone());
+        c.checkpoint_every = Some(Duration::from_secs(1));
+    };
+    let mut first = v1::counter::app().configure(at).test_driver().unwrap();
+    first.run_batches(4);
+    drop(first);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let newest = files.last().unwrap();
+    let len = std::fs::metadata(newest).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(newest).unwrap().set_len(len / 2).unwrap();
+    let mut resumed = v1::counter::app().configure(at).test_driver().unwrap();
+    resumed.run_batch();
+    let (time, _) = resumed.take::<(String, u64)>("totals").unwrap().pop().unwrap();
+    assert_eq!(time.millis(), 4000, "the 4 s checkpoint is truncated, so batch 4 is re-run from the 3 s one");
+}
