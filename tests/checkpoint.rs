@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use streamc::testkit::Rng;
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("streamc-checkpoint-{name}-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("streamc-checkpoint-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -19,15 +20,25 @@ fn temp_dir(name: &str) -> PathBuf {
 fn crash_batches() -> Vec<Vec<String>> {
     let mut rng = Rng::new(11);
     (0..40)
-        .map(|_| (0..(rng.next_u64() % 30)).map(|_| format!("w{}", rng.next_u64() % 9)).collect())
+        .map(|_| {
+            (0..(rng.next_u64() % 30))
+                .map(|_| format!("w{}", rng.next_u64() % 9))
+                .collect()
+        })
         .collect()
 }
 
 /// An idempotent sink: one file per output and batch time, written to a temporary name and renamed, so a
 /// batch replayed after a crash rewrites the same file with the same content.
 fn write_output(name: &str, batch: streamc::Batch<(String, u64)>, time: streamc::Time) {
-    let Ok(dir) = std::env::var(OUT_DIR) else { return };
-    let mut lines: Vec<String> = batch.collect().into_iter().map(|(w, n)| format!("{w} {n}")).collect();
+    let Ok(dir) = std::env::var(OUT_DIR) else {
+        return;
+    };
+    let mut lines: Vec<String> = batch
+        .collect()
+        .into_iter()
+        .map(|(w, n)| format!("{w} {n}"))
+        .collect();
     lines.sort();
     let file = Path::new(&dir).join(format!("{name}-{:020}.txt", time.millis()));
     let tmp = file.with_extension("tmp");
@@ -68,7 +79,13 @@ fn crash_child() {
 
 fn spawn_child(out: &Path, checkpoints: &Path) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "crash_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(OUT_DIR, out)
         .env(CHECKPOINT_DIR, checkpoints)
         .env("STREAMC_LOG", "warn")
@@ -90,13 +107,20 @@ fn outputs(dir: &Path) -> BTreeMap<String, Vec<String>> {
     for file in files {
         let name = file.file_name().unwrap().to_string_lossy().to_string();
         let output = name.split('-').next().unwrap().to_string();
-        by_output.entry(output).or_default().push(std::fs::read_to_string(&file).unwrap());
+        by_output
+            .entry(output)
+            .or_default()
+            .push(std::fs::read_to_string(&file).unwrap());
     }
     by_output
 }
 
 fn has_checkpoint(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".ckpt")))
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".ckpt"))
+    })
 }
 
 #[test]
@@ -135,8 +159,15 @@ fn crash_restart_equals_a_crash_free_run() {
             break;
         }
         assert!(Instant::now() < deadline);
-        assert!(kills >= 2, "the test must actually crash the app (seed {seed}: {kills} kills)");
-        assert_eq!(outputs(&out), expected, "seed {seed}: outputs after {kills} SIGKILLs differ from the crash-free run");
+        assert!(
+            kills >= 2,
+            "the test must actually crash the app (seed {seed}: {kills} kills)"
+        );
+        assert_eq!(
+            outputs(&out),
+            expected,
+            "seed {seed}: outputs after {kills} SIGKILLs differ from the crash-free run"
+        );
     }
 }
 
@@ -203,19 +234,41 @@ fn upgrades_resume_when_state_types_match_and_are_refused_otherwise() {
     };
     let mut first = v1::counter::app().configure(at).test_driver().unwrap();
     first.run_batches(5);
-    let five = first.take::<(String, u64)>("totals").unwrap().pop().unwrap().1;
+    let five = first
+        .take::<(String, u64)>("totals")
+        .unwrap()
+        .pop()
+        .unwrap()
+        .1;
     drop(first);
 
     let err = error_of(v2_changed_type::counter::app().configure(at).test_driver());
-    assert!(err.contains("`totals`") && err.contains("u64") && err.contains("i64"), "{err}");
+    assert!(
+        err.contains("`totals`") && err.contains("u64") && err.contains("i64"),
+        "{err}"
+    );
     assert!(err.contains("--reset-state"), "the way out is named: {err}");
     let err = error_of(v3_renamed::counter::app().configure(at).test_driver());
-    assert!(err.contains("`totals`") && err.contains("no longer has") && err.contains("running"), "{err}");
+    assert!(
+        err.contains("`totals`") && err.contains("no longer has") && err.contains("running"),
+        "{err}"
+    );
 
-    let mut upgraded = v1_rebuilt_with_more::counter::app().configure(at).test_driver().unwrap();
+    let mut upgraded = v1_rebuilt_with_more::counter::app()
+        .configure(at)
+        .test_driver()
+        .unwrap();
     upgraded.run_batch();
-    let (time, six) = upgraded.take::<(String, u64)>("totals").unwrap().pop().unwrap();
-    assert_eq!(time.millis(), 6000, "resumes after the checkpointed batch 5");
+    let (time, six) = upgraded
+        .take::<(String, u64)>("totals")
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(
+        time.millis(),
+        6000,
+        "resumes after the checkpointed batch 5"
+    );
     let mut expected: BTreeMap<String, u64> = five.into_iter().collect();
     for w in &crash_batches()[5] {
         *expected.entry(w.clone()).or_insert(0) += 1;
@@ -233,7 +286,11 @@ fn upgrades_resume_when_state_types_match_and_are_refused_otherwise() {
         .test_driver()
         .unwrap();
     driver.run_batch();
-    let (time, _) = driver.take::<(String, i64)>("totals").unwrap().pop().unwrap();
+    let (time, _) = driver
+        .take::<(String, i64)>("totals")
+        .unwrap()
+        .pop()
+        .unwrap();
     assert_eq!(time.millis(), 1000, "--reset-state starts over");
 }
 
@@ -247,13 +304,29 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     let mut first = v1::counter::app().configure(at).test_driver().unwrap();
     first.run_batches(4);
     drop(first);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let newest = files.last().unwrap();
     let len = std::fs::metadata(newest).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(newest).unwrap().set_len(len / 2).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(newest)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     let mut resumed = v1::counter::app().configure(at).test_driver().unwrap();
     resumed.run_batch();
-    let (time, _) = resumed.take::<(String, u64)>("totals").unwrap().pop().unwrap();
-    assert_eq!(time.millis(), 4000, "the 4 s checkpoint is truncated, so batch 4 is re-run from the 3 s one");
+    let (time, _) = resumed
+        .take::<(String, u64)>("totals")
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(
+        time.millis(),
+        4000,
+        "the 4 s checkpoint is truncated, so batch 4 is re-run from the 3 s one"
+    );
 }

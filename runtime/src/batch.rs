@@ -174,6 +174,27 @@ impl<T: Send> Batch<T> {
         }
     }
 
+    /// The `k` records with the largest `score`, best first, in one partition (the seed's "top 3").
+    pub fn top_k<O: Ord + Send>(self, k: usize, score: impl Fn(&T) -> O + Sync + Send) -> Batch<T> {
+        let Batch {
+            parts,
+            time,
+            workers,
+        } = self;
+        // Each partition keeps its own best k; only those meet in the final sort.
+        let mut best: Vec<(O, T)> = parts
+            .into_par_iter()
+            .flat_map_iter(|part| best_of(part.into_iter().map(|r| (score(&r), r)), k))
+            .collect();
+        best.sort_by(|a, b| b.0.cmp(&a.0));
+        best.truncate(k);
+        Batch {
+            parts: vec![best.into_iter().map(|(_, r)| r).collect()],
+            time,
+            workers,
+        }
+    }
+
     /// Rebuilds every partition in parallel.
     fn remap<U: Send>(self, f: impl Fn(Vec<T>) -> Vec<U> + Sync + Send) -> Batch<U> {
         let Batch {
@@ -230,6 +251,19 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
             time: self.time,
             workers: self.workers,
         }
+    }
+
+    /// Per key, the `k` values with the largest `score`, best first (Top3HotProduct: per category, the
+    /// three most-clicked products).
+    pub fn top_k_by_key<O: Ord + Send>(
+        self,
+        k: usize,
+        score: impl Fn(&V) -> O + Sync + Send,
+    ) -> Batch<(K, Vec<V>)> {
+        self.group_by_key().map(|(key, values)| {
+            let best = best_of(values.into_iter().map(|v| (score(&v), v)), k);
+            (key, best.into_iter().map(|(_, v)| v).collect())
+        })
     }
 
     /// Pairs of values with equal keys.
@@ -293,6 +327,17 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
     }
 }
 
+/// The `k` entries with the largest score, best first (equal scores in no particular order).
+fn best_of<O: Ord, T>(entries: impl Iterator<Item = (O, T)>, k: usize) -> Vec<(O, T)> {
+    let mut all: Vec<(O, T)> = entries.collect();
+    if all.len() > k {
+        all.select_nth_unstable_by(k, |a, b| b.0.cmp(&a.0));
+        all.truncate(k);
+    }
+    all.sort_by(|a, b| b.0.cmp(&a.0));
+    all
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +362,36 @@ mod tests {
             .map(|k| (k, (0..1000).filter(|i| i % 7 == k).count() as u64))
             .collect();
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn top_k_and_top_k_by_key() {
+        let clicks = vec![
+            ("phone", ("a", 5)),
+            ("phone", ("b", 9)),
+            ("phone", ("c", 7)),
+            ("phone", ("d", 1)),
+            ("tv", ("x", 2)),
+        ];
+        let mut top = pool().install(|| {
+            Batch::from_vec(clicks.clone(), 3)
+                .top_k_by_key(3, |(_, n)| *n)
+                .collect()
+        });
+        top.sort();
+        assert_eq!(
+            top,
+            vec![
+                ("phone", vec![("b", 9), ("c", 7), ("a", 5)]),
+                ("tv", vec![("x", 2)])
+            ]
+        );
+        let best = pool().install(|| {
+            Batch::from_vec(clicks, 2)
+                .top_k(2, |(_, (_, n))| *n)
+                .collect()
+        });
+        assert_eq!(best, vec![("phone", ("b", 9)), ("phone", ("c", 7))]);
     }
 
     #[test]

@@ -642,8 +642,8 @@ pub mod op {
     }
 
     #[inline(always)]
-    pub fn flat_map<A, I: IntoIterator>(record: A, f: impl FnOnce(A) -> I) -> I {
-        f(record)
+    pub fn flat_map<A, I: IntoIterator>(record: A, f: impl FnOnce(A) -> I) -> I::IntoIter {
+        f(record).into_iter()
     }
 
     #[inline(always)]
@@ -657,8 +657,8 @@ pub mod op {
     }
 
     #[inline(always)]
-    pub fn flat_map_values<V, I: IntoIterator>(value: V, f: impl FnOnce(V) -> I) -> I {
-        f(value)
+    pub fn flat_map_values<V, I: IntoIterator>(value: V, f: impl FnOnce(V) -> I) -> I::IntoIter {
+        f(value).into_iter()
     }
 }
 

@@ -55,7 +55,7 @@ pub fn format_millis(millis: u64) -> String {
     UNITS
         .iter()
         .rev()
-        .find(|(_, per)| millis > 0 && millis % per == 0)
+        .find(|(_, per)| millis > 0 && millis.is_multiple_of(*per))
         .map(|(unit, per)| format!("{}{unit}", millis / per))
         .unwrap_or_else(|| format!("{millis}ms"))
 }

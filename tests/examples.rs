@@ -1,0 +1,237 @@
+//! The seed's stateful programs, run as a user runs them: the example binaries, fed over a loopback
+//! socket, their printed blocks checked against reference computations, stopped with SIGTERM.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use streamc::testkit::LineServer;
+
+fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("examples")
+        .join(name)
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("streamc-examples-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A running example whose printed blocks are collected as they come.
+struct Running {
+    child: Child,
+    blocks: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+impl Running {
+    fn start(name: &str, args: &[&str]) -> Running {
+        let binary = example_binary(name);
+        assert!(
+            binary.exists(),
+            "cargo test builds the examples: {}",
+            binary.display()
+        );
+        let mut child = Command::new(binary)
+            .args(args)
+            .env("STREAMC_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let blocks: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+        let sink = blocks.clone();
+        std::thread::spawn(move || {
+            let mut current: Option<Vec<String>> = None;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("Time: ") {
+                    current = Some(Vec::new());
+                } else if line.starts_with("----") {
+                    continue;
+                } else if line.is_empty() {
+                    if let Some(block) = current.take() {
+                        sink.lock().unwrap().push(block);
+                    }
+                } else if let Some(block) = current.as_mut() {
+                    block.push(line);
+                }
+            }
+        });
+        Running { child, blocks }
+    }
+
+    /// Waits until a printed block has exactly `expected` lines (in any order).
+    fn wait_for(&mut self, expected: &[String], limit: Duration) -> bool {
+        let mut expected = expected.to_vec();
+        expected.sort();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let found = self.blocks.lock().unwrap().iter().any(|b| {
+                let mut b = b.clone();
+                b.sort();
+                b == expected
+            });
+            if found {
+                return true;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the example exited early with {status:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "graceful stop exits 0, got {exit:?}");
+    }
+
+    fn printed(&self) -> Vec<Vec<String>> {
+        self.blocks.lock().unwrap().clone()
+    }
+}
+
+fn text(lines: &[&str]) -> Vec<u8> {
+    let mut data = lines.join("\n").into_bytes();
+    data.push(b'\n');
+    data
+}
+
+fn word_counts(lines: &[&str]) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for line in lines {
+        for word in line.split(' ') {
+            *counts.entry(word.to_string()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+fn shown(counts: &BTreeMap<String, u64>) -> Vec<String> {
+    counts.iter().map(|(w, n)| format!("({w},{n})")).collect()
+}
+
+#[test]
+fn update_state_by_key_word_count_keeps_counting_across_a_restart() {
+    let checkpoints = temp_dir("running-counts");
+    let first_lines = ["hello world", "hello spark", "streaming hello"];
+    let second_lines = ["hello again", "world"];
+    let dir = checkpoints.to_string_lossy().to_string();
+    let run = |lines: &[&str]| {
+        let server = LineServer::once(text(lines)).unwrap();
+        let source = format!("lines={}", server.address());
+        let app = Running::start(
+            "update_state_by_key_word_count",
+            &[
+                "--source",
+                &source,
+                "--batch",
+                "200ms",
+                "--checkpoint",
+                &dir,
+                "--checkpoint-every",
+                "200ms",
+            ],
+        );
+        (server, app)
+    };
+    let (_server, mut app) = run(&first_lines);
+    let expected = word_counts(&first_lines);
+    assert!(
+        app.wait_for(&shown(&expected), Duration::from_secs(20)),
+        "printed: {:?}",
+        app.printed()
+    );
+    app.stop();
+
+    let (_server, mut app) = run(&second_lines);
+    let all: Vec<&str> = first_lines.iter().chain(&second_lines).copied().collect();
+    let expected = word_counts(&all);
+    assert!(
+        app.wait_for(&shown(&expected), Duration::from_secs(20)),
+        "counts must carry on from the checkpoint: {:?}",
+        app.printed()
+    );
+    app.stop();
+}
+
+#[test]
+fn window_hot_word_prints_the_top_3_of_the_window() {
+    let logs = [
+        "leo spark",
+        "tom flink",
+        "leo spark",
+        "ann storm",
+        "bob spark",
+        "kim flink",
+        "joe kafka",
+        "malformed",
+        "amy storm",
+        "eve storm",
+    ];
+    let server = LineServer::once(text(&logs)).unwrap();
+    let source = format!("search_logs={}", server.address());
+    let mut app = Running::start("window_hot_word", &["--source", &source]);
+    // spark 3, storm 3, flink 2: ties broken by word.
+    let expected = ["(spark,3)", "(storm,3)", "(flink,2)"].map(String::from);
+    assert!(
+        app.wait_for(&expected, Duration::from_secs(25)),
+        "printed: {:?}",
+        app.printed()
+    );
+    app.stop();
+}
+
+#[test]
+fn top3_hot_product_prints_the_top_3_per_category() {
+    let clicks = [
+        "u1 iphone phone",
+        "u2 iphone phone",
+        "u3 galaxy phone",
+        "u4 pixel phone",
+        "u5 iphone phone",
+        "u6 galaxy phone",
+        "u7 nokia phone",
+        "u8 pixel phone",
+        "u9 pixel phone",
+        "u1 bravia tv",
+        "u2 bravia tv",
+        "u3 oled tv",
+        "broken line",
+        "",
+    ];
+    let server = LineServer::once(text(&clicks)).unwrap();
+    let source = format!("click_logs={}", server.address());
+    let mut app = Running::start(
+        "top3_hot_product",
+        &[
+            "--source",
+            &source,
+            "--checkpoint",
+            &temp_dir("top3").to_string_lossy(),
+        ],
+    );
+    let expected = [
+        "(phone,[(iphone,3), (pixel,3), (galaxy,2)])",
+        "(tv,[(bravia,2), (oled,1)])",
+    ]
+    .map(String::from);
+    assert!(
+        app.wait_for(&expected, Duration::from_secs(25)),
+        "printed: {:?}",
+        app.printed()
+    );
+    app.stop();
+}
