@@ -3,7 +3,7 @@
 use crate::config::AppConfig;
 use crate::context::{CollectError, Collector, Outputs};
 use crate::engine::{
-    self, execute, BatchInfo, BatchMode, Checkpointer, Machinery, RunError, RunOptions, RunReport,
+    self, run_batch, BatchInfo, Checkpointer, Machinery, RunError, RunOptions, RunReport,
     StopHandle,
 };
 use crate::pipeline::Pipeline;
@@ -14,7 +14,7 @@ use std::io::Write;
 use std::marker::PhantomData;
 use std::process::ExitCode;
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// A pipeline with its configuration, ready to run.
 pub struct App<P: Pipeline> {
@@ -213,6 +213,7 @@ impl<P: Pipeline> App<P> {
             collector,
             printed,
             checkpointer,
+            last_checkpoint: None,
             time: resumed.unwrap_or(Time(0)),
             interval,
             workers: self.config.workers,
@@ -258,6 +259,7 @@ impl RunningApp {
 /// Runs a pipeline batch by batch with a manual clock: batch `k` has time `k × interval`.
 pub struct TestDriver<P: Pipeline> {
     checkpointer: Option<Checkpointer>,
+    last_checkpoint: Option<Duration>,
     sources: P::Sources,
     pipeline: P,
     machinery: Machinery,
@@ -274,37 +276,45 @@ impl<P: Pipeline> TestDriver<P> {
     pub fn run_batch(&mut self) -> BatchInfo {
         self.time = self.time.plus(self.interval);
         let cut = self.sources.cut(self.time, self.workers);
-        let checkpoint_due = self
-            .checkpointer
-            .as_ref()
-            .is_some_and(|c| c.is_due(self.time));
-        let start = SystemTime::now();
-        let mode = BatchMode {
-            dry_run: false,
-            full_scan: checkpoint_due,
-        };
-        let failure = execute(
+        let outcome = run_batch(
             &self.pipeline,
-            &self.machinery.pool,
+            &self.machinery,
             &self.outputs,
             self.workers,
-            self.time,
-            cut.batch,
-            mode,
+            self.checkpointer.as_ref(),
+            (self.time, cut.batch, cut.positions),
+            false,
         );
-        if let (true, Some(c)) = (checkpoint_due, &self.checkpointer) {
-            if let Err(e) = c.write(&self.pipeline, self.time, cut.positions) {
-                tracing::error!(batch = %self.time, "checkpoint failed: {e}");
+        let checkpoint_time = match outcome.checkpoint {
+            Some(Ok(took)) => {
+                self.last_checkpoint = Some(took);
+                Some(took)
             }
-        }
+            Some(Err(e)) => {
+                tracing::error!(batch = %self.time, "checkpoint failed: {e}");
+                None
+            }
+            None => None,
+        };
         BatchInfo {
             time: self.time,
             records: cut.records,
             scheduling_delay: Duration::ZERO,
-            processing_time: start.elapsed().unwrap_or_default(),
+            processing_time: outcome.processing,
+            checkpoint_time,
             total_delay: Duration::ZERO,
-            failure,
+            failure: outcome.failure,
         }
+    }
+
+    /// How long the most recent checkpoint took to write.
+    pub fn last_checkpoint_duration(&self) -> Option<Duration> {
+        self.last_checkpoint
+    }
+
+    /// Keys held by each stateful operator that has run.
+    pub fn state_keys(&self) -> Vec<(&'static str, usize)> {
+        self.pipeline.state().key_counts()
     }
 
     /// Runs `n` batches.

@@ -35,8 +35,11 @@ pub struct BatchInfo {
     pub records: Vec<(String, usize)>,
     /// From the batch time until processing started.
     pub scheduling_delay: Duration,
+    /// The batch's jobs (outputs included), without its checkpoint.
     pub processing_time: Duration,
-    /// From the batch time until processing ended.
+    /// Writing the checkpoint that followed the batch, if one did.
+    pub checkpoint_time: Option<Duration>,
+    /// From the batch time until processing (and checkpointing) ended.
     pub total_delay: Duration,
     /// The panic message, if a user function panicked.
     pub failure: Option<String>,
@@ -410,37 +413,29 @@ pub(crate) fn run<P: Pipeline>(
     let mut report = RunReport::default();
     for cut in batches_rx {
         let time = cut.time;
-        let checkpoint_due = checkpointer
-            .as_ref()
-            .is_some_and(|c| c.is_due(time) || cut.last);
         let start = SystemTime::now();
-        let mode = BatchMode {
-            dry_run: false,
-            full_scan: checkpoint_due,
-        };
-        let failure = execute(
+        let outcome = run_batch(
             &pipeline,
-            &machinery.pool,
+            &machinery,
             &outputs,
             config.workers,
-            time,
-            cut.batch,
-            mode,
+            checkpointer.as_ref(),
+            (time, cut.batch, cut.positions),
+            cut.last,
         );
-        if let (true, Some(c)) = (checkpoint_due, &checkpointer) {
-            match c.write(&pipeline, time, cut.positions) {
-                Ok(took) => {
-                    report.checkpoints_written += 1;
-                    report.last_checkpoint_duration = Some(took);
-                }
-                Err(e) => {
-                    report.checkpoints_failed += 1;
-                    tracing::error!(batch = %time, "checkpoint failed, the previous one stays in force: {e}");
-                }
+        match &outcome.checkpoint {
+            Some(Ok(took)) => {
+                report.checkpoints_written += 1;
+                report.last_checkpoint_duration = Some(*took);
             }
+            Some(Err(e)) => {
+                report.checkpoints_failed += 1;
+                tracing::error!(batch = %time, "checkpoint failed, the previous one stays in force: {e}");
+            }
+            None => {}
         }
         let end = SystemTime::now();
-        let info = batch_info(time, cut.records, start, end, failure);
+        let info = batch_info(time, cut.records, start, end, outcome);
         if info.scheduling_delay > config.batch_interval {
             tracing::warn!(
                 batch = %time,
@@ -475,7 +470,7 @@ fn batch_info(
     records: Vec<(String, usize)>,
     start: SystemTime,
     end: SystemTime,
-    failure: Option<String>,
+    outcome: BatchOutcome,
 ) -> BatchInfo {
     let since_batch = |t: SystemTime| {
         t.duration_since(time.to_system_time())
@@ -485,9 +480,61 @@ fn batch_info(
         time,
         records,
         scheduling_delay: since_batch(start),
-        processing_time: end.duration_since(start).unwrap_or(Duration::ZERO),
+        processing_time: outcome.processing,
+        checkpoint_time: outcome.checkpoint.and_then(Result::ok),
         total_delay: since_batch(end),
+        failure: outcome.failure,
+    }
+}
+
+/// Where each replayable source stands, by source name.
+pub(crate) type Positions = Vec<(String, Vec<u8>)>;
+
+/// What running one batch (and its checkpoint, when due) came to.
+pub(crate) struct BatchOutcome {
+    pub failure: Option<String>,
+    /// The batch's jobs alone.
+    pub processing: Duration,
+    /// Written checkpoint's duration or the reason it failed, if one was due.
+    pub checkpoint: Option<Result<Duration, String>>,
+}
+
+/// Runs one batch of `cut = (time, data, source positions)` and writes its checkpoint when one is due
+/// (on schedule, or after the last batch). Shared by the real-time engine and the test driver.
+pub(crate) fn run_batch<P: Pipeline>(
+    pipeline: &P,
+    machinery: &Machinery,
+    outputs: &Outputs,
+    workers: usize,
+    checkpointer: Option<&Checkpointer>,
+    cut: (Time, <P::Sources as SourceSet>::Batch, Positions),
+    last: bool,
+) -> BatchOutcome {
+    let (time, batch, positions) = cut;
+    let checkpoint_due = checkpointer.is_some_and(|c| c.is_due(time) || last);
+    let started = Instant::now();
+    let mode = BatchMode {
+        dry_run: false,
+        full_scan: checkpoint_due,
+    };
+    let failure = execute(
+        pipeline,
+        &machinery.pool,
+        outputs,
+        workers,
+        time,
+        batch,
+        mode,
+    );
+    let processing = started.elapsed();
+    let checkpoint = match checkpointer {
+        Some(c) if checkpoint_due => Some(c.write(pipeline, time, positions)),
+        _ => None,
+    };
+    BatchOutcome {
         failure,
+        processing,
+        checkpoint,
     }
 }
 

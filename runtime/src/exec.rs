@@ -169,7 +169,7 @@ impl<T, R: Fn(T, T) -> T> Reducer<'_, T, R> {
 /// Merges `value` into `key`'s slot. Slots are `Option` so the old value can be moved into a by-value
 /// reduce without `V: Default` or unsafe code; a slot is `None` only while `reduce` runs.
 #[inline]
-fn merge_into<K: Hash + Eq, V, R: Fn(V, V) -> V>(
+pub(crate) fn merge_into<K: Hash + Eq, V, R: Fn(V, V) -> V>(
     map: &mut FastMap<K, Option<V>>,
     key: K,
     value: V,

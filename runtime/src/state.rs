@@ -277,9 +277,12 @@ pub struct WindowState<K, V> {
 }
 
 pub(crate) struct WindowPart<K, V> {
-    /// (batch time, that batch's partial aggregate), oldest first.
-    pub batches: VecDeque<(u64, FastMap<K, V>)>,
-    pub running: FastMap<K, V>,
+    /// (batch time, that batch's partial aggregate: one pair per key), oldest first. Kept as plain
+    /// vectors: they are only ever walked in order, when combined or when they leave the window.
+    pub batches: VecDeque<(u64, Vec<(K, V)>)>,
+    /// `Option` slots let the aggregate be updated in place (a remove and insert per key and batch would
+    /// litter the table with tombstones); a slot is `None` only during an update.
+    pub running: FastMap<K, Option<V>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -313,18 +316,18 @@ where
         let n = state.parts.len();
         for (time, pairs) in saved.batches {
             for part in &mut state.parts {
-                part.batches.push_back((time, FastMap::default()));
+                part.batches.push_back((time, Vec::new()));
             }
             for (k, v) in pairs {
                 let p = partition_of(&k, n);
-                if let Some((_, map)) = state.parts[p].batches.back_mut() {
-                    map.insert(k, v);
+                if let Some((_, pairs)) = state.parts[p].batches.back_mut() {
+                    pairs.push((k, v));
                 }
             }
         }
         for (k, v) in saved.running {
             let p = partition_of(&k, n);
-            state.parts[p].running.insert(k, v);
+            state.parts[p].running.insert(k, Some(v));
         }
         Ok(state)
     }
@@ -348,12 +351,20 @@ where
                     time,
                     self.parts
                         .iter()
-                        .flat_map(|p| p.batches[i].1.iter())
+                        .flat_map(|p| p.batches[i].1.iter().map(|(k, v)| (k, v)))
                         .collect(),
                 )
             })
             .collect();
-        let running = self.parts.iter().flat_map(|p| p.running.iter()).collect();
+        let running = self
+            .parts
+            .iter()
+            .flat_map(|p| {
+                p.running
+                    .iter()
+                    .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+            })
+            .collect();
         encode(&Borrowed { batches, running })
     }
 
@@ -479,7 +490,7 @@ mod tests {
         let mut w = WindowState::<String, u64>::fresh(2);
         for (t, k) in [(1000u64, "a"), (2000, "b")] {
             for part in &mut w.parts {
-                part.batches.push_back((t, FastMap::default()));
+                part.batches.push_back((t, Vec::new()));
             }
             let p = partition_of(&k.to_string(), 2);
             w.parts[p]
@@ -487,15 +498,19 @@ mod tests {
                 .back_mut()
                 .unwrap()
                 .1
-                .insert(k.to_string(), t);
-            w.parts[p].running.insert(k.to_string(), t);
+                .push((k.to_string(), t));
+            w.parts[p].running.insert(k.to_string(), Some(t));
         }
         let bytes = w.save().unwrap();
         let back = WindowState::<String, u64>::load(&bytes, 3).unwrap();
         assert_eq!(back.parts.len(), 3);
         let times: Vec<u64> = back.parts[0].batches.iter().map(|(t, _)| *t).collect();
         assert_eq!(times, vec![1000, 2000]);
-        let running: u64 = back.parts.iter().flat_map(|p| p.running.values()).sum();
+        let running: u64 = back
+            .parts
+            .iter()
+            .flat_map(|p| p.running.values().flatten())
+            .sum();
         assert_eq!(running, 3000);
     }
 }

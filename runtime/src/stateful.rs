@@ -4,8 +4,8 @@
 
 use crate::context::BatchContext;
 use crate::exec::{
-    collect, combine_shuffle, group_buckets, shuffle_by_key, split_even, Combiner, FastMap,
-    Partitioned, Partitions,
+    collect, combine_shuffle, group_buckets, merge_into, shuffle_by_key, split_even, Combiner,
+    FastMap, Partitioned, Partitions,
 };
 use crate::state::{KeyedState, RecordWindow, StateData, StateRegistry, WindowState};
 use rayon::prelude::*;
@@ -307,16 +307,10 @@ where
             .par_iter_mut()
             .zip(partial.into_par_iter())
             .map(|(part, pairs)| {
-                let batch: FastMap<K, V> = pairs.into_iter().collect();
-                for (k, v) in &batch {
-                    let v = v.clone();
-                    let next = match part.running.remove(k) {
-                        Some(acc) => reduce(acc, v),
-                        None => v,
-                    };
-                    part.running.insert(k.clone(), next);
+                for (k, v) in &pairs {
+                    merge_into(&mut part.running, k.clone(), v.clone(), &reduce);
                 }
-                part.batches.push_back((now, batch));
+                part.batches.push_back((now, pairs));
                 while part
                     .batches
                     .front()
@@ -324,8 +318,8 @@ where
                 {
                     if let Some((_, old)) = part.batches.pop_front() {
                         for (k, v) in old {
-                            if let Some(acc) = part.running.remove(&k) {
-                                part.running.insert(k, inverse(acc, v));
+                            if let Some(slot) = part.running.get_mut(&k) {
+                                *slot = slot.take().map(|acc| inverse(acc, v));
                             }
                         }
                     }
@@ -333,10 +327,11 @@ where
                 if !emit {
                     return Vec::new();
                 }
-                part.running.retain(|k, v| keep(k, v));
+                part.running
+                    .retain(|k, v| v.as_ref().is_some_and(|v| keep(k, v)));
                 part.running
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
                     .collect()
             })
             .collect()
