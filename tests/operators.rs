@@ -375,3 +375,50 @@ fn a_panicking_closure_fails_its_batch_only() {
         vec![(1000, vec![5, 10]), (3000, vec![2])]
     );
 }
+
+static PARSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn parse_counted(line: &str) -> usize {
+    PARSED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    line.len()
+}
+
+stream! {
+    app shared { batch: 1s, workers: 2 }
+    let lines = queue_stream::<String>(crate::words_batches());
+    let lengths = lines.map(|l| crate::parse_counted(l)).cache();
+    let total = lengths.reduce(|a, b| a + b);
+    let longest = lengths.reduce(|a, b| a.max(b));
+    total.collect();
+    longest.collect();
+    lengths.print(3);
+}
+
+#[test]
+fn a_cached_stream_is_computed_once_per_batch_for_all_its_outputs() {
+    let mut driver = shared::app().test_driver().unwrap();
+    driver.run_batches(4);
+    let lines: usize = words_batches().iter().map(Vec::len).sum();
+    assert_eq!(
+        PARSED.load(std::sync::atomic::Ordering::SeqCst),
+        lines,
+        "three outputs, one computation"
+    );
+    let total = driver.take::<usize>("total").unwrap();
+    let longest = driver.take::<usize>("longest").unwrap();
+    for (b, batch) in words_batches().iter().enumerate() {
+        let lens: Vec<usize> = batch.iter().map(String::len).collect();
+        assert_eq!(
+            total[b].1,
+            lens.iter()
+                .copied()
+                .reduce(|a, c| a + c)
+                .into_iter()
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            longest[b].1,
+            lens.iter().copied().max().into_iter().collect::<Vec<_>>()
+        );
+    }
+}

@@ -28,8 +28,10 @@ pub struct AppConfig {
     /// Where checkpoints go; `None` disables them.
     pub checkpoint_dir: Option<PathBuf>,
     /// How often a checkpoint is written (a multiple of the batch interval); `None`: the smallest multiple
-    /// of the batch interval that is at least 10 s, as Spark does.
+    /// of the pipeline's slides that is at least 10 s, as Spark does.
     pub checkpoint_every: Option<Duration>,
+    /// What default checkpoint intervals are a multiple of (batch interval and window slides).
+    pub state_slide: Duration,
     /// How many complete checkpoints are kept.
     pub keep_checkpoints: usize,
     /// Discard existing checkpoints and start from empty state.
@@ -53,6 +55,7 @@ impl AppConfig {
             report: false,
             checkpoint_dir: spec.checkpoint_dir.map(PathBuf::from),
             checkpoint_every: spec.checkpoint_every,
+            state_slide: spec.state_slide,
             keep_checkpoints: 3,
             reset_state: false,
             stop_when_drained: false,
@@ -70,8 +73,11 @@ impl AppConfig {
     /// How often checkpoints are written.
     pub fn checkpoint_interval(&self) -> Duration {
         self.checkpoint_every.unwrap_or_else(|| {
+            // A flag may have changed the batch interval; stay on a multiple of both.
             let batch = self.batch_interval.as_millis().max(1) as u64;
-            Duration::from_millis(10_000u64.div_ceil(batch) * batch)
+            let slide = self.state_slide.as_millis().max(1) as u64;
+            let step = lcm(batch, slide);
+            Duration::from_millis(10_000u64.div_ceil(step) * step)
         })
     }
 
@@ -219,6 +225,17 @@ impl AppConfig {
     }
 }
 
+fn lcm(a: u64, b: u64) -> u64 {
+    fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    a / gcd(a, b) * b
+}
+
 /// A configuration value is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub String);
@@ -350,6 +367,7 @@ mod tests {
         workers: 2,
         checkpoint_dir: None,
         checkpoint_every: None,
+        state_slide: Duration::from_secs(1),
         sources: &[SourceSpec {
             name: "lines",
             kind: "socket_text_stream",
@@ -359,6 +377,18 @@ mod tests {
             kind: "print",
         }],
     };
+
+    #[test]
+    fn default_checkpoint_interval_is_a_multiple_of_the_slides_of_at_least_10s() {
+        let mut config = AppConfig::from_spec(&SPEC);
+        assert_eq!(config.checkpoint_interval(), Duration::from_secs(10));
+        config.batch_interval = Duration::from_millis(3000);
+        assert_eq!(config.checkpoint_interval(), Duration::from_secs(12));
+        config.state_slide = Duration::from_secs(7);
+        assert_eq!(config.checkpoint_interval(), Duration::from_secs(21));
+        config.checkpoint_every = Some(Duration::from_secs(6));
+        assert_eq!(config.checkpoint_interval(), Duration::from_secs(6));
+    }
 
     #[test]
     fn durations() {

@@ -33,6 +33,9 @@ pub struct AppSpec {
     pub checkpoint_dir: Option<&'static str>,
     /// `checkpoint_every: 10s` from the header.
     pub checkpoint_every: Option<Duration>,
+    /// The least common multiple of the batch interval and every window's slide: default checkpoints
+    /// fall on a multiple of it, as Spark's do.
+    pub state_slide: Duration,
     pub sources: &'static [SourceSpec],
     pub outputs: &'static [OutputSpec],
 }

@@ -120,6 +120,19 @@ impl<'g> Generator<'g> {
             Some(dir) => quote!(::core::option::Option::Some(#dir)),
             None => quote!(::core::option::Option::None),
         };
+        let state_slide = {
+            fn gcd(a: u64, b: u64) -> u64 {
+                if b == 0 {
+                    a
+                } else {
+                    gcd(b, a % b)
+                }
+            }
+            g.nodes
+                .iter()
+                .filter_map(|n| n.window.map(|w| w.slide_millis))
+                .fold(batch_millis, |acc, s| acc / gcd(acc, s) * s)
+        };
         let checkpoint_every = match g.app.checkpoint_every_millis {
             Some(ms) => quote!(::core::option::Option::Some(#p::Duration::from_millis(#ms))),
             None => quote!(::core::option::Option::None),
@@ -164,6 +177,7 @@ impl<'g> Generator<'g> {
                     workers: #workers,
                     checkpoint_dir: #checkpoint_dir,
                     checkpoint_every: #checkpoint_every,
+                    state_slide: #p::Duration::from_millis(#state_slide),
                     sources: &[#(#source_specs),*],
                     outputs: &[#(#output_specs),*],
                 };
@@ -357,7 +371,10 @@ impl<'g> Generator<'g> {
             self.stage(*input)
         };
         let call = match (op.kind, op.name) {
-            (Kind::Narrow, _) => quote_spanned!(span=> #exec::collect(#ctx, #root, #body)),
+            // `persist`/`cache` materialize the stream once per batch; every consumer then reads that.
+            (Kind::Narrow, _) | (_, "persist" | "cache") => {
+                quote_spanned!(span=> #exec::collect(#ctx, #root, #body))
+            }
             (_, "union" | "join" | "left_outer_join") => {
                 let (other_root, other_body) = self.stage(other.expect("stream argument"));
                 quote_spanned!(span=> #exec::#function(#ctx, #root, #body, #other_root, #other_body))

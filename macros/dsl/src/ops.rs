@@ -180,6 +180,8 @@ pub const OPERATORS: &[Operator] = &[
         "group_by_key_and_window(window_length, slide)",
         StateUse::Window,
     ),
+    op("persist", Kind::Wide, (0, 0), false, "persist()"),
+    op("cache", Kind::Wide, (0, 0), false, "cache()"),
     op("print", Kind::Output, (0, 1), false, "print() or print(n)"),
     op(
         "foreach_batch",
