@@ -930,8 +930,8 @@ fn unknown_operator(method: &Ident) -> Diagnostic {
     }
     match nearest(&name, list.iter().copied()) {
         Some(near) => d.help(format!(
-            "did you mean `{near}`? operators: {}",
-            list.join(", ")
+            "did you mean `{near}`? it is written `.{}`",
+            ops::operator(near).map(|o| o.signature).unwrap_or(near)
         )),
         None => d.help(format!("operators: {}", list.join(", "))),
     }
