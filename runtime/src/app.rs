@@ -1,5 +1,6 @@
 //! [`App`]: configure and run a generated pipeline, in real time or driven batch by batch in tests.
 
+use crate::checkpoint::JournaledBatch;
 use crate::config::AppConfig;
 use crate::context::{CollectError, Collector, Outputs};
 use crate::engine::{
@@ -68,6 +69,12 @@ impl<P: Pipeline> App<P> {
         self.configure(|c| {
             c.source_addresses.insert(name.to_string(), address);
         })
+    }
+
+    /// Stops gracefully on Ctrl-C and SIGTERM (`main` always does).
+    pub fn stop_on_signals(mut self) -> Self {
+        self.handle_signals = true;
+        self
     }
 
     /// Sends `print` output to `writer` instead of standard output.
@@ -194,7 +201,7 @@ impl<P: Pipeline> App<P> {
         let collector: Arc<Collector> = Arc::default();
         let outputs = Outputs::new(print, collector.clone());
         let checkpointer = Checkpointer::from_config(&self.config)?;
-        let resumed = match &checkpointer {
+        let recovered = match &checkpointer {
             Some(c) => c.recover(
                 &pipeline,
                 &mut sources,
@@ -214,7 +221,8 @@ impl<P: Pipeline> App<P> {
             printed,
             checkpointer,
             last_checkpoint: None,
-            time: resumed.unwrap_or(Time(0)),
+            time: recovered.as_ref().map(|r| r.time).unwrap_or(Time(0)),
+            replay: recovered.map(|r| r.pending.into()).unwrap_or_default(),
             interval,
             workers: self.config.workers,
             sources,
@@ -259,6 +267,8 @@ impl RunningApp {
 /// Runs a pipeline batch by batch with a manual clock: batch `k` has time `k × interval`.
 pub struct TestDriver<P: Pipeline> {
     checkpointer: Option<Checkpointer>,
+    /// Batches journaled before a crash, to be cut again first.
+    replay: std::collections::VecDeque<JournaledBatch>,
     last_checkpoint: Option<Duration>,
     sources: P::Sources,
     pipeline: P,
@@ -274,8 +284,20 @@ pub struct TestDriver<P: Pipeline> {
 impl<P: Pipeline> TestDriver<P> {
     /// Cuts and runs the next batch.
     pub fn run_batch(&mut self) -> BatchInfo {
-        self.time = self.time.plus(self.interval);
-        let cut = self.sources.cut(self.time, self.workers);
+        let cut = match self.replay.pop_front() {
+            Some(pending) => {
+                self.time = Time(pending.time_ms);
+                self.sources
+                    .recut(self.time, self.workers, &pending.positions)
+            }
+            None => {
+                self.time = self.time.plus(self.interval);
+                let cut = self.sources.cut(self.time, self.workers);
+                let dir = self.checkpointer.as_ref().map(Checkpointer::journal_dir);
+                engine::journal(dir.as_ref(), self.time, &cut.positions);
+                cut
+            }
+        };
         let outcome = run_batch(
             &self.pipeline,
             &self.machinery,

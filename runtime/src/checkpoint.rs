@@ -22,6 +22,17 @@ const MAGIC: &[u8; 8] = b"STREAMC\x01";
 pub const FORMAT_VERSION: u32 = 1;
 const PREFIX: &str = "checkpoint-";
 const SUFFIX: &str = ".ckpt";
+const JOURNAL_PREFIX: &str = "pending-";
+const JOURNAL_SUFFIX: &str = ".batch";
+
+/// A batch as it was cut, journaled before it runs: after a crash, batches cut but not completed are cut
+/// again with exactly the same data (Spark keeps its pending batches in the checkpoint for this).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournaledBatch {
+    pub time_ms: u64,
+    /// Source positions right after the batch was cut.
+    pub positions: Vec<(String, Vec<u8>)>,
+}
 
 /// Everything one checkpoint holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,20 +100,21 @@ impl CheckpointDir {
     pub fn write(&self, checkpoint: &Checkpoint) -> Result<PathBuf, String> {
         let payload = postcard::to_stdvec(checkpoint)
             .map_err(|e| format!("cannot encode the checkpoint: {e}"))?;
-        let mut bytes = Vec::with_capacity(payload.len() + 24);
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&payload);
-        let crc = crc32fast::hash(&bytes[MAGIC.len()..]);
-        bytes.extend_from_slice(&crc.to_le_bytes());
+        let target = self.write_atomically(
+            &format!("{PREFIX}{:020}{SUFFIX}", checkpoint.time_ms),
+            &frame(&payload),
+        )?;
+        self.prune()?;
+        Ok(target)
+    }
 
-        let name = format!("{PREFIX}{:020}{SUFFIX}", checkpoint.time_ms);
+    /// Temporary name, fsync, rename, directory fsync: a crash leaves the old state or the new, whole.
+    fn write_atomically(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, String> {
         let tmp = self.path.join(format!(".{name}.tmp"));
-        let target = self.path.join(&name);
+        let target = self.path.join(name);
         let io = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", tmp.display());
         let mut file = File::create(&tmp).map_err(|e| io("create", e))?;
-        if let Err(e) = file.write_all(&bytes).and_then(|_| file.sync_all()) {
+        if let Err(e) = file.write_all(bytes).and_then(|_| file.sync_all()) {
             let _ = fs::remove_file(&tmp);
             return Err(io("write", e));
         }
@@ -114,12 +126,76 @@ impl CheckpointDir {
                 target.display()
             )
         })?;
-        // The rename is durable only once the directory entry is.
         File::open(&self.path)
             .and_then(|d| d.sync_all())
             .map_err(|e| format!("cannot sync the directory {}: {e}", self.path.display()))?;
-        self.prune()?;
         Ok(target)
+    }
+
+    /// Journals a batch that is about to run.
+    pub fn journal(&self, batch: &JournaledBatch) -> Result<(), String> {
+        let payload = postcard::to_stdvec(batch)
+            .map_err(|e| format!("cannot encode the batch journal: {e}"))?;
+        self.write_atomically(
+            &format!("{JOURNAL_PREFIX}{:020}{JOURNAL_SUFFIX}", batch.time_ms),
+            &frame(&payload),
+        )?;
+        Ok(())
+    }
+
+    fn journal_files(&self) -> Result<Vec<(u64, PathBuf)>, String> {
+        let entries = fs::read_dir(&self.path)
+            .map_err(|e| format!("cannot list {}: {e}", self.path.display()))?;
+        let mut files: Vec<(u64, PathBuf)> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(|p| {
+                let name = p.file_name()?.to_str()?;
+                let time = name
+                    .strip_prefix(JOURNAL_PREFIX)?
+                    .strip_suffix(JOURNAL_SUFFIX)?
+                    .parse()
+                    .ok()?;
+                Some((time, p))
+            })
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// Batches journaled after `time_ms`, oldest first. A damaged entry ends the list: it was being
+    /// written when the app died, so neither it nor anything after it ever ran.
+    pub fn journaled_after(&self, time_ms: u64) -> Result<Vec<JournaledBatch>, String> {
+        let mut out = Vec::new();
+        for (time, file) in self.journal_files()? {
+            if time <= time_ms {
+                continue;
+            }
+            let entry = fs::read(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| unframe(&bytes).map(<[u8]>::to_vec))
+                .and_then(|payload| {
+                    postcard::from_bytes::<JournaledBatch>(&payload).map_err(|e| e.to_string())
+                });
+            match entry {
+                Ok(entry) => out.push(entry),
+                Err(problem) => {
+                    tracing::warn!(file = %file.display(), "ignoring a damaged batch journal entry: {problem}");
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops journal entries of batches up to `time_ms`, which a checkpoint now covers.
+    pub fn forget_journal_through(&self, time_ms: u64) -> Result<(), String> {
+        for (time, file) in self.journal_files()? {
+            if time <= time_ms {
+                fs::remove_file(&file)
+                    .map_err(|e| format!("cannot remove {}: {e}", file.display()))?;
+            }
+        }
+        Ok(())
     }
 
     fn prune(&self) -> Result<(), String> {
@@ -167,7 +243,12 @@ impl CheckpointDir {
         let mut removed = 0;
         for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.contains(PREFIX) && (name.ends_with(SUFFIX) || name.ends_with(".tmp")) {
+            let ours = name.contains(PREFIX) || name.contains(JOURNAL_PREFIX);
+            if ours
+                && (name.ends_with(SUFFIX)
+                    || name.ends_with(JOURNAL_SUFFIX)
+                    || name.ends_with(".tmp"))
+            {
                 fs::remove_file(&path)
                     .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
                 removed += 1;
@@ -177,12 +258,23 @@ impl CheckpointDir {
     }
 }
 
-/// Reads and verifies one checkpoint file.
-pub fn read(file: &Path) -> Result<Checkpoint, String> {
-    let bytes = fs::read(file).map_err(|e| format!("cannot read it: {e}"))?;
+/// Magic, version, length, payload, CRC-32 of version, length and payload.
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(payload.len() + 24);
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(payload);
+    let crc = crc32fast::hash(&bytes[MAGIC.len()..]);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// The payload of a framed file, after checking magic, version, length and checksum.
+fn unframe(bytes: &[u8]) -> Result<&[u8], String> {
     let header = MAGIC.len() + 4 + 8;
     if bytes.len() < header + 4 || &bytes[..MAGIC.len()] != MAGIC {
-        return Err("not a streamc checkpoint, or truncated".into());
+        return Err("not a streamc file, or truncated".into());
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| "truncated header")?);
     if version != FORMAT_VERSION {
@@ -204,7 +296,13 @@ pub fn read(file: &Path) -> Result<Checkpoint, String> {
     if crc32fast::hash(&body[MAGIC.len()..]) != expected {
         return Err("checksum mismatch (corrupt)".into());
     }
-    postcard::from_bytes(&body[header..]).map_err(|e| format!("cannot decode: {e}"))
+    Ok(&body[header..])
+}
+
+/// Reads and verifies one checkpoint file.
+pub fn read(file: &Path) -> Result<Checkpoint, String> {
+    let bytes = fs::read(file).map_err(|e| format!("cannot read it: {e}"))?;
+    postcard::from_bytes(unframe(&bytes)?).map_err(|e| format!("cannot decode: {e}"))
 }
 
 #[cfg(test)]
@@ -278,6 +376,42 @@ mod tests {
             found.skipped
         );
         assert!(found.skipped[1].contains("checksum"), "{:?}", found.skipped);
+        fs::remove_dir_all(&path).ok();
+    }
+
+    #[test]
+    fn the_journal_lists_pending_batches_and_stops_at_a_torn_entry() {
+        let path = dir("journal");
+        let d = CheckpointDir::open(&path, 3).unwrap();
+        for t in [1000u64, 2000, 3000, 4000] {
+            d.journal(&JournaledBatch {
+                time_ms: t,
+                positions: vec![("q".into(), t.to_le_bytes().to_vec())],
+            })
+            .unwrap();
+        }
+        let after: Vec<u64> = d
+            .journaled_after(1000)
+            .unwrap()
+            .iter()
+            .map(|b| b.time_ms)
+            .collect();
+        assert_eq!(after, vec![2000, 3000, 4000]);
+        fs::write(
+            path.join(format!("{JOURNAL_PREFIX}{:020}{JOURNAL_SUFFIX}", 3000)),
+            b"torn",
+        )
+        .unwrap();
+        let after: Vec<u64> = d
+            .journaled_after(1000)
+            .unwrap()
+            .iter()
+            .map(|b| b.time_ms)
+            .collect();
+        assert_eq!(after, vec![2000]);
+        d.forget_journal_through(3000).unwrap();
+        assert_eq!(d.journal_files().unwrap().len(), 1);
+        assert_eq!(d.reset().unwrap(), 1);
         fs::remove_dir_all(&path).ok();
     }
 

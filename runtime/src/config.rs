@@ -154,7 +154,7 @@ impl AppConfig {
         S: Into<std::ffi::OsString> + Clone,
     {
         let mut sources_help =
-            String::from("Pipeline sources (override with --source NAME=HOST:PORT):\n");
+            String::from("Pipeline sources (override with --source NAME=ADDRESS):\n");
         for source in spec.sources {
             sources_help.push_str(&format!("  {:<20} {}\n", source.name, source.kind));
         }
@@ -185,7 +185,7 @@ impl AppConfig {
         for source in &args.source {
             let Some((name, address)) = source.split_once('=') else {
                 return Err(invalid(format!(
-                    "--source expects NAME=HOST:PORT, got `{source}`"
+                    "--source expects NAME=ADDRESS, got `{source}`"
                 )));
             };
             if !spec.sources.iter().any(|s| s.name == name) {
@@ -261,8 +261,9 @@ struct AppArgs {
     /// Worker threads (and partitions after a shuffle).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
-    /// Where a socket source connects, replacing the pipeline's address. Repeatable.
-    #[arg(long, value_name = "NAME=HOST:PORT")]
+    /// Where a source reads, replacing the pipeline's: HOST:PORT for a socket, a directory for a file
+    /// stream. Repeatable.
+    #[arg(long, value_name = "NAME=ADDRESS")]
     source: Vec<String>,
     /// Bytes a receiver may hold before it stops reading (backpressure).
     #[arg(long, value_name = "BYTES")]

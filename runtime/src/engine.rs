@@ -11,7 +11,7 @@
 //! stop and hand over what they hold, the generator cuts one last batch, the executor finishes every
 //! queued batch, then the run ends.
 
-use crate::checkpoint::{Checkpoint, CheckpointDir};
+use crate::checkpoint::{Checkpoint, CheckpointDir, JournaledBatch};
 use crate::config::AppConfig;
 use crate::context::{BatchContext, Collector, Outputs};
 use crate::pipeline::Pipeline;
@@ -256,7 +256,8 @@ impl Checkpointer {
     }
 
     /// Restores the newest usable checkpoint into the pipeline and sources and checks, with a dry run,
-    /// that the pipeline's state types still match. Returns the time of the checkpointed batch.
+    /// that the pipeline's state types still match. Returns the time of the checkpointed batch and the
+    /// batches cut after it that never completed, to be cut again identically.
     pub(crate) fn recover<P: Pipeline>(
         &self,
         pipeline: &P,
@@ -264,7 +265,7 @@ impl Checkpointer {
         machinery: &Machinery,
         outputs: &Outputs,
         workers: usize,
-    ) -> Result<Option<Time>, RunError> {
+    ) -> Result<Option<Recovered>, RunError> {
         let Some(found) = self.dir.latest().map_err(RunError)? else {
             return Ok(None);
         };
@@ -322,8 +323,14 @@ impl Checkpointer {
                 problems.join("; ")
             )));
         }
-        tracing::info!(checkpoint = %found.file.display(), batch = %time, "resumed from checkpoint");
-        Ok(Some(time))
+        let pending = self.dir.journaled_after(time.millis()).map_err(RunError)?;
+        tracing::info!(checkpoint = %found.file.display(), batch = %time, pending = pending.len(), "resumed from checkpoint");
+        Ok(Some(Recovered { time, pending }))
+    }
+
+    /// The checkpoint directory, for journaling batches as they are cut.
+    pub(crate) fn journal_dir(&self) -> CheckpointDir {
+        self.dir.clone()
     }
 
     /// Writes the checkpoint of batch `time`. A failure (a full disk) is logged and the run goes on: the
@@ -344,7 +351,31 @@ impl Checkpointer {
             states,
         };
         self.dir.write(&checkpoint)?;
+        self.dir.forget_journal_through(time.millis())?;
         Ok(started.elapsed())
+    }
+}
+
+/// Where a restart picks up.
+pub(crate) struct Recovered {
+    /// The checkpointed batch.
+    pub time: Time,
+    /// Batches cut after it but not completed before the crash.
+    pub pending: Vec<JournaledBatch>,
+}
+
+/// Journals a batch before it runs, when the pipeline has replayable sources and a checkpoint directory.
+pub(crate) fn journal(dir: Option<&CheckpointDir>, time: Time, positions: &[(String, Vec<u8>)]) {
+    let Some(dir) = dir else { return };
+    if positions.is_empty() {
+        return;
+    }
+    let entry = JournaledBatch {
+        time_ms: time.millis(),
+        positions: positions.to_vec(),
+    };
+    if let Err(e) = dir.journal(&entry) {
+        tracing::error!(batch = %time, "cannot journal the batch; after a crash it would be cut afresh: {e}");
     }
 }
 
@@ -368,7 +399,7 @@ pub(crate) fn run<P: Pipeline>(
         P::build(&config).map_err(|e| RunError(format!("cannot build the pipeline: {e}")))?;
     let outputs = Outputs::new(options.print, options.collector);
     let checkpointer = Checkpointer::from_config(&config)?;
-    let resumed = match &checkpointer {
+    let recovered = match &checkpointer {
         Some(c) => c.recover(
             &pipeline,
             &mut sources,
@@ -400,7 +431,9 @@ pub(crate) fn run<P: Pipeline>(
         partitions: config.workers,
         stop_after: config.stop_after_batches,
         stop_when_drained: config.stop_when_drained,
-        resume_after: resumed,
+        resume_after: recovered.as_ref().map(|r| r.time),
+        replay: recovered.map(|r| r.pending).unwrap_or_default(),
+        journal: checkpointer.as_ref().map(Checkpointer::journal_dir),
     };
     let generator = std::thread::Builder::new()
         .name("streamc-batches".into())
@@ -557,6 +590,10 @@ struct BatchPlan {
     /// After a restart, the checkpointed batch: batches continue from the next tick, catching up on the
     /// ticks missed while the app was down (as Spark's recovery does).
     resume_after: Option<Time>,
+    /// Batches cut before the crash but not completed: cut again first, with the same data.
+    replay: Vec<JournaledBatch>,
+    /// Where batches are journaled before they run.
+    journal: Option<CheckpointDir>,
 }
 
 /// Cuts a batch at every tick until a stop is requested, then stops the sources and cuts the last one.
@@ -570,6 +607,25 @@ fn generate_batches<S: SourceSet>(
         Some(time) => time.plus(plan.interval),
         None => Time::now().next_multiple(plan.interval),
     };
+    for pending in &plan.replay {
+        let time = Time(pending.time_ms);
+        let crate::source::Cut {
+            batch,
+            records,
+            positions,
+        } = sources.recut(time, plan.partitions, &pending.positions);
+        let message = CutBatch {
+            time,
+            batch,
+            records,
+            positions,
+            last: false,
+        };
+        if batches.send(message).is_err() {
+            return;
+        }
+        next = time.plus(plan.interval);
+    }
     if plan.stop_when_drained && plan.resume_after.is_some() && sources.all_finished() {
         // Restarted after the last batch was already processed and checkpointed: nothing is left.
         sources.stop();
@@ -597,6 +653,7 @@ fn generate_batches<S: SourceSet>(
             records,
             positions,
         } = sources.cut(next, plan.partitions);
+        journal(plan.journal.as_ref(), next, &positions);
         if plan.stop_when_drained && !stopping && sources.all_finished() {
             sources.stop();
             stopping = true;

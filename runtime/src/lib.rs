@@ -58,7 +58,9 @@ pub mod __private {
     pub use crate::context::BatchContext;
     pub use crate::exec;
     pub use crate::pipeline::{AppSpec, BuildError, OutputSpec, Pipeline, SourceSpec};
-    pub use crate::source::{QueueSource, SocketTextSource, SourceSet};
+    pub use crate::source::{
+        FileOptions, QueueSource, SocketTextSource, SourceSet, TextFileSource,
+    };
     pub use crate::state::StateRegistry;
     pub use crate::stateful;
     pub use crate::{App, AppConfig};

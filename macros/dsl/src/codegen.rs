@@ -87,6 +87,7 @@ impl<'g> Generator<'g> {
             } => match def.kind {
                 SourceKind::SocketText => quote!(#p::SocketTextSource),
                 SourceKind::Queue => quote!(#p::QueueSource<#record_type>),
+                SourceKind::TextFiles => quote!(#p::TextFileSource),
             },
             NodeKind::Op { .. } => unreachable!("sources() yields sources"),
         });
@@ -244,6 +245,22 @@ impl<'g> Generator<'g> {
             SourceKind::Queue => {
                 let batches = &args[0];
                 quote_spanned!(span=> #p::QueueSource::<#record_type>::new(#name, #batches))
+            }
+            SourceKind::TextFiles => {
+                let dir = &args[0];
+                let pattern = match args.get(1) {
+                    Some(pattern) => {
+                        quote!(::core::option::Option::Some(::std::string::ToString::to_string(&#pattern)))
+                    }
+                    None => quote!(::core::option::Option::None),
+                };
+                quote_spanned! {span=>
+                    #p::TextFileSource::new(
+                        #name,
+                        #config.source_address(#name, || ::std::string::ToString::to_string(&#dir)),
+                        #p::FileOptions { pattern: #pattern, max_line_bytes: #config.socket.max_line_bytes, ..::core::default::Default::default() },
+                    )
+                }
             }
         }
     }

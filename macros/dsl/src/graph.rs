@@ -856,15 +856,16 @@ impl Builder {
             };
             return Err(d.into());
         };
-        if call.args.len() != def.args {
+        let (min, max) = def.args;
+        if !(min..=max).contains(&call.args.len()) {
+            let expected = match (min, max) {
+                (1, 1) => "1 argument".to_string(),
+                (a, b) if a == b => format!("{a} arguments"),
+                (a, b) => format!("{a} or {b} arguments"),
+            };
             return Err(Diagnostic::at(
                 &segment.ident,
-                format!(
-                    "`{name}` takes {} argument{}, found {}",
-                    def.args,
-                    if def.args == 1 { "" } else { "s" },
-                    call.args.len()
-                ),
+                format!("`{name}` takes {expected}, found {}", call.args.len()),
             )
             .help(format!("write `{}`", def.signature))
             .into());

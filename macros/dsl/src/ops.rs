@@ -204,6 +204,7 @@ pub const OPERATORS: &[Operator] = &[
 pub enum SourceKind {
     SocketText,
     Queue,
+    TextFiles,
 }
 
 /// A source (called as a function).
@@ -211,7 +212,8 @@ pub enum SourceKind {
 pub struct SourceDef {
     pub name: &'static str,
     pub kind: SourceKind,
-    pub args: usize,
+    /// Fewest and most arguments.
+    pub args: (usize, usize),
     pub signature: &'static str,
 }
 
@@ -219,14 +221,20 @@ pub const SOURCES: &[SourceDef] = &[
     SourceDef {
         name: "socket_text_stream",
         kind: SourceKind::SocketText,
-        args: 2,
+        args: (2, 2),
         signature: "socket_text_stream(host, port)",
     },
     SourceDef {
         name: "queue_stream",
         kind: SourceKind::Queue,
-        args: 1,
+        args: (1, 1),
         signature: "queue_stream::<T>(batches)",
+    },
+    SourceDef {
+        name: "text_file_stream",
+        kind: SourceKind::TextFiles,
+        args: (1, 2),
+        signature: "text_file_stream(directory) or text_file_stream(directory, \"*.log\")",
     },
 ];
 

@@ -4,10 +4,14 @@
 //! (sockets) start it on the engine's receiver runtime, which is separate from the worker pool: receiving
 //! never takes a worker away, so `workers: 1` works (unlike Spark's `local[1]`).
 
+mod files;
 mod queue;
 mod socket;
 mod text;
 
+pub use files::{
+    glob_matches, FileEntry, FileOptions, FileSystem, LocalFileSystem, TextFileSource,
+};
 pub use queue::QueueSource;
 pub use socket::{SocketOptions, SocketTextSource};
 pub use text::{MemoryBudget, TextBlock, TextLines, TextPartition};
@@ -58,6 +62,17 @@ pub trait Source: Send + 'static {
     /// Where a replayable source stands after its last cut, for checkpoints; `None` if it cannot replay.
     fn position(&self) -> Option<Vec<u8>> {
         None
+    }
+
+    /// Cuts again, after a restart, a batch that was cut before the crash but not completed: exactly the
+    /// data between the current position and `position` (the position journaled after that cut).
+    fn recut(
+        &mut self,
+        time: Time,
+        partitions: usize,
+        _position: &[u8],
+    ) -> Result<Self::Batch, SourceError> {
+        Ok(self.cut(time, partitions))
     }
 
     /// Moves a replayable source to a position from a checkpoint.
@@ -150,6 +165,13 @@ pub trait SourceSet: Send + 'static {
     fn cut(&mut self, time: Time, partitions: usize) -> Cut<Self::Batch>;
     /// Moves every source named in `positions` to its checkpointed position.
     fn seek(&mut self, positions: &[(String, Vec<u8>)]) -> Result<(), SourceError>;
+    /// Re-cuts a batch that was journaled with `positions` before a crash (see [`Source::recut`]).
+    fn recut(
+        &mut self,
+        time: Time,
+        partitions: usize,
+        positions: &[(String, Vec<u8>)],
+    ) -> Cut<Self::Batch>;
     fn stop(&mut self);
     fn all_finished(&self) -> bool;
     fn stats(&self) -> Vec<(String, SourceStats)>;
@@ -165,6 +187,24 @@ macro_rules! tuple_source_set {
             }
             fn cut(&mut self, time: Time, partitions: usize) -> Cut<Self::Batch> {
                 let batch = ($(self.$idx.cut(time, partitions),)+);
+                let records = vec![$((self.$idx.name().to_string(), $name::records_in(&batch.$idx))),+];
+                let mut positions = Vec::new();
+                $(if let Some(p) = self.$idx.position() { positions.push((self.$idx.name().to_string(), p)); })+
+                Cut { batch, records, positions }
+            }
+            fn recut(&mut self, time: Time, partitions: usize, positions: &[(String, Vec<u8>)]) -> Cut<Self::Batch> {
+                let batch = ($({
+                    let source = &mut self.$idx;
+                    let journaled = positions.iter().find(|(name, _)| name == source.name());
+                    match journaled.map(|(_, p)| source.recut(time, partitions, p)) {
+                        Some(Ok(batch)) => batch,
+                        Some(Err(e)) => {
+                            tracing::warn!("{e}; cutting the batch afresh instead");
+                            source.cut(time, partitions)
+                        }
+                        None => source.cut(time, partitions),
+                    }
+                },)+);
                 let records = vec![$((self.$idx.name().to_string(), $name::records_in(&batch.$idx))),+];
                 let mut positions = Vec::new();
                 $(if let Some(p) = self.$idx.position() { positions.push((self.$idx.name().to_string(), p)); })+

@@ -29,6 +29,27 @@ impl<T: Send + 'static> QueueSource<T> {
     }
 }
 
+impl<T> QueueSource<T> {
+    /// A position: how many batches were taken. Never behind the current one.
+    fn decode(&self, position: &[u8]) -> Result<u64, SourceError> {
+        let error = |message: String| SourceError {
+            source_name: self.name.clone(),
+            message,
+        };
+        let bytes: [u8; 8] = position
+            .try_into()
+            .map_err(|_| error("malformed queue position".into()))?;
+        let target = u64::from_le_bytes(bytes);
+        if target < self.taken {
+            return Err(error(format!(
+                "cannot go back to batch {target}: {} already taken",
+                self.taken
+            )));
+        }
+        Ok(target)
+    }
+}
+
 impl<T: Send + 'static> Source for QueueSource<T> {
     type Batch = Vec<Vec<T>>;
 
@@ -52,6 +73,21 @@ impl<T: Send + 'static> Source for QueueSource<T> {
 
     fn position(&self) -> Option<Vec<u8>> {
         Some(self.taken.to_le_bytes().to_vec())
+    }
+
+    fn recut(
+        &mut self,
+        _time: Time,
+        partitions: usize,
+        position: &[u8],
+    ) -> Result<Self::Batch, SourceError> {
+        let target = self.decode(position)?;
+        let mut records = Vec::new();
+        while self.taken < target {
+            records.extend(self.queue.pop_front().unwrap_or_default());
+            self.taken += 1;
+        }
+        Ok(crate::exec::split_even(records, partitions))
     }
 
     fn seek(&mut self, position: &[u8]) -> Result<(), SourceError> {
