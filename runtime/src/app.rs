@@ -212,7 +212,7 @@ impl<P: Pipeline> App<P> {
             None => None,
         };
         sources
-            .start(&machinery.env())
+            .start(&machinery.env(&self.config))
             .map_err(|e| RunError(e.to_string()))?;
         let interval = self.config.batch_interval;
         Ok(TestDriver {

@@ -38,6 +38,12 @@ pub struct AppConfig {
     pub reset_state: bool,
     /// Stop gracefully once every source is drained (queue streams).
     pub stop_when_drained: bool,
+    /// Records per second each receiver may take in (Spark's `spark.streaming.receiver.maxRate`).
+    pub receiver_max_rate: Option<u64>,
+    /// Adapt receiving rates to what the pipeline sustains (Spark's `spark.streaming.backpressure.enabled`).
+    pub backpressure: bool,
+    /// Under backpressure, the rate before the first estimate.
+    pub backpressure_initial_rate: Option<u64>,
 }
 
 impl AppConfig {
@@ -59,6 +65,9 @@ impl AppConfig {
             keep_checkpoints: 3,
             reset_state: false,
             stop_when_drained: false,
+            receiver_max_rate: None,
+            backpressure: false,
+            backpressure_initial_rate: None,
         }
     }
 
@@ -221,6 +230,13 @@ impl AppConfig {
         }
         self.reset_state |= args.reset_state;
         self.stop_when_drained |= args.until_drained;
+        if let Some(rate) = args.receiver_max_rate {
+            self.receiver_max_rate = Some(rate);
+        }
+        self.backpressure |= args.backpressure;
+        if let Some(rate) = args.backpressure_initial_rate {
+            self.backpressure_initial_rate = Some(rate);
+        }
         self.validate().map_err(|e| invalid(e.0))
     }
 }
@@ -302,6 +318,15 @@ struct AppArgs {
     /// Stop gracefully once every source is drained (queue streams).
     #[arg(long)]
     until_drained: bool,
+    /// Records per second each receiver may take in.
+    #[arg(long, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
+    receiver_max_rate: Option<u64>,
+    /// Adapt receiving rates to what the pipeline sustains (PID estimator, Spark's defaults).
+    #[arg(long)]
+    backpressure: bool,
+    /// Under --backpressure, the receiving rate before the first estimate.
+    #[arg(long, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
+    backpressure_initial_rate: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]

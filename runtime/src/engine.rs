@@ -63,6 +63,8 @@ pub struct RunReport {
     pub sources: Vec<(String, SourceStats)>,
     /// From start until the first batch was completed.
     pub time_to_first_batch: Option<Duration>,
+    /// The rate each receiver was held to at the end (0: unlimited).
+    pub rate_limits: Vec<(String, u64)>,
     pub checkpoints_written: u64,
     pub checkpoints_failed: u64,
     pub last_checkpoint_duration: Option<Duration>,
@@ -149,6 +151,7 @@ impl StopHandle {
 pub(crate) struct Machinery {
     pub receivers: tokio::runtime::Runtime,
     pub pool: rayon::ThreadPool,
+    pub rates: crate::rate::RateControls,
 }
 
 impl Machinery {
@@ -170,12 +173,23 @@ impl Machinery {
                     config.workers
                 ))
             })?;
-        Ok(Self { receivers, pool })
+        Ok(Self {
+            receivers,
+            pool,
+            rates: Default::default(),
+        })
     }
 
-    pub(crate) fn env(&self) -> ReceiverEnv {
+    pub(crate) fn env(&self, config: &AppConfig) -> ReceiverEnv {
         ReceiverEnv {
             handle: self.receivers.handle().clone(),
+            rates: self.rates.clone(),
+            max_rate: config.receiver_max_rate,
+            initial_rate: if config.backpressure {
+                config.backpressure_initial_rate
+            } else {
+                None
+            },
         }
     }
 }
@@ -356,6 +370,52 @@ impl Checkpointer {
     }
 }
 
+/// Backpressure: one PID estimator per receiver, fed each batch's figures.
+struct Backpressure {
+    enabled: bool,
+    interval: Duration,
+    controls: crate::rate::RateControls,
+    estimators: std::collections::HashMap<String, crate::rate::PidRateEstimator>,
+}
+
+impl Backpressure {
+    fn new(config: &AppConfig, controls: &crate::rate::RateControls) -> Self {
+        Self {
+            enabled: config.backpressure,
+            interval: config.batch_interval,
+            controls: controls.clone(),
+            estimators: Default::default(),
+        }
+    }
+
+    fn update(&mut self, info: &BatchInfo) {
+        if !self.enabled {
+            return;
+        }
+        for (name, control) in self.controls.all() {
+            let records = info
+                .records
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, r)| *r as u64)
+                .unwrap_or(0);
+            let estimator = self
+                .estimators
+                .entry(name.clone())
+                .or_insert_with(|| crate::rate::PidRateEstimator::new(self.interval));
+            if let Some(rate) = estimator.compute(
+                info.time.millis(),
+                records,
+                info.processing_time,
+                info.scheduling_delay,
+            ) {
+                control.set(rate as u64);
+                tracing::debug!(source = %name, rate = control.limit(), "backpressure: new receiving rate");
+            }
+        }
+    }
+}
+
 /// Where a restart picks up.
 pub(crate) struct Recovered {
     /// The checkpointed batch.
@@ -410,8 +470,9 @@ pub(crate) fn run<P: Pipeline>(
         None => None,
     };
     sources
-        .start(&machinery.env())
+        .start(&machinery.env(&config))
         .map_err(|e| RunError(e.to_string()))?;
+    let mut backpressure = Backpressure::new(&config, &machinery.rates);
     if options.handle_signals {
         spawn_signal_watch(&machinery.receivers, stop_handle.clone());
     }
@@ -469,6 +530,7 @@ pub(crate) fn run<P: Pipeline>(
         }
         let end = SystemTime::now();
         let info = batch_info(time, cut.records, start, end, outcome);
+        backpressure.update(&info);
         if info.scheduling_delay > config.batch_interval {
             tracing::warn!(
                 batch = %time,
@@ -492,6 +554,12 @@ pub(crate) fn run<P: Pipeline>(
         .join()
         .map_err(|_| RunError("the batch generator panicked".into()))?;
     report.sources = sources.stats();
+    report.rate_limits = machinery
+        .rates
+        .all()
+        .into_iter()
+        .map(|(name, c)| (name, c.limit()))
+        .collect();
     drop(sources);
     machinery.receivers.shutdown_timeout(Duration::from_secs(1));
     tracing::info!(app = %config.name, batches = report.batches_completed, "stopped");

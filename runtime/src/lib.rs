@@ -31,6 +31,7 @@ pub mod engine;
 pub mod exec;
 pub mod output;
 pub mod pipeline;
+pub mod rate;
 pub mod source;
 pub mod state;
 pub mod stateful;

@@ -24,6 +24,12 @@ use std::sync::Mutex;
 #[derive(Clone, Debug)]
 pub struct ReceiverEnv {
     pub(crate) handle: tokio::runtime::Handle,
+    /// Where receivers register their rate controls, so backpressure can reach them.
+    pub(crate) rates: crate::rate::RateControls,
+    /// `--receiver-max-rate`: records per second per receiver.
+    pub(crate) max_rate: Option<u64>,
+    /// The rate a receiver starts at under backpressure, before the first estimate.
+    pub(crate) initial_rate: Option<u64>,
 }
 
 /// A producer of batches.

@@ -7,6 +7,7 @@
 
 use super::text::{MemoryBudget, TextBlock, TextPartition};
 use super::{ReceiverCounters, ReceiverEnv, Source, SourceError, SourceStats};
+use crate::rate::{Pacer, RateControl};
 use crate::time::Time;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -89,7 +90,13 @@ impl Source for SocketTextSource {
             });
         }
         let (stop_tx, stop_rx) = watch::channel(false);
+        let control = Arc::new(RateControl::new(env.max_rate));
+        if let Some(initial) = env.initial_rate {
+            control.set(initial);
+        }
+        env.rates.register(&self.name, control.clone());
         let receiver = Receiver {
+            pacer: Pacer::new(control),
             name: self.name.clone(),
             address: self.address.clone(),
             options: self.options.clone(),
@@ -140,6 +147,7 @@ impl Drop for SocketTextSource {
 }
 
 struct Receiver {
+    pacer: Pacer,
     name: String,
     address: String,
     options: SocketOptions,
@@ -223,7 +231,7 @@ impl Receiver {
                 splitter.feed(&buf[..n], &mut block)
             };
             self.account(outcome);
-            if !block.is_empty() && !self.deliver(block).await {
+            if !self.deliver_paced(block).await {
                 return Ended::Stopped;
             }
             if n == 0 {
@@ -247,6 +255,31 @@ impl Receiver {
             ReceiverCounters::add(&c.oversized_lines, outcome.oversized);
             tracing::warn!(source = %self.name, max = self.options.max_line_bytes, "skipped lines longer than the limit");
         }
+    }
+
+    /// Delivers `block`, in slices that keep to the rate limit when there is one. False once stopped.
+    async fn deliver_paced(&mut self, block: TextBlock) -> bool {
+        if block.is_empty() {
+            return true;
+        }
+        let slices = match self.pacer.block_limit() {
+            Some(limit) if block.len() > limit => block.split_every(limit),
+            _ => vec![block],
+        };
+        for slice in slices {
+            let records = slice.len() as u64;
+            if !self.deliver(slice).await {
+                return false;
+            }
+            let wait = self.pacer.delay_after(records);
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.stop.changed() => return false,
+                }
+            }
+        }
+        true
     }
 
     /// Waits for budget, then hands the block to the next batch. False if the budget was closed.

@@ -67,6 +67,23 @@ impl TextBlock {
         })
     }
 
+    /// Splits the block into blocks of at most `lines` lines (rate-limited delivery).
+    pub fn split_every(self, lines: usize) -> Vec<TextBlock> {
+        let lines = lines.max(1);
+        let mut out = Vec::with_capacity(self.len().div_ceil(lines));
+        let mut current = TextBlock::new();
+        for line in self.lines() {
+            if current.len() == lines {
+                out.push(std::mem::take(&mut current));
+            }
+            current.push_line(line);
+        }
+        if !current.is_empty() {
+            out.push(current);
+        }
+        out
+    }
+
     /// Builds a block from lines; used by tests and by sources that read whole files.
     pub fn from_lines<S: AsRef<str>>(lines: impl IntoIterator<Item = S>) -> Self {
         let mut block = TextBlock::new();

@@ -1,0 +1,248 @@
+//! Rate control: a per-receiver limit in records per second (`--receiver-max-rate`), and backpressure
+//! (`--backpressure`): after every batch a PID estimator, with Spark's defaults, computes the rate the
+//! pipeline can sustain from the batch's size, processing time and scheduling delay, and receivers are
+//! held to it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The rate in force for one receiver, shared between the engine (which sets it) and the receiver
+/// (which paces itself by it). 0 means unlimited.
+#[derive(Debug, Default)]
+pub struct RateControl {
+    limit: AtomicU64,
+    /// The configured ceiling (`--receiver-max-rate`); backpressure never goes above it.
+    ceiling: AtomicU64,
+}
+
+impl RateControl {
+    pub fn new(max_rate: Option<u64>) -> Self {
+        let max = max_rate.unwrap_or(0);
+        Self {
+            limit: AtomicU64::new(max),
+            ceiling: AtomicU64::new(max),
+        }
+    }
+
+    /// Records per second allowed now; 0 when unlimited.
+    pub fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Sets the rate from backpressure, capped by the configured maximum.
+    pub fn set(&self, rate: u64) {
+        let ceiling = self.ceiling.load(Ordering::Relaxed);
+        let rate = if ceiling > 0 { rate.min(ceiling) } else { rate };
+        self.limit.store(rate.max(1), Ordering::Relaxed);
+    }
+}
+
+/// The rate controls of a run's receivers, by source name.
+#[derive(Clone, Debug, Default)]
+pub struct RateControls(Arc<Mutex<Vec<NamedControl>>>);
+
+/// A receiver's rate control and its source's name.
+pub type NamedControl = (String, Arc<RateControl>);
+
+impl RateControls {
+    /// Registers a receiver's control.
+    pub fn register(&self, source: &str, control: Arc<RateControl>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((source.to_string(), control));
+    }
+
+    pub fn all(&self) -> Vec<NamedControl> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Paces a receiver: after delivering `n` records it waits until they fit the rate.
+#[derive(Debug)]
+pub struct Pacer {
+    control: Arc<RateControl>,
+    anchor: Instant,
+    delivered: u64,
+    rate: u64,
+}
+
+impl Pacer {
+    pub fn new(control: Arc<RateControl>) -> Self {
+        Self {
+            control,
+            anchor: Instant::now(),
+            delivered: 0,
+            rate: 0,
+        }
+    }
+
+    /// The largest block to deliver at once: a twentieth of a second of records, so pacing stays smooth.
+    pub fn block_limit(&self) -> Option<usize> {
+        match self.control.limit() {
+            0 => None,
+            rate => Some((rate as usize / 20).max(1)),
+        }
+    }
+
+    /// How long to wait after delivering `records` more.
+    pub fn delay_after(&mut self, records: u64) -> Duration {
+        let rate = self.control.limit();
+        let now = Instant::now();
+        if rate != self.rate || rate == 0 {
+            // The limit changed (or there is none): pace afresh from now.
+            self.rate = rate;
+            self.anchor = now;
+            self.delivered = 0;
+        }
+        if rate == 0 {
+            return Duration::ZERO;
+        }
+        // Idle time is not credit for a later burst beyond a second's worth.
+        let earliest = now - Duration::from_secs(1);
+        if self.anchor + Duration::from_secs_f64(self.delivered as f64 / rate as f64) < earliest {
+            self.anchor = earliest;
+            self.delivered = 0;
+        }
+        self.delivered += records;
+        let due = self.anchor + Duration::from_secs_f64(self.delivered as f64 / rate as f64);
+        due.saturating_duration_since(now)
+    }
+}
+
+/// Spark's PID rate estimator (proportional 1.0, integral 0.2, derivative 0.0, minimum 100 records/s).
+#[derive(Debug, Clone)]
+pub struct PidRateEstimator {
+    batch_interval_ms: f64,
+    proportional: f64,
+    integral: f64,
+    derivative: f64,
+    min_rate: f64,
+    first_run: bool,
+    latest_time_ms: u64,
+    latest_rate: f64,
+    latest_error: f64,
+}
+
+impl PidRateEstimator {
+    pub fn new(batch_interval: Duration) -> Self {
+        Self {
+            batch_interval_ms: batch_interval.as_millis().max(1) as f64,
+            proportional: 1.0,
+            integral: 0.2,
+            derivative: 0.0,
+            min_rate: 100.0,
+            first_run: true,
+            latest_time_ms: 0,
+            latest_rate: -1.0,
+            latest_error: -1.0,
+        }
+    }
+
+    /// A new rate (records/s) after batch `time_ms` of `records` records, or `None` while it learns.
+    pub fn compute(
+        &mut self,
+        time_ms: u64,
+        records: u64,
+        processing: Duration,
+        scheduling: Duration,
+    ) -> Option<f64> {
+        let processing_ms = processing.as_secs_f64() * 1000.0;
+        if time_ms <= self.latest_time_ms || records == 0 || processing_ms <= 0.0 {
+            return None;
+        }
+        let since_update = (time_ms - self.latest_time_ms) as f64 / 1000.0;
+        let processing_rate = records as f64 / processing_ms * 1000.0;
+        let error = self.latest_rate - processing_rate;
+        let historical_error =
+            scheduling.as_secs_f64() * 1000.0 * processing_rate / self.batch_interval_ms;
+        let d_error = (error - self.latest_error) / since_update;
+        let new_rate = (self.latest_rate
+            - self.proportional * error
+            - self.integral * historical_error
+            - self.derivative * d_error)
+            .max(self.min_rate);
+        self.latest_time_ms = time_ms;
+        if self.first_run {
+            self.latest_rate = processing_rate;
+            self.latest_error = 0.0;
+            self.first_run = false;
+            None
+        } else {
+            self.latest_rate = new_rate;
+            self.latest_error = error;
+            Some(new_rate)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_matches_a_hand_computed_step() {
+        let mut pid = PidRateEstimator::new(Duration::from_secs(1));
+        // First batch: 10,000 records in 500 ms learns a processing rate of 20,000/s.
+        assert_eq!(
+            pid.compute(1000, 10_000, Duration::from_millis(500), Duration::ZERO),
+            None
+        );
+        // Second: 30,000 records in 2,000 ms (15,000/s), scheduled 1,000 ms late.
+        // error = 20,000 - 15,000 = 5,000; historical = 1,000 * 15,000 / 1,000 = 15,000;
+        // new = 20,000 - 5,000 - 0.2 * 15,000 = 12,000.
+        let rate = pid
+            .compute(
+                2000,
+                30_000,
+                Duration::from_millis(2000),
+                Duration::from_millis(1000),
+            )
+            .unwrap();
+        assert!((rate - 12_000.0).abs() < 1e-6, "{rate}");
+        // Never below the minimum.
+        let rate = pid
+            .compute(
+                3000,
+                10,
+                Duration::from_millis(5000),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        assert_eq!(rate, 100.0);
+        // Stale or empty batches change nothing.
+        assert_eq!(
+            pid.compute(3000, 10, Duration::from_millis(5), Duration::ZERO),
+            None
+        );
+        assert_eq!(
+            pid.compute(4000, 0, Duration::from_millis(5), Duration::ZERO),
+            None
+        );
+    }
+
+    #[test]
+    fn the_ceiling_caps_backpressure() {
+        let control = RateControl::new(Some(5_000));
+        control.set(9_000);
+        assert_eq!(control.limit(), 5_000);
+        control.set(1_000);
+        assert_eq!(control.limit(), 1_000);
+        let unlimited = RateControl::new(None);
+        assert_eq!(unlimited.limit(), 0);
+        unlimited.set(700);
+        assert_eq!(unlimited.limit(), 700);
+    }
+
+    #[test]
+    fn pacing_spreads_records_over_time() {
+        let mut pacer = Pacer::new(Arc::new(RateControl::new(Some(1_000))));
+        assert_eq!(pacer.block_limit(), Some(50));
+        let wait = pacer.delay_after(500);
+        assert!(
+            wait > Duration::from_millis(450) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+    }
+}
