@@ -202,6 +202,30 @@ fn main() {
         );
     }
 
+    if wanted("wal") {
+        let dir = std::env::temp_dir().join(format!("streamc-bench-wal-{}", std::process::id()));
+        let mut pairs = Vec::new();
+        for _ in 0..3 {
+            let (plain, _) = socket_run(&repeated, 3 * words as u64, 2, Duration::from_millis(100));
+            let (logged, _) = socket_run_with(
+                &repeated,
+                3 * words as u64,
+                2,
+                Duration::from_millis(100),
+                Some(dir.clone()),
+            );
+            pairs.push((plain, logged));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let best_plain = pairs.iter().map(|p| p.0).min().unwrap_or_default();
+        let best_logged = pairs.iter().map(|p| p.1).min().unwrap_or_default();
+        println!(
+            "write-ahead log on the loopback socket (2 workers, 100 ms batches): {} without, {} with: {:.0}% throughput loss",
+            million(rate(3 * words, best_plain)),
+            million(rate(3 * words, best_logged)),
+            100.0 * (1.0 - best_plain.as_secs_f64() / best_logged.as_secs_f64())
+        );
+    }
     if wanted("interval") {
         println!("smallest batch interval that keeps up with 1M words/s on the socket (2 workers, 3 s each):");
     }
@@ -227,6 +251,17 @@ fn socket_run(
     workers: usize,
     interval: Duration,
 ) -> (Duration, streamc::RunReport) {
+    socket_run_with(payload, words, workers, interval, None)
+}
+
+/// [`socket_run`], optionally with the write-ahead log on (in a fresh checkpoint directory).
+fn socket_run_with(
+    payload: &[u8],
+    words: u64,
+    workers: usize,
+    interval: Duration,
+    wal: Option<std::path::PathBuf>,
+) -> (Duration, streamc::RunReport) {
     COUNTED.store(0, std::sync::atomic::Ordering::SeqCst);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
@@ -234,6 +269,13 @@ fn socket_run(
         .workers(workers)
         .batch_interval(interval)
         .source_address("lines", address.to_string())
+        .configure(|c| {
+            if let Some(dir) = wal {
+                let _ = std::fs::remove_dir_all(&dir);
+                c.checkpoint_dir = Some(dir);
+                c.write_ahead_log = true;
+            }
+        })
         .start()
         .unwrap();
     let (mut conn, _) = listener.accept().unwrap();

@@ -236,8 +236,14 @@ impl CheckpointDir {
         }
     }
 
-    /// Deletes every checkpoint (and leftover temporary file) in the directory.
+    /// Deletes every checkpoint, journal entry, write-ahead log and leftover temporary file in the
+    /// directory.
     pub fn reset(&self) -> Result<usize, String> {
+        let wal = self.path.join("wal");
+        if wal.exists() {
+            fs::remove_dir_all(&wal)
+                .map_err(|e| format!("cannot remove {}: {e}", wal.display()))?;
+        }
         let entries = fs::read_dir(&self.path)
             .map_err(|e| format!("cannot list {}: {e}", self.path.display()))?;
         let mut removed = 0;

@@ -44,6 +44,9 @@ pub struct AppConfig {
     pub backpressure: bool,
     /// Under backpressure, the rate before the first estimate.
     pub backpressure_initial_rate: Option<u64>,
+    /// Receivers write what they receive to a write-ahead log in the checkpoint directory before it is
+    /// used, so a crash loses nothing already received.
+    pub write_ahead_log: bool,
 }
 
 impl AppConfig {
@@ -68,6 +71,7 @@ impl AppConfig {
             receiver_max_rate: None,
             backpressure: false,
             backpressure_initial_rate: None,
+            write_ahead_log: false,
         }
     }
 
@@ -103,6 +107,11 @@ impl AppConfig {
         if !self.batch_interval.subsec_nanos().is_multiple_of(1_000_000) {
             return Err(ConfigError(
                 "the batch interval must be a whole number of milliseconds".into(),
+            ));
+        }
+        if self.write_ahead_log && self.checkpoint_dir.is_none() {
+            return Err(ConfigError(
+                "the write-ahead log lives in the checkpoint directory: set one (`checkpoint:` in the app header, or --checkpoint DIR)".into(),
             ));
         }
         if let Some(every) = self.checkpoint_every {
@@ -234,6 +243,7 @@ impl AppConfig {
             self.receiver_max_rate = Some(rate);
         }
         self.backpressure |= args.backpressure;
+        self.write_ahead_log |= args.wal;
         if let Some(rate) = args.backpressure_initial_rate {
             self.backpressure_initial_rate = Some(rate);
         }
@@ -324,6 +334,9 @@ struct AppArgs {
     /// Adapt receiving rates to what the pipeline sustains (PID estimator, Spark's defaults).
     #[arg(long)]
     backpressure: bool,
+    /// Write received data to a write-ahead log in the checkpoint directory before using it.
+    #[arg(long)]
+    wal: bool,
     /// Under --backpressure, the receiving rate before the first estimate.
     #[arg(long, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
     backpressure_initial_rate: Option<u64>,

@@ -152,6 +152,7 @@ pub(crate) struct Machinery {
     pub receivers: tokio::runtime::Runtime,
     pub pool: rayon::ThreadPool,
     pub rates: crate::rate::RateControls,
+    pub checkpointed: crate::source::Checkpointed,
 }
 
 impl Machinery {
@@ -177,6 +178,7 @@ impl Machinery {
             receivers,
             pool,
             rates: Default::default(),
+            checkpointed: Default::default(),
         })
     }
 
@@ -190,6 +192,11 @@ impl Machinery {
             } else {
                 None
             },
+            wal_dir: match (&config.checkpoint_dir, config.write_ahead_log) {
+                (Some(dir), true) => Some(dir.join("wal")),
+                _ => None,
+            },
+            checkpointed: self.checkpointed.clone(),
         }
     }
 }
@@ -629,7 +636,13 @@ pub(crate) fn run_batch<P: Pipeline>(
     );
     let processing = started.elapsed();
     let checkpoint = match checkpointer {
-        Some(c) if checkpoint_due => Some(c.write(pipeline, time, positions)),
+        Some(c) if checkpoint_due => {
+            let written = c.write(pipeline, time, positions.clone());
+            if written.is_ok() {
+                machinery.checkpointed.set(positions);
+            }
+            Some(written)
+        }
         _ => None,
     };
     BatchOutcome {

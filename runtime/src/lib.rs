@@ -37,6 +37,7 @@ pub mod state;
 pub mod stateful;
 pub mod testkit;
 pub mod time;
+pub mod wal;
 
 pub use app::{App, RunningApp, TestDriver};
 pub use batch::Batch;

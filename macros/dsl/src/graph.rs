@@ -846,8 +846,8 @@ impl Builder {
             let mut d = Diagnostic::at(&segment.ident, format!("unknown source `{name}`"));
             d = match nearest(&name, list.iter().copied()) {
                 Some(near) => d.help(format!(
-                    "did you mean `{near}`? sources: {}",
-                    list.join(", ")
+                    "did you mean `{near}`? it is written `{}`",
+                    ops::source(near).map(|s| s.signature).unwrap_or(near)
                 )),
                 None if name == ops::BROADCAST => d.help(
                     "`broadcast(...)` must be bound directly: `let name: Type = broadcast(value);`",

@@ -18,7 +18,7 @@ pub use text::{MemoryBudget, TextBlock, TextLines, TextPartition};
 
 use crate::time::Time;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// What receivers need from the engine: the runtime they run on.
 #[derive(Clone, Debug)]
@@ -30,6 +30,32 @@ pub struct ReceiverEnv {
     pub(crate) max_rate: Option<u64>,
     /// The rate a receiver starts at under backpressure, before the first estimate.
     pub(crate) initial_rate: Option<u64>,
+    /// Where receivers keep write-ahead logs, when they are on.
+    pub(crate) wal_dir: Option<std::path::PathBuf>,
+    /// Source positions of the last checkpoint written, so logs can drop what it covers.
+    pub(crate) checkpointed: Checkpointed,
+}
+
+/// The source positions of the newest checkpoint, shared with the sources.
+#[derive(Clone, Debug, Default)]
+pub struct Checkpointed(Arc<Mutex<Positions>>);
+
+/// Source positions by source name.
+pub type Positions = Vec<(String, Vec<u8>)>;
+
+impl Checkpointed {
+    pub(crate) fn set(&self, positions: Vec<(String, Vec<u8>)>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = positions;
+    }
+
+    pub(crate) fn position_of(&self, source: &str) -> Option<Vec<u8>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(n, _)| n == source)
+            .map(|(_, p)| p.clone())
+    }
 }
 
 /// A producer of batches.

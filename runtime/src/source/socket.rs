@@ -9,6 +9,7 @@ use super::text::{MemoryBudget, TextBlock, TextPartition};
 use super::{ReceiverCounters, ReceiverEnv, Source, SourceError, SourceStats};
 use crate::rate::{Pacer, RateControl};
 use crate::time::Time;
+use crate::wal::{WalPosition, WriteAheadLog};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -39,15 +40,23 @@ impl Default for SocketOptions {
     }
 }
 
+/// Blocks received and not yet cut, each with where it ends in the write-ahead log (when there is one).
+type Received = Arc<Mutex<Vec<(TextBlock, Option<WalPosition>)>>>;
+
 /// A TCP text-line source.
 pub struct SocketTextSource {
     name: String,
     address: String,
     options: SocketOptions,
-    received: Arc<Mutex<Vec<TextBlock>>>,
+    received: Received,
     counters: Arc<ReceiverCounters>,
     stop: Option<watch::Sender<bool>>,
     task: Option<(tokio::runtime::Handle, JoinHandle<()>)>,
+    /// With a write-ahead log: the log, where the last cut batch ends in it, and where a restart resumes.
+    wal: Option<Arc<Mutex<WriteAheadLog>>>,
+    cut_position: WalPosition,
+    resume_from: Option<WalPosition>,
+    checkpointed: Option<crate::source::Checkpointed>,
 }
 
 impl SocketTextSource {
@@ -61,6 +70,88 @@ impl SocketTextSource {
             counters: Arc::default(),
             stop: None,
             task: None,
+            wal: None,
+            cut_position: WalPosition::default(),
+            resume_from: None,
+            checkpointed: None,
+        }
+    }
+
+    /// Opens the write-ahead log and puts back what it holds after the checkpointed position: data
+    /// received before a crash and not covered by a checkpoint is processed again, not lost.
+    fn open_wal(&mut self, dir: &std::path::Path) -> Result<(), SourceError> {
+        let error = |message: String| SourceError {
+            source_name: self.name.clone(),
+            message,
+        };
+        let wal = WriteAheadLog::open(&dir.join(&self.name), 64 << 20).map_err(|e| {
+            error(format!(
+                "cannot open the write-ahead log in {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let from = self.resume_from.unwrap_or_default();
+        let records = wal
+            .read_after(from)
+            .map_err(|e| error(format!("cannot read the write-ahead log: {e}")))?;
+        if !records.is_empty() {
+            tracing::info!(source = %self.name, blocks = records.len(), "replaying received data from the write-ahead log");
+        }
+        let mut received = self.received.lock().unwrap_or_else(|p| p.into_inner());
+        for (position, payload) in records {
+            let text = String::from_utf8_lossy(&payload);
+            received.push((TextBlock::from_lines(text.split('\n')), Some(position)));
+        }
+        drop(received);
+        self.cut_position = from;
+        self.wal = Some(Arc::new(Mutex::new(wal)));
+        Ok(())
+    }
+
+    fn take_received(&self, up_to: Option<WalPosition>) -> Vec<(TextBlock, Option<WalPosition>)> {
+        let mut received = self.received.lock().unwrap_or_else(|p| p.into_inner());
+        match up_to {
+            None => std::mem::take(&mut *received),
+            Some(limit) => {
+                let keep = received
+                    .iter()
+                    .position(|(_, p)| p.is_some_and(|p| p > limit))
+                    .unwrap_or(received.len());
+                received.drain(..keep).collect()
+            }
+        }
+    }
+
+    /// Spreads taken blocks into partitions, advancing the cut position past them.
+    fn partitions(
+        &mut self,
+        taken: Vec<(TextBlock, Option<WalPosition>)>,
+        partitions: usize,
+    ) -> Vec<TextPartition> {
+        if let Some(last) = taken.iter().filter_map(|(_, p)| *p).max() {
+            self.cut_position = last;
+        }
+        self.forget_checkpointed_log();
+        TextPartition::spread(taken.into_iter().map(|(b, _)| b).collect(), partitions)
+    }
+
+    /// Deletes log segments a checkpoint has made unnecessary.
+    fn forget_checkpointed_log(&self) {
+        let (Some(wal), Some(checkpointed)) = (&self.wal, &self.checkpointed) else {
+            return;
+        };
+        let Some(position) = checkpointed
+            .position_of(&self.name)
+            .and_then(|p| postcard::from_bytes::<WalPosition>(&p).ok())
+        else {
+            return;
+        };
+        if let Err(e) = wal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .delete_before(position)
+        {
+            tracing::warn!(source = %self.name, "cannot delete old write-ahead log segments: {e}");
         }
     }
 
@@ -95,7 +186,14 @@ impl Source for SocketTextSource {
             control.set(initial);
         }
         env.rates.register(&self.name, control.clone());
+        self.checkpointed = Some(env.checkpointed.clone());
+        if let Some(dir) = &env.wal_dir {
+            self.open_wal(dir)?;
+        } else if self.resume_from.is_some() {
+            tracing::warn!(source = %self.name, "the checkpoint has a write-ahead log position, but the log is off: data received before the restart is not replayed");
+        }
         let receiver = Receiver {
+            wal: self.wal.clone(),
             pacer: Pacer::new(control),
             name: self.name.clone(),
             address: self.address.clone(),
@@ -112,11 +210,36 @@ impl Source for SocketTextSource {
     }
 
     fn cut(&mut self, _time: Time, partitions: usize) -> Self::Batch {
-        let blocks = match self.received.lock() {
-            Ok(mut received) => std::mem::take(&mut *received),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        };
-        TextPartition::spread(blocks, partitions)
+        let taken = self.take_received(None);
+        self.partitions(taken, partitions)
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        self.wal.as_ref()?;
+        postcard::to_stdvec(&self.cut_position).ok()
+    }
+
+    fn seek(&mut self, position: &[u8]) -> Result<(), SourceError> {
+        let position: WalPosition = postcard::from_bytes(position).map_err(|e| SourceError {
+            source_name: self.name.clone(),
+            message: format!("malformed write-ahead log position in the checkpoint: {e}"),
+        })?;
+        self.resume_from = Some(position);
+        Ok(())
+    }
+
+    fn recut(
+        &mut self,
+        _time: Time,
+        partitions: usize,
+        position: &[u8],
+    ) -> Result<Self::Batch, SourceError> {
+        let target: WalPosition = postcard::from_bytes(position).map_err(|e| SourceError {
+            source_name: self.name.clone(),
+            message: format!("malformed write-ahead log position in the batch journal: {e}"),
+        })?;
+        let taken = self.take_received(Some(target));
+        Ok(self.partitions(taken, partitions))
     }
 
     fn records_in(batch: &Self::Batch) -> usize {
@@ -147,12 +270,13 @@ impl Drop for SocketTextSource {
 }
 
 struct Receiver {
+    wal: Option<Arc<Mutex<WriteAheadLog>>>,
     pacer: Pacer,
     name: String,
     address: String,
     options: SocketOptions,
     budget: MemoryBudget,
-    received: Arc<Mutex<Vec<TextBlock>>>,
+    received: Received,
     counters: Arc<ReceiverCounters>,
     stop: watch::Receiver<bool>,
 }
@@ -288,14 +412,45 @@ impl Receiver {
             return false;
         };
         block.attach_budget(permit);
+        // With a write-ahead log, a block is usable only once it is durable there.
+        let position = match &self.wal {
+            Some(wal) => match tokio::task::block_in_place(|| log_block(wal, &block)) {
+                Ok(position) => Some(position),
+                Err(e) => {
+                    // Without a durable copy the block could be lost in a crash: stop receiving (the
+                    // sender keeps the rest) rather than go on unprotected.
+                    self.report(format!(
+                        "cannot write to the write-ahead log, receiving stops: {e}"
+                    ));
+                    return false;
+                }
+            },
+            None => None,
+        };
         ReceiverCounters::add(&self.counters.records, block.len() as u64);
         ReceiverCounters::add(&self.counters.bytes, block.bytes() as u64);
-        match self.received.lock() {
-            Ok(mut received) => received.push(block),
-            Err(poisoned) => poisoned.into_inner().push(block),
-        }
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((block, position));
         true
     }
+}
+
+/// Appends a block to the log (its lines joined by newlines) and makes it durable: one fsync per block
+/// received, not per line.
+fn log_block(wal: &Mutex<WriteAheadLog>, block: &TextBlock) -> std::io::Result<WalPosition> {
+    let mut payload = Vec::with_capacity(block.bytes() + block.len());
+    for (i, line) in block.lines().enumerate() {
+        if i > 0 {
+            payload.push(b'\n');
+        }
+        payload.extend_from_slice(line.as_bytes());
+    }
+    let mut wal = wal.lock().unwrap_or_else(|p| p.into_inner());
+    let position = wal.append(&payload)?;
+    wal.sync()?;
+    Ok(position)
 }
 
 /// What one call of the splitter skipped.
