@@ -44,6 +44,15 @@ pub struct AppConfig {
     pub backpressure: bool,
     /// Under backpressure, the rate before the first estimate.
     pub backpressure_initial_rate: Option<u64>,
+    /// Kafka: where a partition without checkpointed offsets starts.
+    #[cfg(feature = "kafka")]
+    pub kafka_start: crate::source::StartAt,
+    /// Kafka: the consumer group (default: the app name).
+    pub kafka_group: Option<String>,
+    /// Kafka: commit each completed batch's offsets to the group.
+    pub kafka_commit: bool,
+    /// Kafka: messages per second per partition.
+    pub kafka_max_rate_per_partition: Option<u64>,
     /// Receivers write what they receive to a write-ahead log in the checkpoint directory before it is
     /// used, so a crash loses nothing already received.
     pub write_ahead_log: bool,
@@ -72,6 +81,11 @@ impl AppConfig {
             backpressure: false,
             backpressure_initial_rate: None,
             write_ahead_log: false,
+            #[cfg(feature = "kafka")]
+            kafka_start: crate::source::StartAt::Committed,
+            kafka_group: None,
+            kafka_commit: false,
+            kafka_max_rate_per_partition: None,
         }
     }
 
@@ -81,6 +95,22 @@ impl AppConfig {
             .get(name)
             .cloned()
             .unwrap_or_else(declared)
+    }
+
+    /// Options for a direct Kafka source.
+    #[cfg(feature = "kafka")]
+    pub fn kafka_options(&self) -> crate::source::KafkaOptions {
+        crate::source::KafkaOptions {
+            start: self.kafka_start,
+            group: self
+                .kafka_group
+                .clone()
+                .unwrap_or_else(|| self.name.clone()),
+            commit: self.kafka_commit,
+            max_rate_per_partition: self.kafka_max_rate_per_partition,
+            batch_interval: self.batch_interval,
+            request_timeout: Duration::from_secs(5),
+        }
     }
 
     /// How often checkpoints are written.
@@ -244,6 +274,19 @@ impl AppConfig {
         }
         self.backpressure |= args.backpressure;
         self.write_ahead_log |= args.wal;
+        #[cfg(feature = "kafka")]
+        if let Some(start) = &args.kafka_start {
+            self.kafka_start = start
+                .parse()
+                .map_err(|e: String| invalid(format!("--kafka-start: {e}")))?;
+        }
+        if let Some(group) = &args.kafka_group {
+            self.kafka_group = Some(group.clone());
+        }
+        self.kafka_commit |= args.kafka_commit;
+        if let Some(rate) = args.kafka_max_rate_per_partition {
+            self.kafka_max_rate_per_partition = Some(rate);
+        }
         if let Some(rate) = args.backpressure_initial_rate {
             self.backpressure_initial_rate = Some(rate);
         }
@@ -334,6 +377,19 @@ struct AppArgs {
     /// Adapt receiving rates to what the pipeline sustains (PID estimator, Spark's defaults).
     #[arg(long)]
     backpressure: bool,
+    /// Kafka: where partitions without checkpointed offsets start: committed (else earliest), earliest
+    /// or latest.
+    #[arg(long, value_name = "WHERE")]
+    kafka_start: Option<String>,
+    /// Kafka: the consumer group (default: the app name).
+    #[arg(long, value_name = "GROUP")]
+    kafka_group: Option<String>,
+    /// Kafka: commit each completed batch's offsets to the consumer group.
+    #[arg(long)]
+    kafka_commit: bool,
+    /// Kafka: messages per second per partition.
+    #[arg(long, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
+    kafka_max_rate_per_partition: Option<u64>,
     /// Write received data to a write-ahead log in the checkpoint directory before using it.
     #[arg(long)]
     wal: bool,

@@ -153,6 +153,8 @@ pub(crate) struct Machinery {
     pub pool: rayon::ThreadPool,
     pub rates: crate::rate::RateControls,
     pub checkpointed: crate::source::Checkpointed,
+    /// Source positions of the last completed batch.
+    pub completed: crate::source::Checkpointed,
 }
 
 impl Machinery {
@@ -179,6 +181,7 @@ impl Machinery {
             pool,
             rates: Default::default(),
             checkpointed: Default::default(),
+            completed: Default::default(),
         })
     }
 
@@ -502,6 +505,7 @@ pub(crate) fn run<P: Pipeline>(
         resume_after: recovered.as_ref().map(|r| r.time),
         replay: recovered.map(|r| r.pending).unwrap_or_default(),
         journal: checkpointer.as_ref().map(Checkpointer::journal_dir),
+        completed: machinery.completed.clone(),
     };
     let generator = std::thread::Builder::new()
         .name("streamc-batches".into())
@@ -557,9 +561,11 @@ pub(crate) fn run<P: Pipeline>(
             report.time_to_first_batch = Some(started.elapsed());
         }
     }
-    let sources = generator
+    let mut sources = generator
         .join()
         .map_err(|_| RunError("the batch generator panicked".into()))?;
+    sources.completed(&machinery.completed.get());
+    sources.finish();
     report.sources = sources.stats();
     report.rate_limits = machinery
         .rates
@@ -635,6 +641,9 @@ pub(crate) fn run_batch<P: Pipeline>(
         mode,
     );
     let processing = started.elapsed();
+    if !positions.is_empty() {
+        machinery.completed.set(positions.clone());
+    }
     let checkpoint = match checkpointer {
         Some(c) if checkpoint_due => {
             let written = c.write(pipeline, time, positions.clone());
@@ -675,6 +684,8 @@ struct BatchPlan {
     replay: Vec<JournaledBatch>,
     /// Where batches are journaled before they run.
     journal: Option<CheckpointDir>,
+    /// Positions of the last completed batch, passed on to the sources before each cut.
+    completed: crate::source::Checkpointed,
 }
 
 /// Cuts a batch at every tick until a stop is requested, then stops the sources and cuts the last one.
@@ -723,6 +734,7 @@ fn generate_batches<S: SourceSet>(
             Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
             Err(RecvTimeoutError::Timeout) => false,
         };
+        sources.completed(&plan.completed.get());
         let mut stopping = last || stop_requested;
         if stopping {
             // Graceful stop: receivers hand over what they hold, which becomes the last batch. It is cut

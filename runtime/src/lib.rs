@@ -51,6 +51,8 @@ pub use time::Time;
 
 /// What a pipeline file needs in scope.
 pub mod prelude {
+    #[cfg(feature = "kafka")]
+    pub use crate::source::KafkaRecord;
     pub use crate::{stream, App, Batch, Show, StateCell, Time};
 }
 
@@ -60,6 +62,8 @@ pub mod __private {
     pub use crate::context::BatchContext;
     pub use crate::exec;
     pub use crate::pipeline::{AppSpec, BuildError, OutputSpec, Pipeline, SourceSpec};
+    #[cfg(feature = "kafka")]
+    pub use crate::source::KafkaDirectSource;
     pub use crate::source::{
         FileOptions, QueueSource, SocketTextSource, SourceSet, TextFileSource,
     };

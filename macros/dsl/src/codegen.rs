@@ -88,6 +88,7 @@ impl<'g> Generator<'g> {
                 SourceKind::SocketText => quote!(#p::SocketTextSource),
                 SourceKind::Queue => quote!(#p::QueueSource<#record_type>),
                 SourceKind::TextFiles => quote!(#p::TextFileSource),
+                SourceKind::KafkaDirect => quote!(#p::KafkaDirectSource),
             },
             NodeKind::Op { .. } => unreachable!("sources() yields sources"),
         });
@@ -245,6 +246,17 @@ impl<'g> Generator<'g> {
             SourceKind::Queue => {
                 let batches = &args[0];
                 quote_spanned!(span=> #p::QueueSource::<#record_type>::new(#name, #batches))
+            }
+            SourceKind::KafkaDirect => {
+                let (brokers, topics) = (&args[0], &args[1]);
+                quote_spanned! {span=>
+                    #p::KafkaDirectSource::new(
+                        #name,
+                        #config.source_address(#name, || ::std::string::ToString::to_string(&#brokers)),
+                        ::std::iter::IntoIterator::into_iter(#topics).map(|topic| ::std::string::ToString::to_string(&topic)).collect(),
+                        #config.kafka_options(),
+                    )
+                }
             }
             SourceKind::TextFiles => {
                 let dir = &args[0];

@@ -205,6 +205,7 @@ pub enum SourceKind {
     SocketText,
     Queue,
     TextFiles,
+    KafkaDirect,
 }
 
 /// A source (called as a function).
@@ -229,6 +230,12 @@ pub const SOURCES: &[SourceDef] = &[
         kind: SourceKind::Queue,
         args: (1, 1),
         signature: "queue_stream::<T>(batches)",
+    },
+    SourceDef {
+        name: "kafka_direct_stream",
+        kind: SourceKind::KafkaDirect,
+        args: (2, 2),
+        signature: "kafka_direct_stream(\"host:9092\", [\"topic\"])",
     },
     SourceDef {
         name: "text_file_stream",

@@ -5,6 +5,8 @@
 //! never takes a worker away, so `workers: 1` works (unlike Spark's `local[1]`).
 
 mod files;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod queue;
 mod socket;
 mod text;
@@ -12,6 +14,8 @@ mod text;
 pub use files::{
     glob_matches, FileEntry, FileOptions, FileSystem, LocalFileSystem, TextFileSource,
 };
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaDirectSource, KafkaOptions, KafkaRecord, OffsetRange, StartAt};
 pub use queue::QueueSource;
 pub use socket::{SocketOptions, SocketTextSource};
 pub use text::{MemoryBudget, TextBlock, TextLines, TextPartition};
@@ -46,6 +50,10 @@ pub type Positions = Vec<(String, Vec<u8>)>;
 impl Checkpointed {
     pub(crate) fn set(&self, positions: Vec<(String, Vec<u8>)>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = positions;
+    }
+
+    pub(crate) fn get(&self) -> Positions {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub(crate) fn position_of(&self, source: &str) -> Option<Vec<u8>> {
@@ -106,6 +114,13 @@ pub trait Source: Send + 'static {
     ) -> Result<Self::Batch, SourceError> {
         Ok(self.cut(time, partitions))
     }
+
+    /// The batches up to the one cut at `position` are complete (for sources that acknowledge upstream,
+    /// such as Kafka offset commits).
+    fn completed(&mut self, _position: &[u8]) {}
+
+    /// The run is over and every batch completed: last acknowledgements.
+    fn finish(&mut self) {}
 
     /// Moves a replayable source to a position from a checkpoint.
     fn seek(&mut self, _position: &[u8]) -> Result<(), SourceError> {
@@ -204,6 +219,10 @@ pub trait SourceSet: Send + 'static {
         partitions: usize,
         positions: &[(String, Vec<u8>)],
     ) -> Cut<Self::Batch>;
+    /// Batches up to the one cut at `positions` completed (see [`Source::completed`]).
+    fn completed(&mut self, positions: &[(String, Vec<u8>)]);
+    /// The run is over (see [`Source::finish`]).
+    fn finish(&mut self);
     fn stop(&mut self);
     fn all_finished(&self) -> bool;
     fn stats(&self) -> Vec<(String, SourceStats)>;
@@ -241,6 +260,16 @@ macro_rules! tuple_source_set {
                 let mut positions = Vec::new();
                 $(if let Some(p) = self.$idx.position() { positions.push((self.$idx.name().to_string(), p)); })+
                 Cut { batch, records, positions }
+            }
+            fn completed(&mut self, positions: &[(String, Vec<u8>)]) {
+                for (name, position) in positions {
+                    $(if self.$idx.name() == name {
+                        self.$idx.completed(position);
+                    })+
+                }
+            }
+            fn finish(&mut self) {
+                $(self.$idx.finish();)+
             }
             fn seek(&mut self, positions: &[(String, Vec<u8>)]) -> Result<(), SourceError> {
                 for (name, position) in positions {

@@ -1,0 +1,451 @@
+//! `kafka_direct_stream`: Spark's direct approach. No receiver: at each batch the source asks the brokers
+//! for every partition's latest offset and defines the batch as one offset range per topic-partition,
+//! read in parallel, one batch partition per Kafka partition. The ranges are the source's position:
+//! they go into checkpoints and the batch journal, so after a crash every message is processed exactly
+//! once. Offsets can also be committed to Kafka (consumer group) once their batch is complete.
+
+use super::{Source, SourceError};
+use crate::time::Time;
+use rayon::prelude::*;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One Kafka message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the epoch, when the message has a timestamp.
+    pub timestamp: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+impl KafkaRecord {
+    /// The value as UTF-8 text (`None` if absent or not UTF-8).
+    pub fn value_str(&self) -> Option<&str> {
+        self.value
+            .as_deref()
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The key as UTF-8 text.
+    pub fn key_str(&self) -> Option<&str> {
+        self.key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
+    }
+}
+
+/// Where a source without committed or checkpointed offsets starts.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    Earliest,
+    Latest,
+    /// The consumer group's committed offsets, else the earliest.
+    Committed,
+}
+
+impl std::str::FromStr for StartAt {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "earliest" => Ok(StartAt::Earliest),
+            "latest" => Ok(StartAt::Latest),
+            "committed" => Ok(StartAt::Committed),
+            other => Err(format!("`{other}` is not earliest, latest or committed")),
+        }
+    }
+}
+
+/// Options of a direct Kafka source.
+#[derive(Clone, Debug)]
+pub struct KafkaOptions {
+    pub start: StartAt,
+    /// Consumer group, for committed offsets.
+    pub group: String,
+    /// Commit each completed batch's offsets to the group.
+    pub commit: bool,
+    /// Messages per second per partition (Spark's `spark.streaming.kafka.maxRatePerPartition`).
+    pub max_rate_per_partition: Option<u64>,
+    /// The batch interval, to turn the rate into messages per batch.
+    pub batch_interval: Duration,
+    /// How long to wait on brokers for one request before retrying.
+    pub request_timeout: Duration,
+}
+
+/// The offset range one batch reads from one topic-partition: `[from, until)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OffsetRange {
+    pub topic: String,
+    pub partition: i32,
+    pub from: i64,
+    pub until: i64,
+}
+
+type TopicPartition = (String, i32);
+
+/// A Kafka topic set read in offset ranges.
+pub struct KafkaDirectSource {
+    name: String,
+    brokers: String,
+    topics: Vec<String>,
+    options: KafkaOptions,
+    metadata: Option<BaseConsumer>,
+    readers: BTreeMap<TopicPartition, Mutex<BaseConsumer>>,
+    /// Next offset to read per topic-partition.
+    next: BTreeMap<TopicPartition, i64>,
+    /// Offsets up to which batches completed and can be committed.
+    to_commit: Option<BTreeMap<TopicPartition, i64>>,
+    last_committed: Option<BTreeMap<TopicPartition, i64>>,
+}
+
+impl KafkaDirectSource {
+    pub fn new(name: &str, brokers: String, topics: Vec<String>, options: KafkaOptions) -> Self {
+        Self {
+            name: name.to_string(),
+            brokers,
+            topics,
+            options,
+            metadata: None,
+            readers: BTreeMap::new(),
+            next: BTreeMap::new(),
+            to_commit: None,
+            last_committed: None,
+        }
+    }
+
+    fn error(&self, message: String) -> SourceError {
+        SourceError {
+            source_name: self.name.clone(),
+            message,
+        }
+    }
+
+    fn consumer(&self) -> Result<BaseConsumer, SourceError> {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.options.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("socket.timeout.ms", "10000")
+            .create()
+            .map_err(|e| {
+                self.error(format!(
+                    "cannot create a Kafka client for {}: {e}",
+                    self.brokers
+                ))
+            })
+    }
+
+    /// The partitions of every topic, from the brokers.
+    fn partitions(&self) -> Result<Vec<TopicPartition>, String> {
+        let consumer = self.metadata.as_ref().ok_or("not started")?;
+        let mut out = Vec::new();
+        for topic in &self.topics {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), self.options.request_timeout)
+                .map_err(|e| {
+                    format!(
+                        "cannot fetch metadata of topic `{topic}` from {}: {e}",
+                        self.brokers
+                    )
+                })?;
+            let Some(described) = metadata.topics().first() else {
+                return Err(format!("the brokers do not describe topic `{topic}`"));
+            };
+            if let Some(err) = described.error() {
+                let code = err;
+                if code == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART {
+                    return Err(format!("topic `{topic}` does not exist"));
+                }
+                return Err(format!("topic `{topic}`: {code:?}"));
+            }
+            if described.partitions().is_empty() {
+                return Err(format!("topic `{topic}` does not exist (no partitions)"));
+            }
+            out.extend(
+                described
+                    .partitions()
+                    .iter()
+                    .map(|p| (topic.clone(), p.id())),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Where a partition seen for the first time starts.
+    fn starting_offset(&self, tp: &TopicPartition, low: i64, high: i64) -> i64 {
+        match self.options.start {
+            StartAt::Earliest => low,
+            StartAt::Latest => high,
+            StartAt::Committed => {
+                let committed = self.metadata.as_ref().and_then(|c| {
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(&tp.0, tp.1);
+                    let list = c
+                        .committed_offsets(tpl, self.options.request_timeout)
+                        .ok()?;
+                    let offset = list.find_partition(&tp.0, tp.1).map(|e| e.offset());
+                    drop(list);
+                    match offset {
+                        Some(Offset::Offset(o)) => Some(o),
+                        _ => None,
+                    }
+                });
+                committed.unwrap_or(low).clamp(low, high)
+            }
+        }
+    }
+
+    /// The ranges of the next batch, and the offsets after it.
+    fn plan(&mut self) -> Result<Vec<OffsetRange>, String> {
+        let consumer = self.metadata.as_ref().ok_or("not started")?;
+        let per_batch = self.options.max_rate_per_partition.map(|rate| {
+            ((rate as f64 * self.options.batch_interval.as_secs_f64()).ceil() as i64).max(1)
+        });
+        let mut ranges = Vec::new();
+        for tp in self.partitions()? {
+            let (low, high) = consumer
+                .fetch_watermarks(&tp.0, tp.1, self.options.request_timeout)
+                .map_err(|e| format!("cannot fetch offsets of {}/{}: {e}", tp.0, tp.1))?;
+            let from = match self.next.get(&tp) {
+                Some(&next) => next.max(low),
+                None => self.starting_offset(&tp, low, high),
+            };
+            let until = match per_batch {
+                Some(limit) => high.min(from + limit),
+                None => high,
+            }
+            .max(from);
+            ranges.push(OffsetRange {
+                topic: tp.0.clone(),
+                partition: tp.1,
+                from,
+                until,
+            });
+        }
+        Ok(ranges)
+    }
+
+    /// Reads the ranges, one Kafka partition per batch partition, in parallel.
+    fn read(&mut self, ranges: &[OffsetRange]) -> Result<Vec<Vec<KafkaRecord>>, String> {
+        for range in ranges {
+            let tp = (range.topic.clone(), range.partition);
+            if !self.readers.contains_key(&tp) {
+                let reader = self.consumer().map_err(|e| e.message)?;
+                self.readers.insert(tp, Mutex::new(reader));
+            }
+        }
+        let timeout = self.options.request_timeout;
+        let readers = &self.readers;
+        ranges
+            .par_iter()
+            .map(|range| {
+                if range.until <= range.from {
+                    return Ok(Vec::new());
+                }
+                let reader = readers[&(range.topic.clone(), range.partition)]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                read_range(&reader, range, timeout)
+            })
+            .collect()
+    }
+
+    /// Plans and reads a batch. If the brokers cannot be reached the batch is empty and the offsets stay
+    /// where they were: the data comes with a later batch, nothing is skipped.
+    fn next_batch(
+        &mut self,
+        target: Option<&BTreeMap<TopicPartition, i64>>,
+    ) -> Result<Vec<Vec<KafkaRecord>>, String> {
+        let ranges = match target {
+            None => self.plan()?,
+            Some(target) => target
+                .iter()
+                .map(|(tp, &until)| OffsetRange {
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                    from: self.next.get(tp).copied().unwrap_or(until),
+                    until,
+                })
+                .collect(),
+        };
+        let records = self.read(&ranges)?;
+        for range in &ranges {
+            self.next
+                .insert((range.topic.clone(), range.partition), range.until);
+        }
+        Ok(records)
+    }
+
+    fn commit_completed(&mut self) {
+        let Some(offsets) = self.to_commit.take() else {
+            return;
+        };
+        if !self.options.commit || offsets.is_empty() {
+            return;
+        }
+        let Some(consumer) = &self.metadata else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &offsets {
+            if tpl
+                .add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .is_err()
+            {
+                return;
+            }
+        }
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => self.last_committed = Some(offsets),
+            Err(e) => {
+                tracing::warn!(source = %self.name, "cannot commit offsets to Kafka (they are safe in the checkpoint): {e}")
+            }
+        }
+    }
+}
+
+fn read_range(
+    reader: &BaseConsumer,
+    range: &OffsetRange,
+    timeout: Duration,
+) -> Result<Vec<KafkaRecord>, String> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&range.topic, range.partition, Offset::Offset(range.from))
+        .map_err(|e| e.to_string())?;
+    reader
+        .assign(&tpl)
+        .map_err(|e| format!("cannot assign {}/{}: {e}", range.topic, range.partition))?;
+    let mut records = Vec::with_capacity((range.until - range.from) as usize);
+    let mut next = range.from;
+    let mut last_progress = Instant::now();
+    while next < range.until {
+        match reader.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                last_progress = Instant::now();
+                let offset = message.offset();
+                if offset < next || message.partition() != range.partition {
+                    continue;
+                }
+                if offset >= range.until {
+                    break;
+                }
+                records.push(KafkaRecord {
+                    topic: message.topic().to_string(),
+                    partition: message.partition(),
+                    offset,
+                    timestamp: message.timestamp().to_millis(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().map(<[u8]>::to_vec),
+                });
+                next = offset + 1;
+            }
+            Some(Err(e)) => {
+                return Err(format!("reading {}/{}: {e}", range.topic, range.partition))
+            }
+            None if last_progress.elapsed() > timeout => {
+                return Err(format!(
+                    "reading {}/{} stalled at offset {next} of [{}, {})",
+                    range.topic, range.partition, range.from, range.until
+                ))
+            }
+            None => {}
+        }
+    }
+    Ok(records)
+}
+
+type Offsets = Vec<(String, i32, i64)>;
+
+fn encode(offsets: &BTreeMap<TopicPartition, i64>) -> Vec<u8> {
+    let flat: Offsets = offsets
+        .iter()
+        .map(|((t, p), o)| (t.clone(), *p, *o))
+        .collect();
+    postcard::to_stdvec(&flat).unwrap_or_default()
+}
+
+fn decode(bytes: &[u8]) -> Result<BTreeMap<TopicPartition, i64>, String> {
+    let flat: Offsets = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+    Ok(flat.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
+}
+
+impl Source for KafkaDirectSource {
+    type Batch = Vec<Vec<KafkaRecord>>;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn start(&mut self, _env: &super::ReceiverEnv) -> Result<(), SourceError> {
+        self.metadata = Some(self.consumer()?);
+        // Fail fast on a topic that does not exist; an unreachable broker only delays (retried per batch).
+        match self.partitions() {
+            Err(problem) if problem.contains("does not exist") => Err(self.error(problem)),
+            Err(problem) => {
+                tracing::warn!(source = %self.name, "Kafka not reachable yet, batches will retry: {problem}");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+        }
+    }
+
+    fn cut(&mut self, _time: Time, _partitions: usize) -> Self::Batch {
+        self.commit_completed();
+        match self.next_batch(None) {
+            Ok(records) => records,
+            Err(problem) => {
+                tracing::warn!(source = %self.name, "Kafka unavailable, this batch is empty and the next one retries: {problem}");
+                Vec::new()
+            }
+        }
+    }
+
+    fn records_in(batch: &Self::Batch) -> usize {
+        batch.iter().map(Vec::len).sum()
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        Some(encode(&self.next))
+    }
+
+    fn seek(&mut self, position: &[u8]) -> Result<(), SourceError> {
+        self.next = decode(position)
+            .map_err(|e| self.error(format!("malformed offsets in the checkpoint: {e}")))?;
+        Ok(())
+    }
+
+    fn recut(
+        &mut self,
+        _time: Time,
+        _partitions: usize,
+        position: &[u8],
+    ) -> Result<Self::Batch, SourceError> {
+        let target = decode(position)
+            .map_err(|e| self.error(format!("malformed offsets in the batch journal: {e}")))?;
+        self.next_batch(Some(&target))
+            .map_err(|problem| self.error(problem))
+    }
+
+    fn completed(&mut self, position: &[u8]) {
+        if let Ok(offsets) = decode(position) {
+            if self.last_committed.as_ref() != Some(&offsets) {
+                self.to_commit = Some(offsets);
+            }
+        }
+    }
+
+    fn stop(&mut self) {}
+
+    fn finish(&mut self) {
+        self.commit_completed();
+    }
+}
