@@ -331,3 +331,76 @@ fn every_message_counts_once_across_sigkills() {
         "after 5 SIGKILLs every message must be counted exactly once"
     );
 }
+
+static RANGES: std::sync::Mutex<Vec<(Vec<streamc::source::OffsetRange>, usize)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn note_ranges(ranges: Vec<streamc::source::OffsetRange>, records: usize) {
+    RANGES.lock().unwrap().push((ranges, records));
+}
+
+stream! {
+    app ranged { batch: 1s, workers: 2 }
+    let records = kafka_direct_stream("127.0.0.1:9", ["ranged"]);
+    records.foreach_batch(|batch, _| crate::note_ranges(batch.offset_ranges("records"), batch.len()));
+}
+
+#[test]
+fn batches_see_their_offset_ranges_and_offsets_are_committed_after_completion() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("ranged", 2, 1).unwrap();
+    produce(&producer(&brokers), "ranged", 2, &lines(3, 300));
+    let mut driver = ranged::app()
+        .source_address("records", brokers.clone())
+        .configure(|c| {
+            c.kafka_start = streamc::source::StartAt::Earliest;
+            c.kafka_max_rate_per_partition = Some(100);
+            c.kafka_group = Some("ranged-group".into());
+            c.kafka_commit = true;
+        })
+        .test_driver()
+        .unwrap();
+    driver.run_batches(2);
+    driver.stop();
+    let seen = RANGES.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    for (b, (ranges, records)) in seen.iter().enumerate() {
+        let mut ranges = ranges.clone();
+        ranges.sort_by_key(|r| r.partition);
+        // 150 messages per partition, at most 100 per batch: [0, 100), then [100, 150).
+        let expected: Vec<(i32, i64, i64)> = (0..2)
+            .map(|p| (p, b as i64 * 100, ((b as i64 + 1) * 100).min(150)))
+            .collect();
+        assert_eq!(
+            ranges
+                .iter()
+                .map(|r| (r.partition, r.from, r.until))
+                .collect::<Vec<_>>(),
+            expected,
+            "batch {b}"
+        );
+        assert_eq!(
+            *records as i64,
+            ranges.iter().map(|r| r.until - r.from).sum::<i64>()
+        );
+    }
+    // The group's committed offsets are where the last completed batch ended.
+    let reader: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "ranged-group")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition("ranged", 0);
+    tpl.add_partition("ranged", 1);
+    let committed =
+        rdkafka::consumer::Consumer::committed_offsets(&reader, tpl, Duration::from_secs(10))
+            .unwrap();
+    let offsets: Vec<rdkafka::Offset> = committed.elements().iter().map(|e| e.offset()).collect();
+    drop(committed);
+    assert_eq!(
+        offsets,
+        vec![rdkafka::Offset::Offset(150), rdkafka::Offset::Offset(150)]
+    );
+}

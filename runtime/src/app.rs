@@ -4,8 +4,8 @@ use crate::checkpoint::JournaledBatch;
 use crate::config::AppConfig;
 use crate::context::{CollectError, Collector, Outputs};
 use crate::engine::{
-    self, run_batch, BatchInfo, Checkpointer, Machinery, RunError, RunOptions, RunReport,
-    StopHandle,
+    self, run_batch, BatchInfo, BatchInput, Checkpointer, Machinery, RunError, RunOptions,
+    RunReport, StopHandle,
 };
 use crate::pipeline::Pipeline;
 use crate::source::SourceSet;
@@ -304,9 +304,14 @@ impl<P: Pipeline> TestDriver<P> {
             &self.outputs,
             self.workers,
             self.checkpointer.as_ref(),
-            (self.time, cut.batch, cut.positions),
+            BatchInput {
+                time: self.time,
+                batch: cut.batch,
+                positions: cut.positions,
+            },
             false,
         );
+        self.sources.completed(&self.machinery.completed.get());
         let checkpoint_time = match outcome.checkpoint {
             Some(Ok(took)) => {
                 self.last_checkpoint = Some(took);
@@ -366,6 +371,8 @@ impl<P: Pipeline> TestDriver<P> {
     /// Stops the sources' receivers.
     pub fn stop(mut self) {
         self.sources.stop();
+        self.sources.completed(&self.machinery.completed.get());
+        self.sources.finish();
     }
 }
 

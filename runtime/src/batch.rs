@@ -1,6 +1,7 @@
 //! [`Batch`]: one batch of a stream as a partitioned dataset with an RDD-like API, for `transform` and
 //! `foreach_batch`. Operations run in parallel on the worker pool.
 
+use crate::context::BatchOrigin;
 use crate::exec::{
     bucketize, group_buckets, join_buckets, left_outer_emit, reduce_buckets, split_even, transpose,
     Combiner,
@@ -8,6 +9,7 @@ use crate::exec::{
 use crate::time::Time;
 use rayon::prelude::*;
 use std::hash::Hash;
+use std::sync::Arc;
 
 /// A batch of records, split into partitions.
 #[derive(Clone, Debug)]
@@ -15,6 +17,7 @@ pub struct Batch<T> {
     parts: Vec<Vec<T>>,
     time: Time,
     workers: usize,
+    origin: Arc<BatchOrigin>,
 }
 
 impl<T> Batch<T> {
@@ -24,7 +27,28 @@ impl<T> Batch<T> {
             parts,
             time,
             workers: workers.max(1),
+            origin: Arc::default(),
         }
+    }
+
+    /// A batch of the running app, knowing where its sources stood.
+    pub(crate) fn in_context(parts: Vec<Vec<T>>, ctx: &crate::context::BatchContext<'_>) -> Self {
+        Self {
+            parts,
+            time: ctx.time,
+            workers: ctx.workers.max(1),
+            origin: ctx.origin.clone(),
+        }
+    }
+
+    /// The Kafka offset ranges this batch read from the direct Kafka source named `source` (Spark's
+    /// `HasOffsetRanges`): store them with the batch's results for exactly-once output.
+    #[cfg(feature = "kafka")]
+    pub fn offset_ranges(&self, source: &str) -> Vec<crate::source::OffsetRange> {
+        let position = self.origin.positions.iter().find(|(n, _)| n == source);
+        position
+            .map(|(_, p)| crate::source::offset_ranges(p))
+            .unwrap_or_default()
     }
 
     /// A static dataset (a blacklist, a lookup table) to combine with batches, split into `partitions`.
@@ -117,6 +141,7 @@ impl<T: Send> Batch<T> {
     ) -> Batch<U> {
         let time = self.time;
         let workers = self.workers;
+        let origin = self.origin.clone();
         let parts = self
             .parts
             .into_par_iter()
@@ -127,6 +152,7 @@ impl<T: Send> Batch<T> {
             parts,
             time,
             workers,
+            origin,
         }
     }
 
@@ -171,6 +197,7 @@ impl<T: Send> Batch<T> {
             parts: vec![all.into_iter().map(|(_, r)| r).collect()],
             time: self.time,
             workers: self.workers,
+            origin: self.origin.clone(),
         }
     }
 
@@ -180,6 +207,7 @@ impl<T: Send> Batch<T> {
             parts,
             time,
             workers,
+            origin,
         } = self;
         // Each partition keeps its own best k; only those meet in the final sort.
         let mut best: Vec<(O, T)> = parts
@@ -192,6 +220,7 @@ impl<T: Send> Batch<T> {
             parts: vec![best.into_iter().map(|(_, r)| r).collect()],
             time,
             workers,
+            origin,
         }
     }
 
@@ -201,11 +230,13 @@ impl<T: Send> Batch<T> {
             parts,
             time,
             workers,
+            origin,
         } = self;
         Batch {
             parts: parts.into_par_iter().map(f).collect(),
             time,
             workers,
+            origin,
         }
     }
 }
@@ -235,6 +266,7 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
             parts,
             time: self.time,
             workers: self.workers,
+            origin: self.origin.clone(),
         }
     }
 
@@ -250,6 +282,7 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
             parts: group_buckets(transpose(per_map, n)),
             time: self.time,
             workers: self.workers,
+            origin: self.origin.clone(),
         }
     }
 
@@ -273,7 +306,7 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
         V: Clone,
         W: Clone + Send + Sync,
     {
-        let (time, workers) = (self.time, self.workers);
+        let (time, workers, origin) = (self.time, self.workers, self.origin.clone());
         let (left, right) = self.co_partition(other);
         let parts = join_buckets(left, right, |k, v, ws: &[W], out| {
             for w in ws {
@@ -284,6 +317,7 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
             parts,
             time,
             workers,
+            origin,
         }
     }
 
@@ -294,12 +328,13 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
         V: Clone,
         W: Clone + Send + Sync,
     {
-        let (time, workers) = (self.time, self.workers);
+        let (time, workers, origin) = (self.time, self.workers, self.origin.clone());
         let (left, right) = self.co_partition(other);
         Batch {
             parts: join_buckets(left, right, left_outer_emit),
             time,
             workers,
+            origin,
         }
     }
 

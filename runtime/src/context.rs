@@ -17,7 +17,15 @@ pub struct BatchContext<'a> {
     pub dry_run: bool,
     /// Operators that scan all their state (timeouts) do it in this batch.
     pub full_scan: bool,
+    /// Where the replayable sources stood after this batch was cut.
+    pub origin: Arc<BatchOrigin>,
     pub(crate) outputs: &'a Outputs,
+}
+
+/// Source positions right after a batch was cut (for Kafka they describe the batch's offset ranges).
+#[derive(Clone, Debug, Default)]
+pub struct BatchOrigin {
+    pub positions: Vec<(String, Vec<u8>)>,
 }
 
 impl BatchContext<'_> {

@@ -205,8 +205,10 @@ impl Machinery {
 }
 
 /// How a batch runs.
-#[derive(Copy, Clone, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct BatchMode {
+    /// Where the sources stood after the batch was cut.
+    pub origin: Arc<crate::context::BatchOrigin>,
     /// Check state types only (after restoring a checkpoint).
     pub dry_run: bool,
     /// Let operators scan all their state (timeouts): checkpoint batches.
@@ -228,6 +230,7 @@ pub(crate) fn execute<P: Pipeline>(
         workers,
         dry_run: mode.dry_run,
         full_scan: mode.full_scan,
+        origin: mode.origin,
         outputs,
     };
     let result = catch_unwind(AssertUnwindSafe(|| {
@@ -325,7 +328,7 @@ impl Checkpointer {
         let time = Time(ckpt.time_ms);
         let dry = BatchMode {
             dry_run: true,
-            full_scan: false,
+            ..BatchMode::default()
         };
         if let Some(failure) = execute(
             pipeline,
@@ -525,7 +528,11 @@ pub(crate) fn run<P: Pipeline>(
             &outputs,
             config.workers,
             checkpointer.as_ref(),
-            (time, cut.batch, cut.positions),
+            BatchInput {
+                time,
+                batch: cut.batch,
+                positions: cut.positions,
+            },
             cut.last,
         );
         match &outcome.checkpoint {
@@ -601,6 +608,13 @@ fn batch_info(
     }
 }
 
+/// One batch's data, time, and the source positions right after it was cut.
+pub(crate) struct BatchInput<B> {
+    pub time: Time,
+    pub batch: B,
+    pub positions: Positions,
+}
+
 /// Where each replayable source stands, by source name.
 pub(crate) type Positions = Vec<(String, Vec<u8>)>;
 
@@ -621,13 +635,19 @@ pub(crate) fn run_batch<P: Pipeline>(
     outputs: &Outputs,
     workers: usize,
     checkpointer: Option<&Checkpointer>,
-    cut: (Time, <P::Sources as SourceSet>::Batch, Positions),
+    cut: BatchInput<<P::Sources as SourceSet>::Batch>,
     last: bool,
 ) -> BatchOutcome {
-    let (time, batch, positions) = cut;
+    let BatchInput {
+        time,
+        batch,
+        positions,
+    } = cut;
+    let origin = Arc::new(crate::context::BatchOrigin { positions });
     let checkpoint_due = checkpointer.is_some_and(|c| c.is_due(time) || last);
     let started = Instant::now();
     let mode = BatchMode {
+        origin: origin.clone(),
         dry_run: false,
         full_scan: checkpoint_due,
     };
@@ -641,6 +661,7 @@ pub(crate) fn run_batch<P: Pipeline>(
         mode,
     );
     let processing = started.elapsed();
+    let positions = &origin.positions;
     if !positions.is_empty() {
         machinery.completed.set(positions.clone());
     }
@@ -648,7 +669,7 @@ pub(crate) fn run_batch<P: Pipeline>(
         Some(c) if checkpoint_due => {
             let written = c.write(pipeline, time, positions.clone());
             if written.is_ok() {
-                machinery.checkpointed.set(positions);
+                machinery.checkpointed.set(positions.clone());
             }
             Some(written)
         }

@@ -586,7 +586,7 @@ where
     if ctx.dry_run {
         return Vec::new();
     }
-    let batch = Batch::new(collect(ctx, data, body), ctx.time, ctx.workers);
+    let batch = Batch::in_context(collect(ctx, data, body), ctx);
     f(batch).into_partitions()
 }
 
@@ -615,7 +615,7 @@ where
     if ctx.dry_run {
         return;
     }
-    let batch = Batch::new(collect(ctx, data, body), ctx.time, ctx.workers);
+    let batch = Batch::in_context(collect(ctx, data, body), ctx);
     f(batch, ctx.time)
 }
 

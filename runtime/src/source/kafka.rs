@@ -101,6 +101,8 @@ pub struct KafkaDirectSource {
     readers: BTreeMap<TopicPartition, Mutex<BaseConsumer>>,
     /// Next offset to read per topic-partition.
     next: BTreeMap<TopicPartition, i64>,
+    /// Where the last cut started reading, per topic-partition (its ranges end at `next`).
+    last_from: BTreeMap<TopicPartition, i64>,
     /// Offsets up to which batches completed and can be committed.
     to_commit: Option<BTreeMap<TopicPartition, i64>>,
     last_committed: Option<BTreeMap<TopicPartition, i64>>,
@@ -116,6 +118,7 @@ impl KafkaDirectSource {
             metadata: None,
             readers: BTreeMap::new(),
             next: BTreeMap::new(),
+            last_from: BTreeMap::new(),
             to_commit: None,
             last_committed: None,
         }
@@ -278,9 +281,11 @@ impl KafkaDirectSource {
                 .collect(),
         };
         let records = self.read(&ranges)?;
+        self.last_from.clear();
         for range in &ranges {
-            self.next
-                .insert((range.topic.clone(), range.partition), range.until);
+            let tp = (range.topic.clone(), range.partition);
+            self.last_from.insert(tp.clone(), range.from);
+            self.next.insert(tp, range.until);
         }
         Ok(records)
     }
@@ -363,19 +368,52 @@ fn read_range(
     Ok(records)
 }
 
-type Offsets = Vec<(String, i32, i64)>;
+/// A position: per topic-partition, the range the last batch read (`from`, `until`); the next batch
+/// starts at `until`.
+type Ranges = Vec<(String, i32, i64, i64)>;
 
-fn encode(offsets: &BTreeMap<TopicPartition, i64>) -> Vec<u8> {
-    let flat: Offsets = offsets
+fn encode(
+    next: &BTreeMap<TopicPartition, i64>,
+    last_from: &BTreeMap<TopicPartition, i64>,
+) -> Vec<u8> {
+    let flat: Ranges = next
         .iter()
-        .map(|((t, p), o)| (t.clone(), *p, *o))
+        .map(|((t, p), until)| {
+            (
+                t.clone(),
+                *p,
+                last_from.get(&(t.clone(), *p)).copied().unwrap_or(*until),
+                *until,
+            )
+        })
         .collect();
     postcard::to_stdvec(&flat).unwrap_or_default()
 }
 
+fn decode_ranges(bytes: &[u8]) -> Result<Ranges, String> {
+    postcard::from_bytes(bytes).map_err(|e| e.to_string())
+}
+
+/// The offsets a position ends at.
 fn decode(bytes: &[u8]) -> Result<BTreeMap<TopicPartition, i64>, String> {
-    let flat: Offsets = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
-    Ok(flat.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
+    Ok(decode_ranges(bytes)?
+        .into_iter()
+        .map(|(t, p, _, until)| ((t, p), until))
+        .collect())
+}
+
+/// The offset ranges a batch read, from the direct Kafka source's position after the batch was cut.
+pub fn offset_ranges(position: &[u8]) -> Vec<OffsetRange> {
+    decode_ranges(position)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(topic, partition, from, until)| OffsetRange {
+            topic,
+            partition,
+            from,
+            until,
+        })
+        .collect()
 }
 
 impl Source for KafkaDirectSource {
@@ -403,6 +441,7 @@ impl Source for KafkaDirectSource {
         match self.next_batch(None) {
             Ok(records) => records,
             Err(problem) => {
+                self.last_from.clear();
                 tracing::warn!(source = %self.name, "Kafka unavailable, this batch is empty and the next one retries: {problem}");
                 Vec::new()
             }
@@ -414,7 +453,7 @@ impl Source for KafkaDirectSource {
     }
 
     fn position(&self) -> Option<Vec<u8>> {
-        Some(encode(&self.next))
+        Some(encode(&self.next, &self.last_from))
     }
 
     fn seek(&mut self, position: &[u8]) -> Result<(), SourceError> {

@@ -15,7 +15,9 @@ pub use files::{
     glob_matches, FileEntry, FileOptions, FileSystem, LocalFileSystem, TextFileSource,
 };
 #[cfg(feature = "kafka")]
-pub use kafka::{KafkaDirectSource, KafkaOptions, KafkaRecord, OffsetRange, StartAt};
+pub use kafka::{
+    offset_ranges, KafkaDirectSource, KafkaOptions, KafkaRecord, OffsetRange, StartAt,
+};
 pub use queue::QueueSource;
 pub use socket::{SocketOptions, SocketTextSource};
 pub use text::{MemoryBudget, TextBlock, TextLines, TextPartition};
@@ -219,6 +221,8 @@ pub trait SourceSet: Send + 'static {
         partitions: usize,
         positions: &[(String, Vec<u8>)],
     ) -> Cut<Self::Batch>;
+    /// Where every replayable source stands now.
+    fn positions(&self) -> Positions;
     /// Batches up to the one cut at `positions` completed (see [`Source::completed`]).
     fn completed(&mut self, positions: &[(String, Vec<u8>)]);
     /// The run is over (see [`Source::finish`]).
@@ -239,8 +243,7 @@ macro_rules! tuple_source_set {
             fn cut(&mut self, time: Time, partitions: usize) -> Cut<Self::Batch> {
                 let batch = ($(self.$idx.cut(time, partitions),)+);
                 let records = vec![$((self.$idx.name().to_string(), $name::records_in(&batch.$idx))),+];
-                let mut positions = Vec::new();
-                $(if let Some(p) = self.$idx.position() { positions.push((self.$idx.name().to_string(), p)); })+
+                let positions = self.positions();
                 Cut { batch, records, positions }
             }
             fn recut(&mut self, time: Time, partitions: usize, positions: &[(String, Vec<u8>)]) -> Cut<Self::Batch> {
@@ -257,9 +260,13 @@ macro_rules! tuple_source_set {
                     }
                 },)+);
                 let records = vec![$((self.$idx.name().to_string(), $name::records_in(&batch.$idx))),+];
+                let positions = self.positions();
+                Cut { batch, records, positions }
+            }
+            fn positions(&self) -> Positions {
                 let mut positions = Vec::new();
                 $(if let Some(p) = self.$idx.position() { positions.push((self.$idx.name().to_string(), p)); })+
-                Cut { batch, records, positions }
+                positions
             }
             fn completed(&mut self, positions: &[(String, Vec<u8>)]) {
                 for (name, position) in positions {
