@@ -219,7 +219,16 @@ impl KafkaDirectSource {
                 .fetch_watermarks(&tp.0, tp.1, self.options.request_timeout)
                 .map_err(|e| format!("cannot fetch offsets of {}/{}: {e}", tp.0, tp.1))?;
             let from = match self.next.get(&tp) {
-                Some(&next) => next.max(low),
+                Some(&next) if next < low => {
+                    tracing::error!(
+                        source = %self.name,
+                        topic = %tp.0,
+                        partition = tp.1,
+                        "offsets {next}..{low} were deleted by the broker's retention before they were read: those messages are lost"
+                    );
+                    low
+                }
+                Some(&next) => next,
                 None => self.starting_offset(&tp, low, high),
             };
             let until = match per_batch {
