@@ -404,3 +404,83 @@ fn batches_see_their_offset_ranges_and_offsets_are_committed_after_completion() 
         vec![rdkafka::Offset::Offset(150), rdkafka::Offset::Offset(150)]
     );
 }
+
+stream! {
+    app patterned { batch: 1s, workers: 2 }
+    let records = kafka_direct_stream("127.0.0.1:9", ["^logs-.*"]);
+    records.map(|r| r.topic.clone()).count_by_value().collect("per_topic");
+}
+
+#[test]
+fn topic_patterns_and_explicit_starting_offsets() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let producer = producer(&brokers);
+    for topic in ["logs-a", "logs-b", "other"] {
+        cluster.create_topic(topic, 1, 1).unwrap();
+        produce(&producer, topic, 1, &lines(4, 20));
+    }
+    let mut driver = patterned::app()
+        .source_address("records", brokers)
+        .configure(|c| {
+            c.kafka_start = streamc::source::StartAt::Earliest;
+            c.kafka_start_offsets.insert(("logs-a".into(), 0), 5);
+        })
+        .test_driver()
+        .unwrap();
+    driver.run_batches(2);
+    let mut per_topic: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, records) in driver.take::<(String, u64)>("per_topic").unwrap() {
+        for (topic, n) in records {
+            *per_topic.entry(topic).or_insert(0) += n;
+        }
+    }
+    let expected: BTreeMap<String, u64> = [("logs-a".to_string(), 15), ("logs-b".to_string(), 20)]
+        .into_iter()
+        .collect();
+    assert_eq!(
+        per_topic, expected,
+        "only the topics matching ^logs-.*, logs-a from offset 5"
+    );
+}
+
+#[test]
+fn a_broker_down_mid_run_delays_batches_and_loses_nothing() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("words", 2, 1).unwrap();
+    let producer = producer(&brokers);
+    let first = lines(5, 400);
+    let second = lines(6, 400);
+    let mut expected = BTreeMap::new();
+    count(&first, &mut expected);
+    count(&second, &mut expected);
+    produce(&producer, "words", 2, &first);
+    let app = apps::kafka_counts::app()
+        .source_address("records", brokers.clone())
+        .configure(|c| c.kafka_start = streamc::source::StartAt::Earliest)
+        .start()
+        .unwrap();
+    let mut got = BTreeMap::new();
+    let wait_for = |got: &mut BTreeMap<String, u64>, total: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while got.values().sum::<u64>() < total && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            sum_collected(&app, got);
+        }
+    };
+    wait_for(&mut got, 1200);
+    cluster.broker_down(1).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.broker_up(1).unwrap();
+    produce(&producer, "words", 2, &second);
+    wait_for(&mut got, 2400);
+    std::thread::sleep(Duration::from_millis(500));
+    sum_collected(&app, &mut got);
+    let report = app.stop().unwrap();
+    assert_eq!(
+        got, expected,
+        "every message exactly once despite the outage"
+    );
+    assert_eq!(report.batches_failed, 0);
+}

@@ -53,6 +53,8 @@ pub struct AppConfig {
     pub kafka_commit: bool,
     /// Kafka: messages per second per partition.
     pub kafka_max_rate_per_partition: Option<u64>,
+    /// Kafka: explicit starting offsets per (topic, partition).
+    pub kafka_start_offsets: BTreeMap<(String, i32), i64>,
     /// Receivers write what they receive to a write-ahead log in the checkpoint directory before it is
     /// used, so a crash loses nothing already received.
     pub write_ahead_log: bool,
@@ -86,6 +88,7 @@ impl AppConfig {
             kafka_group: None,
             kafka_commit: false,
             kafka_max_rate_per_partition: None,
+            kafka_start_offsets: BTreeMap::new(),
         }
     }
 
@@ -110,6 +113,7 @@ impl AppConfig {
             max_rate_per_partition: self.kafka_max_rate_per_partition,
             batch_interval: self.batch_interval,
             request_timeout: Duration::from_secs(5),
+            start_offsets: self.kafka_start_offsets.clone(),
         }
     }
 
@@ -287,6 +291,21 @@ impl AppConfig {
         if let Some(rate) = args.kafka_max_rate_per_partition {
             self.kafka_max_rate_per_partition = Some(rate);
         }
+        for spec in &args.kafka_start_offset {
+            let parsed = spec.rsplit_once('=').and_then(|(tp, offset)| {
+                let (topic, partition) = tp.rsplit_once(':')?;
+                Some((
+                    (topic.to_string(), partition.parse::<i32>().ok()?),
+                    offset.parse::<i64>().ok()?,
+                ))
+            });
+            let Some((tp, offset)) = parsed else {
+                return Err(invalid(format!(
+                    "--kafka-start-offset expects TOPIC:PARTITION=OFFSET, got `{spec}`"
+                )));
+            };
+            self.kafka_start_offsets.insert(tp, offset);
+        }
         if let Some(rate) = args.backpressure_initial_rate {
             self.backpressure_initial_rate = Some(rate);
         }
@@ -390,6 +409,9 @@ struct AppArgs {
     /// Kafka: messages per second per partition.
     #[arg(long, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
     kafka_max_rate_per_partition: Option<u64>,
+    /// Kafka: start a partition at an explicit offset (repeatable).
+    #[arg(long, value_name = "TOPIC:PARTITION=OFFSET")]
+    kafka_start_offset: Vec<String>,
     /// Write received data to a write-ahead log in the checkpoint directory before using it.
     #[arg(long)]
     wal: bool,

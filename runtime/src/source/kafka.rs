@@ -78,6 +78,8 @@ pub struct KafkaOptions {
     pub batch_interval: Duration,
     /// How long to wait on brokers for one request before retrying.
     pub request_timeout: Duration,
+    /// Explicit starting offsets, which win over `start` for the partitions they name.
+    pub start_offsets: BTreeMap<(String, i32), i64>,
 }
 
 /// The offset range one batch reads from one topic-partition: `[from, until)`.
@@ -98,6 +100,8 @@ pub struct KafkaDirectSource {
     topics: Vec<String>,
     options: KafkaOptions,
     metadata: Option<BaseConsumer>,
+    /// Topic patterns (`^...`).
+    patterns: Vec<regex_lite::Regex>,
     readers: BTreeMap<TopicPartition, Mutex<BaseConsumer>>,
     /// Next offset to read per topic-partition.
     next: BTreeMap<TopicPartition, i64>,
@@ -116,6 +120,7 @@ impl KafkaDirectSource {
             topics,
             options,
             metadata: None,
+            patterns: Vec::new(),
             readers: BTreeMap::new(),
             next: BTreeMap::new(),
             last_from: BTreeMap::new(),
@@ -147,11 +152,37 @@ impl KafkaDirectSource {
             })
     }
 
+    /// The topics to read: the named ones, and those matching the patterns (names starting with `^`,
+    /// as librdkafka's subscriptions do), looked up anew each batch so new topics are picked up.
+    fn topic_names(&self, consumer: &BaseConsumer) -> Result<Vec<String>, String> {
+        let mut names: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|t| !t.starts_with('^'))
+            .cloned()
+            .collect();
+        if !self.patterns.is_empty() {
+            let all = consumer
+                .fetch_metadata(None, self.options.request_timeout)
+                .map_err(|e| format!("cannot list the topics of {}: {e}", self.brokers))?;
+            for topic in all.topics() {
+                let name = topic.name();
+                if !name.starts_with("__")
+                    && self.patterns.iter().any(|p| p.is_match(name))
+                    && !names.iter().any(|n| n == name)
+                {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        Ok(names)
+    }
+
     /// The partitions of every topic, from the brokers.
     fn partitions(&self) -> Result<Vec<TopicPartition>, String> {
         let consumer = self.metadata.as_ref().ok_or("not started")?;
         let mut out = Vec::new();
-        for topic in &self.topics {
+        for topic in &self.topic_names(consumer)? {
             let metadata = consumer
                 .fetch_metadata(Some(topic), self.options.request_timeout)
                 .map_err(|e| {
@@ -185,6 +216,9 @@ impl KafkaDirectSource {
 
     /// Where a partition seen for the first time starts.
     fn starting_offset(&self, tp: &TopicPartition, low: i64, high: i64) -> i64 {
+        if let Some(&explicit) = self.options.start_offsets.get(tp) {
+            return explicit.clamp(low, high);
+        }
         match self.options.start {
             StartAt::Earliest => low,
             StartAt::Latest => high,
@@ -433,6 +467,14 @@ impl Source for KafkaDirectSource {
     }
 
     fn start(&mut self, _env: &super::ReceiverEnv) -> Result<(), SourceError> {
+        for pattern in self.topics.iter().filter(|t| t.starts_with('^')) {
+            let regex = regex_lite::Regex::new(pattern).map_err(|e| {
+                self.error(format!(
+                    "topic pattern `{pattern}` is not a valid regular expression: {e}"
+                ))
+            })?;
+            self.patterns.push(regex);
+        }
         self.metadata = Some(self.consumer()?);
         // Fail fast on a topic that does not exist; an unreachable broker only delays (retried per batch).
         match self.partitions() {
