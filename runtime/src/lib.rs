@@ -62,11 +62,11 @@ pub mod __private {
     pub use crate::context::BatchContext;
     pub use crate::exec;
     pub use crate::pipeline::{AppSpec, BuildError, OutputSpec, Pipeline, SourceSpec};
-    #[cfg(feature = "kafka")]
-    pub use crate::source::KafkaDirectSource;
     pub use crate::source::{
         FileOptions, QueueSource, SocketTextSource, SourceSet, TextFileSource,
     };
+    #[cfg(feature = "kafka")]
+    pub use crate::source::{KafkaDirectSource, KafkaReceiverSource};
     pub use crate::state::StateRegistry;
     pub use crate::stateful;
     pub use crate::{App, AppConfig};

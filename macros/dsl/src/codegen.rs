@@ -89,6 +89,7 @@ impl<'g> Generator<'g> {
                 SourceKind::Queue => quote!(#p::QueueSource<#record_type>),
                 SourceKind::TextFiles => quote!(#p::TextFileSource),
                 SourceKind::KafkaDirect => quote!(#p::KafkaDirectSource),
+                SourceKind::KafkaReceiver => quote!(#p::KafkaReceiverSource),
             },
             NodeKind::Op { .. } => unreachable!("sources() yields sources"),
         });
@@ -255,6 +256,17 @@ impl<'g> Generator<'g> {
                         #config.source_address(#name, || ::std::string::ToString::to_string(&#brokers)),
                         ::std::iter::IntoIterator::into_iter(#topics).map(|topic| ::std::string::ToString::to_string(&topic)).collect(),
                         #config.kafka_options(),
+                    )
+                }
+            }
+            SourceKind::KafkaReceiver => {
+                let (brokers, topics) = (&args[0], &args[1]);
+                quote_spanned! {span=>
+                    #p::KafkaReceiverSource::new(
+                        #name,
+                        #config.source_address(#name, || ::std::string::ToString::to_string(&#brokers)),
+                        ::std::iter::IntoIterator::into_iter(#topics).map(|topic| ::std::string::ToString::to_string(&topic)).collect(),
+                        #config.kafka_options().group,
                     )
                 }
             }

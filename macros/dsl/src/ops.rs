@@ -206,6 +206,7 @@ pub enum SourceKind {
     Queue,
     TextFiles,
     KafkaDirect,
+    KafkaReceiver,
 }
 
 /// A source (called as a function).
@@ -236,6 +237,12 @@ pub const SOURCES: &[SourceDef] = &[
         kind: SourceKind::KafkaDirect,
         args: (2, 2),
         signature: "kafka_direct_stream(\"host:9092\", [\"topic\"])",
+    },
+    SourceDef {
+        name: "kafka_receiver_stream",
+        kind: SourceKind::KafkaReceiver,
+        args: (2, 2),
+        signature: "kafka_receiver_stream(\"host:9092\", [\"topic\"])",
     },
     SourceDef {
         name: "text_file_stream",

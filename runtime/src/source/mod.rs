@@ -7,6 +7,8 @@
 mod files;
 #[cfg(feature = "kafka")]
 mod kafka;
+#[cfg(feature = "kafka")]
+mod kafka_receiver;
 mod queue;
 mod socket;
 mod text;
@@ -18,6 +20,8 @@ pub use files::{
 pub use kafka::{
     offset_ranges, KafkaDirectSource, KafkaOptions, KafkaRecord, OffsetRange, StartAt,
 };
+#[cfg(feature = "kafka")]
+pub use kafka_receiver::KafkaReceiverSource;
 pub use queue::QueueSource;
 pub use socket::{SocketOptions, SocketTextSource};
 pub use text::{MemoryBudget, TextBlock, TextLines, TextPartition};
