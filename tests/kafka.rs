@@ -484,3 +484,32 @@ fn a_broker_down_mid_run_delays_batches_and_loses_nothing() {
     );
     assert_eq!(report.batches_failed, 0);
 }
+
+#[test]
+fn the_backpressure_initial_rate_bounds_the_first_batch_of_a_backlog() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("bounded", 2, 1).unwrap();
+    produce(&producer(&brokers), "bounded", 2, &lines(7, 1000));
+    let mut driver = rate_bounded::app()
+        .source_address("records", brokers)
+        .configure(|c| {
+            c.kafka_start = streamc::source::StartAt::Earliest;
+            c.backpressure = true;
+            c.backpressure_initial_rate = Some(200);
+        })
+        .test_driver()
+        .unwrap();
+    driver.run_batch();
+    let sizes: Vec<u64> = driver
+        .take::<u64>("sizes")
+        .unwrap()
+        .into_iter()
+        .map(|(_, c)| c[0])
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![200],
+        "1,000 messages waiting, 200 records/s for the first 1 s batch"
+    );
+}

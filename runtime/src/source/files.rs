@@ -236,8 +236,12 @@ pub fn glob_matches(pattern: &str, name: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
+/// Hidden names, and the names copies in progress use (`x.tmp`, Hadoop's `x._COPYING_`).
 fn visible(name: &str) -> bool {
-    !(name.starts_with('.') || name.starts_with('_'))
+    !(name.starts_with('.')
+        || name.starts_with('_')
+        || name.ends_with(".tmp")
+        || name.ends_with("._COPYING_"))
 }
 
 impl Source for TextFileSource {
@@ -348,6 +352,8 @@ mod tests {
         std::fs::write(dir.join("big.txt"), lines.join("\n")).unwrap();
         std::fs::write(dir.join(".hidden"), "no\n").unwrap();
         std::fs::write(dir.join("_copying"), "no\n").unwrap();
+        std::fs::write(dir.join("half.txt.tmp"), "no\n").unwrap();
+        std::fs::write(dir.join("put.txt._COPYING_"), "no\n").unwrap();
         for chunk in [7u64, 64, 1000, 1 << 20] {
             let options = FileOptions {
                 chunk_bytes: chunk,

@@ -100,6 +100,8 @@ pub struct KafkaDirectSource {
     topics: Vec<String>,
     options: KafkaOptions,
     metadata: Option<BaseConsumer>,
+    /// The rate backpressure sets for this source (records per second, all partitions).
+    rate: Option<std::sync::Arc<crate::rate::RateControl>>,
     /// Topic patterns (`^...`).
     patterns: Vec<regex_lite::Regex>,
     readers: BTreeMap<TopicPartition, Mutex<BaseConsumer>>,
@@ -120,6 +122,7 @@ impl KafkaDirectSource {
             topics,
             options,
             metadata: None,
+            rate: None,
             patterns: Vec::new(),
             readers: BTreeMap::new(),
             next: BTreeMap::new(),
@@ -244,11 +247,27 @@ impl KafkaDirectSource {
     /// The ranges of the next batch, and the offsets after it.
     fn plan(&mut self) -> Result<Vec<OffsetRange>, String> {
         let consumer = self.metadata.as_ref().ok_or("not started")?;
-        let per_batch = self.options.max_rate_per_partition.map(|rate| {
-            ((rate as f64 * self.options.batch_interval.as_secs_f64()).ceil() as i64).max(1)
-        });
+        let partitions = self.partitions()?;
+        // The configured per-partition rate, and backpressure's rate for the whole source (or its
+        // initial rate, which bounds the very first batch) shared out over the partitions.
+        let seconds = self.options.batch_interval.as_secs_f64();
+        let configured = self
+            .options
+            .max_rate_per_partition
+            .map(|rate| rate as f64 * seconds);
+        let pressured = self
+            .rate
+            .as_ref()
+            .map(|c| c.limit())
+            .filter(|&limit| limit > 0)
+            .map(|limit| limit as f64 * seconds / partitions.len().max(1) as f64);
+        let per_batch = match (configured, pressured) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(|n| (n.ceil() as i64).max(1));
         let mut ranges = Vec::new();
-        for tp in self.partitions()? {
+        for tp in partitions {
             let (low, high) = consumer
                 .fetch_watermarks(&tp.0, tp.1, self.options.request_timeout)
                 .map_err(|e| format!("cannot fetch offsets of {}/{}: {e}", tp.0, tp.1))?;
@@ -466,7 +485,13 @@ impl Source for KafkaDirectSource {
         &self.name
     }
 
-    fn start(&mut self, _env: &super::ReceiverEnv) -> Result<(), SourceError> {
+    fn start(&mut self, env: &super::ReceiverEnv) -> Result<(), SourceError> {
+        let control = std::sync::Arc::new(crate::rate::RateControl::new(None));
+        if let Some(initial) = env.initial_rate {
+            control.set(initial);
+        }
+        env.rates.register(&self.name, control.clone());
+        self.rate = Some(control);
         for pattern in self.topics.iter().filter(|t| t.starts_with('^')) {
             let regex = regex_lite::Regex::new(pattern).map_err(|e| {
                 self.error(format!(

@@ -9,6 +9,7 @@
 use super::kafka::KafkaRecord;
 use super::{ReceiverCounters, ReceiverEnv, Source, SourceError, SourceStats};
 use crate::exec::split_even;
+use crate::rate::{Pacer, RateControl};
 use crate::time::Time;
 use crate::wal::{WalPosition, WriteAheadLog};
 use rdkafka::config::ClientConfig;
@@ -36,6 +37,7 @@ pub struct KafkaReceiverSource {
     resume_from: Option<WalPosition>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    checkpointed: Option<super::Checkpointed>,
 }
 
 impl KafkaReceiverSource {
@@ -52,6 +54,7 @@ impl KafkaReceiverSource {
             resume_from: None,
             stop: Arc::default(),
             thread: None,
+            checkpointed: None,
         }
     }
 
@@ -102,6 +105,7 @@ impl KafkaReceiverSource {
         if let Some(last) = taken.iter().filter_map(|(_, p)| *p).max() {
             self.cut_position = last;
         }
+        self.forget_checkpointed_log();
         split_even(
             taken.into_iter().flat_map(|(block, _)| block).collect(),
             partitions,
@@ -109,20 +113,46 @@ impl KafkaReceiverSource {
     }
 }
 
-/// The receiving loop: poll, gather a block (at most 50 ms or 10,000 messages), make it durable, hand it
-/// over, then commit its offsets.
-fn receive(
-    consumer: BaseConsumer,
+impl KafkaReceiverSource {
+    /// Deletes log segments a checkpoint has made unnecessary.
+    fn forget_checkpointed_log(&self) {
+        let (Some(wal), Some(checkpointed)) = (&self.wal, &self.checkpointed) else {
+            return;
+        };
+        let Some(position) = checkpointed
+            .position_of(&self.name)
+            .and_then(|p| postcard::from_bytes::<WalPosition>(&p).ok())
+        else {
+            return;
+        };
+        if let Err(e) = wal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .delete_before(position)
+        {
+            tracing::warn!(source = %self.name, "cannot delete old write-ahead log segments: {e}");
+        }
+    }
+}
+
+/// What the receiving thread owns.
+struct Receiving {
     name: String,
     received: Received,
     wal: Option<Arc<Mutex<WriteAheadLog>>>,
     counters: Arc<ReceiverCounters>,
     stop: Arc<AtomicBool>,
-) {
-    while !stop.load(Ordering::Relaxed) {
+    pacer: Pacer,
+}
+
+/// The receiving loop: poll, gather a block (at most 50 ms, 10,000 messages, or what the rate allows),
+/// make it durable, hand it over, then commit its offsets.
+fn receive(consumer: BaseConsumer, mut r: Receiving) {
+    while !r.stop.load(Ordering::Relaxed) {
         let mut block = Vec::new();
         let started = Instant::now();
-        while block.len() < 10_000 && started.elapsed() < Duration::from_millis(50) {
+        let limit = r.pacer.block_limit().unwrap_or(10_000).min(10_000);
+        while block.len() < limit && started.elapsed() < Duration::from_millis(50) {
             match consumer.poll(Duration::from_millis(20)) {
                 Some(Ok(message)) => block.push(KafkaRecord {
                     topic: message.topic().to_string(),
@@ -134,9 +164,9 @@ fn receive(
                 }),
                 Some(Err(e)) => {
                     let text = format!("Kafka consumer error: {e}");
-                    tracing::warn!(source = %name, "{text}");
-                    ReceiverCounters::add(&counters.connection_errors, 1);
-                    counters.set_error(text);
+                    tracing::warn!(source = %r.name, "{text}");
+                    ReceiverCounters::add(&r.counters.connection_errors, 1);
+                    r.counters.set_error(text);
                     break;
                 }
                 None => {}
@@ -145,26 +175,16 @@ fn receive(
         if block.is_empty() {
             continue;
         }
-        let position = match &wal {
-            Some(wal) => {
-                let logged = postcard::to_stdvec(&block)
-                    .map_err(|e| e.to_string())
-                    .and_then(|payload| {
-                        let mut wal = wal.lock().unwrap_or_else(|p| p.into_inner());
-                        let position = wal.append(&payload).map_err(|e| e.to_string())?;
-                        wal.sync().map_err(|e| e.to_string())?;
-                        Ok(position)
-                    });
-                match logged {
-                    Ok(position) => Some(position),
-                    Err(e) => {
-                        // Not durable, so not acknowledged: stop; Kafka keeps the messages for the restart.
-                        tracing::error!(source = %name, "cannot write the write-ahead log, the receiver stops: {e}");
-                        counters.set_error(e);
-                        return;
-                    }
+        let position = match &r.wal {
+            Some(wal) => match log_block(wal, &block) {
+                Ok(position) => Some(position),
+                Err(e) => {
+                    // Not durable, so not acknowledged: stop; Kafka keeps the messages for the restart.
+                    tracing::error!(source = %r.name, "cannot write the write-ahead log, the receiver stops: {e}");
+                    r.counters.set_error(e);
+                    return;
                 }
-            }
+            },
             None => None,
         };
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
@@ -174,8 +194,9 @@ fn receive(
                 .or_insert(0);
             *next = (*next).max(record.offset + 1);
         }
-        ReceiverCounters::add(&counters.records, block.len() as u64);
-        received
+        let records = block.len() as u64;
+        ReceiverCounters::add(&r.counters.records, records);
+        r.received
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((block, position));
@@ -184,9 +205,22 @@ fn receive(
             let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
         }
         if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-            tracing::warn!(source = %name, "cannot commit offsets to Kafka (messages may be received twice): {e}");
+            tracing::warn!(source = %r.name, "cannot commit offsets to Kafka (messages may be received twice): {e}");
+        }
+        let wait = r.pacer.delay_after(records);
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
         }
     }
+}
+
+/// Appends a block to the log and makes it durable.
+fn log_block(wal: &Mutex<WriteAheadLog>, block: &[KafkaRecord]) -> Result<WalPosition, String> {
+    let payload = postcard::to_stdvec(block).map_err(|e| e.to_string())?;
+    let mut wal = wal.lock().unwrap_or_else(|p| p.into_inner());
+    let position = wal.append(&payload).map_err(|e| e.to_string())?;
+    wal.sync().map_err(|e| e.to_string())?;
+    Ok(position)
 }
 
 impl Source for KafkaReceiverSource {
@@ -220,16 +254,23 @@ impl Source for KafkaReceiverSource {
                 self.topics.join(", ")
             ))
         })?;
-        let (name, received, wal, counters, stop) = (
-            self.name.clone(),
-            self.received.clone(),
-            self.wal.clone(),
-            self.counters.clone(),
-            self.stop.clone(),
-        );
+        self.checkpointed = Some(env.checkpointed.clone());
+        let control = Arc::new(RateControl::new(env.max_rate));
+        if let Some(initial) = env.initial_rate {
+            control.set(initial);
+        }
+        env.rates.register(&self.name, control.clone());
+        let receiving = Receiving {
+            name: self.name.clone(),
+            received: self.received.clone(),
+            wal: self.wal.clone(),
+            counters: self.counters.clone(),
+            stop: self.stop.clone(),
+            pacer: Pacer::new(control),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("streamc-kafka-{}", self.name))
-            .spawn(move || receive(consumer, name, received, wal, counters, stop))
+            .spawn(move || receive(consumer, receiving))
             .map_err(|e| self.error(format!("cannot start the receiver thread: {e}")))?;
         self.thread = Some(thread);
         Ok(())
