@@ -6,23 +6,21 @@
 //! offset). Without the log, offsets are committed as blocks arrive and data received but not processed
 //! is lost in a crash, as with Spark's default receiver.
 
+use super::blocks::{BlockSink, Loggable, ReceivedBlocks};
 use super::kafka::KafkaRecord;
 use super::{ReceiverCounters, ReceiverEnv, Source, SourceError, SourceStats};
 use crate::exec::split_even;
 use crate::rate::{Pacer, RateControl};
 use crate::time::Time;
-use crate::wal::{WalPosition, WriteAheadLog};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-type Received = Arc<Mutex<Vec<(Vec<KafkaRecord>, Option<WalPosition>)>>>;
 
 /// A consumer-group receiver.
 pub struct KafkaReceiverSource {
@@ -30,14 +28,10 @@ pub struct KafkaReceiverSource {
     brokers: String,
     topics: Vec<String>,
     group: String,
-    received: Received,
+    blocks: ReceivedBlocks<Vec<KafkaRecord>>,
     counters: Arc<ReceiverCounters>,
-    wal: Option<Arc<Mutex<WriteAheadLog>>>,
-    cut_position: WalPosition,
-    resume_from: Option<WalPosition>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    checkpointed: Option<super::Checkpointed>,
 }
 
 impl KafkaReceiverSource {
@@ -47,14 +41,10 @@ impl KafkaReceiverSource {
             brokers,
             topics,
             group,
-            received: Arc::default(),
+            blocks: ReceivedBlocks::new(name),
             counters: Arc::default(),
-            wal: None,
-            cut_position: WalPosition::default(),
-            resume_from: None,
             stop: Arc::default(),
             thread: None,
-            checkpointed: None,
         }
     }
 
@@ -64,82 +54,23 @@ impl KafkaReceiverSource {
             message,
         }
     }
-
-    fn open_wal(&mut self, dir: &std::path::Path) -> Result<(), SourceError> {
-        let wal = WriteAheadLog::open(&dir.join(&self.name), 64 << 20).map_err(|e| {
-            self.error(format!(
-                "cannot open the write-ahead log in {}: {e}",
-                dir.display()
-            ))
-        })?;
-        let from = self.resume_from.unwrap_or_default();
-        let records = wal
-            .read_after(from)
-            .map_err(|e| self.error(format!("cannot read the write-ahead log: {e}")))?;
-        let mut received = self.received.lock().unwrap_or_else(|p| p.into_inner());
-        for (position, payload) in records {
-            match postcard::from_bytes::<Vec<KafkaRecord>>(&payload) {
-                Ok(block) => received.push((block, Some(position))),
-                Err(e) => {
-                    tracing::warn!(source = %self.name, "skipping an unreadable write-ahead log record: {e}")
-                }
-            }
-        }
-        drop(received);
-        self.cut_position = from;
-        self.wal = Some(Arc::new(Mutex::new(wal)));
-        Ok(())
-    }
-
-    fn take(&mut self, up_to: Option<WalPosition>, partitions: usize) -> Vec<Vec<KafkaRecord>> {
-        let mut received = self.received.lock().unwrap_or_else(|p| p.into_inner());
-        let keep = match up_to {
-            None => received.len(),
-            Some(limit) => received
-                .iter()
-                .position(|(_, p)| p.is_some_and(|p| p > limit))
-                .unwrap_or(received.len()),
-        };
-        let taken: Vec<_> = received.drain(..keep).collect();
-        drop(received);
-        if let Some(last) = taken.iter().filter_map(|(_, p)| *p).max() {
-            self.cut_position = last;
-        }
-        self.forget_checkpointed_log();
-        split_even(
-            taken.into_iter().flat_map(|(block, _)| block).collect(),
-            partitions,
-        )
-    }
 }
 
-impl KafkaReceiverSource {
-    /// Deletes log segments a checkpoint has made unnecessary.
-    fn forget_checkpointed_log(&self) {
-        let (Some(wal), Some(checkpointed)) = (&self.wal, &self.checkpointed) else {
-            return;
-        };
-        let Some(position) = checkpointed
-            .position_of(&self.name)
-            .and_then(|p| postcard::from_bytes::<WalPosition>(&p).ok())
-        else {
-            return;
-        };
-        if let Err(e) = wal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .delete_before(position)
-        {
-            tracing::warn!(source = %self.name, "cannot delete old write-ahead log segments: {e}");
-        }
+/// In the write-ahead log a block is its records, postcard-encoded.
+impl Loggable for Vec<KafkaRecord> {
+    fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        postcard::from_bytes(bytes).map_err(|e| e.to_string())
     }
 }
 
 /// What the receiving thread owns.
 struct Receiving {
     name: String,
-    received: Received,
-    wal: Option<Arc<Mutex<WriteAheadLog>>>,
+    sink: BlockSink<Vec<KafkaRecord>>,
     counters: Arc<ReceiverCounters>,
     stop: Arc<AtomicBool>,
     pacer: Pacer,
@@ -175,18 +106,6 @@ fn receive(consumer: BaseConsumer, mut r: Receiving) {
         if block.is_empty() {
             continue;
         }
-        let position = match &r.wal {
-            Some(wal) => match log_block(wal, &block) {
-                Ok(position) => Some(position),
-                Err(e) => {
-                    // Not durable, so not acknowledged: stop; Kafka keeps the messages for the restart.
-                    tracing::error!(source = %r.name, "cannot write the write-ahead log, the receiver stops: {e}");
-                    r.counters.set_error(e);
-                    return;
-                }
-            },
-            None => None,
-        };
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for record in &block {
             let next = offsets
@@ -195,11 +114,15 @@ fn receive(consumer: BaseConsumer, mut r: Receiving) {
             *next = (*next).max(record.offset + 1);
         }
         let records = block.len() as u64;
+        // With the write-ahead log the block is durable before it is handed over, and its offsets are
+        // committed only after that.
+        if let Err(e) = r.sink.push(block) {
+            // Not durable, so not acknowledged: stop; Kafka keeps the messages for the restart.
+            tracing::error!(source = %r.name, "the receiver stops: {e}");
+            r.counters.set_error(e);
+            return;
+        }
         ReceiverCounters::add(&r.counters.records, records);
-        r.received
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((block, position));
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in &offsets {
             let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
@@ -214,15 +137,6 @@ fn receive(consumer: BaseConsumer, mut r: Receiving) {
     }
 }
 
-/// Appends a block to the log and makes it durable.
-fn log_block(wal: &Mutex<WriteAheadLog>, block: &[KafkaRecord]) -> Result<WalPosition, String> {
-    let payload = postcard::to_stdvec(block).map_err(|e| e.to_string())?;
-    let mut wal = wal.lock().unwrap_or_else(|p| p.into_inner());
-    let position = wal.append(&payload).map_err(|e| e.to_string())?;
-    wal.sync().map_err(|e| e.to_string())?;
-    Ok(position)
-}
-
 impl Source for KafkaReceiverSource {
     type Batch = Vec<Vec<KafkaRecord>>;
 
@@ -231,9 +145,7 @@ impl Source for KafkaReceiverSource {
     }
 
     fn start(&mut self, env: &ReceiverEnv) -> Result<(), SourceError> {
-        if let Some(dir) = &env.wal_dir {
-            self.open_wal(dir)?;
-        }
+        let sink = self.blocks.start(env)?;
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", &self.group)
@@ -254,7 +166,6 @@ impl Source for KafkaReceiverSource {
                 self.topics.join(", ")
             ))
         })?;
-        self.checkpointed = Some(env.checkpointed.clone());
         let control = Arc::new(RateControl::new(env.max_rate));
         if let Some(initial) = env.initial_rate {
             control.set(initial);
@@ -262,8 +173,7 @@ impl Source for KafkaReceiverSource {
         env.rates.register(&self.name, control.clone());
         let receiving = Receiving {
             name: self.name.clone(),
-            received: self.received.clone(),
-            wal: self.wal.clone(),
+            sink,
             counters: self.counters.clone(),
             stop: self.stop.clone(),
             pacer: Pacer::new(control),
@@ -277,7 +187,8 @@ impl Source for KafkaReceiverSource {
     }
 
     fn cut(&mut self, _time: Time, partitions: usize) -> Self::Batch {
-        self.take(None, partitions)
+        let blocks = self.blocks.take(None).unwrap_or_default();
+        split_even(blocks.into_iter().flatten().collect(), partitions)
     }
 
     fn records_in(batch: &Self::Batch) -> usize {
@@ -296,15 +207,11 @@ impl Source for KafkaReceiverSource {
     }
 
     fn position(&self) -> Option<Vec<u8>> {
-        self.wal.as_ref()?;
-        postcard::to_stdvec(&self.cut_position).ok()
+        self.blocks.position()
     }
 
     fn seek(&mut self, position: &[u8]) -> Result<(), SourceError> {
-        let position = postcard::from_bytes(position)
-            .map_err(|e| self.error(format!("malformed log position: {e}")))?;
-        self.resume_from = Some(position);
-        Ok(())
+        self.blocks.seek(position)
     }
 
     fn recut(
@@ -313,9 +220,11 @@ impl Source for KafkaReceiverSource {
         partitions: usize,
         position: &[u8],
     ) -> Result<Self::Batch, SourceError> {
-        let target = postcard::from_bytes(position)
-            .map_err(|e| self.error(format!("malformed log position: {e}")))?;
-        Ok(self.take(Some(target), partitions))
+        let blocks = self.blocks.take(Some(position))?;
+        Ok(split_even(
+            blocks.into_iter().flatten().collect(),
+            partitions,
+        ))
     }
 }
 

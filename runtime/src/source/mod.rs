@@ -4,6 +4,7 @@
 //! (sockets) start it on the engine's receiver runtime, which is separate from the worker pool: receiving
 //! never takes a worker away, so `workers: 1` works (unlike Spark's `local[1]`).
 
+mod blocks;
 mod files;
 #[cfg(feature = "kafka")]
 mod kafka;

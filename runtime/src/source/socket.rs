@@ -5,12 +5,12 @@
 //! its size from a [`MemoryBudget`]; when processing falls behind the budget runs out, the receiver stops
 //! reading, and TCP flow control pushes back on the sender: memory stays bounded, nothing is dropped.
 
+use super::blocks::{BlockSink, Loggable, ReceivedBlocks};
 use super::text::{MemoryBudget, TextBlock, TextPartition};
 use super::{ReceiverCounters, ReceiverEnv, Source, SourceError, SourceStats};
 use crate::rate::{Pacer, RateControl};
 use crate::time::Time;
-use crate::wal::{WalPosition, WriteAheadLog};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -40,23 +40,15 @@ impl Default for SocketOptions {
     }
 }
 
-/// Blocks received and not yet cut, each with where it ends in the write-ahead log (when there is one).
-type Received = Arc<Mutex<Vec<(TextBlock, Option<WalPosition>)>>>;
-
 /// A TCP text-line source.
 pub struct SocketTextSource {
     name: String,
     address: String,
     options: SocketOptions,
-    received: Received,
+    blocks: ReceivedBlocks<TextBlock>,
     counters: Arc<ReceiverCounters>,
     stop: Option<watch::Sender<bool>>,
     task: Option<(tokio::runtime::Handle, JoinHandle<()>)>,
-    /// With a write-ahead log: the log, where the last cut batch ends in it, and where a restart resumes.
-    wal: Option<Arc<Mutex<WriteAheadLog>>>,
-    cut_position: WalPosition,
-    resume_from: Option<WalPosition>,
-    checkpointed: Option<crate::source::Checkpointed>,
 }
 
 impl SocketTextSource {
@@ -66,98 +58,36 @@ impl SocketTextSource {
             name: name.to_string(),
             address,
             options,
-            received: Arc::default(),
+            blocks: ReceivedBlocks::new(name),
             counters: Arc::default(),
             stop: None,
             task: None,
-            wal: None,
-            cut_position: WalPosition::default(),
-            resume_from: None,
-            checkpointed: None,
-        }
-    }
-
-    /// Opens the write-ahead log and puts back what it holds after the checkpointed position: data
-    /// received before a crash and not covered by a checkpoint is processed again, not lost.
-    fn open_wal(&mut self, dir: &std::path::Path) -> Result<(), SourceError> {
-        let error = |message: String| SourceError {
-            source_name: self.name.clone(),
-            message,
-        };
-        let wal = WriteAheadLog::open(&dir.join(&self.name), 64 << 20).map_err(|e| {
-            error(format!(
-                "cannot open the write-ahead log in {}: {e}",
-                dir.display()
-            ))
-        })?;
-        let from = self.resume_from.unwrap_or_default();
-        let records = wal
-            .read_after(from)
-            .map_err(|e| error(format!("cannot read the write-ahead log: {e}")))?;
-        if !records.is_empty() {
-            tracing::info!(source = %self.name, blocks = records.len(), "replaying received data from the write-ahead log");
-        }
-        let mut received = self.received.lock().unwrap_or_else(|p| p.into_inner());
-        for (position, payload) in records {
-            let text = String::from_utf8_lossy(&payload);
-            received.push((TextBlock::from_lines(text.split('\n')), Some(position)));
-        }
-        drop(received);
-        self.cut_position = from;
-        self.wal = Some(Arc::new(Mutex::new(wal)));
-        Ok(())
-    }
-
-    fn take_received(&self, up_to: Option<WalPosition>) -> Vec<(TextBlock, Option<WalPosition>)> {
-        let mut received = self.received.lock().unwrap_or_else(|p| p.into_inner());
-        match up_to {
-            None => std::mem::take(&mut *received),
-            Some(limit) => {
-                let keep = received
-                    .iter()
-                    .position(|(_, p)| p.is_some_and(|p| p > limit))
-                    .unwrap_or(received.len());
-                received.drain(..keep).collect()
-            }
-        }
-    }
-
-    /// Spreads taken blocks into partitions, advancing the cut position past them.
-    fn partitions(
-        &mut self,
-        taken: Vec<(TextBlock, Option<WalPosition>)>,
-        partitions: usize,
-    ) -> Vec<TextPartition> {
-        if let Some(last) = taken.iter().filter_map(|(_, p)| *p).max() {
-            self.cut_position = last;
-        }
-        self.forget_checkpointed_log();
-        TextPartition::spread(taken.into_iter().map(|(b, _)| b).collect(), partitions)
-    }
-
-    /// Deletes log segments a checkpoint has made unnecessary.
-    fn forget_checkpointed_log(&self) {
-        let (Some(wal), Some(checkpointed)) = (&self.wal, &self.checkpointed) else {
-            return;
-        };
-        let Some(position) = checkpointed
-            .position_of(&self.name)
-            .and_then(|p| postcard::from_bytes::<WalPosition>(&p).ok())
-        else {
-            return;
-        };
-        if let Err(e) = wal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .delete_before(position)
-        {
-            tracing::warn!(source = %self.name, "cannot delete old write-ahead log segments: {e}");
         }
     }
 
     /// The address the receiver connects to.
     pub fn address(&self) -> &str {
         &self.address
+    }
+}
+
+/// In the write-ahead log a block is its lines joined by newlines.
+impl Loggable for TextBlock {
+    fn encode(&self) -> Vec<u8> {
+        let mut payload = Vec::with_capacity(self.bytes() + self.len());
+        for (i, line) in self.lines().enumerate() {
+            if i > 0 {
+                payload.push(b'\n');
+            }
+            payload.extend_from_slice(line.as_bytes());
+        }
+        payload
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| format!("a logged block is not UTF-8: {e}"))?;
+        Ok(TextBlock::from_lines(text.split('\n')))
     }
 }
 
@@ -186,20 +116,14 @@ impl Source for SocketTextSource {
             control.set(initial);
         }
         env.rates.register(&self.name, control.clone());
-        self.checkpointed = Some(env.checkpointed.clone());
-        if let Some(dir) = &env.wal_dir {
-            self.open_wal(dir)?;
-        } else if self.resume_from.is_some() {
-            tracing::warn!(source = %self.name, "the checkpoint has a write-ahead log position, but the log is off: data received before the restart is not replayed");
-        }
+        let sink = self.blocks.start(env)?;
         let receiver = Receiver {
-            wal: self.wal.clone(),
+            sink,
             pacer: Pacer::new(control),
             name: self.name.clone(),
             address: self.address.clone(),
             options: self.options.clone(),
             budget: MemoryBudget::new(self.options.buffer_bytes),
-            received: self.received.clone(),
             counters: self.counters.clone(),
             stop: stop_rx,
         };
@@ -210,22 +134,16 @@ impl Source for SocketTextSource {
     }
 
     fn cut(&mut self, _time: Time, partitions: usize) -> Self::Batch {
-        let taken = self.take_received(None);
-        self.partitions(taken, partitions)
+        let blocks = self.blocks.take(None).unwrap_or_default();
+        TextPartition::spread(blocks, partitions)
     }
 
     fn position(&self) -> Option<Vec<u8>> {
-        self.wal.as_ref()?;
-        postcard::to_stdvec(&self.cut_position).ok()
+        self.blocks.position()
     }
 
     fn seek(&mut self, position: &[u8]) -> Result<(), SourceError> {
-        let position: WalPosition = postcard::from_bytes(position).map_err(|e| SourceError {
-            source_name: self.name.clone(),
-            message: format!("malformed write-ahead log position in the checkpoint: {e}"),
-        })?;
-        self.resume_from = Some(position);
-        Ok(())
+        self.blocks.seek(position)
     }
 
     fn recut(
@@ -234,12 +152,10 @@ impl Source for SocketTextSource {
         partitions: usize,
         position: &[u8],
     ) -> Result<Self::Batch, SourceError> {
-        let target: WalPosition = postcard::from_bytes(position).map_err(|e| SourceError {
-            source_name: self.name.clone(),
-            message: format!("malformed write-ahead log position in the batch journal: {e}"),
-        })?;
-        let taken = self.take_received(Some(target));
-        Ok(self.partitions(taken, partitions))
+        Ok(TextPartition::spread(
+            self.blocks.take(Some(position))?,
+            partitions,
+        ))
     }
 
     fn records_in(batch: &Self::Batch) -> usize {
@@ -270,13 +186,12 @@ impl Drop for SocketTextSource {
 }
 
 struct Receiver {
-    wal: Option<Arc<Mutex<WriteAheadLog>>>,
+    sink: BlockSink<TextBlock>,
     pacer: Pacer,
     name: String,
     address: String,
     options: SocketOptions,
     budget: MemoryBudget,
-    received: Received,
     counters: Arc<ReceiverCounters>,
     stop: watch::Receiver<bool>,
 }
@@ -412,45 +327,19 @@ impl Receiver {
             return false;
         };
         block.attach_budget(permit);
-        // With a write-ahead log, a block is usable only once it is durable there.
-        let position = match &self.wal {
-            Some(wal) => match tokio::task::block_in_place(|| log_block(wal, &block)) {
-                Ok(position) => Some(position),
-                Err(e) => {
-                    // Without a durable copy the block could be lost in a crash: stop receiving (the
-                    // sender keeps the rest) rather than go on unprotected.
-                    self.report(format!(
-                        "cannot write to the write-ahead log, receiving stops: {e}"
-                    ));
-                    return false;
-                }
-            },
-            None => None,
-        };
-        ReceiverCounters::add(&self.counters.records, block.len() as u64);
-        ReceiverCounters::add(&self.counters.bytes, block.bytes() as u64);
-        self.received
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((block, position));
+        let (records, bytes) = (block.len() as u64, block.bytes() as u64);
+        // With a write-ahead log, a block is usable only once it is durable there (one fsync per block
+        // read from the socket, not per line).
+        if let Err(e) = tokio::task::block_in_place(|| self.sink.push(block)) {
+            // Without a durable copy the block could be lost in a crash: stop receiving (the sender
+            // keeps the rest) rather than go on unprotected.
+            self.report(format!("receiving stops: {e}"));
+            return false;
+        }
+        ReceiverCounters::add(&self.counters.records, records);
+        ReceiverCounters::add(&self.counters.bytes, bytes);
         true
     }
-}
-
-/// Appends a block to the log (its lines joined by newlines) and makes it durable: one fsync per block
-/// received, not per line.
-fn log_block(wal: &Mutex<WriteAheadLog>, block: &TextBlock) -> std::io::Result<WalPosition> {
-    let mut payload = Vec::with_capacity(block.bytes() + block.len());
-    for (i, line) in block.lines().enumerate() {
-        if i > 0 {
-            payload.push(b'\n');
-        }
-        payload.extend_from_slice(line.as_bytes());
-    }
-    let mut wal = wal.lock().unwrap_or_else(|p| p.into_inner());
-    let position = wal.append(&payload)?;
-    wal.sync()?;
-    Ok(position)
 }
 
 /// What one call of the splitter skipped.
