@@ -3,19 +3,13 @@
 //! previous one; upgrades that keep the state types resume, incompatible ones are refused with the
 //! operator and the change named, and `--reset-state` starts over.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use streamc::testkit::Rng;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("streamc-checkpoint-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use support::{child, setting, temp_dir, CHECKPOINTS};
 
 fn crash_batches() -> Vec<Vec<String>> {
     let mut rng = Rng::new(11);
@@ -28,26 +22,14 @@ fn crash_batches() -> Vec<Vec<String>> {
         .collect()
 }
 
-/// An idempotent sink: one file per output and batch time, written to a temporary name and renamed, so a
-/// batch replayed after a crash rewrites the same file with the same content.
+/// An idempotent sink: one file per output and batch time (see `support::publish`).
 fn write_output(name: &str, batch: streamc::Batch<(String, u64)>, time: streamc::Time) {
-    let Ok(dir) = std::env::var(OUT_DIR) else {
-        return;
-    };
-    let mut lines: Vec<String> = batch
-        .collect()
-        .into_iter()
-        .map(|(w, n)| format!("{w} {n}"))
-        .collect();
-    lines.sort();
-    let file = Path::new(&dir).join(format!("{name}-{:020}.txt", time.millis()));
-    let tmp = file.with_extension("tmp");
-    std::fs::write(&tmp, lines.join("\n")).expect("write output");
-    std::fs::rename(&tmp, &file).expect("publish output");
+    let file = format!("{name}-{:020}.txt", time.millis());
+    support::publish(
+        &file,
+        batch.collect().into_iter().map(|(w, n)| format!("{w} {n}")),
+    );
 }
-
-const OUT_DIR: &str = "STREAMC_CRASH_OUT";
-const CHECKPOINT_DIR: &str = "STREAMC_CRASH_CHECKPOINTS";
 
 mod crash {
     use streamc::prelude::*;
@@ -69,10 +51,9 @@ mod crash {
 #[test]
 #[ignore = "run by crash_restart_equals_a_crash_free_run in a child process"]
 fn crash_child() {
-    let checkpoints = std::env::var(CHECKPOINT_DIR).expect("run by the crash test");
     crash::crash_counts::app()
         .configure(|c| {
-            c.checkpoint_dir = Some(checkpoints.into());
+            c.checkpoint_dir = Some(setting(CHECKPOINTS).into());
             c.stop_when_drained = true;
         })
         .run()
@@ -80,21 +61,7 @@ fn crash_child() {
 }
 
 fn spawn_child(out: &Path, checkpoints: &Path) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "crash_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(OUT_DIR, out)
-        .env(CHECKPOINT_DIR, checkpoints)
-        .env("STREAMC_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    child("crash_child", out, checkpoints, "")
 }
 
 /// Each output's files in time order, as (output, contents) — times differ between runs, order does not.

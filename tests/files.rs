@@ -2,18 +2,14 @@
 //! in-progress names are ignored until renamed, invalid UTF-8 is counted, not fatal; and an app killed
 //! with SIGKILL at random points and restarted counts every file exactly once.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use streamc::testkit::Rng;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("streamc-files-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use support::{child, counts, published, setting, temp_dir, terminate, CHECKPOINTS, PEER};
 
 /// Writes a file next to `dir` and moves it in, as the source expects.
 fn drop_file(dir: &Path, name: &str, contents: &[u8]) {
@@ -107,34 +103,16 @@ mod crash {
             .flat_map(|line: &str| line.split(' '))
             .map(|w| (w.to_string(), 1u64))
             .update_state_by_key(|new: &[u64], old: Option<u64>| Some(old.unwrap_or(0) + new.iter().sum::<u64>()));
-        totals.foreach_batch(|batch, _| crate::publish_totals(batch));
+        totals.foreach_batch(|batch, _| crate::support::publish("totals.txt", batch.collect().into_iter().map(|(w, n)| format!("{w} {n}"))));
     }
-}
-
-const OUT: &str = "STREAMC_FILES_OUT";
-const IN: &str = "STREAMC_FILES_IN";
-const CKPT: &str = "STREAMC_FILES_CKPT";
-
-fn publish_totals(batch: streamc::Batch<(String, u64)>) {
-    let Ok(out) = std::env::var(OUT) else { return };
-    let mut lines: Vec<String> = batch
-        .collect()
-        .into_iter()
-        .map(|(w, n)| format!("{w} {n}"))
-        .collect();
-    lines.sort();
-    let file = Path::new(&out).join("totals.txt");
-    std::fs::write(file.with_extension("tmp"), lines.join("\n")).unwrap();
-    std::fs::rename(file.with_extension("tmp"), file).unwrap();
 }
 
 #[test]
 #[ignore = "run by files_are_counted_exactly_once_across_sigkills in a child process"]
 fn dir_crash_child() {
-    let (input, checkpoints) = (std::env::var(IN).unwrap(), std::env::var(CKPT).unwrap());
     crash::dir_totals::app()
-        .source_address("lines", input)
-        .configure(|c| c.checkpoint_dir = Some(checkpoints.into()))
+        .source_address("lines", setting(PEER))
+        .configure(|c| c.checkpoint_dir = Some(setting(CHECKPOINTS).into()))
         .stop_on_signals()
         .run()
         .unwrap();
@@ -142,29 +120,13 @@ fn dir_crash_child() {
 
 #[test]
 fn files_are_counted_exactly_once_across_sigkills() {
-    let input = temp_dir("crash-in");
-    let out = temp_dir("crash-out");
-    let checkpoints = temp_dir("crash-ckpt");
-    let spawn = || {
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "dir_crash_child",
-                "--exact",
-                "--ignored",
-                "--test-threads=1",
-            ])
-            .env(IN, &input)
-            .env(OUT, &out)
-            .env(CKPT, &checkpoints)
-            .env("STREAMC_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let input = temp_dir("files-crash-in");
+    let out = temp_dir("files-crash-out");
+    let checkpoints = temp_dir("files-crash-ckpt");
+    let peer = input.to_string_lossy().to_string();
     let mut rng = Rng::new(5);
     let mut expected = BTreeMap::new();
-    let mut child = spawn();
+    let mut app = child("dir_crash_child", &out, &checkpoints, &peer);
     let mut kills = 0;
     for i in 0..40 {
         let text: Vec<String> = (0..1 + rng.next_u64() % 20)
@@ -175,34 +137,19 @@ fn files_are_counted_exactly_once_across_sigkills() {
         drop_file(&input, &format!("f{i:03}.txt"), text.as_bytes());
         std::thread::sleep(Duration::from_millis(rng.next_u64() % 120));
         if i % 6 == 5 {
-            child.kill().unwrap();
-            child.wait().unwrap();
+            app.kill().unwrap();
+            app.wait().unwrap();
             kills += 1;
-            child = spawn();
+            app = child("dir_crash_child", &out, &checkpoints, &peer);
         }
     }
     // Let the last incarnation catch up, then stop it gracefully (a final checkpoint and output).
     std::thread::sleep(Duration::from_millis(1500));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(child.wait().unwrap().success());
+    terminate(app);
     assert!(kills >= 5);
-    let published = std::fs::read_to_string(out.join("totals.txt")).unwrap();
-    let got: BTreeMap<String, u64> = published
-        .lines()
-        .map(|l| {
-            let (w, n) = l.rsplit_once(' ').unwrap();
-            (w.to_string(), n.parse().unwrap())
-        })
-        .collect();
     assert_eq!(
-        got, expected,
+        counts(&published(&out, "totals.txt")),
+        expected,
         "after {kills} SIGKILLs every file must be counted exactly once"
     );
 }

@@ -3,15 +3,16 @@
 //! the per-partition rate bounds even the first batch, SIGKILL at random points loses and repeats
 //! nothing, and unknown topics and unreachable brokers are clear errors, not crashes.
 
+mod support;
+
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use streamc::stream;
 use streamc::testkit::Rng;
+use support::{child, counts, published, setting, temp_dir, terminate, CHECKPOINTS, PEER};
 
 mod apps {
     use streamc::prelude::*;
@@ -43,7 +44,7 @@ mod apps {
             .flat_map(|r: &KafkaRecord| r.value_str().unwrap_or("").split(' '))
             .map(|w| (w.to_string(), 1u64))
             .update_state_by_key(|new: &[u64], old: Option<u64>| Some(old.unwrap_or(0) + new.iter().sum::<u64>()));
-        totals.foreach_batch(|batch, _| crate::publish(batch));
+        totals.foreach_batch(|batch, _| crate::support::publish("totals.txt", batch.collect().into_iter().map(|(w, n)| format!("{w} {n}"))));
     }
 }
 
@@ -232,53 +233,18 @@ fn an_unknown_topic_is_refused_at_start_and_an_unreachable_broker_is_retried() {
     assert_eq!(report.batches_failed, 0);
 }
 
-const OUT: &str = "STREAMC_KAFKA_OUT";
-const CKPT: &str = "STREAMC_KAFKA_CKPT";
-const BROKERS: &str = "STREAMC_KAFKA_MOCK";
-
-fn publish(batch: streamc::Batch<(String, u64)>) {
-    let Ok(out) = std::env::var(OUT) else { return };
-    let mut lines: Vec<String> = batch
-        .collect()
-        .into_iter()
-        .map(|(w, n)| format!("{w} {n}"))
-        .collect();
-    lines.sort();
-    let file = Path::new(&out).join("totals.txt");
-    std::fs::write(file.with_extension("tmp"), lines.join("\n")).unwrap();
-    std::fs::rename(file.with_extension("tmp"), file).unwrap();
-}
-
 #[test]
 #[ignore = "run by every_message_counts_once_across_sigkills in a child process"]
 fn kafka_child() {
     apps::kafka_totals::app()
-        .source_address("records", std::env::var(BROKERS).unwrap())
+        .source_address("records", setting(PEER))
         .configure(|c| {
-            c.checkpoint_dir = Some(std::env::var(CKPT).unwrap().into());
+            c.checkpoint_dir = Some(setting(CHECKPOINTS).into());
             c.kafka_start = streamc::source::StartAt::Earliest;
         })
         .stop_on_signals()
         .run()
         .unwrap();
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("streamc-kafka-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn published(out: &Path) -> BTreeMap<String, u64> {
-    std::fs::read_to_string(out.join("totals.txt"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            l.rsplit_once(' ')
-                .map(|(w, n)| (w.to_string(), n.parse().unwrap_or(0)))
-        })
-        .collect()
 }
 
 #[test]
@@ -287,46 +253,32 @@ fn every_message_counts_once_across_sigkills() {
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("words", 3, 1).unwrap();
     let producer = producer(&brokers);
-    let (out, checkpoints) = (temp_dir("out"), temp_dir("ckpt"));
-    let spawn = || {
-        Command::new(std::env::current_exe().unwrap())
-            .args(["kafka_child", "--exact", "--ignored", "--test-threads=1"])
-            .env(OUT, &out)
-            .env(CKPT, &checkpoints)
-            .env(BROKERS, &brokers)
-            .env("STREAMC_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let (out, checkpoints) = (temp_dir("kafka-out"), temp_dir("kafka-ckpt"));
     let mut rng = Rng::new(9);
     let mut expected = BTreeMap::new();
-    let mut child = spawn();
+    let mut app = child("kafka_child", &out, &checkpoints, &brokers);
     for wave in 0..5u64 {
         let data = lines(100 + wave, 500);
         count(&data, &mut expected);
         produce(&producer, "words", 3, &data);
         std::thread::sleep(Duration::from_millis(200 + rng.next_u64() % 600));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        child = spawn();
+        app.kill().unwrap();
+        app.wait().unwrap();
+        app = child("kafka_child", &out, &checkpoints, &brokers);
     }
     let total: u64 = expected.values().sum();
     // An earlier incarnation may already have published everything: give the last one time to start
     // (and install its signal handlers) before it is asked to stop.
     std::thread::sleep(Duration::from_millis(1500));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while published(&out).values().sum::<u64>() < total && Instant::now() < deadline {
+    while counts(&published(&out, "totals.txt")).values().sum::<u64>() < total
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    terminate(app);
     assert_eq!(
-        published(&out),
+        counts(&published(&out, "totals.txt")),
         expected,
         "after 5 SIGKILLs every message must be counted exactly once"
     );

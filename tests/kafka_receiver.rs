@@ -2,14 +2,15 @@
 //! message, and with the write-ahead log a receiver killed with SIGKILL after receiving loses nothing:
 //! deduplicated on (partition, offset) the result is exact.
 
+mod support;
+
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use streamc::prelude::*;
+use support::{child, dir_bytes, published, setting, temp_dir, terminate, CHECKPOINTS, PEER};
 
 fn produce(brokers: &str, topic: &str, from: usize, n: usize) {
     let producer: BaseProducer = ClientConfig::new()
@@ -71,30 +72,17 @@ mod logged {
         let seen = records
             .map(|r| ((r.partition, r.offset), r.value_str().unwrap_or("").to_string()))
             .update_state_by_key(|new: &[String], old: Option<String>| old.or_else(|| new.first().cloned()));
-        seen.foreach_batch(|batch, _| crate::publish(batch));
+        seen.foreach_batch(|batch, _| crate::support::publish("seen.txt", batch.collect().into_iter().map(|(_, v)| v)));
     }
-}
-
-const OUT: &str = "STREAMC_KR_OUT";
-const CKPT: &str = "STREAMC_KR_CKPT";
-const BROKERS: &str = "STREAMC_KR_BROKERS";
-
-fn publish(batch: streamc::Batch<((i32, i64), String)>) {
-    let Ok(out) = std::env::var(OUT) else { return };
-    let mut lines: Vec<String> = batch.collect().into_iter().map(|(_, v)| v).collect();
-    lines.sort();
-    let file = Path::new(&out).join("seen.txt");
-    std::fs::write(file.with_extension("tmp"), lines.join("\n")).unwrap();
-    std::fs::rename(file.with_extension("tmp"), file).unwrap();
 }
 
 #[test]
 #[ignore = "run by a_logged_receiver_loses_nothing_across_sigkills in a child process"]
 fn logged_receiver_child() {
     logged::logged_receiver::app()
-        .source_address("records", std::env::var(BROKERS).unwrap())
+        .source_address("records", setting(PEER))
         .configure(|c| {
-            c.checkpoint_dir = Some(std::env::var(CKPT).unwrap().into());
+            c.checkpoint_dir = Some(setting(CHECKPOINTS).into());
             c.write_ahead_log = true;
         })
         .stop_on_signals()
@@ -102,90 +90,43 @@ fn logged_receiver_child() {
         .unwrap();
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("streamc-kr-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn wal_bytes(checkpoints: &Path) -> u64 {
-    let dir = checkpoints.join("wal").join("records");
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-fn published(out: &Path) -> BTreeSet<String> {
-    std::fs::read_to_string(out.join("seen.txt"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 #[test]
 fn a_logged_receiver_loses_nothing_across_sigkills() {
     let cluster = MockCluster::new(1).unwrap();
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("events", 2, 1).unwrap();
-    let (out, checkpoints) = (temp_dir("out"), temp_dir("ckpt"));
-    let spawn = || {
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "logged_receiver_child",
-                "--exact",
-                "--ignored",
-                "--test-threads=1",
-            ])
-            .env(OUT, &out)
-            .env(CKPT, &checkpoints)
-            .env(BROKERS, &brokers)
-            .env("STREAMC_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let (out, checkpoints) = (temp_dir("kr-out"), temp_dir("kr-ckpt"));
+    let log = checkpoints.join("wal").join("records");
     let mut sent = 0;
     for wave in 0..3 {
-        let before = wal_bytes(&checkpoints);
+        let before = dir_bytes(&log);
         produce(&brokers, "events", sent, 200);
         sent += 200;
-        let mut child = spawn();
+        let mut app = child("logged_receiver_child", &out, &checkpoints, &brokers);
         // Kill once the receiver has logged this wave, before its 5 s batch processes it.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while wal_bytes(&checkpoints) <= before && Instant::now() < deadline {
+        while dir_bytes(&log) <= before && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(
-            wal_bytes(&checkpoints) > before,
+            dir_bytes(&log) > before,
             "wave {wave}: nothing was received"
         );
         std::thread::sleep(Duration::from_millis(300));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        app.kill().unwrap();
+        app.wait().unwrap();
     }
-    let mut child = spawn();
+    let app = child("logged_receiver_child", &out, &checkpoints, &brokers);
     std::thread::sleep(Duration::from_millis(1500));
     let deadline = Instant::now() + Duration::from_secs(40);
-    while published(&out).len() < sent && Instant::now() < deadline {
+    while published(&out, "seen.txt").len() < sent && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    terminate(app);
     let expected: BTreeSet<String> = (0..sent).map(|i| format!("message {i}")).collect();
+    let got: BTreeSet<String> = published(&out, "seen.txt").into_iter().collect();
     assert_eq!(
-        published(&out),
-        expected,
+        got, expected,
         "every message received before the kills is there, once"
     );
 }

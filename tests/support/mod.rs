@@ -1,0 +1,100 @@
+//! Shared by the crash tests: temporary directories, an idempotent file sink that child apps publish
+//! to, child processes that re-run one ignored test of the current test binary, and graceful stops.
+
+#![allow(dead_code)] // each test file uses a subset
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Where a child app publishes its results.
+pub const OUT: &str = "STREAMC_TEST_OUT";
+/// A child app's checkpoint directory.
+pub const CHECKPOINTS: &str = "STREAMC_TEST_CHECKPOINTS";
+/// A child app's source address (a socket, a directory, brokers).
+pub const PEER: &str = "STREAMC_TEST_PEER";
+
+/// A fresh directory for this process.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("streamc-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    dir
+}
+
+/// A setting passed to a child app.
+pub fn setting(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is set by the parent test"))
+}
+
+/// Writes `lines`, sorted, to `file` in the child's output directory: to a temporary name, then renamed,
+/// so a batch replayed after a crash rewrites the same file and readers never see half of it.
+pub fn publish(file: &str, lines: impl IntoIterator<Item = String>) {
+    let Ok(out) = std::env::var(OUT) else { return };
+    let mut lines: Vec<String> = lines.into_iter().collect();
+    lines.sort();
+    let path = Path::new(&out).join(file);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, lines.join("\n")).expect("write output");
+    std::fs::rename(&tmp, &path).expect("publish output");
+}
+
+/// The lines of a published file (none yet: empty).
+pub fn published(dir: &Path, file: &str) -> Vec<String> {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `word count` lines as a map.
+pub fn counts(lines: &[String]) -> BTreeMap<String, u64> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            l.rsplit_once(' ')
+                .map(|(w, n)| (w.to_string(), n.parse().unwrap_or(0)))
+        })
+        .collect()
+}
+
+/// Runs the ignored test `test` of this test binary in a child process, with its output directory,
+/// checkpoint directory and peer address.
+pub fn child(test: &str, out: &Path, checkpoints: &Path, peer: &str) -> Child {
+    Command::new(std::env::current_exe().expect("the test binary"))
+        .args([test, "--exact", "--ignored", "--test-threads=1"])
+        .env(OUT, out)
+        .env(CHECKPOINTS, checkpoints)
+        .env(PEER, peer)
+        .env("STREAMC_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the child app")
+}
+
+/// Asks a child app to stop gracefully (SIGTERM) and checks it exits 0.
+pub fn terminate(mut child: Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert!(
+        child.wait().expect("wait").success(),
+        "a graceful stop exits 0"
+    );
+}
+
+/// Bytes in the files of `dir` (0 if it does not exist yet).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
