@@ -7,10 +7,11 @@ use crate::exec::{
     collect, combine_shuffle, group_buckets, merge_into, shuffle_by_key, split_even, Combiner,
     FastMap, Partitioned, Partitions,
 };
-use crate::state::{KeyedState, RecordWindow, StateData, StateRegistry, WindowState};
+use crate::state::{KeyedState, RecordWindow, StateData, StateRegistry, WindowPart, WindowState};
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::hash::Hash;
 
 /// Runs `f` on the operator's state; a failure here (only possible if the dry run was skipped) fails
@@ -208,6 +209,60 @@ fn emits(ctx: &BatchContext<'_>, slide_ms: u64) -> bool {
     ctx.time.millis().is_multiple_of(slide_ms.max(1))
 }
 
+/// What both keyed windows share: the dry-run check, this batch's per-key partial aggregate (map-side
+/// combined, shuffled), and a parallel pass over the window state's partitions, where `step` gets the
+/// partition, the batch's partial and whether the window emits now.
+#[allow(clippy::too_many_arguments)]
+fn keyed_window<D, K, V, B, R, F>(
+    ctx: &BatchContext<'_>,
+    state: &StateRegistry,
+    slot: usize,
+    data: D,
+    body: B,
+    reduce: &R,
+    slide_ms: u64,
+    step: F,
+) -> Partitions<(K, V)>
+where
+    D: Partitioned,
+    K: Hash + Eq + Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
+    V: Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
+    B: for<'c> Fn(D::Part, &mut Combiner<'c, K, V, R>) + Sync + Send,
+    R: Fn(V, V) -> V + Sync + Send,
+    F: Fn(&mut WindowPart<K, V>, Vec<(K, V)>, bool) -> Vec<(K, V)> + Sync + Send,
+{
+    let n = ctx.workers;
+    if ctx.dry_run {
+        state.check::<WindowState<K, V>>(slot, n);
+        return Vec::new();
+    }
+    let partial = combine_shuffle(ctx, data, body, reduce);
+    let emit = emits(ctx, slide_ms);
+    with_state(state, slot, n, |held: &mut WindowState<K, V>| {
+        held.parts
+            .par_iter_mut()
+            .zip(partial.into_par_iter())
+            .map(|(part, pairs)| step(part, pairs, emit))
+            .collect()
+    })
+}
+
+/// Adds batch `now`'s partial to the window's batches and hands every batch that fell out to `leave`.
+fn slide_window<T>(
+    batches: &mut VecDeque<(u64, Vec<T>)>,
+    now: u64,
+    window_ms: u64,
+    records: Vec<T>,
+    mut leave: impl FnMut(Vec<T>),
+) {
+    batches.push_back((now, records));
+    while batches.front().is_some_and(|(t, _)| t + window_ms <= now) {
+        if let Some((_, old)) = batches.pop_front() {
+            leave(old);
+        }
+    }
+}
+
 /// `reduce_by_key_and_window` without an inverse: each batch's per-key partial aggregate is kept while
 /// inside the window; at each slide the partials are combined (never the raw records).
 #[allow(clippy::too_many_arguments)]
@@ -228,45 +283,30 @@ where
     B: for<'c> Fn(D::Part, &mut Combiner<'c, K, V, R>) + Sync + Send,
     R: Fn(V, V) -> V + Sync + Send,
 {
-    let n = ctx.workers;
-    if ctx.dry_run {
-        state.check::<WindowState<K, V>>(slot, n);
-        return Vec::new();
-    }
     let now = ctx.time.millis();
-    let partial = combine_shuffle(ctx, data, body, &reduce);
-    let emit = emits(ctx, slide_ms);
-    with_state(state, slot, n, |held: &mut WindowState<K, V>| {
-        held.parts
-            .par_iter_mut()
-            .zip(partial.into_par_iter())
-            .map(|(part, pairs)| {
-                part.batches.push_back((now, pairs.into_iter().collect()));
-                while part
-                    .batches
-                    .front()
-                    .is_some_and(|(t, _)| t + window_ms <= now)
-                {
-                    part.batches.pop_front();
-                }
-                if !emit {
-                    return Vec::new();
-                }
-                let mut merged: FastMap<K, V> = FastMap::default();
-                for (_, batch) in &part.batches {
-                    for (k, v) in batch {
-                        let v = v.clone();
-                        let next = match merged.remove(k) {
-                            Some(acc) => reduce(acc, v),
-                            None => v,
-                        };
-                        merged.insert(k.clone(), next);
-                    }
-                }
-                merged.into_iter().collect()
-            })
-            .collect()
-    })
+    keyed_window(
+        ctx,
+        state,
+        slot,
+        data,
+        body,
+        &reduce,
+        slide_ms,
+        |part, pairs, emit| {
+            slide_window(&mut part.batches, now, window_ms, pairs, drop);
+            if !emit {
+                return Vec::new();
+            }
+            let mut merged: FastMap<K, Option<V>> = FastMap::default();
+            for (k, v) in part.batches.iter().flat_map(|(_, batch)| batch) {
+                merge_into(&mut merged, k.clone(), v.clone(), &reduce);
+            }
+            merged
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect()
+        },
+    )
 }
 
 /// `reduce_by_key_and_window` with an inverse: the window's aggregate is kept and updated each batch by
@@ -294,48 +334,38 @@ where
     I: Fn(V, V) -> V + Sync + Send,
     P: Fn(&K, &V) -> bool + Sync + Send,
 {
-    let n = ctx.workers;
-    if ctx.dry_run {
-        state.check::<WindowState<K, V>>(slot, n);
-        return Vec::new();
-    }
     let now = ctx.time.millis();
-    let partial = combine_shuffle(ctx, data, body, &reduce);
-    let emit = emits(ctx, slide_ms);
-    with_state(state, slot, n, |held: &mut WindowState<K, V>| {
-        held.parts
-            .par_iter_mut()
-            .zip(partial.into_par_iter())
-            .map(|(part, pairs)| {
-                for (k, v) in &pairs {
-                    merge_into(&mut part.running, k.clone(), v.clone(), &reduce);
-                }
-                part.batches.push_back((now, pairs));
-                while part
-                    .batches
-                    .front()
-                    .is_some_and(|(t, _)| t + window_ms <= now)
-                {
-                    if let Some((_, old)) = part.batches.pop_front() {
-                        for (k, v) in old {
-                            if let Some(slot) = part.running.get_mut(&k) {
-                                *slot = slot.take().map(|acc| inverse(acc, v));
-                            }
-                        }
+    keyed_window(
+        ctx,
+        state,
+        slot,
+        data,
+        body,
+        &reduce,
+        slide_ms,
+        |part, pairs, emit| {
+            for (k, v) in &pairs {
+                merge_into(&mut part.running, k.clone(), v.clone(), &reduce);
+            }
+            let running = &mut part.running;
+            slide_window(&mut part.batches, now, window_ms, pairs, |old| {
+                for (k, v) in old {
+                    if let Some(slot) = running.get_mut(&k) {
+                        *slot = slot.take().map(|acc| inverse(acc, v));
                     }
                 }
-                if !emit {
-                    return Vec::new();
-                }
-                part.running
-                    .retain(|k, v| v.as_ref().is_some_and(|v| keep(k, v)));
-                part.running
-                    .iter()
-                    .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
-                    .collect()
-            })
-            .collect()
-    })
+            });
+            if !emit {
+                return Vec::new();
+            }
+            part.running
+                .retain(|k, v| v.as_ref().is_some_and(|v| keep(k, v)));
+            part.running
+                .iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
+                .collect()
+        },
+    )
 }
 
 /// `window`: every record of the batches inside the window, at each slide.
@@ -363,14 +393,7 @@ where
     let records: Vec<T> = collect(ctx, data, body).into_iter().flatten().collect();
     let emit = emits(ctx, slide_ms);
     with_state(state, slot, n, |held: &mut RecordWindow<T>| {
-        held.batches.push_back((now, records));
-        while held
-            .batches
-            .front()
-            .is_some_and(|(t, _)| t + window_ms <= now)
-        {
-            held.batches.pop_front();
-        }
+        slide_window(&mut held.batches, now, window_ms, records, drop);
         if !emit {
             return Vec::new();
         }
