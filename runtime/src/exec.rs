@@ -619,6 +619,37 @@ where
     f(batch, ctx.time)
 }
 
+/// `save_as_text_files(prefix, suffix)`: Spark's layout — each batch becomes the directory
+/// `prefix-<batch time in ms>[.suffix]` with one `part-NNNNN` file per partition, one record per line
+/// as `print` shows it. The directory is written under a temporary name and renamed, so readers never
+/// see a partial batch; a batch run again after a crash replaces its directory with the same content.
+pub fn save_as_text_files<D, T, B>(
+    ctx: &BatchContext<'_>,
+    data: D,
+    body: B,
+    prefix: impl AsRef<str>,
+    suffix: impl AsRef<str>,
+) where
+    D: Partitioned,
+    T: Send + Show,
+    B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
+{
+    if ctx.dry_run {
+        return;
+    }
+    let parts = collect(ctx, data, body);
+    let (prefix, suffix) = (prefix.as_ref(), suffix.as_ref());
+    let name = if suffix.is_empty() {
+        format!("{prefix}-{}", ctx.time.millis())
+    } else {
+        format!("{prefix}-{}.{suffix}", ctx.time.millis())
+    };
+    if let Err(e) = crate::output::write_batch_dir(std::path::Path::new(&name), &parts) {
+        // A batch whose output cannot be written fails, and says why.
+        panic!("save_as_text_files: cannot write {name}: {e}");
+    }
+}
+
 /// `collect()`: keeps each batch's records for the test driver or the embedding program.
 pub fn collect_output<D, T, B>(ctx: &BatchContext<'_>, data: D, body: B, output: &'static str)
 where

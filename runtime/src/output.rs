@@ -156,6 +156,39 @@ show_tuple!(A B C D E F);
 show_tuple!(A B C D E F G);
 show_tuple!(A B C D E F G H);
 
+/// Writes partitions as `dir/part-NNNNN` text files, atomically: into a temporary sibling directory,
+/// fsynced, then renamed over `dir` (an earlier copy of the same batch is replaced).
+pub fn write_batch_dir<T: Show>(dir: &std::path::Path, parts: &[Vec<T>]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    for (i, part) in parts.iter().enumerate() {
+        let mut text = String::new();
+        for record in part {
+            record.show(&mut text);
+            text.push('\n');
+        }
+        let mut file = std::fs::File::create(tmp.join(format!("part-{i:05}")))?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::rename(&tmp, dir)?;
+    std::fs::File::open(parent)?.sync_all()
+}
+
 /// Spark's `print` block: a dashed line, `Time: <ms> ms`, a dashed line, the first `n` records, `...` if
 /// there are more, and a blank line.
 pub fn format_print<'a, T: Show + 'a>(

@@ -427,6 +427,14 @@ impl<'g> Generator<'g> {
                     .unwrap_or_else(|| quote!(10));
                 quote_spanned!(span=> #exec::print(#ctx, #root, #body, #n))
             }
+            (_, "save_as_text_files") => {
+                let prefix = &args[0];
+                let suffix = args
+                    .get(1)
+                    .map(|s| quote!(#s))
+                    .unwrap_or_else(|| quote!(""));
+                quote_spanned!(span=> #exec::save_as_text_files(#ctx, #root, #body, #prefix, #suffix))
+            }
             (_, "collect") => {
                 let name = crate::graph::collect_name(&self.graph.nodes, id);
                 quote_spanned!(span=> #exec::collect_output(#ctx, #root, #body, #name))

@@ -184,6 +184,13 @@ pub const OPERATORS: &[Operator] = &[
     op("cache", Kind::Wide, (0, 0), false, "cache()"),
     op("print", Kind::Output, (0, 1), false, "print() or print(n)"),
     op(
+        "save_as_text_files",
+        Kind::Output,
+        (1, 2),
+        false,
+        "save_as_text_files(prefix) or save_as_text_files(prefix, suffix)",
+    ),
+    op(
         "foreach_batch",
         Kind::Output,
         (1, 1),
