@@ -183,13 +183,8 @@ pub fn build(syntax: PipelineSyntax) -> Result<Graph, Diagnostics> {
             Statement::Output(expr) => {
                 let id = builder.lower(&expr, None)?;
                 if !builder.nodes[id].is_output() {
-                    let outputs: Vec<&str> = ops::OPERATORS
-                        .iter()
-                        .filter(|o| o.kind == Kind::Output)
-                        .map(|o| o.name)
-                        .collect();
                     return Err(Diagnostic::at(&expr, "this statement computes a stream but has no output operation, so it would never run")
-                        .help(format!("end it with an output ({}) or bind it with `let name = ...;`", outputs.join(", ")))
+                        .help("end it with an output such as `.print()` or `.foreach_batch(|batch, time| ...)`, or bind it with `let name = ...;`")
                         .into());
                 }
                 output_statements += 1;
