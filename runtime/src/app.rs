@@ -199,7 +199,7 @@ impl<P: Pipeline> App<P> {
             None => Box::new(printed.clone()),
         };
         let collector: Arc<Collector> = Arc::default();
-        let outputs = Outputs::new(print, collector.clone());
+        let outputs = Outputs::new(print, collector.clone(), self.config.sink_settings());
         let checkpointer = Checkpointer::from_config(&self.config)?;
         let recovered = match &checkpointer {
             Some(c) => c.recover(
@@ -330,7 +330,8 @@ impl<P: Pipeline> TestDriver<P> {
             processing_time: outcome.processing,
             checkpoint_time,
             total_delay: Duration::ZERO,
-            failure: outcome.failure,
+            output_failed: outcome.failure.as_ref().is_some_and(|f| f.output_failed),
+            failure: outcome.failure.map(|f| f.message),
         }
     }
 

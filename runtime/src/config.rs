@@ -58,6 +58,12 @@ pub struct AppConfig {
     /// Receivers write what they receive to a write-ahead log in the checkpoint directory before it is
     /// used, so a crash loses nothing already received.
     pub write_ahead_log: bool,
+    /// `URL` per sink name (`--sink NAME=URL`), replacing the destination written in the pipeline.
+    pub sink_urls: BTreeMap<String, String>,
+    /// How long sinks retry a destination that is away before the app stops.
+    pub sink_retry: crate::sink::RetryPolicy,
+    /// Pooled sink connections unused this long are closed.
+    pub sink_idle_timeout: Duration,
 }
 
 impl AppConfig {
@@ -83,12 +89,25 @@ impl AppConfig {
             backpressure: false,
             backpressure_initial_rate: None,
             write_ahead_log: false,
+            sink_urls: BTreeMap::new(),
+            sink_retry: crate::sink::RetryPolicy::default(),
+            sink_idle_timeout: Duration::from_secs(60),
             #[cfg(feature = "kafka")]
             kafka_start: crate::source::StartAt::Committed,
             kafka_group: None,
             kafka_commit: false,
             kafka_max_rate_per_partition: None,
             kafka_start_offsets: BTreeMap::new(),
+        }
+    }
+
+    /// What the sinks of a run share.
+    pub fn sink_settings(&self) -> crate::sink::SinkSettings {
+        crate::sink::SinkSettings {
+            pipeline: self.name.clone(),
+            urls: self.sink_urls.clone(),
+            retry: self.sink_retry,
+            idle_timeout: self.sink_idle_timeout,
         }
     }
 
@@ -182,6 +201,25 @@ impl AppConfig {
                     .map_err(|e| ConfigError(format!("config `checkpoint_every`: {e}")))?,
             );
         }
+        for (name, sink) in file.sinks {
+            if let Some(url) = sink.url {
+                self.sink_urls.insert(name, url);
+            }
+        }
+        if let Some(retry) = file.sink_retry {
+            if let Some(attempts) = retry.attempts {
+                self.sink_retry.attempts = attempts.max(1);
+            }
+            if let Some(backoff) = retry.initial_backoff {
+                self.sink_retry.initial_backoff = parse_duration(&backoff).map_err(|e| {
+                    ConfigError(format!("config `sink_retry.initial_backoff`: {e}"))
+                })?;
+            }
+            if let Some(backoff) = retry.max_backoff {
+                self.sink_retry.max_backoff = parse_duration(&backoff)
+                    .map_err(|e| ConfigError(format!("config `sink_retry.max_backoff`: {e}")))?;
+            }
+        }
         for (name, source) in file.sources {
             if let Some(address) = source.address {
                 self.source_addresses.insert(name, address);
@@ -249,6 +287,21 @@ impl AppConfig {
             }
             self.source_addresses
                 .insert(name.to_string(), address.to_string());
+        }
+        for sink in &args.sink {
+            let Some((name, url)) = sink.split_once('=') else {
+                return Err(invalid(format!("--sink expects NAME=URL, got `{sink}`")));
+            };
+            self.sink_urls.insert(name.to_string(), url.to_string());
+        }
+        if let Some(attempts) = args.sink_retries {
+            self.sink_retry.attempts = attempts;
+        }
+        if let Some(backoff) = args.sink_backoff {
+            self.sink_retry.initial_backoff = backoff;
+        }
+        if let Some(backoff) = args.sink_max_backoff {
+            self.sink_retry.max_backoff = backoff;
         }
         if let Some(bytes) = args.receiver_buffer_bytes {
             self.socket.buffer_bytes = bytes;
@@ -340,7 +393,8 @@ impl std::error::Error for ConfigError {}
 #[derive(Parser, Debug)]
 struct AppArgs {
     /// TOML configuration file (keys: batch, workers, checkpoint, checkpoint_every, [sources.NAME]
-    /// address, [receiver] buffer_bytes, max_line_bytes); flags override it.
+    /// address, [receiver] buffer_bytes, max_line_bytes, [sinks.NAME] url, [sink_retry] attempts,
+    /// initial_backoff, max_backoff); flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Batch interval, e.g. 500ms, 1s, 2min.
@@ -418,6 +472,19 @@ struct AppArgs {
     /// Under --backpressure, the receiving rate before the first estimate.
     #[arg(long, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
     backpressure_initial_rate: Option<u64>,
+    /// Where a sink writes, replacing the pipeline's (e.g. wordcount=postgres://user@host/db). The
+    /// name is the sink's output name: for SQL, the table. Repeatable.
+    #[arg(long, value_name = "NAME=URL")]
+    sink: Vec<String>,
+    /// Tries a sink makes to write a batch before the app stops (default 10).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    sink_retries: Option<u32>,
+    /// A sink's wait after its first failed try; it doubles after each further one (default 100ms).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    sink_backoff: Option<Duration>,
+    /// The longest wait between a sink's tries (default 8s).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    sink_max_backoff: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -430,6 +497,23 @@ struct ConfigFile {
     #[serde(default)]
     sources: BTreeMap<String, SourceFile>,
     receiver: Option<ReceiverFile>,
+    #[serde(default)]
+    sinks: BTreeMap<String, SinkFile>,
+    sink_retry: Option<SinkRetryFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SinkFile {
+    url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SinkRetryFile {
+    attempts: Option<u32>,
+    initial_backoff: Option<String>,
+    max_backoff: Option<String>,
 }
 
 #[derive(Deserialize)]

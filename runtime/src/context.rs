@@ -41,6 +41,16 @@ impl BatchContext<'_> {
         }
     }
 
+    /// The sinks opened by this run's outputs.
+    pub fn sinks(&self) -> &crate::sink::OpenSinks {
+        &self.outputs.sinks
+    }
+
+    /// Destination overrides and the retry policy shared by the sinks.
+    pub fn sink_settings(&self) -> &crate::sink::SinkSettings {
+        &self.outputs.sink_settings
+    }
+
     /// Keeps `records` as this batch's result of the `collect()` output named `output`.
     pub fn collect<T: Send + 'static>(&self, output: &'static str, records: Vec<T>) {
         self.outputs
@@ -49,17 +59,25 @@ impl BatchContext<'_> {
     }
 }
 
-/// Where outputs go: the `print` writer and the collected results.
+/// Where outputs go: the `print` writer, the collected results, and the sinks opened so far.
 pub struct Outputs {
     pub(crate) print: Mutex<Box<dyn Write + Send>>,
     pub(crate) collector: Arc<Collector>,
+    pub(crate) sinks: crate::sink::OpenSinks,
+    pub(crate) sink_settings: crate::sink::SinkSettings,
 }
 
 impl Outputs {
-    pub(crate) fn new(print: Box<dyn Write + Send>, collector: Arc<Collector>) -> Self {
+    pub(crate) fn new(
+        print: Box<dyn Write + Send>,
+        collector: Arc<Collector>,
+        sink_settings: crate::sink::SinkSettings,
+    ) -> Self {
         Self {
             print: Mutex::new(print),
             collector,
+            sinks: Default::default(),
+            sink_settings,
         }
     }
 }

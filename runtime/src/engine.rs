@@ -41,8 +41,10 @@ pub struct BatchInfo {
     pub checkpoint_time: Option<Duration>,
     /// From the batch time until processing (and checkpointing) ended.
     pub total_delay: Duration,
-    /// The panic message, if a user function panicked.
+    /// The panic message, if a user function panicked, or why an output could not write the batch.
     pub failure: Option<String>,
+    /// An output could not write the batch: the app stops without checkpointing past it.
+    pub output_failed: bool,
 }
 
 impl BatchInfo {
@@ -68,6 +70,8 @@ pub struct RunReport {
     pub checkpoints_written: u64,
     pub checkpoints_failed: u64,
     pub last_checkpoint_duration: Option<Duration>,
+    /// Per sink output: records written, replays skipped, retries, records set aside.
+    pub outputs: Vec<(String, crate::sink::SinkCounts)>,
 }
 
 impl RunReport {
@@ -118,6 +122,12 @@ impl RunReport {
             out.push_str(&format!(
                 "source {name}: {} records, {} bytes, {} invalid UTF-8 lines, {} oversized lines, {} connections, {} connection errors\n",
                 s.records, s.bytes, s.invalid_utf8_lines, s.oversized_lines, s.connections, s.connection_errors
+            ));
+        }
+        for (name, c) in &self.outputs {
+            out.push_str(&format!(
+                "output {name}: {} records written, {} replayed partitions skipped, {} retries, {} records dead-lettered\n",
+                c.records, c.skipped, c.retries, c.dead_lettered
             ));
         }
         out
@@ -215,6 +225,14 @@ pub(crate) struct BatchMode {
     pub full_scan: bool,
 }
 
+/// Why a batch failed.
+#[derive(Clone, Debug)]
+pub(crate) struct Failure {
+    pub message: String,
+    /// An output gave up (its destination stayed away or refused): the app must stop.
+    pub output_failed: bool,
+}
+
 /// Runs one batch on the pool, turning a panic in user code into a failed batch.
 pub(crate) fn execute<P: Pipeline>(
     pipeline: &P,
@@ -224,7 +242,7 @@ pub(crate) fn execute<P: Pipeline>(
     time: Time,
     batch: <P::Sources as SourceSet>::Batch,
     mode: BatchMode,
-) -> Option<String> {
+) -> Option<Failure> {
     let ctx = BatchContext {
         time,
         workers,
@@ -239,13 +257,23 @@ pub(crate) fn execute<P: Pipeline>(
     match result {
         Ok(()) => None,
         Err(panic) => {
+            if let Some(crate::sink::OutputFailed(message)) = panic.downcast_ref() {
+                tracing::error!(batch = %time, "batch failed, stopping: {message}");
+                return Some(Failure {
+                    message: message.clone(),
+                    output_failed: true,
+                });
+            }
             let message = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a user function panicked".to_string());
             tracing::error!(batch = %time, "batch failed: {message}");
-            Some(message)
+            Some(Failure {
+                message,
+                output_failed: false,
+            })
         }
     }
 }
@@ -340,7 +368,8 @@ impl Checkpointer {
             dry,
         ) {
             return Err(RunError(format!(
-                "checking the restored state failed: {failure}"
+                "checking the restored state failed: {}",
+                failure.message
             )));
         }
         let problems = pipeline.state().take_problems();
@@ -470,7 +499,7 @@ pub(crate) fn run<P: Pipeline>(
     let (stop_handle, stop_requests) = stop;
     let (mut sources, pipeline) =
         P::build(&config).map_err(|e| RunError(format!("cannot build the pipeline: {e}")))?;
-    let outputs = Outputs::new(options.print, options.collector);
+    let outputs = Outputs::new(options.print, options.collector, config.sink_settings());
     let checkpointer = Checkpointer::from_config(&config)?;
     let recovered = match &checkpointer {
         Some(c) => c.recover(
@@ -519,7 +548,12 @@ pub(crate) fn run<P: Pipeline>(
         .map_err(|e| RunError(format!("cannot start the batch generator: {e}")))?;
 
     let mut report = RunReport::default();
-    for cut in batches_rx {
+    let mut output_failure = None;
+    for cut in batches_rx.iter() {
+        if output_failure.is_some() {
+            // Stopping after an output gave up: later batches stay journaled for the restart.
+            continue;
+        }
         let time = cut.time;
         let start = SystemTime::now();
         let outcome = run_batch(
@@ -563,6 +597,10 @@ pub(crate) fn run<P: Pipeline>(
             scheduling_delay_ms = info.scheduling_delay.as_millis() as u64,
             "batch completed"
         );
+        if info.output_failed {
+            output_failure = info.failure.clone();
+            stop_handle.stop();
+        }
         report.record(info);
         if report.time_to_first_batch.is_none() {
             report.time_to_first_batch = Some(started.elapsed());
@@ -582,6 +620,14 @@ pub(crate) fn run<P: Pipeline>(
         .collect();
     drop(sources);
     machinery.receivers.shutdown_timeout(Duration::from_secs(1));
+    outputs.sinks.close_all();
+    report.outputs = outputs.sinks.counts();
+    if let Some(message) = output_failure {
+        return Err(RunError(format!(
+            "stopped because a batch could not be written: {message}. The checkpoint covers only \
+             completed batches: fix the destination and restart to write this batch again"
+        )));
+    }
     tracing::info!(app = %config.name, batches = report.batches_completed, "stopped");
     Ok(report)
 }
@@ -604,7 +650,8 @@ fn batch_info(
         processing_time: outcome.processing,
         checkpoint_time: outcome.checkpoint.and_then(Result::ok),
         total_delay: since_batch(end),
-        failure: outcome.failure,
+        output_failed: outcome.failure.as_ref().is_some_and(|f| f.output_failed),
+        failure: outcome.failure.map(|f| f.message),
     }
 }
 
@@ -620,7 +667,7 @@ pub(crate) type Positions = Vec<(String, Vec<u8>)>;
 
 /// What running one batch (and its checkpoint, when due) came to.
 pub(crate) struct BatchOutcome {
-    pub failure: Option<String>,
+    pub failure: Option<Failure>,
     /// The batch's jobs alone.
     pub processing: Duration,
     /// Written checkpoint's duration or the reason it failed, if one was due.
@@ -661,6 +708,15 @@ pub(crate) fn run_batch<P: Pipeline>(
         mode,
     );
     let processing = started.elapsed();
+    if failure.as_ref().is_some_and(|f| f.output_failed) {
+        // The batch is not complete: its positions are not passed on and no checkpoint covers it, so
+        // a restart runs it again.
+        return BatchOutcome {
+            failure,
+            processing,
+            checkpoint: None,
+        };
+    }
     let positions = &origin.positions;
     if !positions.is_empty() {
         machinery.completed.set(positions.clone());

@@ -650,6 +650,135 @@ pub fn save_as_text_files<D, T, B>(
     }
 }
 
+/// `foreach_partition(connect, |resource, partition| ...)`: hands each partition, with its batch time
+/// and index, to user code along with a resource (a connection) from a pool that `connect` fills on
+/// the workers when first needed and that later partitions and batches reuse. An `Err` is retried
+/// under the app's policy with a fresh resource; when the policy gives up, the app stops.
+pub fn foreach_partition<D, T, B, R, C, CE, F, E>(
+    ctx: &BatchContext<'_>,
+    data: D,
+    body: B,
+    output: &'static str,
+    connect: C,
+    f: F,
+) where
+    D: Partitioned,
+    T: Send + Sync,
+    B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
+    R: Send + 'static,
+    C: Fn() -> Result<R, CE> + Send + Sync + 'static,
+    CE: std::fmt::Display,
+    F: Fn(&mut R, &crate::sink::BatchPartition<T>) -> Result<(), E> + Sync + Send,
+    E: std::fmt::Display,
+{
+    use crate::sink::{fail, BatchPartition, PartitionId, ResourcePool, SinkError};
+    if ctx.dry_run {
+        return;
+    }
+    let parts = collect(ctx, data, body);
+    let settings = ctx.sink_settings();
+    let idle = settings.idle_timeout;
+    let pool = match ctx.sinks().get_or_open(output, || {
+        Ok(ResourcePool::new(idle, move || {
+            connect().map_err(|e| e.to_string())
+        }))
+    }) {
+        Ok(pool) => pool,
+        Err(e) => fail(output, e),
+    };
+    let stats = ctx.sinks().stats(output);
+    let partitions = parts.len();
+    parts
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(partition, records)| {
+            let part = BatchPartition {
+                id: PartitionId {
+                    batch: ctx.time,
+                    partition,
+                    partitions,
+                },
+                records,
+            };
+            let what = format!("output `{output}` ({})", part.id);
+            let written = settings.retry.run(&what, &stats, || {
+                pool.with(|resource| f(resource, &part))
+                    .map_err(|e| SinkError::Unavailable(e.to_string()))
+            });
+            match written {
+                Ok(()) => {
+                    stats
+                        .records
+                        .fetch_add(part.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => fail(output, format!("{}: {e}", part.id)),
+            }
+        });
+}
+
+/// `save_to_rolling_files(RollingFiles::new(dir)...)`: appends each batch, once, to a file rolled by
+/// size or age (see [`crate::sink::rolling`]).
+pub fn save_to_rolling_files<D, T, B>(
+    ctx: &BatchContext<'_>,
+    data: D,
+    body: B,
+    spec: crate::sink::RollingFiles,
+) where
+    D: Partitioned,
+    T: Send + Show,
+    B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
+{
+    use crate::sink::{fail, rolling::RollingSink, PartitionId};
+    if ctx.dry_run {
+        return;
+    }
+    let parts = collect(ctx, data, body);
+    let name = spec.name();
+    let dir = ctx
+        .sink_settings()
+        .url(&name, &spec.dir().display().to_string());
+    let spec = spec.with_dir(dir);
+    let sink = match ctx.sinks().get_or_open(&name, || RollingSink::open(spec)) {
+        Ok(sink) => sink,
+        Err(e) => fail(&name, e),
+    };
+    let stats = ctx.sinks().stats(&name);
+    let at = PartitionId {
+        batch: ctx.time,
+        partition: 0,
+        partitions: 1,
+    };
+    let what = format!("output `{name}` ({at})");
+    if let Err(e) = ctx
+        .sink_settings()
+        .retry
+        .run(&what, &stats, || sink.write(at, &parts, &stats))
+    {
+        fail(&name, format!("{at}: {e}"));
+    }
+}
+
+/// `save_to_sql(url, table)`: each batch partition in one transaction, exactly once (see
+/// [`crate::sink::sql`]).
+#[cfg(feature = "sql")]
+pub fn save_to_sql<D, T, B>(
+    ctx: &BatchContext<'_>,
+    data: D,
+    body: B,
+    url: impl AsRef<str>,
+    table: crate::sink::sql::SqlTable,
+) where
+    D: Partitioned,
+    T: Send + crate::sink::sql::IntoRow,
+    B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
+{
+    if ctx.dry_run {
+        return;
+    }
+    let parts = collect(ctx, data, body);
+    crate::sink::sql::write_batch(ctx, url.as_ref(), table, parts);
+}
+
 /// `collect()`: keeps each batch's records for the test driver or the embedding program.
 pub fn collect_output<D, T, B>(ctx: &BatchContext<'_>, data: D, body: B, output: &'static str)
 where

@@ -32,6 +32,7 @@ pub mod exec;
 pub mod output;
 pub mod pipeline;
 pub mod rate;
+pub mod sink;
 pub mod source;
 pub mod state;
 pub mod stateful;
@@ -51,6 +52,9 @@ pub use time::Time;
 
 /// What a pipeline file needs in scope.
 pub mod prelude {
+    #[cfg(feature = "sql")]
+    pub use crate::sink::sql::{SqlTable, SqlType};
+    pub use crate::sink::{BatchPartition, RollingFiles};
     #[cfg(feature = "kafka")]
     pub use crate::source::KafkaRecord;
     pub use crate::{stream, App, Batch, Show, StateCell, Time};

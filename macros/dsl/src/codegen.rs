@@ -435,6 +435,19 @@ impl<'g> Generator<'g> {
                     .unwrap_or_else(|| quote!(""));
                 quote_spanned!(span=> #exec::save_as_text_files(#ctx, #root, #body, #prefix, #suffix))
             }
+            (_, "save_to_sql") => {
+                let (url, table) = (&args[0], &args[1]);
+                quote_spanned!(span=> #exec::save_to_sql(#ctx, #root, #body, #url, #table))
+            }
+            (_, "save_to_rolling_files") => {
+                let spec = &args[0];
+                quote_spanned!(span=> #exec::save_to_rolling_files(#ctx, #root, #body, #spec))
+            }
+            (_, "foreach_partition") => {
+                let (connect, f) = (&args[0], &args[1]);
+                let output = format!("{}.foreach_partition#{id}", self.graph.stream_name(*input));
+                quote_spanned!(span=> #exec::foreach_partition(#ctx, #root, #body, #output, #connect, #f))
+            }
             (_, "collect") => {
                 let name = crate::graph::collect_name(&self.graph.nodes, id);
                 quote_spanned!(span=> #exec::collect_output(#ctx, #root, #body, #name))

@@ -198,6 +198,27 @@ pub const OPERATORS: &[Operator] = &[
         "foreach_batch(|batch, time| ...)",
     ),
     op(
+        "foreach_partition",
+        Kind::Output,
+        (2, 2),
+        false,
+        "foreach_partition(|| connect(), |connection, partition| ...)",
+    ),
+    op(
+        "save_to_rolling_files",
+        Kind::Output,
+        (1, 1),
+        false,
+        "save_to_rolling_files(RollingFiles::new(directory))",
+    ),
+    op(
+        "save_to_sql",
+        Kind::Output,
+        (2, 2),
+        false,
+        "save_to_sql(url, SqlTable::new(name).column(..)...)",
+    ),
+    op(
         "collect",
         Kind::Output,
         (0, 1),

@@ -1,0 +1,401 @@
+//! Sinks: where results leave the pipeline, and what happens when the destination fails.
+//!
+//! A sink writes one partition of one batch at a time and always knows which ([`PartitionId`]): the batch
+//! time is the batch id, stable across a crash and a replay, so a transactional sink can record what it
+//! has committed and skip a batch it already holds. Failures fall in three kinds ([`SinkError`]): a
+//! destination that is away is retried with backoff under the app's [`RetryPolicy`] (later batches wait;
+//! that is the backpressure); records the destination refuses fail the batch naming the record, or go
+//! to a dead-letter file; a misconfiguration stops the app at once. A batch that cannot be written
+//! stops the app with the reason and no checkpoint past it, so a restart writes it again.
+
+pub mod dead_letter;
+pub mod pool;
+pub mod rolling;
+#[cfg(feature = "sql")]
+pub mod sql;
+
+use crate::time::Time;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use dead_letter::DeadLetter;
+pub use pool::ResourcePool;
+pub use rolling::RollingFiles;
+
+/// Which part of which batch a sink is writing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionId {
+    /// The batch time: the batch's id.
+    pub batch: Time,
+    /// This partition's index, `0..partitions`.
+    pub partition: usize,
+    /// How many partitions the batch has.
+    pub partitions: usize,
+}
+
+impl fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "batch {} partition {}", self.batch, self.partition)
+    }
+}
+
+/// One partition of a batch, handed to `foreach_partition`.
+#[derive(Debug)]
+pub struct BatchPartition<T> {
+    pub id: PartitionId,
+    pub records: Vec<T>,
+}
+
+impl<T> BatchPartition<T> {
+    pub fn batch_time(&self) -> Time {
+        self.id.batch
+    }
+
+    pub fn index(&self) -> usize {
+        self.id.partition
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.records.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+impl<'a, T> IntoIterator for &'a BatchPartition<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.records.iter()
+    }
+}
+
+/// Why a write failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SinkError {
+    /// The destination is away or busy (connection refused or lost, timeout, deadlock): worth retrying.
+    Unavailable(String),
+    /// The destination refused a record for what it holds (a constraint, a value too long): retrying
+    /// cannot help. `record` shows the offending record.
+    Rejected { record: String, reason: String },
+    /// The sink is misconfigured (no such table, wrong credentials, a bad statement): stop.
+    Fatal(String),
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SinkError::Unavailable(reason) => write!(f, "destination unavailable: {reason}"),
+            SinkError::Rejected { record, reason } if record.is_empty() => {
+                write!(f, "rejected: {reason}")
+            }
+            SinkError::Rejected { record, reason } => {
+                write!(f, "record {record} rejected: {reason}")
+            }
+            SinkError::Fatal(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl std::error::Error for SinkError {}
+
+/// How long a sink keeps trying a write its destination does not take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries in all, the first included; after the last the app stops.
+    pub attempts: u32,
+    /// The wait after the first failure; it doubles after each further failure...
+    pub initial_backoff: Duration,
+    /// ...up to this.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// About half a minute of retries: enough for a database restart or a broker failover.
+    fn default() -> Self {
+        Self {
+            attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(8),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt `n` (1-based).
+    pub fn backoff(&self, n: u32) -> Duration {
+        let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the attempts are used up; waits between
+    /// tries and counts retries in `stats`. Only [`SinkError::Unavailable`] is retried.
+    pub fn run<T>(
+        &self,
+        what: &dyn fmt::Display,
+        stats: &SinkStats,
+        mut attempt: impl FnMut() -> Result<T, SinkError>,
+    ) -> Result<T, SinkError> {
+        let mut n = 1;
+        loop {
+            match attempt() {
+                Err(SinkError::Unavailable(reason)) if n < self.attempts => {
+                    let wait = self.backoff(n);
+                    stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        "{what}: attempt {n} of {} failed, retrying in {wait:?}: {reason}",
+                        self.attempts
+                    );
+                    std::thread::sleep(wait);
+                    n += 1;
+                }
+                Err(SinkError::Unavailable(reason)) => {
+                    return Err(SinkError::Unavailable(format!(
+                        "gave up after {n} attempts: {reason}"
+                    )))
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// What the app's sinks share: the pipeline's name (part of every progress record), destination
+/// overrides from the configuration, and the retry policy.
+#[derive(Clone, Debug)]
+pub struct SinkSettings {
+    pub pipeline: String,
+    /// `--sink NAME=URL`: replaces the destination written in the pipeline for the sink named `NAME`.
+    pub urls: BTreeMap<String, String>,
+    pub retry: RetryPolicy,
+    /// Pooled connections unused for this long are closed.
+    pub idle_timeout: Duration,
+}
+
+impl SinkSettings {
+    /// The destination of sink `name`: the configured override, or what the pipeline says.
+    pub fn url(&self, name: &str, declared: &str) -> String {
+        self.urls
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| declared.to_string())
+    }
+}
+
+impl Default for SinkSettings {
+    fn default() -> Self {
+        Self {
+            pipeline: String::new(),
+            urls: BTreeMap::new(),
+            retry: RetryPolicy::default(),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Counters of one output, for the run report and the metrics.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Records written (committed, for transactional sinks).
+    pub records: AtomicU64,
+    /// Batch partitions skipped because the destination already held them (a replay after a crash).
+    pub skipped: AtomicU64,
+    /// Attempts that failed and were retried.
+    pub retries: AtomicU64,
+    /// Records sent to the dead-letter output.
+    pub dead_lettered: AtomicU64,
+}
+
+/// A snapshot of [`SinkStats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SinkCounts {
+    pub records: u64,
+    pub skipped: u64,
+    pub retries: u64,
+    pub dead_lettered: u64,
+}
+
+impl SinkStats {
+    pub fn counts(&self) -> SinkCounts {
+        SinkCounts {
+            records: self.records.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The panic payload that stops the app: an output could not write its batch. The engine stops
+/// without checkpointing past the batch, so a restart writes it again.
+#[derive(Debug, Clone)]
+pub struct OutputFailed(pub String);
+
+/// Stops the batch and the app with `message`.
+pub fn fail(output: &str, error: impl fmt::Display) -> ! {
+    std::panic::panic_any(OutputFailed(format!("output `{output}`: {error}")))
+}
+
+/// A sink kept open across batches.
+pub trait OpenSink: Send + Sync + 'static {
+    /// Finishes what readers cannot see yet (a graceful stop).
+    fn close(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+type AnySink = Arc<dyn std::any::Any + Send + Sync>;
+
+/// Sinks opened by the outputs of a run, by output name: each is created when its output first runs
+/// and reused by every later batch.
+#[derive(Default)]
+pub struct OpenSinks {
+    sinks: Mutex<BTreeMap<String, (AnySink, Arc<dyn OpenSink>)>>,
+    stats: Mutex<BTreeMap<String, Arc<SinkStats>>>,
+}
+
+impl OpenSinks {
+    /// Closes every sink (the run is over).
+    pub fn close_all(&self) {
+        let sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, (_, sink)) in sinks.iter() {
+            if let Err(e) = sink.close() {
+                tracing::error!("output `{name}`: cannot close: {e}");
+            }
+        }
+    }
+
+    /// The sink named `name`, opened by `open` the first time.
+    pub fn get_or_open<S: OpenSink>(
+        &self,
+        name: &str,
+        open: impl FnOnce() -> Result<S, SinkError>,
+    ) -> Result<Arc<S>, SinkError> {
+        let mut sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((sink, _)) = sinks.get(name) {
+            return Arc::clone(sink).downcast::<S>().map_err(|_| {
+                SinkError::Fatal(format!(
+                    "two outputs of different kinds share the name `{name}`; rename one"
+                ))
+            });
+        }
+        let sink = Arc::new(open()?);
+        sinks.insert(name.to_string(), (sink.clone(), sink.clone()));
+        Ok(sink)
+    }
+
+    /// The counters of output `name`.
+    pub fn stats(&self, name: &str) -> Arc<SinkStats> {
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        stats.entry(name.to_string()).or_default().clone()
+    }
+
+    /// Every output's counters.
+    pub fn counts(&self) -> Vec<(String, SinkCounts)> {
+        let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        stats
+            .iter()
+            .map(|(name, s)| (name.clone(), s.counts()))
+            .collect()
+    }
+}
+
+/// Fault injection for crash tests: `STREAMC_FAILPOINT=name:n` aborts the process (as a SIGKILL would)
+/// the `n`-th time the point `name` is reached. Costs one relaxed load when unset.
+pub fn failpoint(name: &str) {
+    use std::sync::OnceLock;
+    static POINT: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let point = POINT.get_or_init(|| {
+        let spec = std::env::var("STREAMC_FAILPOINT").ok()?;
+        let (point, n) = spec.rsplit_once(':')?;
+        Some((point.to_string(), n.parse().ok()?))
+    });
+    if let Some((point, n)) = point {
+        if point == name && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *n {
+            std::process::abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let p = RetryPolicy {
+            attempts: 20,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+        };
+        let waits: Vec<u128> = (1..=6).map(|n| p.backoff(n).as_millis()).collect();
+        assert_eq!(waits, vec![100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(p.backoff(200), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn retries_only_what_may_pass_and_gives_up_after_the_attempts() {
+        let p = RetryPolicy {
+            attempts: 3,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(1),
+        };
+        let stats = SinkStats::default();
+        let mut tries = 0;
+        let r: Result<(), _> = p.run(&"test", &stats, || {
+            tries += 1;
+            Err(SinkError::Unavailable("down".into()))
+        });
+        assert_eq!(tries, 3);
+        assert!(matches!(r, Err(SinkError::Unavailable(m)) if m.contains("gave up after 3")));
+        assert_eq!(stats.counts().retries, 2);
+
+        let mut tries = 0;
+        let r: Result<(), _> = p.run(&"test", &stats, || {
+            tries += 1;
+            Err(SinkError::Fatal("no such table".into()))
+        });
+        assert_eq!(tries, 1);
+        assert!(matches!(r, Err(SinkError::Fatal(_))));
+
+        let mut tries = 0;
+        let r = p.run(&"test", &stats, || {
+            tries += 1;
+            if tries < 2 {
+                Err(SinkError::Unavailable("blip".into()))
+            } else {
+                Ok(tries)
+            }
+        });
+        assert_eq!(r, Ok(2));
+    }
+
+    impl OpenSink for u32 {}
+    impl OpenSink for String {}
+
+    #[test]
+    fn an_output_name_keeps_its_kind() {
+        let open = OpenSinks::default();
+        let a = open.get_or_open("out", || Ok(1u32)).unwrap();
+        let again = open
+            .get_or_open("out", || -> Result<u32, _> { panic!("opened twice") })
+            .unwrap();
+        assert!(Arc::ptr_eq(&a, &again));
+        assert!(matches!(
+            open.get_or_open("out", || Ok(String::new())),
+            Err(SinkError::Fatal(_))
+        ));
+    }
+}
