@@ -1,21 +1,15 @@
 //! The seed's stateful programs, run as a user runs them: the example binaries, fed over a loopback
 //! socket, their printed blocks checked against reference computations, stopped with SIGTERM.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use streamc::testkit::LineServer;
-
-fn example_binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .and_then(|d| d.parent())
-        .unwrap()
-        .join("examples")
-        .join(name)
-}
+use support::{example_binary, finished_lines};
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("streamc-examples-{name}-{}", std::process::id()));
@@ -234,4 +228,34 @@ fn top3_hot_product_prints_the_top_3_per_category() {
         app.printed()
     );
     app.stop();
+}
+
+#[test]
+fn transform_blacklist_drops_blacklisted_clicks_and_writes_the_rest_to_rolling_files() {
+    let out = temp_dir("valid-clicks");
+    let clicks = [
+        "20261127 leo",
+        "20261127 tom",
+        "malformed",
+        "20261127 ann",
+        "20261128 tom",
+    ];
+    let server = LineServer::once(text(&clicks)).unwrap();
+    let source = format!("ads_click_logs={}", server.address());
+    let sink = format!("valid_clicks={}", out.display());
+    let mut app = Running::start(
+        "transform_blacklist",
+        &["--source", &source, "--batch", "300ms", "--sink", &sink],
+    );
+    let valid = vec!["20261127 leo".to_string(), "20261127 ann".to_string()];
+    assert!(
+        app.wait_for(&valid, Duration::from_secs(20)),
+        "printed: {:?}",
+        app.printed()
+    );
+    app.stop();
+    let written = finished_lines(&out);
+    let mut expected = valid;
+    expected.sort();
+    assert_eq!(written, expected, "the stop finishes the rolling file");
 }

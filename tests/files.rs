@@ -5,11 +5,13 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use streamc::testkit::Rng;
-use support::{child, counts, published, setting, temp_dir, terminate, CHECKPOINTS, PEER};
+use support::{
+    child, counts, example_binary, published, setting, temp_dir, terminate, CHECKPOINTS, PEER,
+};
 
 /// Writes a file next to `dir` and moves it in, as the source expects.
 fn drop_file(dir: &Path, name: &str, contents: &[u8]) {
@@ -27,15 +29,6 @@ fn count_words(text: &str, into: &mut BTreeMap<String, u64>) {
             *into.entry(word.to_string()).or_insert(0) += 1;
         }
     }
-}
-
-fn example_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .and_then(|d| d.parent())
-        .unwrap()
-        .join("examples")
-        .join(name)
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! File output: `save_as_text_files` writes one directory per batch in Spark's layout, atomically.
+//! Outputs without a database: `save_as_text_files` (one directory per batch in Spark's layout,
+//! atomically), the rolling file sink, and `foreach_partition` with its pool of connections.
 
 use std::path::Path;
 use streamc::prelude::*;
@@ -96,12 +97,140 @@ stream! {
 }
 
 #[test]
-fn an_unwritable_destination_fails_the_batch_with_the_reason() {
-    let mut driver = unwritable::app().test_driver().unwrap();
+fn an_unwritable_destination_is_retried_then_stops_the_app_with_the_reason() {
+    let mut driver = unwritable::app()
+        .configure(|c| {
+            c.sink_retry.attempts = 3;
+            c.sink_retry.initial_backoff = std::time::Duration::from_millis(1);
+        })
+        .test_driver()
+        .unwrap();
     let info = driver.run_batch();
     let failure = info.failure.expect("the batch must fail");
+    assert!(info.output_failed, "an output that gives up stops the app");
     assert!(
-        failure.contains("save_as_text_files: cannot write") && failure.contains("counts-1000"),
+        failure.contains("gave up after 3 attempts")
+            && failure.contains("cannot write")
+            && failure.contains("counts-1000"),
         "{failure}"
     );
+}
+
+fn pool_batches() -> Vec<Vec<String>> {
+    (0..6)
+        .map(|b| (0..20).map(|i| format!("r{b}-{i}")).collect())
+        .collect()
+}
+
+/// A stand-in for a database connection: counts how many were opened.
+struct Connection {
+    id: u64,
+}
+
+static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static WRITTEN: std::sync::Mutex<Vec<(u64, usize, u64, String)>> =
+    std::sync::Mutex::new(Vec::new());
+static FAIL_ONCE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+fn open_connection() -> Result<Connection, String> {
+    let id = OPENED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    Ok(Connection { id })
+}
+
+fn send(connection: &mut Connection, partition: &BatchPartition<String>) -> Result<(), String> {
+    if partition.batch_time() == Time(3000)
+        && partition.index() == 0
+        && FAIL_ONCE.swap(false, std::sync::atomic::Ordering::SeqCst)
+    {
+        return Err("connection reset by peer".into());
+    }
+    let mut written = WRITTEN.lock().unwrap();
+    for record in partition {
+        written.push((
+            partition.batch_time().millis(),
+            partition.index(),
+            connection.id,
+            record.clone(),
+        ));
+    }
+    Ok(())
+}
+
+stream! {
+    app pooled { batch: 1s, workers: 2 }
+    let records = queue_stream::<String>(crate::pool_batches());
+    records.map(|r| r.clone()).repartition(2).foreach_partition(crate::open_connection, crate::send);
+}
+
+#[test]
+fn foreach_partition_reuses_pooled_connections_and_retries_with_a_fresh_one() {
+    let mut driver = pooled::app()
+        .configure(|c| c.sink_retry.initial_backoff = std::time::Duration::from_millis(1))
+        .test_driver()
+        .unwrap();
+    let infos = driver.run_batches(6);
+    assert!(infos.iter().all(|i| i.failure.is_none()), "{infos:?}");
+    let written = WRITTEN.lock().unwrap().clone();
+    let mut records: Vec<String> = written.iter().map(|w| w.3.clone()).collect();
+    records.sort();
+    let mut expected: Vec<String> = pool_batches().concat();
+    expected.sort();
+    assert_eq!(
+        records, expected,
+        "every record once, the failed attempt retried"
+    );
+    for (batch, partition, _, record) in &written {
+        let b: u64 = record[1..record.find('-').unwrap()].parse().unwrap();
+        assert_eq!(*batch, (b + 1) * 1000, "the partition knows its batch time");
+        assert!(*partition < 2);
+    }
+    let opened = OPENED.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (2..=3).contains(&opened),
+        "one connection per concurrent partition, reused across batches, plus one to replace the \
+         failed one: {opened} opened for 12 partitions and 120 records"
+    );
+}
+
+fn rolling_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("streamc-rolling-app-{}", std::process::id()))
+}
+
+stream! {
+    app rolled { batch: 1s, workers: 2 }
+    let records = queue_stream::<String>(crate::pool_batches());
+    records.map(|r| r.clone()).save_to_rolling_files(RollingFiles::new(crate::rolling_dir()).max_bytes(100));
+}
+
+#[test]
+fn rolling_files_roll_by_size_and_finish_on_a_graceful_stop() {
+    let dir = rolling_dir();
+    let _ = std::fs::remove_dir_all(&dir);
+    rolled::app()
+        .configure(|c| c.stop_when_drained = true)
+        .run()
+        .unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    // 20 records of 5-6 bytes per batch: every batch passes 100 bytes, so each batch rolls a file.
+    assert_eq!(names.len(), 6, "{names:?}");
+    assert!(
+        !dir.join(".inprogress").exists(),
+        "the last file is finished at stop"
+    );
+    let text: String = names
+        .iter()
+        .map(|n| std::fs::read_to_string(dir.join(n)).unwrap())
+        .collect();
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut expected = pool_batches().concat();
+    let mut sorted = lines.clone();
+    sorted.sort();
+    expected.sort();
+    assert_eq!(sorted, expected);
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -644,9 +644,21 @@ pub fn save_as_text_files<D, T, B>(
     } else {
         format!("{prefix}-{}.{suffix}", ctx.time.millis())
     };
-    if let Err(e) = crate::output::write_batch_dir(std::path::Path::new(&name), &parts) {
-        // A batch whose output cannot be written fails, and says why.
-        panic!("save_as_text_files: cannot write {name}: {e}");
+    let stats = ctx.sinks().stats(prefix);
+    let what = format!("save_as_text_files `{name}`");
+    let written = ctx.sink_settings().retry.run(&what, &stats, || {
+        crate::output::write_batch_dir(std::path::Path::new(&name), &parts)
+            .map_err(|e| crate::sink::SinkError::Unavailable(format!("cannot write {name}: {e}")))
+    });
+    match written {
+        Ok(()) => {
+            let records = parts.iter().map(Vec::len).sum::<usize>() as u64;
+            stats
+                .records
+                .fetch_add(records, std::sync::atomic::Ordering::Relaxed);
+        }
+        // A batch whose output cannot be written stops the app, and says why.
+        Err(e) => crate::sink::fail(prefix, e),
     }
 }
 

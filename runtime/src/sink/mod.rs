@@ -244,6 +244,16 @@ pub struct OutputFailed(pub String);
 
 /// Stops the batch and the app with `message`.
 pub fn fail(output: &str, error: impl fmt::Display) -> ! {
+    // The engine logs the failure with its reason; the default hook would only print `Box<dyn Any>`.
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info.payload().is::<OutputFailed>() {
+                previous(info);
+            }
+        }));
+    });
     std::panic::panic_any(OutputFailed(format!("output `{output}`: {error}")))
 }
 
@@ -255,13 +265,14 @@ pub trait OpenSink: Send + Sync + 'static {
     }
 }
 
-type AnySink = Arc<dyn std::any::Any + Send + Sync>;
+/// A sink kept twice: as `Any`, to hand it back typed, and as `OpenSink`, to close it.
+type Entry = (Arc<dyn std::any::Any + Send + Sync>, Arc<dyn OpenSink>);
 
 /// Sinks opened by the outputs of a run, by output name: each is created when its output first runs
 /// and reused by every later batch.
 #[derive(Default)]
 pub struct OpenSinks {
-    sinks: Mutex<BTreeMap<String, (AnySink, Arc<dyn OpenSink>)>>,
+    sinks: Mutex<BTreeMap<String, Entry>>,
     stats: Mutex<BTreeMap<String, Arc<SinkStats>>>,
 }
 

@@ -90,6 +90,12 @@ impl IntoSqlValue for &str {
     }
 }
 
+impl IntoSqlValue for &String {
+    fn into_sql_value(self) -> SqlValue {
+        SqlValue::Text(self.clone())
+    }
+}
+
 impl IntoSqlValue for std::sync::Arc<str> {
     fn into_sql_value(self) -> SqlValue {
         SqlValue::Text(self.to_string())

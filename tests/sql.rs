@@ -1,0 +1,647 @@
+//! The SQL sink against real databases: SQLite always; MariaDB and PostgreSQL when
+//! `STREAMC_TEST_MYSQL_URL` / `STREAMC_TEST_POSTGRES_URL` are set (CI sets them, and sets
+//! `STREAMC_REQUIRE_SERVICES` so that a missing one fails instead of skipping).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use streamc::testkit::{LineServer, Rng};
+use support::{
+    example_binary, finished_lines, setting, temp_dir, terminate, CHECKPOINTS, OUT, PEER,
+};
+
+/// A database to test against.
+struct Db {
+    label: &'static str,
+    url: String,
+}
+
+/// SQLite in `dir`, plus the servers whose URLs are set.
+fn databases(dir: &Path) -> Vec<Db> {
+    let mut dbs = vec![Db {
+        label: "sqlite",
+        url: format!("sqlite://{}", dir.join("test.sqlite").display()),
+    }];
+    for (var, label) in [
+        ("STREAMC_TEST_MYSQL_URL", "mariadb"),
+        ("STREAMC_TEST_POSTGRES_URL", "postgres"),
+    ] {
+        match std::env::var(var) {
+            Ok(url) if !url.is_empty() => dbs.push(Db { label, url }),
+            _ if std::env::var("STREAMC_REQUIRE_SERVICES").is_ok() => {
+                panic!("{var} is unset but STREAMC_REQUIRE_SERVICES asks for every database")
+            }
+            _ => eprintln!("{var} is unset: skipping the {label} run of this test"),
+        }
+    }
+    dbs
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+async fn connect(url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    let url = if url.starts_with("sqlite:") && !url.contains('?') {
+        format!("{url}?mode=rwc")
+    } else {
+        url.to_string()
+    };
+    sqlx::AnyPool::connect(&url).await.unwrap()
+}
+
+/// Drops `table` and forgets the progress of `pipeline`, so a test starts from nothing.
+fn reset(url: &str, table: &str, pipeline: &str) {
+    block_on(async {
+        let pool = connect(url).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        // The progress table may not exist yet.
+        let _ = sqlx::query(if url.starts_with("postgres") {
+            "DELETE FROM streamc_progress WHERE pipeline = $1"
+        } else {
+            "DELETE FROM streamc_progress WHERE pipeline = ?"
+        })
+        .bind(pipeline)
+        .execute(&pool)
+        .await;
+        pool.close().await;
+    })
+}
+
+/// `word → count` from `table` (empty if the table does not exist yet).
+fn table_counts(url: &str, table: &str) -> BTreeMap<String, i64> {
+    block_on(async {
+        let pool = connect(url).await;
+        let rows: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT word, count FROM {table}"
+        )))
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default();
+        pool.close().await;
+        rows.into_iter().collect()
+    })
+}
+
+fn word_counts<'a>(lines: impl IntoIterator<Item = &'a String>) -> BTreeMap<String, i64> {
+    let mut counts = BTreeMap::new();
+    for line in lines {
+        for word in line.split_whitespace() {
+            *counts.entry(word.to_string()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    done()
+}
+
+/// Words a string-concatenating sink (the seed's) would execute or mangle.
+fn hostile_words() -> Vec<String> {
+    [
+        "it's",
+        "\"quoted\"",
+        "back\\slash",
+        "x');DROP/**/TABLE/**/wordcount;--",
+        "1;DELETE/**/FROM/**/wordcount",
+        "%_wild*",
+        "中文",
+        "émoji🎉",
+        "ünïcödé",
+    ]
+    .iter()
+    .map(|w| w.to_string())
+    .collect()
+}
+
+#[test]
+fn persist_word_count_stores_the_reference_counts_verbatim() {
+    let dir = temp_dir("persist");
+    let mut lines: Vec<String> = vec![
+        "hello world".into(),
+        "hello spark streaming".into(),
+        "world hello".into(),
+    ];
+    lines.push(hostile_words().join(" "));
+    lines.push(hostile_words()[..4].join(" "));
+    let expected = word_counts(&lines);
+    for db in databases(&dir) {
+        reset(&db.url, "wordcount", "persist_word_count");
+        let server = LineServer::once((lines.join("\n") + "\n").into_bytes()).unwrap();
+        let checkpoints = dir.join(format!("ckpt-{}", db.label));
+        let mut app = Command::new(example_binary("persist_word_count"))
+            .args(["--source", &format!("lines={}", server.address())])
+            .args(["--batch", "200ms", "--checkpoint-every", "200ms"])
+            .args(["--checkpoint", &checkpoints.to_string_lossy()])
+            .args(["--sink", &format!("wordcount={}", db.url)])
+            .env("STREAMC_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let arrived = wait_until(Duration::from_secs(30), || {
+            table_counts(&db.url, "wordcount") == expected
+        });
+        let status = Command::new("kill")
+            .args(["-TERM", &app.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(app.wait().unwrap().success());
+        assert!(
+            arrived,
+            "{}: the table must equal the reference, every word stored verbatim: {:?}",
+            db.label,
+            table_counts(&db.url, "wordcount")
+        );
+    }
+}
+
+mod crash {
+    use streamc::prelude::*;
+
+    stream! {
+        app sql_totals { batch: 100ms, workers: 2, checkpoint: "target/streamc-test/sql_totals", checkpoint_every: 300ms }
+        let lines = text_file_stream("target/streamc-test/sql_totals_in");
+        let words = lines.flat_map(|line: &str| line.split_whitespace()).map(|w| w.to_string());
+        // Per-batch deltas added to the stored counts: a batch written twice would show.
+        let counts = words.map(|w| (w, 1u64)).reduce_by_key(|a, b| a + b);
+        counts.save_to_sql(
+            "sqlite://target/streamc-test/sql_totals.db",
+            SqlTable::new("crash_totals")
+                .column("word", SqlType::Text(64))
+                .column("count", SqlType::BigInt)
+                .key(["word"])
+                .accumulate(["count"]),
+        );
+        words.save_to_rolling_files(RollingFiles::new("target/streamc-test/sql_totals_words").max_bytes(300));
+    }
+}
+
+#[test]
+#[ignore = "run by the crash tests in a child process"]
+fn sql_crash_child() {
+    crash::sql_totals::app()
+        .source_address("lines", setting(PEER))
+        .configure(|c| {
+            c.checkpoint_dir = Some(setting(CHECKPOINTS).into());
+            c.sink_urls
+                .insert("crash_totals".into(), setting("STREAMC_TEST_SINK_URL"));
+            c.sink_urls.insert("sql_totals_words".into(), setting(OUT));
+            c.sink_retry.initial_backoff = Duration::from_millis(20);
+        })
+        .stop_on_signals()
+        .run()
+        .unwrap();
+}
+
+/// Where a child may be made to crash on its own (besides SIGKILLs at random moments).
+const FAILPOINTS: &[&str] = &[
+    "sql.before_commit",
+    "sql.after_commit",
+    "rolling.before_state",
+    "rolling.after_rename",
+];
+
+fn crash_child(
+    db: &Db,
+    out: &Path,
+    checkpoints: &Path,
+    input: &Path,
+    failpoint: Option<String>,
+) -> Child {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "sql_crash_child",
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(OUT, out)
+        .env(CHECKPOINTS, checkpoints)
+        .env(PEER, input)
+        .env("STREAMC_TEST_SINK_URL", &db.url)
+        .env("STREAMC_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(point) = failpoint {
+        command.env("STREAMC_FAILPOINT", point);
+    }
+    command.spawn().unwrap()
+}
+
+/// Kills the app again and again — SIGKILL at random moments, and aborts between writing rows and
+/// committing, between committing and checkpointing, and inside the rolling sink's steps — while files
+/// arrive; the table and the rolled files must equal a crash-free run's.
+fn crash_run(db: &Db, dir: &Path) {
+    let input = dir.join(format!("in-{}", db.label));
+    let out = dir.join(format!("out-{}", db.label));
+    let checkpoints = dir.join(format!("ckpt-{}", db.label));
+    std::fs::create_dir_all(&input).unwrap();
+    reset(&db.url, "crash_totals", "sql_totals");
+    let mut rng = Rng::new(11 + db.label.len() as u64);
+    let mut all_lines: Vec<String> = Vec::new();
+    let mut app = crash_child(db, &out, &checkpoints, &input, None);
+    let (mut kills, mut aborted) = (0, 0);
+    for i in 0..36 {
+        let lines: Vec<String> = (0..1 + rng.next_u64() % 8)
+            .map(|_| format!("w{} w{}", rng.next_u64() % 9, rng.next_u64() % 4))
+            .collect();
+        let tmp = input.join(format!(".f{i:03}.tmp"));
+        std::fs::write(&tmp, lines.join("\n")).unwrap();
+        std::fs::rename(&tmp, input.join(format!("f{i:03}.txt"))).unwrap();
+        all_lines.extend(lines);
+        std::thread::sleep(Duration::from_millis(50 + rng.next_u64() % 150));
+        if i % 4 == 3 {
+            if let Ok(Some(_)) = app.try_wait() {
+                aborted += 1;
+            } else {
+                app.kill().unwrap();
+            }
+            app.wait().unwrap();
+            kills += 1;
+            let failpoint = (i % 8 == 7).then(|| {
+                let point = FAILPOINTS[(rng.next_u64() % FAILPOINTS.len() as u64) as usize];
+                format!("{point}:{}", 1 + rng.next_u64() % 3)
+            });
+            app = crash_child(db, &out, &checkpoints, &input, failpoint);
+        }
+    }
+    if let Ok(Some(_)) = app.try_wait() {
+        // The last incarnation aborted at its failpoint: one more, without.
+        app = crash_child(db, &out, &checkpoints, &input, None);
+    }
+    let expected = word_counts(&all_lines);
+    let caught_up = wait_until(Duration::from_secs(20), || {
+        table_counts(&db.url, "crash_totals") == expected
+    });
+    terminate(app);
+    let mut words: Vec<String> = all_lines
+        .iter()
+        .flat_map(|l| l.split_whitespace().map(str::to_string))
+        .collect();
+    words.sort();
+    assert!(kills >= 8);
+    assert!(
+        caught_up,
+        "{}: after {kills} kills ({aborted} at failpoints) every word must be counted exactly once: {:?} != {expected:?}",
+        db.label,
+        table_counts(&db.url, "crash_totals")
+    );
+    assert_eq!(
+        finished_lines(&out),
+        words,
+        "{}: the rolled files hold every word once",
+        db.label
+    );
+}
+
+#[test]
+fn sql_and_rolling_sinks_are_exactly_once_across_kills_sqlite() {
+    let dir = temp_dir("sql-crash-sqlite");
+    let db = databases(&dir).remove(0);
+    crash_run(&db, &dir);
+}
+
+#[test]
+fn sql_sink_is_exactly_once_across_kills_on_servers() {
+    let dir = temp_dir("sql-crash-servers");
+    for db in databases(&dir).into_iter().skip(1) {
+        crash_run(&db, &dir);
+    }
+}
+
+mod refused {
+    use streamc::prelude::*;
+
+    /// Where this run's refused records go (none: they stop the app).
+    pub static DEAD_LETTER: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+    pub fn dead_letter() -> Option<String> {
+        DEAD_LETTER.lock().unwrap().clone()
+    }
+
+    pub fn batches() -> Vec<Vec<String>> {
+        vec![
+            vec!["ok".into(), "fine".into()],
+            vec![
+                "good".into(),
+                "waytoolongforthecolumn".into(),
+                "also".into(),
+            ],
+        ]
+    }
+
+    pub fn table(dead_letter: Option<String>) -> SqlTable {
+        let table = SqlTable::new("short_words")
+            .column("word", SqlType::Text(8))
+            .column("count", SqlType::BigInt)
+            .key(["word"]);
+        match dead_letter {
+            Some(path) => table.dead_letter(path),
+            None => table,
+        }
+    }
+
+    stream! {
+        app short_words { batch: 100ms, workers: 2 }
+        let words = queue_stream::<String>(crate::refused::batches());
+        let counts = words.map(|w| (w, 1u64)).reduce_by_key(|a, b| a + b);
+        counts.save_to_sql("sqlite://unused.db", crate::refused::table(crate::refused::dead_letter()));
+    }
+}
+
+fn run_short_words(
+    url: &str,
+    dead_letter: Option<&Path>,
+) -> Result<streamc::RunReport, streamc::RunError> {
+    *refused::DEAD_LETTER.lock().unwrap() = dead_letter.map(|p| p.to_string_lossy().into_owned());
+    refused::short_words::app()
+        .configure(|c| {
+            c.stop_when_drained = true;
+            c.sink_urls.insert("short_words".into(), url.to_string());
+        })
+        .run()
+}
+
+#[test]
+fn a_refused_record_stops_the_app_by_name_or_goes_to_the_dead_letter_file() {
+    let dir = temp_dir("sql-refused");
+    for db in databases(&dir) {
+        reset(&db.url, "short_words", "short_words");
+        let err = run_short_words(&db.url, None).expect_err("a refused row stops the app");
+        let message = err.to_string();
+        assert!(
+            message.contains("\"waytoolongforthecolumn\"") && message.contains("dead_letter"),
+            "{}: the error names the record and the way out: {message}",
+            db.label
+        );
+        // Each partition is one transaction: the refused row's partition is not committed, the
+        // other partitions of its batch are (a restart skips them).
+        let counts = table_counts(&db.url, "short_words");
+        let bad = streamc::exec::partition_of(&"waytoolongforthecolumn".to_string(), 2);
+        let mut expected = vec!["fine".to_string(), "ok".to_string()];
+        expected.extend(
+            ["good", "also"]
+                .into_iter()
+                .filter(|w| streamc::exec::partition_of(&w.to_string(), 2) != bad)
+                .map(str::to_string),
+        );
+        expected.sort();
+        assert_eq!(
+            counts.keys().cloned().collect::<Vec<_>>(),
+            expected,
+            "{}: nothing of the refused row's partition is committed",
+            db.label
+        );
+
+        reset(&db.url, "short_words", "short_words");
+        let dead = dir.join(format!("dead-{}.tsv", db.label));
+        let report = run_short_words(&db.url, Some(&dead)).expect("bad rows set aside");
+        let counts = table_counts(&db.url, "short_words");
+        assert_eq!(
+            counts.keys().cloned().collect::<Vec<_>>(),
+            vec!["also", "fine", "good", "ok"],
+            "{}",
+            db.label
+        );
+        let text = std::fs::read_to_string(&dead).unwrap();
+        let fields: Vec<&str> = text.trim_end().split('\t').collect();
+        assert_eq!(fields.len(), 4, "{text}");
+        assert_eq!(fields[2], "(\"waytoolongforthecolumn\", 1)", "{}", db.label);
+        let output = &report.outputs[0].1;
+        assert_eq!(
+            (output.records, output.dead_lettered),
+            (4, 1),
+            "{}",
+            db.label
+        );
+    }
+}
+
+/// A TCP proxy in front of a database that can be taken down (every connection cut, new ones
+/// refused) and brought back.
+struct Proxy {
+    address: String,
+    up: Arc<AtomicBool>,
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let up = Arc::new(AtomicBool::new(true));
+        let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (up2, streams2) = (up.clone(), streams.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let mut kept = streams2.lock().unwrap();
+                kept.push(client.try_clone().unwrap());
+                kept.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy {
+            address,
+            up,
+            streams,
+        }
+    }
+
+    fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for s in self.streams.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// `url` with its host and port replaced by the proxy's.
+    fn url(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let user = authority
+            .rsplit_once('@')
+            .map(|(u, _)| format!("{u}@"))
+            .unwrap_or_default();
+        format!("{scheme}://{user}{}/{path}", self.address)
+    }
+}
+
+fn target_of(url: &str) -> String {
+    let rest = url.split_once("://").unwrap().1;
+    let authority = rest.split('/').next().unwrap();
+    let host = authority
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(authority);
+    if host.contains(':') {
+        host.to_string()
+    } else if url.starts_with("postgres") {
+        format!("{host}:5432")
+    } else {
+        format!("{host}:3306")
+    }
+}
+
+mod outage {
+    use streamc::prelude::*;
+
+    pub fn batches() -> Vec<Vec<String>> {
+        (0..40)
+            .map(|i| {
+                vec![
+                    format!("k{}", i % 5),
+                    format!("k{}", i % 3),
+                    "all".to_string(),
+                ]
+            })
+            .collect()
+    }
+
+    stream! {
+        app outage_totals { batch: 100ms, workers: 2, checkpoint: "target/streamc-test/outage", checkpoint_every: 200ms }
+        let words = queue_stream::<String>(crate::outage::batches());
+        let counts = words.map(|w| (w, 1u64)).reduce_by_key(|a, b| a + b);
+        counts.save_to_sql(
+            "sqlite://unused.db",
+            SqlTable::new("outage_totals")
+                .column("word", SqlType::Text(16))
+                .column("count", SqlType::BigInt)
+                .key(["word"])
+                .accumulate(["count"]),
+        );
+    }
+}
+
+fn outage_expected() -> BTreeMap<String, i64> {
+    word_counts(
+        &outage::batches()
+            .into_iter()
+            .map(|b| b.join(" "))
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn outage_app(
+    url: &str,
+    checkpoints: &Path,
+    attempts: u32,
+) -> streamc::App<outage::outage_totals::Pipeline> {
+    let (url, checkpoints) = (url.to_string(), checkpoints.to_path_buf());
+    outage::outage_totals::app().configure(move |c| {
+        c.stop_when_drained = true;
+        c.checkpoint_dir = Some(checkpoints);
+        c.sink_urls.insert("outage_totals".into(), url);
+        c.sink_retry.attempts = attempts;
+        c.sink_retry.initial_backoff = Duration::from_millis(50);
+        c.sink_retry.max_backoff = Duration::from_millis(400);
+    })
+}
+
+#[test]
+fn a_database_that_goes_away_is_retried_then_stops_the_app_resumably() {
+    let dir = temp_dir("sql-outage");
+    let servers: Vec<Db> = databases(&dir).into_iter().skip(1).collect();
+    if servers.is_empty() {
+        eprintln!("no database server URL is set: the outage test needs one (SQLite has no connection to cut)");
+    }
+    for db in servers {
+        let proxy = Proxy::start(target_of(&db.url));
+        let url = proxy.url(&db.url);
+
+        // A short outage: the batches wait, are retried, and nothing is lost.
+        reset(&db.url, "outage_totals", "outage_totals");
+        let checkpoints = dir.join(format!("short-{}", db.label));
+        let running = outage_app(&url, &checkpoints, 30).start().unwrap();
+        std::thread::sleep(Duration::from_millis(1200));
+        proxy.down();
+        std::thread::sleep(Duration::from_millis(1500));
+        proxy.up();
+        let report = running.wait().expect("the app rides out a short outage");
+        assert_eq!(
+            table_counts(&db.url, "outage_totals"),
+            outage_expected(),
+            "{}",
+            db.label
+        );
+        assert!(
+            report.outputs[0].1.retries > 0,
+            "{}: retries are counted",
+            db.label
+        );
+
+        // A long outage: the policy gives up, the app stops with the reason; once the database is back
+        // a restart from the checkpoint finishes the job, nothing lost or doubled.
+        reset(&db.url, "outage_totals", "outage_totals");
+        let checkpoints = dir.join(format!("long-{}", db.label));
+        let running = outage_app(&url, &checkpoints, 3).start().unwrap();
+        std::thread::sleep(Duration::from_millis(1200));
+        proxy.down();
+        let err = running
+            .wait()
+            .expect_err("the app stops when the policy gives up");
+        assert!(
+            err.to_string().contains("gave up after 3 attempts"),
+            "{}: {err}",
+            db.label
+        );
+        proxy.up();
+        outage_app(&url, &checkpoints, 3)
+            .run()
+            .expect("the restart resumes");
+        assert_eq!(
+            table_counts(&db.url, "outage_totals"),
+            outage_expected(),
+            "{}",
+            db.label
+        );
+    }
+}
