@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use streamc::testkit::{LineServer, Rng};
 use support::{
-    example_binary, finished_lines, setting, temp_dir, terminate, CHECKPOINTS, OUT, PEER,
+    child_with, drop_lines, example_binary, finished_lines, setting, temp_dir, terminate,
+    CHECKPOINTS, OUT, PEER,
 };
 
 /// A database to test against.
@@ -232,25 +233,15 @@ fn crash_child(
     input: &Path,
     failpoint: Option<String>,
 ) -> Child {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args([
-            "sql_crash_child",
-            "--exact",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .env(OUT, out)
-        .env(CHECKPOINTS, checkpoints)
-        .env(PEER, input)
-        .env("STREAMC_TEST_SINK_URL", &db.url)
-        .env("STREAMC_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(point) = failpoint {
-        command.env("STREAMC_FAILPOINT", point);
-    }
-    command.spawn().unwrap()
+    let mut env = vec![("STREAMC_TEST_SINK_URL", db.url.clone())];
+    env.extend(failpoint.map(|f| ("STREAMC_FAILPOINT", f)));
+    child_with(
+        "sql_crash_child",
+        out,
+        checkpoints,
+        &input.to_string_lossy(),
+        &env,
+    )
 }
 
 /// Kills the app again and again — SIGKILL at random moments, and aborts between writing rows and
@@ -270,9 +261,7 @@ fn crash_run(db: &Db, dir: &Path) {
         let lines: Vec<String> = (0..1 + rng.next_u64() % 8)
             .map(|_| format!("w{} w{}", rng.next_u64() % 9, rng.next_u64() % 4))
             .collect();
-        let tmp = input.join(format!(".f{i:03}.tmp"));
-        std::fs::write(&tmp, lines.join("\n")).unwrap();
-        std::fs::rename(&tmp, input.join(format!("f{i:03}.txt"))).unwrap();
+        drop_lines(&input, &format!("f{i:03}.txt"), &lines);
         all_lines.extend(lines);
         std::thread::sleep(Duration::from_millis(50 + rng.next_u64() % 150));
         if i % 4 == 3 {

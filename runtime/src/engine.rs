@@ -322,7 +322,18 @@ impl Checkpointer {
         workers: usize,
     ) -> Result<Option<Recovered>, RunError> {
         let Some(found) = self.dir.latest().map_err(RunError)? else {
-            return Ok(None);
+            // No checkpoint yet, but batches may have run (and written their outputs) before the crash:
+            // they are cut again from the sources' start, with the same data and times.
+            let pending = self.dir.journaled_after(0).map_err(RunError)?;
+            let Some(first) = pending.first() else {
+                return Ok(None);
+            };
+            let time = Time(first.time_ms.saturating_sub(self.interval_ms));
+            tracing::info!(
+                pending = pending.len(),
+                "no checkpoint yet: running the journaled batches again"
+            );
+            return Ok(Some(Recovered { time, pending }));
         };
         for skipped in &found.skipped {
             tracing::warn!("skipping a damaged checkpoint, using the one before it: {skipped}");

@@ -683,7 +683,7 @@ pub fn foreach_partition<D, T, B, R, C, CE, F, E>(
     F: Fn(&mut R, &crate::sink::BatchPartition<T>) -> Result<(), E> + Sync + Send,
     E: std::fmt::Display,
 {
-    use crate::sink::{fail, BatchPartition, PartitionId, ResourcePool, SinkError};
+    use crate::sink::{fail, BatchPartition, ResourcePool, SinkError};
     if ctx.dry_run {
         return;
     }
@@ -698,34 +698,20 @@ pub fn foreach_partition<D, T, B, R, C, CE, F, E>(
         Ok(pool) => pool,
         Err(e) => fail(output, e),
     };
-    let stats = ctx.sinks().stats(output);
-    let partitions = parts.len();
-    parts
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(partition, records)| {
-            let part = BatchPartition {
-                id: PartitionId {
-                    batch: ctx.time,
-                    partition,
-                    partitions,
-                },
-                records,
-            };
-            let what = format!("output `{output}` ({})", part.id);
-            let written = settings.retry.run(&what, &stats, || {
-                pool.with(|resource| f(resource, &part))
-                    .map_err(|e| SinkError::Unavailable(e.to_string()))
-            });
-            match written {
-                Ok(()) => {
-                    stats
-                        .records
-                        .fetch_add(part.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                }
-                Err(e) => fail(output, format!("{}: {e}", part.id)),
-            }
-        });
+    crate::sink::write_partitions(
+        ctx,
+        output,
+        parts,
+        |id, records| BatchPartition { id, records },
+        |_, part, stats| {
+            pool.with(|resource| f(resource, part))
+                .map_err(|e| SinkError::Unavailable(e.to_string()))?;
+            stats
+                .records
+                .fetch_add(part.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok(true)
+        },
+    );
 }
 
 /// `save_to_rolling_files(RollingFiles::new(dir)...)`: appends each batch, once, to a file rolled by
@@ -789,6 +775,28 @@ pub fn save_to_sql<D, T, B>(
     }
     let parts = collect(ctx, data, body);
     crate::sink::sql::write_batch(ctx, url.as_ref(), table, parts);
+}
+
+/// `save_to_kafka(brokers, topic)`: each record a message with batch headers, at least once or, with
+/// `KafkaTopic::transactional()`, exactly once for `read_committed` readers (see
+/// [`crate::sink::kafka`]).
+#[cfg(feature = "kafka")]
+pub fn save_to_kafka<D, T, B>(
+    ctx: &BatchContext<'_>,
+    data: D,
+    body: B,
+    brokers: impl AsRef<str>,
+    topic: crate::sink::kafka::KafkaTopic,
+) where
+    D: Partitioned,
+    T: Send + Sync + crate::sink::kafka::KafkaMessage,
+    B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
+{
+    if ctx.dry_run {
+        return;
+    }
+    let parts = collect(ctx, data, body);
+    crate::sink::kafka::write_batch(ctx, brokers.as_ref(), topic, parts);
 }
 
 /// `collect()`: keeps each batch's records for the test driver or the embedding program.

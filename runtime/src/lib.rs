@@ -52,6 +52,8 @@ pub use time::Time;
 
 /// What a pipeline file needs in scope.
 pub mod prelude {
+    #[cfg(feature = "kafka")]
+    pub use crate::sink::kafka::KafkaTopic;
     #[cfg(feature = "sql")]
     pub use crate::sink::sql::{SqlTable, SqlType};
     pub use crate::sink::{BatchPartition, RollingFiles};

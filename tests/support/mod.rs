@@ -62,16 +62,38 @@ pub fn counts(lines: &[String]) -> BTreeMap<String, u64> {
 /// Runs the ignored test `test` of this test binary in a child process, with its output directory,
 /// checkpoint directory and peer address.
 pub fn child(test: &str, out: &Path, checkpoints: &Path, peer: &str) -> Child {
-    Command::new(std::env::current_exe().expect("the test binary"))
+    child_with(test, out, checkpoints, peer, &[])
+}
+
+/// [`child`] with more environment variables (a sink URL, a failpoint).
+pub fn child_with(
+    test: &str,
+    out: &Path,
+    checkpoints: &Path,
+    peer: &str,
+    env: &[(&str, String)],
+) -> Child {
+    let mut command = Command::new(std::env::current_exe().expect("the test binary"));
+    command
         .args([test, "--exact", "--ignored", "--test-threads=1"])
         .env(OUT, out)
         .env(CHECKPOINTS, checkpoints)
         .env(PEER, peer)
         .env("STREAMC_LOG", "error")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the child app")
+        .stderr(Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.spawn().expect("start the child app")
+}
+
+/// Writes `lines` as file `name` into the watched directory `dir`: under a hidden name, then renamed,
+/// as the directory source expects.
+pub fn drop_lines(dir: &Path, name: &str, lines: &[String]) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, lines.join("\n")).expect("write input");
+    std::fs::rename(&tmp, dir.join(name)).expect("publish input");
 }
 
 /// Asks a child app to stop gracefully (SIGTERM) and checks it exits 0.

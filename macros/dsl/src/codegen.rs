@@ -439,6 +439,10 @@ impl<'g> Generator<'g> {
                 let (url, table) = (&args[0], &args[1]);
                 quote_spanned!(span=> #exec::save_to_sql(#ctx, #root, #body, #url, #table))
             }
+            (_, "save_to_kafka") => {
+                let (brokers, topic) = (&args[0], &args[1]);
+                quote_spanned!(span=> #exec::save_to_kafka(#ctx, #root, #body, #brokers, #topic))
+            }
             (_, "save_to_rolling_files") => {
                 let spec = &args[0];
                 quote_spanned!(span=> #exec::save_to_rolling_files(#ctx, #root, #body, #spec))

@@ -212,6 +212,13 @@ pub const OPERATORS: &[Operator] = &[
         "save_to_rolling_files(RollingFiles::new(directory))",
     ),
     op(
+        "save_to_kafka",
+        Kind::Output,
+        (2, 2),
+        false,
+        "save_to_kafka(\"host:9092\", KafkaTopic::new(topic))",
+    ),
+    op(
         "save_to_sql",
         Kind::Output,
         (2, 2),

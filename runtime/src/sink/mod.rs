@@ -9,6 +9,8 @@
 //! stops the app with the reason and no checkpoint past it, so a restart writes it again.
 
 pub mod dead_letter;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod pool;
 pub mod rolling;
 #[cfg(feature = "sql")]
@@ -320,6 +322,57 @@ impl OpenSinks {
             .map(|(name, s)| (name.clone(), s.counts()))
             .collect()
     }
+}
+
+/// The tokio runtime sinks' async drivers run on, started when a sink first needs it.
+pub(crate) fn io_runtime() -> Result<&'static tokio::runtime::Runtime, SinkError> {
+    static RUNTIME: std::sync::OnceLock<Result<tokio::runtime::Runtime, String>> =
+        std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("streamc-sink-io")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| SinkError::Fatal(format!("cannot start the sink I/O runtime: {e}")))
+}
+
+/// Writes a batch's partitions in parallel: `prepare` turns each partition's records into what the
+/// sink writes (once), `write` is tried under the app's retry policy; a partition that cannot be
+/// written stops the app.
+pub fn write_partitions<T: Send, P: Send>(
+    ctx: &crate::context::BatchContext<'_>,
+    output: &str,
+    parts: Vec<Vec<T>>,
+    prepare: impl Fn(PartitionId, Vec<T>) -> P + Sync,
+    write: impl Fn(PartitionId, &P, &SinkStats) -> Result<bool, SinkError> + Sync,
+) {
+    use rayon::prelude::*;
+    let settings = ctx.sink_settings();
+    let stats = ctx.sinks().stats(output);
+    let partitions = parts.len();
+    parts
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(partition, records)| {
+            let at = PartitionId {
+                batch: ctx.time,
+                partition,
+                partitions,
+            };
+            let prepared = prepare(at, records);
+            let what = format!("output `{output}` ({at})");
+            if let Err(e) = settings
+                .retry
+                .run(&what, &stats, || write(at, &prepared, &stats))
+            {
+                fail(output, format!("{at}: {e}"));
+            }
+        });
 }
 
 /// Fault injection for crash tests: `STREAMC_FAILPOINT=name:n` aborts the process (as a SIGKILL would)

@@ -7,16 +7,15 @@
 //! whose answer was lost, finds its claim committed and is skipped. SQL text holds only identifiers,
 //! checked when the table is declared, and placeholders; every value is bound.
 
-use super::{fail, DeadLetter, PartitionId, SinkError, SinkSettings, SinkStats};
+use super::{fail, io_runtime, DeadLetter, PartitionId, SinkError, SinkSettings, SinkStats};
 use crate::context::BatchContext;
 use crate::exec::Partitions;
-use rayon::prelude::*;
 use sqlx::any::{AnyArguments, AnyPoolOptions};
 use sqlx::{AnyPool, Arguments, AssertSqlSafe};
 use std::fmt::{self, Write as _};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// A column's type, mapped to each database's own.
@@ -568,22 +567,6 @@ impl fmt::Debug for SqlSink {
     }
 }
 
-/// The tokio runtime sinks' async drivers run on, started when a sink first needs it.
-fn io_runtime() -> Result<&'static tokio::runtime::Runtime, SinkError> {
-    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("streamc-sink-io")
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| SinkError::Fatal(format!("cannot start the sink I/O runtime: {e}")))
-}
-
 impl SqlSink {
     /// Checks the table declaration and prepares a pool; nothing connects until the first batch.
     pub fn open(
@@ -977,43 +960,30 @@ pub fn write_batch<T: IntoRow + Send>(
         Ok(sink) => sink,
         Err(e) => fail(&name, e),
     };
-    let stats = ctx.sinks().stats(&name);
-    let partitions = parts.len();
     let width = sink.table.columns.len();
-    parts
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(partition, records)| {
-            let at = PartitionId {
-                batch: ctx.time,
-                partition,
-                partitions,
-            };
-            let mut rows = Vec::with_capacity(records.len());
-            for record in records {
-                let mut values = Vec::with_capacity(width);
-                record.into_row(&mut values);
-                let row = Row { values };
-                if row.values.len() != width {
-                    fail(
-                        &name,
-                        format!(
+    let rows_of = |at: PartitionId, records: Vec<T>| -> Vec<Row> {
+        let mut rows = Vec::with_capacity(records.len());
+        for record in records {
+            let mut values = Vec::with_capacity(width);
+            record.into_row(&mut values);
+            let row = Row { values };
+            if row.values.len() != width {
+                fail(
+                    &name,
+                    format!(
                         "{at}: record {row} has {} fields but table `{}` declares {width} columns",
                         row.values.len(),
                         sink.table.name
                     ),
-                    );
-                }
-                rows.push(row);
+                );
             }
-            let what = format!("output `{name}` ({at})");
-            if let Err(e) = settings
-                .retry
-                .run(&what, &stats, || sink.write(at, &rows, &stats))
-            {
-                fail(&name, format!("{at}: {e}"));
-            }
-        });
+            rows.push(row);
+        }
+        rows
+    };
+    super::write_partitions(ctx, &name, parts, rows_of, |at, rows, stats| {
+        sink.write(at, rows, stats)
+    });
 }
 
 #[cfg(test)]

@@ -1,0 +1,551 @@
+//! The Kafka sink: each record of a batch partition becomes a message, with headers naming the batch,
+//! the partition and the record's place in it, so any reader can deduplicate.
+//!
+//! Default mode, at least once: an idempotent producer; the partition's messages are sent and every
+//! delivery awaited; a failure retries the whole partition (a reader may see some records twice, with
+//! identical headers). Transactional mode, exactly once for `read_committed` readers: one
+//! transactional producer per sink partition (`transactional.id` = `<pipeline>.<output>.<partition>`)
+//! writes the partition's messages and a progress record (`<pipeline>/<output>/<partition>` → batch
+//! time, in the progress topic) in one transaction. Before its first write a producer fences its
+//! predecessors (`init_transactions`) and reads the progress topic, so a batch replayed after a crash
+//! that had already committed is skipped.
+
+use super::{fail, PartitionId, SinkError, SinkSettings, SinkStats};
+use crate::context::BatchContext;
+use crate::exec::Partitions;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The header holding the batch time (ms), on every message.
+pub const BATCH_HEADER: &str = "streamc-batch";
+/// The header holding the sink partition index.
+pub const PARTITION_HEADER: &str = "streamc-partition";
+/// The header holding the record's index within its batch partition.
+pub const SEQUENCE_HEADER: &str = "streamc-seq";
+
+/// What a `save_to_kafka` output writes: `save_to_kafka(brokers, KafkaTopic::new("counts"))`.
+#[derive(Clone, Debug)]
+pub struct KafkaTopic {
+    topic: String,
+    output: Option<String>,
+    transactional: bool,
+    progress_topic: String,
+    timeout: Duration,
+}
+
+impl KafkaTopic {
+    pub fn new(topic: impl Into<String>) -> Self {
+        Self {
+            topic: topic.into(),
+            output: None,
+            transactional: false,
+            progress_topic: "streamc_progress".into(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Exactly once for `read_committed` readers (see the module docs).
+    pub fn transactional(mut self) -> Self {
+        self.transactional = true;
+        self
+    }
+
+    /// Where transactional progress is kept (default `streamc_progress`; a compacted topic is best).
+    pub fn progress_topic(mut self, topic: impl Into<String>) -> Self {
+        self.progress_topic = topic.into();
+        self
+    }
+
+    /// How long one delivery or commit may take before the attempt counts as failed (default 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The name progress is kept under and `--sink NAME=BROKERS` overrides (default: the topic).
+    pub fn output_name(mut self, name: impl Into<String>) -> Self {
+        self.output = Some(name.into());
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        self.output.as_deref().unwrap_or(&self.topic)
+    }
+}
+
+/// A record field that can be a message key or payload.
+pub trait KafkaPart {
+    fn put(&self, out: &mut Vec<u8>);
+}
+
+impl KafkaPart for str {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+}
+
+impl KafkaPart for String {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+}
+
+impl KafkaPart for [u8] {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+}
+
+impl KafkaPart for Vec<u8> {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+}
+
+impl<T: KafkaPart + ?Sized> KafkaPart for &T {
+    fn put(&self, out: &mut Vec<u8>) {
+        (**self).put(out)
+    }
+}
+
+macro_rules! kafka_part_display {
+    ($($t:ty),*) => {$(
+        impl KafkaPart for $t {
+            fn put(&self, out: &mut Vec<u8>) {
+                let mut text = String::new();
+                let _ = write!(text, "{self}");
+                out.extend_from_slice(text.as_bytes());
+            }
+        }
+    )*};
+}
+kafka_part_display!(u8, u16, u32, u64, usize, i8, i16, i32, i64, isize, f32, f64, bool);
+
+/// A record that is one message: a value (payload only) or a `(key, value)` pair.
+pub trait KafkaMessage {
+    /// Appends the key (returning whether there is one) and the payload.
+    fn encode(&self, key: &mut Vec<u8>, payload: &mut Vec<u8>) -> bool;
+}
+
+macro_rules! kafka_message_value {
+    ($($t:ty),*) => {$(
+        impl KafkaMessage for $t {
+            fn encode(&self, _key: &mut Vec<u8>, payload: &mut Vec<u8>) -> bool {
+                self.put(payload);
+                false
+            }
+        }
+    )*};
+}
+kafka_message_value!(String, &str, &String, Vec<u8>);
+
+impl<K: KafkaPart, V: KafkaPart> KafkaMessage for (K, V) {
+    fn encode(&self, key: &mut Vec<u8>, payload: &mut Vec<u8>) -> bool {
+        self.0.put(key);
+        self.1.put(payload);
+        true
+    }
+}
+
+/// Collects the first delivery failure of the current attempt.
+#[derive(Default)]
+struct DeliveryTracker {
+    failure: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+            failure.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+type TrackedProducer = ThreadedProducer<DeliveryTracker>;
+
+/// One sink partition's producer and what it knows has been committed.
+struct Lane {
+    producer: TrackedProducer,
+    committed: Option<u64>,
+}
+
+/// An open Kafka sink.
+pub struct KafkaSink {
+    brokers: String,
+    spec: KafkaTopic,
+    pipeline: String,
+    /// Per sink partition; `None` until first used, and again after a failure (the next attempt
+    /// starts a fresh producer, which fences the failed one).
+    lanes: Mutex<Vec<Option<Arc<Mutex<Lane>>>>>,
+}
+
+impl KafkaSink {
+    pub fn open(
+        brokers: &str,
+        spec: KafkaTopic,
+        settings: &SinkSettings,
+    ) -> Result<Self, SinkError> {
+        let valid = |t: &str| {
+            !t.is_empty()
+                && t.len() <= 249
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        };
+        for topic in [&spec.topic, &spec.progress_topic] {
+            if !valid(topic) {
+                return Err(SinkError::Fatal(format!(
+                    "`{topic}` is not a valid Kafka topic name (letters, digits, `.`, `_`, `-`)"
+                )));
+            }
+        }
+        Ok(Self {
+            brokers: brokers.to_string(),
+            spec,
+            pipeline: settings.pipeline.clone(),
+            lanes: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn progress_key(&self, partition: usize) -> String {
+        format!("{}/{}/{partition}", self.pipeline, self.spec.name())
+    }
+
+    fn lane(&self, partition: usize) -> Result<Arc<Mutex<Lane>>, SinkError> {
+        {
+            let lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(Some(lane)) = lanes.get(partition) {
+                return Ok(lane.clone());
+            }
+        }
+        let lane = Arc::new(Mutex::new(self.new_lane(partition)?));
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        if lanes.len() <= partition {
+            lanes.resize(partition + 1, None);
+        }
+        lanes[partition] = Some(lane.clone());
+        Ok(lane)
+    }
+
+    fn drop_lane(&self, partition: usize) {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = lanes.get_mut(partition) {
+            *slot = None;
+        }
+    }
+
+    fn new_lane(&self, partition: usize) -> Result<Lane, SinkError> {
+        let unavailable = |what: &str, e: KafkaError| {
+            SinkError::Unavailable(format!("{what} ({}): {e}", self.brokers))
+        };
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set(
+                "message.timeout.ms",
+                self.spec.timeout.as_millis().to_string(),
+            )
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5");
+        if self.spec.transactional {
+            config.set(
+                "transactional.id",
+                format!("{}.{}.{partition}", self.pipeline, self.spec.name()),
+            );
+        }
+        let producer: TrackedProducer = config
+            .create_with_context(DeliveryTracker::default())
+            .map_err(|e| SinkError::Fatal(format!("cannot create a Kafka producer: {e}")))?;
+        let mut committed = None;
+        if self.spec.transactional {
+            producer
+                .init_transactions(self.spec.timeout)
+                .map_err(|e| unavailable("cannot start transactions", e))?;
+            committed = self
+                .read_progress(&self.progress_key(partition))
+                .map_err(SinkError::Unavailable)?;
+        }
+        Ok(Lane {
+            producer,
+            committed,
+        })
+    }
+
+    /// The last batch committed under `key`, from the progress topic, read `read_committed` to its end.
+    fn read_progress(&self, key: &str) -> Result<Option<u64>, String> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", "streamc-progress-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .map_err(|e| format!("cannot create a Kafka consumer: {e}"))?;
+        let topic = self.spec.progress_topic.as_str();
+        let metadata = consumer
+            .fetch_metadata(Some(topic), self.spec.timeout)
+            .map_err(|e| format!("cannot read the metadata of `{topic}`: {e}"))?;
+        let Some(info) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Ok(None);
+        };
+        if info.error().is_some() || info.partitions().is_empty() {
+            // No progress topic yet: nothing was ever committed.
+            return Ok(None);
+        }
+        let mut assignment = TopicPartitionList::new();
+        let mut ends = Vec::new();
+        for p in info.partitions() {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), self.spec.timeout)
+                .map_err(|e| format!("cannot read the offsets of `{topic}`: {e}"))?;
+            if high > 0 {
+                assignment
+                    .add_partition_offset(topic, p.id(), Offset::Beginning)
+                    .map_err(|e| e.to_string())?;
+                ends.push((p.id(), high));
+            }
+        }
+        if ends.is_empty() {
+            return Ok(None);
+        }
+        consumer.assign(&assignment).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + self.spec.timeout;
+        let mut last: Option<u64> = None;
+        loop {
+            let positions = consumer.position().map_err(|e| e.to_string())?;
+            let done = ends.iter().all(|(p, high)| {
+                positions
+                    .find_partition(topic, *p)
+                    .and_then(|tp| tp.offset().to_raw())
+                    .is_some_and(|at| at >= *high)
+            });
+            if done {
+                return Ok(last);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "reading the progress topic `{topic}` took longer than {:?}",
+                    self.spec.timeout
+                ));
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) if message.key() == Some(key.as_bytes()) => {
+                    let batch = message
+                        .payload()
+                        .and_then(|p| std::str::from_utf8(p).ok())
+                        .and_then(|p| p.parse::<u64>().ok());
+                    if let Some(batch) = batch {
+                        last = last.max(Some(batch));
+                    }
+                }
+                Some(Err(e)) => return Err(format!("cannot read `{topic}`: {e}")),
+                _ => {}
+            }
+        }
+    }
+
+    /// Writes one batch partition. Returns whether it was written (`false`: committed before).
+    pub fn write<T: KafkaMessage>(
+        &self,
+        at: PartitionId,
+        records: &[T],
+        stats: &SinkStats,
+    ) -> Result<bool, SinkError> {
+        let lane = self.lane(at.partition)?;
+        let mut lane = lane.lock().unwrap_or_else(|p| p.into_inner());
+        let batch = at.batch.millis();
+        if self.spec.transactional && lane.committed.is_some_and(|c| c >= batch) {
+            stats.skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
+        }
+        match self.send(&lane, at, records) {
+            Ok(()) => {
+                lane.committed = Some(batch);
+                stats
+                    .records
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                Ok(true)
+            }
+            Err(e) => {
+                if self.spec.transactional {
+                    let _ = lane.producer.abort_transaction(self.spec.timeout);
+                }
+                drop(lane);
+                self.drop_lane(at.partition);
+                Err(e)
+            }
+        }
+    }
+
+    fn send<T: KafkaMessage>(
+        &self,
+        lane: &Lane,
+        at: PartitionId,
+        records: &[T],
+    ) -> Result<(), SinkError> {
+        let producer = &lane.producer;
+        let unavailable = |what: &str, e: KafkaError| {
+            SinkError::Unavailable(format!("{what} `{}`: {e}", self.spec.topic))
+        };
+        if self.spec.transactional {
+            producer
+                .begin_transaction()
+                .map_err(|e| unavailable("cannot begin a transaction on", e))?;
+        }
+        let (batch, partition) = (at.batch.millis().to_string(), at.partition.to_string());
+        *producer
+            .context()
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        let (mut key, mut payload) = (Vec::new(), Vec::new());
+        for (seq, record) in records.iter().enumerate() {
+            key.clear();
+            payload.clear();
+            let keyed = record.encode(&mut key, &mut payload);
+            let seq = seq.to_string();
+            let headers = OwnedHeaders::new_with_capacity(3)
+                .insert(Header {
+                    key: BATCH_HEADER,
+                    value: Some(&batch),
+                })
+                .insert(Header {
+                    key: PARTITION_HEADER,
+                    value: Some(&partition),
+                })
+                .insert(Header {
+                    key: SEQUENCE_HEADER,
+                    value: Some(&seq),
+                });
+            let mut message = BaseRecord::to(&self.spec.topic)
+                .payload(&payload)
+                .headers(headers);
+            if keyed {
+                message = message.key(&key);
+            }
+            self.enqueue(producer, message)?;
+        }
+        if self.spec.transactional {
+            let progress = self.progress_key(at.partition);
+            let marker = BaseRecord::to(&self.spec.progress_topic)
+                .key(&progress)
+                .payload(&batch);
+            self.enqueue(producer, marker)?;
+            super::failpoint("kafka.before_commit");
+            producer
+                .commit_transaction(self.spec.timeout)
+                .map_err(|e| unavailable("cannot commit the batch to", e))?;
+            super::failpoint("kafka.after_commit");
+            return Ok(());
+        }
+        producer
+            .flush(self.spec.timeout)
+            .map_err(|e| unavailable("cannot deliver to", e))?;
+        let failure = producer
+            .context()
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match failure {
+            Some(e) => Err(SinkError::Unavailable(format!(
+                "cannot deliver to `{}`: {e}",
+                self.spec.topic
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues a message, waiting while the producer's queue is full.
+    fn enqueue<K, P>(
+        &self,
+        producer: &TrackedProducer,
+        mut message: BaseRecord<'_, K, P>,
+    ) -> Result<(), SinkError>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
+        loop {
+            match producer.send(message) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // The producer's thread is delivering; wait for room.
+                    message = back;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err((e, _)) => {
+                    return Err(SinkError::Unavailable(format!(
+                        "cannot queue a message for `{}`: {e}",
+                        self.spec.topic
+                    )))
+                }
+            }
+        }
+    }
+}
+
+impl super::OpenSink for KafkaSink {}
+
+/// `save_to_kafka(brokers, topic)`: the batch's partitions in parallel, retried under the app's policy.
+pub fn write_batch<T: KafkaMessage + Send + Sync>(
+    ctx: &BatchContext<'_>,
+    brokers: &str,
+    spec: KafkaTopic,
+    parts: Partitions<T>,
+) {
+    let name = spec.name().to_string();
+    let settings = ctx.sink_settings();
+    let brokers = settings.url(&name, brokers);
+    let sink = match ctx
+        .sinks()
+        .get_or_open(&name, || KafkaSink::open(&brokers, spec, settings))
+    {
+        Ok(sink) => sink,
+        Err(e) => fail(&name, e),
+    };
+    super::write_partitions(
+        ctx,
+        &name,
+        parts,
+        |_, records| records,
+        |at, records, stats| sink.write(at, records, stats),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_encode_as_key_and_payload() {
+        let (mut k, mut p) = (Vec::new(), Vec::new());
+        assert!(("hello".to_string(), 3u64).encode(&mut k, &mut p));
+        assert_eq!((k.as_slice(), p.as_slice()), (&b"hello"[..], &b"3"[..]));
+        let (mut k, mut p) = (Vec::new(), Vec::new());
+        assert!(!"just a value".encode(&mut k, &mut p));
+        assert_eq!((k.len(), p.as_slice()), (0, &b"just a value"[..]));
+    }
+
+    #[test]
+    fn topic_names_are_checked() {
+        let settings = SinkSettings::default();
+        assert!(KafkaSink::open("127.0.0.1:9", KafkaTopic::new("bad topic"), &settings).is_err());
+        assert!(
+            KafkaSink::open("127.0.0.1:9", KafkaTopic::new("good.topic-1_x"), &settings).is_ok()
+        );
+    }
+}
