@@ -5,10 +5,40 @@ use std::path::Path;
 use streamc_dsl::graph::{Graph, NodeKind};
 use streamc_dsl::{Diagnostic, Level};
 
-pub fn diagnostic(file: &Path, source: &str, d: &Diagnostic) -> String {
+/// ANSI styles, used only when the output is a terminal (or `--color always`).
+#[derive(Clone, Copy)]
+pub struct Paint(pub bool);
+
+impl Paint {
+    fn wrap(self, code: &str, text: &str) -> String {
+        if self.0 {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    pub fn error(self, text: &str) -> String {
+        self.wrap("1;31", text)
+    }
+
+    pub fn warning(self, text: &str) -> String {
+        self.wrap("1;33", text)
+    }
+
+    pub fn accent(self, text: &str) -> String {
+        self.wrap("1;34", text)
+    }
+
+    pub fn ok(self, text: &str) -> String {
+        self.wrap("1;32", text)
+    }
+}
+
+pub fn diagnostic(file: &Path, source: &str, d: &Diagnostic, paint: Paint) -> String {
     let level = match d.level {
-        Level::Error => "error",
-        Level::Warning => "warning",
+        Level::Error => paint.error("error"),
+        Level::Warning => paint.warning("warning"),
     };
     let start = d.span.start();
     let end = d.span.end();
@@ -20,7 +50,8 @@ pub fn diagnostic(file: &Path, source: &str, d: &Diagnostic) -> String {
     let gutter = " ".repeat(start.line.to_string().len());
     let _ = writeln!(
         out,
-        "{gutter}--> {}:{}:{}",
+        "{gutter}{} {}:{}:{}",
+        paint.accent("-->"),
         file.display(),
         start.line,
         start.column + 1
@@ -32,12 +63,12 @@ pub fn diagnostic(file: &Path, source: &str, d: &Diagnostic) -> String {
     } else {
         1
     };
-    let _ = writeln!(
-        out,
-        "{gutter} | {}{}",
-        " ".repeat(start.column),
-        "^".repeat(width)
-    );
+    let caret = "^".repeat(width);
+    let caret = match d.level {
+        Level::Error => paint.error(&caret),
+        Level::Warning => paint.warning(&caret),
+    };
+    let _ = writeln!(out, "{gutter} | {}{caret}", " ".repeat(start.column));
     if let Some(help) = &d.help {
         let _ = writeln!(out, "{gutter} = help: {help}");
     }

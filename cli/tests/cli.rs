@@ -91,3 +91,57 @@ fn missing_files_and_files_without_pipelines_are_clear_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("contains no stream! block"));
 }
+
+#[test]
+fn graph_draws_sources_shuffles_state_and_outputs() {
+    let out = streamc(&["graph", "examples/top3_hot_product.rs"]);
+    assert!(out.status.success());
+    let mermaid = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "flowchart LR",
+        "title: top3_hot_product (batch 1s, 2 workers)",
+        "n0[(\"click_logs: socket_text_stream\")]",
+        "[[\"product_counts: reduce_by_key_and_window [1min / 10s]<br/>state\"]]",
+        "n3[/\"top3: transform<br/>whole batch\"/]",
+        "n4>\"print\"]",
+        "n2 --> n3",
+    ] {
+        assert!(mermaid.contains(expected), "{expected} in:\n{mermaid}");
+    }
+    let out = streamc(&["graph", "--format", "dot", "examples/word_count.rs"]);
+    let dot = String::from_utf8_lossy(&out.stdout);
+    assert!(dot.starts_with("digraph word_count {"), "{dot}");
+    assert!(
+        dot.contains("n3 [shape=hexagon, label=\"counts: reduce_by_key\\nshuffle\"];"),
+        "{dot}"
+    );
+    assert!(dot.contains("n3 -> n4;"), "{dot}");
+}
+
+#[test]
+fn exit_codes_separate_pipeline_errors_from_bad_invocations() {
+    assert_eq!(
+        streamc(&["check", "tests/ui/unknown_operator.rs"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        streamc(&["check", "no/such/file.rs"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        streamc(&["graph", "--format", "png", "examples/word_count.rs"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let out = streamc(&["new", "Bad Name"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid project name"));
+    // Colour only when asked or on a terminal (here: a pipe).
+    let plain = streamc(&["check", "tests/ui/unknown_operator.rs"]);
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains('\x1b'));
+    let coloured = streamc(&["--color", "always", "check", "tests/ui/unknown_operator.rs"]);
+    assert!(String::from_utf8_lossy(&coloured.stderr).contains("\x1b[1;31merror\x1b[0m"));
+}
