@@ -324,6 +324,7 @@ impl OpenSinks {
     }
 }
 
+#[cfg(feature = "sql")]
 /// The tokio runtime sinks' async drivers run on, started when a sink first needs it.
 pub(crate) fn io_runtime() -> Result<&'static tokio::runtime::Runtime, SinkError> {
     static RUNTIME: std::sync::OnceLock<Result<tokio::runtime::Runtime, String>> =
