@@ -145,3 +145,41 @@ fn exit_codes_separate_pipeline_errors_from_bad_invocations() {
     let coloured = streamc(&["--color", "always", "check", "tests/ui/unknown_operator.rs"]);
     assert!(String::from_utf8_lossy(&coloured.stderr).contains("\x1b[1;31merror\x1b[0m"));
 }
+
+/// `streamc check` on every invalid pipeline of the trybuild suite says what the macro says: each
+/// `error:`/`warning:` message of a `.stderr` snapshot appears in the CLI's output.
+#[test]
+fn check_says_what_the_macro_says_for_every_ui_case() {
+    let ui = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/ui");
+    let mut cases = 0;
+    for entry in std::fs::read_dir(&ui).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let snapshot = std::fs::read_to_string(path.with_extension("stderr")).unwrap();
+        let relative = format!("tests/ui/{}", path.file_name().unwrap().to_string_lossy());
+        let out = streamc(&["check", &relative]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        for line in snapshot.lines() {
+            let Some(message) = line
+                .strip_prefix("error: ")
+                .or_else(|| line.strip_prefix("warning: "))
+            else {
+                continue;
+            };
+            // The macro reports warnings through a deprecated constant; the text after it is ours.
+            let message = message
+                .split_once("streamc_warning_")
+                .and_then(|(_, rest)| rest.split_once("`: "))
+                .map(|(_, text)| text)
+                .unwrap_or(message);
+            assert!(
+                said.contains(message),
+                "{relative}: the CLI must say `{message}`; it said:\n{said}"
+            );
+        }
+        cases += 1;
+    }
+    assert!(cases >= 18, "{cases} UI cases");
+}
