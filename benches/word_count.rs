@@ -4,7 +4,7 @@
 //!
 //!     cargo bench --bench word_count            (full corpus: 1M lines, 10M words)
 //!     cargo bench --bench word_count -- --quick (a smaller corpus, for a smoke run)
-//!     cargo bench --bench word_count -- --only queue|socket|interval|rss (one section, e.g. under a profiler)
+//!     cargo bench --bench word_count -- --only queue|socket|wal|metrics|interval|rss (one section)
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -212,7 +212,7 @@ fn main() {
                 3 * words as u64,
                 2,
                 Duration::from_millis(100),
-                Some(dir.clone()),
+                Setup::WriteAheadLog(dir.clone()),
             );
             pairs.push((plain, logged));
         }
@@ -224,6 +224,38 @@ fn main() {
             million(rate(3 * words, best_plain)),
             million(rate(3 * words, best_logged)),
             100.0 * (1.0 - best_plain.as_secs_f64() / best_logged.as_secs_f64())
+        );
+    }
+    if wanted("metrics") {
+        // Median of paired runs (plain, monitored) on the loopback socket; while monitored, a client
+        // fetches /metrics and the dashboard's JSON every second, as an open dashboard (which polls each
+        // second) and a Prometheus scraper (every 15 s by default) do, with room to spare.
+        let mut ratios = Vec::new();
+        let (mut plains, mut monitoreds) = (Vec::new(), Vec::new());
+        const PAIRS: usize = 9;
+        for _ in 0..PAIRS {
+            let (plain, _) = socket_run(&repeated, 3 * words as u64, 2, Duration::from_millis(100));
+            let (monitored, _) = socket_run_with(
+                &repeated,
+                3 * words as u64,
+                2,
+                Duration::from_millis(100),
+                Setup::Monitored,
+            );
+            ratios.push(plain.as_secs_f64() / monitored.as_secs_f64());
+            plains.push(plain);
+            monitoreds.push(monitored);
+        }
+        ratios.sort_by(f64::total_cmp);
+        plains.sort();
+        monitoreds.sort();
+        println!(
+            "metrics + dashboard on the loopback socket (2 workers, 100 ms batches, polled every second), {PAIRS} pairs: median {} without, {} with; per pair, monitored throughput is {:.1}% of unmonitored at the median (range {:.1}%..{:.1}%)",
+            million(rate(3 * words, plains[PAIRS / 2])),
+            million(rate(3 * words, monitoreds[PAIRS / 2])),
+            100.0 * ratios[PAIRS / 2],
+            100.0 * ratios[0],
+            100.0 * ratios[PAIRS - 1]
         );
     }
     if wanted("interval") {
@@ -251,16 +283,25 @@ fn socket_run(
     workers: usize,
     interval: Duration,
 ) -> (Duration, streamc::RunReport) {
-    socket_run_with(payload, words, workers, interval, None)
+    socket_run_with(payload, words, workers, interval, Setup::Plain)
 }
 
-/// [`socket_run`], optionally with the write-ahead log on (in a fresh checkpoint directory).
+/// What a socket run turns on.
+enum Setup {
+    Plain,
+    /// The write-ahead log, in a fresh checkpoint directory.
+    WriteAheadLog(std::path::PathBuf),
+    /// Metrics and the dashboard server, scraped every 100 ms.
+    Monitored,
+}
+
+/// [`socket_run`] with the write-ahead log or the monitoring on.
 fn socket_run_with(
     payload: &[u8],
     words: u64,
     workers: usize,
     interval: Duration,
-    wal: Option<std::path::PathBuf>,
+    setup: Setup,
 ) -> (Duration, streamc::RunReport) {
     COUNTED.store(0, std::sync::atomic::Ordering::SeqCst);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -269,15 +310,29 @@ fn socket_run_with(
         .workers(workers)
         .batch_interval(interval)
         .source_address("lines", address.to_string())
-        .configure(|c| {
-            if let Some(dir) = wal {
+        .configure(|c| match setup {
+            Setup::Plain => {}
+            Setup::WriteAheadLog(dir) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 c.checkpoint_dir = Some(dir);
                 c.write_ahead_log = true;
             }
+            Setup::Monitored => c.ui = Some("127.0.0.1:0".parse().unwrap()),
         })
         .start()
         .unwrap();
+    let scraping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let scraper = app.ui_address().map(|address| {
+        let scraping = scraping.clone();
+        std::thread::spawn(move || {
+            while scraping.load(std::sync::atomic::Ordering::SeqCst) {
+                for path in ["/metrics", "/api/v1/app", "/api/v1/batches?limit=300"] {
+                    scrape(address, path);
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    });
     let (mut conn, _) = listener.accept().unwrap();
     let start = Instant::now();
     conn.write_all(payload).unwrap();
@@ -287,9 +342,25 @@ fn socket_run_with(
         std::thread::sleep(Duration::from_millis(1));
     }
     let elapsed = start.elapsed();
+    scraping.store(false, std::sync::atomic::Ordering::SeqCst);
+    if let Some(scraper) = scraper {
+        let _ = scraper.join();
+    }
     drop(conn);
     let report = app.stop().unwrap();
     (elapsed, report)
+}
+
+/// One GET, response read and dropped.
+fn scrape(address: std::net::SocketAddr, path: &str) {
+    use std::io::Read;
+    if let Ok(mut s) = std::net::TcpStream::connect(address) {
+        let _ = write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        let _ = s.read_to_end(&mut Vec::new());
+    }
 }
 
 /// Writes `lines` (10 words each) to `conn` at `words_per_second` for `duration`, in millisecond steps.

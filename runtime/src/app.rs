@@ -22,6 +22,7 @@ pub struct App<P: Pipeline> {
     config: AppConfig,
     print: Option<Box<dyn Write + Send>>,
     handle_signals: bool,
+    listeners: crate::monitor::Listeners,
     _pipeline: PhantomData<fn() -> P>,
 }
 
@@ -38,8 +39,15 @@ impl<P: Pipeline> App<P> {
             config: AppConfig::from_spec(P::spec()),
             print: None,
             handle_signals: false,
+            listeners: Default::default(),
             _pipeline: PhantomData,
         }
+    }
+
+    /// Adds a listener of the app's events (batches, receivers, outputs).
+    pub fn listener(mut self, listener: Arc<dyn crate::monitor::StreamingListener>) -> Self {
+        self.listeners.add(listener);
+        self
     }
 
     /// The current configuration.
@@ -128,13 +136,14 @@ impl<P: Pipeline> App<P> {
     /// Runs in real time on this thread until a stop is requested.
     pub fn run(self) -> Result<RunReport, RunError> {
         let (tx, rx) = mpsc::channel();
-        self.run_with(Arc::default(), (StopHandle(tx), rx))
+        self.run_with(Arc::default(), (StopHandle(tx), rx), Arc::default())
     }
 
     fn run_with(
         mut self,
         collector: Arc<Collector>,
         stop: (StopHandle, mpsc::Receiver<()>),
+        ui_bound: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
     ) -> Result<RunReport, RunError> {
         let _demo = self.start_demo_feeds()?;
         let options = RunOptions {
@@ -144,6 +153,8 @@ impl<P: Pipeline> App<P> {
                 .unwrap_or_else(|| Box::new(std::io::stdout())),
             collector,
             handle_signals: self.handle_signals,
+            listeners: std::mem::take(&mut self.listeners),
+            ui_bound,
         };
         engine::run::<P>(self.config, options, stop)
     }
@@ -177,14 +188,17 @@ impl<P: Pipeline> App<P> {
         let stop = StopHandle(tx);
         let thread_collector = collector.clone();
         let thread_stop = stop.clone();
+        let ui_bound: Arc<std::sync::OnceLock<std::net::SocketAddr>> = Arc::default();
+        let thread_ui = ui_bound.clone();
         let thread = std::thread::Builder::new()
             .name(format!("streamc-{}", self.config.name))
-            .spawn(move || self.run_with(thread_collector, (thread_stop, rx)))
+            .spawn(move || self.run_with(thread_collector, (thread_stop, rx), thread_ui))
             .map_err(|e| RunError(format!("cannot start the app thread: {e}")))?;
         Ok(RunningApp {
             stop,
             thread,
             collector,
+            ui_bound,
         })
     }
 
@@ -237,9 +251,24 @@ pub struct RunningApp {
     stop: StopHandle,
     thread: std::thread::JoinHandle<Result<RunReport, RunError>>,
     collector: Arc<Collector>,
+    ui_bound: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
 }
 
 impl RunningApp {
+    /// Where the dashboard and metrics are served (`--ui`), once the server listens.
+    pub fn ui_address(&self) -> Option<std::net::SocketAddr> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(address) = self.ui_bound.get() {
+                return Some(*address);
+            }
+            if std::time::Instant::now() > deadline || self.thread.is_finished() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// A handle that can request a graceful stop from anywhere.
     pub fn stop_handle(&self) -> StopHandle {
         self.stop.clone()
@@ -313,7 +342,7 @@ impl<P: Pipeline> TestDriver<P> {
         );
         self.sources.completed(&self.machinery.completed.get());
         let checkpoint_time = match outcome.checkpoint {
-            Some(Ok(took)) => {
+            Some(Ok((took, _))) => {
                 self.last_checkpoint = Some(took);
                 Some(took)
             }
@@ -332,6 +361,9 @@ impl<P: Pipeline> TestDriver<P> {
             total_delay: Duration::ZERO,
             output_failed: outcome.failure.as_ref().is_some_and(|f| f.output_failed),
             failure: outcome.failure.map(|f| f.message),
+            outputs: self.outputs.take_batch_outputs(),
+            state_keys: self.pipeline.state().key_counts(),
+            ..BatchInfo::default()
         }
     }
 

@@ -64,6 +64,12 @@ pub struct AppConfig {
     pub sink_retry: crate::sink::RetryPolicy,
     /// Pooled sink connections unused this long are closed.
     pub sink_idle_timeout: Duration,
+    /// Serve the dashboard, `/metrics` and `/api/v1` here (off when `None`).
+    pub ui: Option<std::net::SocketAddr>,
+    /// Print a summary of delays every this many batches (Spark's StatsReportListener).
+    pub stats_every: Option<usize>,
+    /// Batches the monitoring keeps (Spark: 1000).
+    pub batch_history: usize,
 }
 
 impl AppConfig {
@@ -92,6 +98,9 @@ impl AppConfig {
             sink_urls: BTreeMap::new(),
             sink_retry: crate::sink::RetryPolicy::default(),
             sink_idle_timeout: Duration::from_secs(60),
+            ui: None,
+            stats_every: None,
+            batch_history: 1000,
             #[cfg(feature = "kafka")]
             kafka_start: crate::source::StartAt::Committed,
             kafka_group: None,
@@ -201,6 +210,10 @@ impl AppConfig {
                     .map_err(|e| ConfigError(format!("config `checkpoint_every`: {e}")))?,
             );
         }
+        if let Some(ui) = file.ui {
+            self.ui =
+                Some(parse_ui_address(&ui).map_err(|e| ConfigError(format!("config `ui`: {e}")))?);
+        }
         for (name, sink) in file.sinks {
             if let Some(url) = sink.url {
                 self.sink_urls.insert(name, url);
@@ -287,6 +300,12 @@ impl AppConfig {
             }
             self.source_addresses
                 .insert(name.to_string(), address.to_string());
+        }
+        if let Some(ui) = args.ui {
+            self.ui = Some(ui);
+        }
+        if let Some(every) = args.stats_every {
+            self.stats_every = Some(every);
         }
         for sink in &args.sink {
             let Some((name, url)) = sink.split_once('=') else {
@@ -394,7 +413,7 @@ impl std::error::Error for ConfigError {}
 struct AppArgs {
     /// TOML configuration file (keys: batch, workers, checkpoint, checkpoint_every, [sources.NAME]
     /// address, [receiver] buffer_bytes, max_line_bytes, [sinks.NAME] url, [sink_retry] attempts,
-    /// initial_backoff, max_backoff); flags override it.
+    /// initial_backoff, max_backoff, ui); flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Batch interval, e.g. 500ms, 1s, 2min.
@@ -485,6 +504,13 @@ struct AppArgs {
     /// The longest wait between a sink's tries (default 8s).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     sink_max_backoff: Option<Duration>,
+    /// Serve the live dashboard, /metrics (Prometheus) and /api/v1 (JSON) at this address, e.g.
+    /// 127.0.0.1:4040 (or a bare port, on loopback).
+    #[arg(long, value_parser = parse_ui_address, value_name = "ADDR")]
+    ui: Option<std::net::SocketAddr>,
+    /// Print a summary of processing time and delays every N batches.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
+    stats_every: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -497,6 +523,7 @@ struct ConfigFile {
     #[serde(default)]
     sources: BTreeMap<String, SourceFile>,
     receiver: Option<ReceiverFile>,
+    ui: Option<String>,
     #[serde(default)]
     sinks: BTreeMap<String, SinkFile>,
     sink_retry: Option<SinkRetryFile>,
@@ -527,6 +554,18 @@ struct SourceFile {
 struct ReceiverFile {
     buffer_bytes: Option<usize>,
     max_line_bytes: Option<usize>,
+}
+
+/// `HOST:PORT`, or a bare port on the loopback interface (monitoring stays local unless asked).
+pub fn parse_ui_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    use std::net::ToSocketAddrs;
+    text.to_socket_addrs()
+        .map_err(|e| format!("`{text}` is not an address (HOST:PORT or PORT): {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{text}` resolves to no address"))
 }
 
 /// Parses `500ms`, `1s`, `1.5s`, `10min`, `2h`.

@@ -41,6 +41,23 @@ impl BatchContext<'_> {
         }
     }
 
+    /// Runs output operation `name` (`stream.operator`), timing it for the batch's info and the
+    /// listeners.
+    pub fn run_output(&self, name: &'static str, output: impl FnOnce()) {
+        if self.dry_run {
+            return output();
+        }
+        self.outputs
+            .listeners
+            .emit(|l| l.on_output_started(self.time, name));
+        let _timer = OutputTimer {
+            ctx: self,
+            name,
+            started: std::time::Instant::now(),
+        };
+        output();
+    }
+
     /// The sinks opened by this run's outputs.
     pub fn sinks(&self) -> &crate::sink::OpenSinks {
         &self.outputs.sinks
@@ -65,6 +82,9 @@ pub struct Outputs {
     pub(crate) collector: Arc<Collector>,
     pub(crate) sinks: crate::sink::OpenSinks,
     pub(crate) sink_settings: crate::sink::SinkSettings,
+    pub(crate) listeners: crate::monitor::Listeners,
+    /// The current batch's output operations, as they complete.
+    batch_outputs: Mutex<Vec<crate::monitor::OutputInfo>>,
 }
 
 impl Outputs {
@@ -78,7 +98,45 @@ impl Outputs {
             collector,
             sinks: Default::default(),
             sink_settings,
+            listeners: Default::default(),
+            batch_outputs: Mutex::new(Vec::new()),
         }
+    }
+
+    pub(crate) fn with_listeners(mut self, listeners: crate::monitor::Listeners) -> Self {
+        self.listeners = listeners;
+        self
+    }
+
+    /// The output operations of the batch that just ran.
+    pub(crate) fn take_batch_outputs(&self) -> Vec<crate::monitor::OutputInfo> {
+        std::mem::take(&mut *self.batch_outputs.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Times one output operation and reports it, also when it fails (panics).
+struct OutputTimer<'a> {
+    ctx: &'a BatchContext<'a>,
+    name: &'static str,
+    started: std::time::Instant,
+}
+
+impl Drop for OutputTimer<'_> {
+    fn drop(&mut self) {
+        let info = crate::monitor::OutputInfo {
+            name: self.name.to_string(),
+            duration: self.started.elapsed(),
+            error: std::thread::panicking().then(|| "the output failed".to_string()),
+        };
+        let outputs = self.ctx.outputs;
+        outputs
+            .listeners
+            .emit(|l| l.on_output_completed(self.ctx.time, &info));
+        outputs
+            .batch_outputs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(info);
     }
 }
 

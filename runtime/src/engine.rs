@@ -31,6 +31,12 @@ pub const RETAINED_BATCHES: usize = 1000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchInfo {
     pub time: Time,
+    /// When it was cut and queued.
+    pub submitted: SystemTime,
+    /// When processing started.
+    pub started: SystemTime,
+    /// When processing (and the checkpoint that followed) ended.
+    pub ended: SystemTime,
     /// Records per source.
     pub records: Vec<(String, usize)>,
     /// From the batch time until processing started.
@@ -45,6 +51,36 @@ pub struct BatchInfo {
     pub failure: Option<String>,
     /// An output could not write the batch: the app stops without checkpointing past it.
     pub output_failed: bool,
+    /// Each output operation's duration and error.
+    pub outputs: Vec<crate::monitor::OutputInfo>,
+    /// Keys held per stateful operator after the batch.
+    pub state_keys: Vec<(&'static str, usize)>,
+    /// The rate each receiver was held to after the batch (0: unlimited).
+    pub rate_limits: Vec<(String, u64)>,
+    /// Size of the checkpoint written after the batch, if one was.
+    pub checkpoint_bytes: Option<u64>,
+}
+
+impl Default for BatchInfo {
+    fn default() -> Self {
+        Self {
+            time: Time(0),
+            submitted: SystemTime::UNIX_EPOCH,
+            started: SystemTime::UNIX_EPOCH,
+            ended: SystemTime::UNIX_EPOCH,
+            records: Vec::new(),
+            scheduling_delay: Duration::ZERO,
+            processing_time: Duration::ZERO,
+            checkpoint_time: None,
+            total_delay: Duration::ZERO,
+            failure: None,
+            output_failed: false,
+            outputs: Vec::new(),
+            state_keys: Vec::new(),
+            rate_limits: Vec::new(),
+            checkpoint_bytes: None,
+        }
+    }
 }
 
 impl BatchInfo {
@@ -119,6 +155,13 @@ impl RunReport {
             stat(&sched)
         );
         for (name, s) in &self.sources {
+            if !s.lag.is_empty() {
+                let behind: i64 = s.lag.iter().map(|(_, _, lag)| lag).sum();
+                out.push_str(&format!(
+                    "source {name}: {behind} messages behind the high watermarks\n"
+                ));
+                continue;
+            }
             out.push_str(&format!(
                 "source {name}: {} records, {} bytes, {} invalid UTF-8 lines, {} oversized lines, {} connections, {} connection errors\n",
                 s.records, s.bytes, s.invalid_utf8_lines, s.oversized_lines, s.connections, s.connection_errors
@@ -407,7 +450,7 @@ impl Checkpointer {
         pipeline: &P,
         time: Time,
         positions: Vec<(String, Vec<u8>)>,
-    ) -> Result<Duration, String> {
+    ) -> Result<(Duration, u64), String> {
         let started = Instant::now();
         let states = pipeline.state().snapshot()?;
         let checkpoint = Checkpoint {
@@ -417,9 +460,10 @@ impl Checkpointer {
             positions,
             states,
         };
-        self.dir.write(&checkpoint)?;
+        let file = self.dir.write(&checkpoint)?;
         self.dir.forget_journal_through(time.millis())?;
-        Ok(started.elapsed())
+        let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        Ok((started.elapsed(), bytes))
     }
 }
 
@@ -497,6 +541,9 @@ pub(crate) struct RunOptions {
     pub print: Box<dyn Write + Send>,
     pub collector: Arc<Collector>,
     pub handle_signals: bool,
+    pub listeners: crate::monitor::Listeners,
+    /// Set to the monitoring server's address once it listens.
+    pub ui_bound: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
 }
 
 /// Runs the app in real time until it is asked to stop.
@@ -510,7 +557,20 @@ pub(crate) fn run<P: Pipeline>(
     let (stop_handle, stop_requests) = stop;
     let (mut sources, pipeline) =
         P::build(&config).map_err(|e| RunError(format!("cannot build the pipeline: {e}")))?;
-    let outputs = Outputs::new(options.print, options.collector, config.sink_settings());
+    let mut listeners = options.listeners;
+    if let Some(every) = config.stats_every {
+        listeners.add(Arc::new(crate::monitor::StatsReport::new(every)));
+    }
+    if let Some(address) = config.ui {
+        let metrics = Arc::new(crate::monitor::metrics::Metrics::new(config.batch_history));
+        listeners.add(metrics.clone());
+        let wal_dir = config.checkpoint_dir.as_ref().map(|d| d.join("wal"));
+        let bound = crate::monitor::server::start(&machinery.receivers, address, metrics, wal_dir)
+            .map_err(RunError)?;
+        let _ = options.ui_bound.set(bound);
+    }
+    let outputs = Outputs::new(options.print, options.collector, config.sink_settings())
+        .with_listeners(listeners.clone());
     let checkpointer = Checkpointer::from_config(&config)?;
     let recovered = match &checkpointer {
         Some(c) => c.recover(
@@ -537,6 +597,25 @@ pub(crate) fn run<P: Pipeline>(
         });
     }
     tracing::info!(app = %config.name, interval = ?config.batch_interval, workers = config.workers, "started");
+    let spec = P::spec();
+    let app_info = crate::monitor::AppInfo {
+        name: config.name.clone(),
+        batch_interval: config.batch_interval,
+        workers: config.workers,
+        started: SystemTime::now(),
+        sources: spec
+            .sources
+            .iter()
+            .map(|s| (s.name.to_string(), s.kind.to_string()))
+            .collect(),
+        outputs: spec
+            .outputs
+            .iter()
+            .map(|o| format!("{}.{}", o.stream, o.kind))
+            .collect(),
+    };
+    listeners.emit(|l| l.on_app_started(&app_info));
+    let mut receiver_watch = crate::monitor::ReceiverWatch::default();
 
     let (batches_tx, batches_rx) = mpsc::channel();
     let interval = config.batch_interval;
@@ -549,6 +628,7 @@ pub(crate) fn run<P: Pipeline>(
         replay: recovered.map(|r| r.pending).unwrap_or_default(),
         journal: checkpointer.as_ref().map(Checkpointer::journal_dir),
         completed: machinery.completed.clone(),
+        listeners: listeners.clone(),
     };
     let generator = std::thread::Builder::new()
         .name("streamc-batches".into())
@@ -566,7 +646,9 @@ pub(crate) fn run<P: Pipeline>(
             continue;
         }
         let time = cut.time;
+        receiver_watch.update(&cut.sources, &listeners);
         let start = SystemTime::now();
+        listeners.emit(|l| l.on_batch_started(time, start));
         let outcome = run_batch(
             &pipeline,
             &machinery,
@@ -581,7 +663,7 @@ pub(crate) fn run<P: Pipeline>(
             cut.last,
         );
         match &outcome.checkpoint {
-            Some(Ok(took)) => {
+            Some(Ok((took, _))) => {
                 report.checkpoints_written += 1;
                 report.last_checkpoint_duration = Some(*took);
             }
@@ -592,7 +674,16 @@ pub(crate) fn run<P: Pipeline>(
             None => {}
         }
         let end = SystemTime::now();
-        let info = batch_info(time, cut.records, start, end, outcome);
+        let mut info = batch_info(time, cut.records, (cut.submitted, start, end), outcome);
+        info.outputs = outputs.take_batch_outputs();
+        info.state_keys = pipeline.state().key_counts();
+        info.rate_limits = machinery
+            .rates
+            .all()
+            .into_iter()
+            .map(|(name, c)| (name, c.limit()))
+            .collect();
+        listeners.emit(|l| l.on_batch_completed(&info));
         backpressure.update(&info);
         if info.scheduling_delay > config.batch_interval {
             tracing::warn!(
@@ -633,6 +724,8 @@ pub(crate) fn run<P: Pipeline>(
     machinery.receivers.shutdown_timeout(Duration::from_secs(1));
     outputs.sinks.close_all();
     report.outputs = outputs.sinks.counts();
+    receiver_watch.stopped(&listeners);
+    listeners.emit(|l| l.on_app_stopped(&report));
     if let Some(message) = output_failure {
         return Err(RunError(format!(
             "stopped because a batch could not be written: {message}. The checkpoint covers only \
@@ -646,23 +739,28 @@ pub(crate) fn run<P: Pipeline>(
 fn batch_info(
     time: Time,
     records: Vec<(String, usize)>,
-    start: SystemTime,
-    end: SystemTime,
+    (submitted, start, end): (SystemTime, SystemTime, SystemTime),
     outcome: BatchOutcome,
 ) -> BatchInfo {
     let since_batch = |t: SystemTime| {
         t.duration_since(time.to_system_time())
             .unwrap_or(Duration::ZERO)
     };
+    let checkpoint = outcome.checkpoint.and_then(Result::ok);
     BatchInfo {
         time,
+        submitted,
+        started: start,
+        ended: end,
         records,
         scheduling_delay: since_batch(start),
         processing_time: outcome.processing,
-        checkpoint_time: outcome.checkpoint.and_then(Result::ok),
+        checkpoint_time: checkpoint.map(|(took, _)| took),
+        checkpoint_bytes: checkpoint.map(|(_, bytes)| bytes),
         total_delay: since_batch(end),
         output_failed: outcome.failure.as_ref().is_some_and(|f| f.output_failed),
         failure: outcome.failure.map(|f| f.message),
+        ..BatchInfo::default()
     }
 }
 
@@ -681,8 +779,8 @@ pub(crate) struct BatchOutcome {
     pub failure: Option<Failure>,
     /// The batch's jobs alone.
     pub processing: Duration,
-    /// Written checkpoint's duration or the reason it failed, if one was due.
-    pub checkpoint: Option<Result<Duration, String>>,
+    /// Written checkpoint's duration and size, or the reason it failed, if one was due.
+    pub checkpoint: Option<Result<(Duration, u64), String>>,
 }
 
 /// Runs one batch of `cut = (time, data, source positions)` and writes its checkpoint when one is due
@@ -752,6 +850,9 @@ pub(crate) fn run_batch<P: Pipeline>(
 /// A batch cut by the generator, on its way to the executor.
 struct CutBatch<B> {
     time: Time,
+    submitted: SystemTime,
+    /// Each receiving source's counters at the cut.
+    sources: Vec<(String, crate::source::SourceStats)>,
     batch: B,
     records: Vec<(String, usize)>,
     positions: Vec<(String, Vec<u8>)>,
@@ -774,6 +875,22 @@ struct BatchPlan {
     journal: Option<CheckpointDir>,
     /// Positions of the last completed batch, passed on to the sources before each cut.
     completed: crate::source::Checkpointed,
+    /// Told of each batch as it is cut (submitted).
+    listeners: crate::monitor::Listeners,
+}
+
+/// Tells the listeners a batch was cut and queued.
+fn submitted<B>(listeners: &crate::monitor::Listeners, cut: &CutBatch<B>) {
+    if listeners.is_empty() {
+        return;
+    }
+    let event = crate::monitor::BatchSubmitted {
+        time: cut.time,
+        submitted: cut.submitted,
+        records: cut.records.clone(),
+        sources: cut.sources.clone(),
+    };
+    listeners.emit(|l| l.on_batch_submitted(&event));
 }
 
 /// Cuts a batch at every tick until a stop is requested, then stops the sources and cuts the last one.
@@ -796,11 +913,14 @@ fn generate_batches<S: SourceSet>(
         } = sources.recut(time, plan.partitions, &pending.positions);
         let message = CutBatch {
             time,
+            submitted: SystemTime::now(),
+            sources: sources.stats(),
             batch,
             records,
             positions,
             last: false,
         };
+        submitted(&plan.listeners, &message);
         if batches.send(message).is_err() {
             return;
         }
@@ -841,11 +961,14 @@ fn generate_batches<S: SourceSet>(
         }
         let message = CutBatch {
             time: next,
+            submitted: SystemTime::now(),
+            sources: sources.stats(),
             batch,
             records,
             positions,
             last: stopping,
         };
+        submitted(&plan.listeners, &message);
         if batches.send(message).is_err() || stopping {
             return;
         }

@@ -520,6 +520,9 @@ impl<'g> Generator<'g> {
             (_, other) => unreachable!("no code generation for `{other}`"),
         };
         if op.kind == Kind::Output {
+            // Timed and reported to the listeners under the name `--help` lists it by.
+            let name = format!("{}.{}", self.graph.stream_name(*input), op.name);
+            let call = quote!(#ctx.run_output(#name, || { #call; }));
             // Downstream of a window, outputs run at the window's slide only (as in Spark).
             let slide = self.graph.slides[id];
             if slide > self.graph.app.batch_millis {

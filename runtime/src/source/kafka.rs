@@ -111,6 +111,8 @@ pub struct KafkaDirectSource {
     last_from: BTreeMap<TopicPartition, i64>,
     /// Offsets up to which batches completed and can be committed.
     to_commit: Option<BTreeMap<TopicPartition, i64>>,
+    /// Messages between each partition's last cut and its high watermark.
+    lag: BTreeMap<TopicPartition, i64>,
     last_committed: Option<BTreeMap<TopicPartition, i64>>,
 }
 
@@ -128,6 +130,7 @@ impl KafkaDirectSource {
             next: BTreeMap::new(),
             last_from: BTreeMap::new(),
             to_commit: None,
+            lag: BTreeMap::new(),
             last_committed: None,
         }
     }
@@ -289,6 +292,7 @@ impl KafkaDirectSource {
                 None => high,
             }
             .max(from);
+            self.lag.insert(tp.clone(), high - until);
             ranges.push(OffsetRange {
                 topic: tp.0.clone(),
                 partition: tp.1,
@@ -483,6 +487,17 @@ impl Source for KafkaDirectSource {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn stats(&self) -> Option<super::SourceStats> {
+        Some(super::SourceStats {
+            lag: self
+                .lag
+                .iter()
+                .map(|((topic, partition), lag)| (topic.clone(), *partition, *lag))
+                .collect(),
+            ..Default::default()
+        })
     }
 
     fn start(&mut self, env: &super::ReceiverEnv) -> Result<(), SourceError> {

@@ -172,6 +172,8 @@ pub struct SourceStats {
     pub connections: u64,
     pub connection_errors: u64,
     pub last_error: Option<String>,
+    /// Kafka: messages behind the high watermark, per (topic, partition), at the last cut.
+    pub lag: Vec<(String, i32, i64)>,
 }
 
 /// Live counters shared between a receiver task and the engine.
@@ -207,6 +209,7 @@ impl ReceiverCounters {
             connections: get(&self.connections),
             connection_errors: get(&self.connection_errors),
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+            lag: Vec::new(),
         }
     }
 }

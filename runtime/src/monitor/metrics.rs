@@ -1,0 +1,606 @@
+//! The metrics a running app keeps about itself, fed by listener events, rendered as Prometheus text
+//! and as the JSON of the `/api/v1` endpoints.
+
+use super::{AppInfo, BatchSubmitted, OutputInfo, StreamingListener};
+use crate::engine::{BatchInfo, RunReport};
+use crate::source::SourceStats;
+use crate::time::Time;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Bucket bounds of the delay histograms, in seconds.
+const BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// A Prometheus histogram of durations.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Histogram {
+    /// Observations at most each bound (not cumulative; rendering accumulates).
+    counts: Vec<u64>,
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, value: Duration) {
+        let seconds = value.as_secs_f64();
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKETS.len()];
+        }
+        if let Some(i) = BUCKETS.iter().position(|&b| seconds <= b) {
+            self.counts[i] += 1;
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.counts.get(i).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", self.count);
+        let plain = labels.trim_end_matches(',');
+        let _ = writeln!(out, "{name}_sum{{{plain}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{plain}}} {}", self.count);
+    }
+}
+
+/// What a receiver looks like from outside.
+#[derive(Clone, Debug, Default)]
+struct Receiver {
+    active: bool,
+    errors: u64,
+    last_error: Option<String>,
+    stats: SourceStats,
+}
+
+#[derive(Default)]
+struct State {
+    app: Option<AppInfo>,
+    stopped: bool,
+    receivers: BTreeMap<String, Receiver>,
+    /// Direct Kafka sources: lag per (topic, partition).
+    lags: BTreeMap<String, Vec<(String, i32, i64)>>,
+    received: BTreeMap<String, u64>,
+    /// Records per second of the last batch, per source.
+    input_rate: BTreeMap<String, f64>,
+    completed: u64,
+    failed: u64,
+    processing: Histogram,
+    scheduling: Histogram,
+    total: Histogram,
+    checkpoint: Histogram,
+    checkpoint_bytes: u64,
+    state_keys: Vec<(String, usize)>,
+    rate_limits: Vec<(String, u64)>,
+    /// Batches cut but not completed yet.
+    queued: BTreeMap<Time, SystemTime>,
+    recent: VecDeque<BatchInfo>,
+}
+
+/// The metrics of one app. A listener: add it to the app (`--ui` does) and read it from anywhere.
+pub struct Metrics {
+    state: Mutex<State>,
+    history: usize,
+}
+
+impl Metrics {
+    /// Keeps the last `history` batches (Spark keeps 1000).
+    pub fn new(history: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            history: history.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Prometheus text exposition (format 0.0.4). `wal_bytes` is measured by the caller.
+    pub fn prometheus(&self, wal_bytes: Option<u64>) -> String {
+        let s = self.lock();
+        let app = escape(s.app.as_ref().map(|a| a.name.as_str()).unwrap_or(""));
+        let mut out = String::new();
+        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        family(
+            &mut out,
+            "streamc_records_received_total",
+            "counter",
+            "Records received, per source.",
+        );
+        for (source, n) in &s.received {
+            let _ = writeln!(
+                out,
+                "streamc_records_received_total{{app=\"{app}\",source=\"{}\"}} {n}",
+                escape(source)
+            );
+        }
+        family(
+            &mut out,
+            "streamc_input_rate",
+            "gauge",
+            "Records per second in the last batch, per source.",
+        );
+        for (source, rate) in &s.input_rate {
+            let _ = writeln!(
+                out,
+                "streamc_input_rate{{app=\"{app}\",source=\"{}\"}} {rate}",
+                escape(source)
+            );
+        }
+        let labels = format!("app=\"{app}\",");
+        for (name, help, h) in [
+            (
+                "streamc_batch_processing_seconds",
+                "Time to process a batch.",
+                &s.processing,
+            ),
+            (
+                "streamc_batch_scheduling_delay_seconds",
+                "Time a batch waited before processing started.",
+                &s.scheduling,
+            ),
+            (
+                "streamc_batch_total_delay_seconds",
+                "From a batch's time until it was processed.",
+                &s.total,
+            ),
+            (
+                "streamc_checkpoint_seconds",
+                "Time to write a checkpoint.",
+                &s.checkpoint,
+            ),
+        ] {
+            family(&mut out, name, "histogram", help);
+            h.render(&mut out, name, &labels);
+        }
+        family(
+            &mut out,
+            "streamc_batches_completed_total",
+            "counter",
+            "Batches processed without failure.",
+        );
+        let _ = writeln!(
+            out,
+            "streamc_batches_completed_total{{app=\"{app}\"}} {}",
+            s.completed
+        );
+        family(
+            &mut out,
+            "streamc_batches_failed_total",
+            "counter",
+            "Batches that failed.",
+        );
+        let _ = writeln!(
+            out,
+            "streamc_batches_failed_total{{app=\"{app}\"}} {}",
+            s.failed
+        );
+        family(
+            &mut out,
+            "streamc_batches_queued",
+            "gauge",
+            "Batches cut and waiting or running.",
+        );
+        let _ = writeln!(
+            out,
+            "streamc_batches_queued{{app=\"{app}\"}} {}",
+            s.queued.len()
+        );
+        family(
+            &mut out,
+            "streamc_state_keys",
+            "gauge",
+            "Keys held, per stateful operator.",
+        );
+        for (operator, keys) in &s.state_keys {
+            let _ = writeln!(
+                out,
+                "streamc_state_keys{{app=\"{app}\",operator=\"{}\"}} {keys}",
+                escape(operator)
+            );
+        }
+        family(
+            &mut out,
+            "streamc_state_bytes",
+            "gauge",
+            "Bytes of state in the last checkpoint written.",
+        );
+        let _ = writeln!(
+            out,
+            "streamc_state_bytes{{app=\"{app}\"}} {}",
+            s.checkpoint_bytes
+        );
+        if let Some(bytes) = wal_bytes {
+            family(
+                &mut out,
+                "streamc_wal_bytes",
+                "gauge",
+                "Bytes in the write-ahead logs.",
+            );
+            let _ = writeln!(out, "streamc_wal_bytes{{app=\"{app}\"}} {bytes}");
+        }
+        family(
+            &mut out,
+            "streamc_receiver_errors_total",
+            "counter",
+            "Connection errors, per receiver.",
+        );
+        for (source, r) in &s.receivers {
+            let _ = writeln!(
+                out,
+                "streamc_receiver_errors_total{{app=\"{app}\",source=\"{}\"}} {}",
+                escape(source),
+                r.errors
+            );
+        }
+        family(
+            &mut out,
+            "streamc_receiver_active",
+            "gauge",
+            "1 while a receiver is connected.",
+        );
+        for (source, r) in &s.receivers {
+            let _ = writeln!(
+                out,
+                "streamc_receiver_active{{app=\"{app}\",source=\"{}\"}} {}",
+                escape(source),
+                u8::from(r.active)
+            );
+        }
+        family(
+            &mut out,
+            "streamc_kafka_lag",
+            "gauge",
+            "Messages behind the high watermark, per topic-partition.",
+        );
+        for (source, lags) in &s.lags {
+            for (topic, partition, lag) in lags {
+                let _ = writeln!(
+                    out,
+                    "streamc_kafka_lag{{app=\"{app}\",source=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {lag}",
+                    escape(source),
+                    escape(topic)
+                );
+            }
+        }
+        family(
+            &mut out,
+            "streamc_rate_limit",
+            "gauge",
+            "Records per second a receiver is held to (0: unlimited).",
+        );
+        for (source, limit) in &s.rate_limits {
+            let _ = writeln!(
+                out,
+                "streamc_rate_limit{{app=\"{app}\",source=\"{}\"}} {limit}",
+                escape(source)
+            );
+        }
+        out
+    }
+
+    /// `/api/v1/app`.
+    pub fn app_json(&self) -> Value {
+        let s = self.lock();
+        let Some(app) = &s.app else {
+            return json!({ "status": "starting" });
+        };
+        let started = millis(app.started);
+        let uptime = SystemTime::now()
+            .duration_since(app.started)
+            .unwrap_or_default();
+        json!({
+            "name": app.name,
+            "status": if s.stopped { "stopped" } else { "running" },
+            "batch_interval_ms": app.batch_interval.as_millis() as u64,
+            "workers": app.workers,
+            "started_ms": started,
+            "uptime_ms": uptime.as_millis() as u64,
+            "sources": app.sources.iter().map(|(n, k)| json!({"name": n, "kind": k})).collect::<Vec<_>>(),
+            "outputs": app.outputs,
+            "batches_completed": s.completed,
+            "batches_failed": s.failed,
+            "batches_queued": s.queued.len(),
+            "records_received": s.received.values().sum::<u64>(),
+            "state_keys": s.state_keys.iter().map(|(o, k)| json!({"operator": o, "keys": k})).collect::<Vec<_>>(),
+        })
+    }
+
+    /// `/api/v1/receivers`.
+    pub fn receivers_json(&self) -> Value {
+        let s = self.lock();
+        Value::Array(
+            s.receivers
+                .iter()
+                .map(|(name, r)| {
+                    json!({
+                        "name": name,
+                        "active": r.active,
+                        "records": r.stats.records,
+                        "bytes": r.stats.bytes,
+                        "connections": r.stats.connections,
+                        "errors": r.errors,
+                        "last_error": r.last_error,
+                        "invalid_utf8_lines": r.stats.invalid_utf8_lines,
+                        "oversized_lines": r.stats.oversized_lines,
+                        "input_rate": s.input_rate.get(name).copied().unwrap_or(0.0),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// `/api/v1/batches`: the newest `limit` batches, newest first.
+    pub fn batches_json(&self, limit: usize) -> Value {
+        let s = self.lock();
+        Value::Array(s.recent.iter().rev().take(limit).map(batch_json).collect())
+    }
+
+    /// `/api/v1/batches/{time}`.
+    pub fn batch_json(&self, time: u64) -> Option<Value> {
+        let s = self.lock();
+        s.recent.iter().find(|b| b.time.millis() == time).map(|b| {
+            let mut detail = batch_json(b);
+            detail["outputs"] = b
+                .outputs
+                .iter()
+                .map(|o| json!({"name": o.name, "duration_ms": ms(o.duration), "error": o.error}))
+                .collect();
+            detail["records_per_source"] = b
+                .records
+                .iter()
+                .map(|(source, n)| json!({"source": source, "records": n}))
+                .collect();
+            detail
+        })
+    }
+}
+
+fn batch_json(b: &BatchInfo) -> Value {
+    json!({
+        "time": b.time.millis(),
+        "records": b.total_records(),
+        "submitted_ms": millis(b.submitted),
+        "started_ms": millis(b.started),
+        "ended_ms": millis(b.ended),
+        "scheduling_delay_ms": ms(b.scheduling_delay),
+        "processing_time_ms": ms(b.processing_time),
+        "total_delay_ms": ms(b.total_delay),
+        "checkpoint_ms": b.checkpoint_time.map(ms),
+        "failure": b.failure,
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// A Prometheus label value: backslash, double quote and line feed escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl StreamingListener for Metrics {
+    fn on_app_started(&self, app: &AppInfo) {
+        self.lock().app = Some(app.clone());
+    }
+
+    fn on_app_stopped(&self, _report: &RunReport) {
+        let mut s = self.lock();
+        s.stopped = true;
+        for r in s.receivers.values_mut() {
+            r.active = false;
+        }
+    }
+
+    fn on_receiver_started(&self, source: &str) {
+        self.lock()
+            .receivers
+            .entry(source.to_string())
+            .or_default()
+            .active = true;
+    }
+
+    fn on_receiver_error(&self, source: &str, error: &str) {
+        let mut s = self.lock();
+        let r = s.receivers.entry(source.to_string()).or_default();
+        r.errors += 1;
+        r.last_error = Some(error.to_string());
+    }
+
+    fn on_receiver_stopped(&self, source: &str) {
+        self.lock()
+            .receivers
+            .entry(source.to_string())
+            .or_default()
+            .active = false;
+    }
+
+    fn on_batch_submitted(&self, batch: &BatchSubmitted) {
+        let mut s = self.lock();
+        s.queued.insert(batch.time, batch.submitted);
+        let interval = s
+            .app
+            .as_ref()
+            .map(|a| a.batch_interval.as_secs_f64())
+            .unwrap_or(1.0)
+            .max(1e-3);
+        for (source, n) in &batch.records {
+            *s.received.entry(source.clone()).or_default() += *n as u64;
+            s.input_rate.insert(source.clone(), *n as f64 / interval);
+        }
+        for (source, stats) in &batch.sources {
+            if !stats.lag.is_empty() {
+                s.lags.insert(source.clone(), stats.lag.clone());
+                continue;
+            }
+            let r = s.receivers.entry(source.clone()).or_default();
+            r.stats = stats.clone();
+            if r.last_error.is_none() {
+                r.last_error.clone_from(&stats.last_error);
+            }
+        }
+    }
+
+    fn on_batch_completed(&self, batch: &BatchInfo) {
+        let mut s = self.lock();
+        s.queued.remove(&batch.time);
+        if batch.failure.is_some() {
+            s.failed += 1;
+        } else {
+            s.completed += 1;
+        }
+        s.processing.observe(batch.processing_time);
+        s.scheduling.observe(batch.scheduling_delay);
+        s.total.observe(batch.total_delay);
+        if let Some(took) = batch.checkpoint_time {
+            s.checkpoint.observe(took);
+        }
+        if let Some(bytes) = batch.checkpoint_bytes {
+            s.checkpoint_bytes = bytes;
+        }
+        s.state_keys = batch
+            .state_keys
+            .iter()
+            .map(|(o, k)| (o.to_string(), *k))
+            .collect();
+        s.rate_limits.clone_from(&batch.rate_limits);
+        if s.recent.len() == self.history {
+            s.recent.pop_front();
+        }
+        s.recent.push_back(batch.clone());
+    }
+
+    fn on_output_completed(&self, _batch: Time, _output: &OutputInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(time: u64, records: usize, scheduling_ms: u64, processing_ms: u64) -> BatchInfo {
+        BatchInfo {
+            time: Time(time),
+            records: vec![("lines".into(), records)],
+            scheduling_delay: Duration::from_millis(scheduling_ms),
+            processing_time: Duration::from_millis(processing_ms),
+            total_delay: Duration::from_millis(scheduling_ms + processing_ms),
+            ..BatchInfo::default()
+        }
+    }
+
+    fn started(metrics: &Metrics) {
+        metrics.on_app_started(&AppInfo {
+            name: "wc".into(),
+            batch_interval: Duration::from_millis(500),
+            workers: 2,
+            started: SystemTime::now(),
+            sources: vec![("lines".into(), "socket_text_stream".into())],
+            outputs: vec!["counts.print".into()],
+        });
+    }
+
+    #[test]
+    fn rates_delays_and_counters_follow_the_batches() {
+        let metrics = Metrics::new(2);
+        started(&metrics);
+        for (time, records) in [(500, 100), (1000, 250), (1500, 50)] {
+            metrics.on_batch_submitted(&BatchSubmitted {
+                time: Time(time),
+                submitted: SystemTime::now(),
+                records: vec![("lines".into(), records)],
+                sources: vec![],
+            });
+        }
+        assert_eq!(metrics.app_json()["batches_queued"], 3);
+        metrics.on_batch_completed(&batch(500, 100, 2, 30));
+        metrics.on_batch_completed(&batch(1000, 250, 20, 700));
+        let text = metrics.prometheus(Some(42));
+        // 400 records over three 500 ms batches; the last batch's rate is 50 / 0.5 s.
+        assert!(
+            text.contains("streamc_records_received_total{app=\"wc\",source=\"lines\"} 400"),
+            "{text}"
+        );
+        assert!(
+            text.contains("streamc_input_rate{app=\"wc\",source=\"lines\"} 100"),
+            "{text}"
+        );
+        assert!(
+            text.contains("streamc_batches_completed_total{app=\"wc\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("streamc_batches_queued{app=\"wc\"} 1"),
+            "{text}"
+        );
+        // 30 ms falls in the 0.05 bucket, 700 ms in the 1.0 bucket; buckets are cumulative.
+        assert!(
+            text.contains("streamc_batch_processing_seconds_bucket{app=\"wc\",le=\"0.025\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("streamc_batch_processing_seconds_bucket{app=\"wc\",le=\"0.05\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("streamc_batch_processing_seconds_bucket{app=\"wc\",le=\"0.5\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("streamc_batch_processing_seconds_bucket{app=\"wc\",le=\"1\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("streamc_batch_processing_seconds_sum{app=\"wc\"} 0.73"),
+            "{text}"
+        );
+        assert!(
+            text.contains("streamc_batch_scheduling_delay_seconds_count{app=\"wc\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("streamc_wal_bytes{app=\"wc\"} 42"), "{text}");
+        // The history is bounded; the newest first.
+        metrics.on_batch_completed(&batch(1500, 50, 1, 10));
+        let batches = metrics.batches_json(10);
+        let times: Vec<u64> = batches
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["time"].as_u64().unwrap())
+            .collect();
+        assert_eq!(times, vec![1500, 1000]);
+        assert_eq!(batches[1]["processing_time_ms"], 700.0);
+        assert_eq!(batches[1]["total_delay_ms"], 720.0);
+        assert!(
+            metrics.batch_json(500).is_none(),
+            "dropped from the bounded history"
+        );
+        assert_eq!(metrics.batch_json(1000).unwrap()["records"], 250);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,260 @@
+//! Monitoring: what a running app tells the world about itself.
+//!
+//! The engine reports events to [`StreamingListener`]s (Spark's `StreamingListener`, with the same
+//! events): the app starting and stopping, receivers connecting, failing and stopping, batches being
+//! submitted, started and completed, output operations starting and completing. Built on them:
+//! [`metrics::Metrics`], which keeps counters, histograms and a bounded batch history and renders them
+//! as Prometheus text and JSON; [`server`], which serves those and a live dashboard (`--ui ADDR`); and
+//! [`StatsReport`], which prints a summary every N batches (`--stats-every N`).
+
+pub mod metrics;
+pub mod server;
+
+use crate::engine::{BatchInfo, RunReport};
+use crate::source::SourceStats;
+use crate::time::Time;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// The app, as it starts.
+#[derive(Clone, Debug)]
+pub struct AppInfo {
+    pub name: String,
+    pub batch_interval: Duration,
+    pub workers: usize,
+    pub started: SystemTime,
+    /// `(name, kind)` of each source.
+    pub sources: Vec<(String, String)>,
+    /// `stream.operator` of each output.
+    pub outputs: Vec<String>,
+}
+
+/// A batch cut from the sources and queued for processing.
+#[derive(Clone, Debug)]
+pub struct BatchSubmitted {
+    pub time: Time,
+    pub submitted: SystemTime,
+    /// Records per source in this batch.
+    pub records: Vec<(String, usize)>,
+    /// Each receiving source's counters when the batch was cut.
+    pub sources: Vec<(String, SourceStats)>,
+}
+
+/// One output operation of one batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputInfo {
+    /// `stream.operator`, as `--help` lists outputs.
+    pub name: String,
+    pub duration: Duration,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// Receives the app's events. Every method has an empty default; implement those you need. Methods
+/// are called on the engine's threads: keep them short (hand work off if it is slow).
+pub trait StreamingListener: Send + Sync {
+    fn on_app_started(&self, _app: &AppInfo) {}
+    fn on_app_stopped(&self, _report: &RunReport) {}
+    /// A receiver connected to its source (again, after a reconnection).
+    fn on_receiver_started(&self, _source: &str) {}
+    fn on_receiver_error(&self, _source: &str, _error: &str) {}
+    fn on_receiver_stopped(&self, _source: &str) {}
+    fn on_batch_submitted(&self, _batch: &BatchSubmitted) {}
+    fn on_batch_started(&self, _time: Time, _started: SystemTime) {}
+    fn on_batch_completed(&self, _batch: &BatchInfo) {}
+    fn on_output_started(&self, _batch: Time, _output: &str) {}
+    fn on_output_completed(&self, _batch: Time, _output: &OutputInfo) {}
+}
+
+/// The app's listeners.
+#[derive(Clone, Default)]
+pub struct Listeners(Vec<Arc<dyn StreamingListener>>);
+
+impl Listeners {
+    pub fn add(&mut self, listener: Arc<dyn StreamingListener>) {
+        self.0.push(listener);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn emit(&self, event: impl Fn(&dyn StreamingListener)) {
+        for listener in &self.0 {
+            event(listener.as_ref());
+        }
+    }
+}
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Listeners({})", self.0.len())
+    }
+}
+
+/// Turns the receivers' counters, sampled at each cut, into started / error events: a receiver that
+/// made a new connection has started; a new connection error is an error.
+#[derive(Default)]
+pub(crate) struct ReceiverWatch {
+    seen: std::collections::BTreeMap<String, (u64, u64)>,
+}
+
+impl ReceiverWatch {
+    pub(crate) fn update(&mut self, sources: &[(String, SourceStats)], listeners: &Listeners) {
+        for (name, stats) in sources {
+            let (connections, errors) = self.seen.entry(name.clone()).or_insert((0, 0));
+            if stats.connections > *connections {
+                listeners.emit(|l| l.on_receiver_started(name));
+            }
+            if stats.connection_errors > *errors {
+                let error = stats.last_error.as_deref().unwrap_or("connection error");
+                listeners.emit(|l| l.on_receiver_error(name, error));
+            }
+            *connections = stats.connections;
+            *errors = stats.connection_errors;
+        }
+    }
+
+    pub(crate) fn stopped(&self, listeners: &Listeners) {
+        for name in self.seen.keys() {
+            listeners.emit(|l| l.on_receiver_stopped(name));
+        }
+    }
+}
+
+/// Spark's StatsReportListener: every `every` batches, the min / median / max of processing time,
+/// scheduling delay and total delay over those batches, to standard error.
+pub struct StatsReport {
+    every: usize,
+    batches: std::sync::Mutex<Vec<BatchInfo>>,
+}
+
+impl StatsReport {
+    pub fn new(every: usize) -> Self {
+        Self {
+            every: every.max(1),
+            batches: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The summary of `batches`.
+    pub fn summary(batches: &[BatchInfo]) -> String {
+        let line = |what: &str, pick: &dyn Fn(&BatchInfo) -> Duration| {
+            let mut values: Vec<Duration> = batches.iter().map(pick).collect();
+            values.sort();
+            match (values.first(), values.get(values.len() / 2), values.last()) {
+                (Some(min), Some(median), Some(max)) => format!(
+                    "  {what:<18} min {:>7.1} ms  median {:>7.1} ms  max {:>7.1} ms\n",
+                    ms(*min),
+                    ms(*median),
+                    ms(*max)
+                ),
+                _ => String::new(),
+            }
+        };
+        let records: usize = batches.iter().map(BatchInfo::total_records).sum();
+        format!(
+            "batches {} .. {}: {} batches, {records} records\n{}{}{}",
+            batches.first().map(|b| b.time.millis()).unwrap_or(0),
+            batches.last().map(|b| b.time.millis()).unwrap_or(0),
+            batches.len(),
+            line("processing time", &|b| b.processing_time),
+            line("scheduling delay", &|b| b.scheduling_delay),
+            line("total delay", &|b| b.total_delay),
+        )
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+impl StreamingListener for StatsReport {
+    fn on_batch_completed(&self, batch: &BatchInfo) {
+        let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        batches.push(batch.clone());
+        if batches.len() >= self.every {
+            eprint!("{}", Self::summary(&batches));
+            batches.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Record(Mutex<Vec<String>>);
+
+    impl StreamingListener for Record {
+        fn on_receiver_started(&self, source: &str) {
+            self.0.lock().unwrap().push(format!("started {source}"));
+        }
+        fn on_receiver_error(&self, source: &str, error: &str) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("error {source}: {error}"));
+        }
+        fn on_receiver_stopped(&self, source: &str) {
+            self.0.lock().unwrap().push(format!("stopped {source}"));
+        }
+    }
+
+    #[test]
+    fn receiver_events_come_from_counter_changes() {
+        let record = Arc::new(Record::default());
+        let mut listeners = Listeners::default();
+        listeners.add(record.clone());
+        let mut watch = ReceiverWatch::default();
+        let stats = |connections, connection_errors, last_error: Option<&str>| {
+            vec![(
+                "lines".to_string(),
+                SourceStats {
+                    connections,
+                    connection_errors,
+                    last_error: last_error.map(str::to_string),
+                    ..SourceStats::default()
+                },
+            )]
+        };
+        watch.update(&stats(0, 0, None), &listeners);
+        watch.update(&stats(1, 0, None), &listeners);
+        watch.update(&stats(1, 0, None), &listeners);
+        watch.update(&stats(1, 1, Some("connection refused")), &listeners);
+        watch.update(&stats(2, 1, Some("connection refused")), &listeners);
+        watch.stopped(&listeners);
+        assert_eq!(
+            *record.0.lock().unwrap(),
+            vec![
+                "started lines",
+                "error lines: connection refused",
+                "started lines",
+                "stopped lines"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_stats_report_summarizes_delays() {
+        let batch = |ms: u64| BatchInfo {
+            time: Time(ms * 1000),
+            records: vec![("lines".into(), 10)],
+            scheduling_delay: Duration::from_millis(ms),
+            processing_time: Duration::from_millis(10 * ms),
+            total_delay: Duration::from_millis(11 * ms),
+            ..BatchInfo::default()
+        };
+        let text = StatsReport::summary(&[batch(1), batch(3), batch(2)]);
+        assert!(
+            text.starts_with("batches 1000 .. 2000: 3 batches, 30 records\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("processing time    min    10.0 ms  median    20.0 ms  max    30.0 ms"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! The monitoring server (`--ui ADDR`, loopback by default): `/metrics` in Prometheus text format,
+//! `/api/v1/...` JSON, and `/`, a self-contained live dashboard.
+//!
+//! It runs on the receivers' runtime, apart from the batch workers; handlers copy what they need under
+//! a short lock and render outside it, so a slow or stuck client holds only its own connection.
+
+use super::metrics::Metrics;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+#[derive(Clone)]
+struct Ui {
+    metrics: Arc<Metrics>,
+    /// Where write-ahead logs live, to report their size.
+    wal_dir: Option<PathBuf>,
+}
+
+/// Binds `address` now (so a taken port fails the start) and serves on `runtime`. Returns the bound
+/// address (useful with port 0).
+pub(crate) fn start(
+    runtime: &tokio::runtime::Runtime,
+    address: SocketAddr,
+    metrics: Arc<Metrics>,
+    wal_dir: Option<PathBuf>,
+) -> Result<SocketAddr, String> {
+    let listener = std::net::TcpListener::bind(address)
+        .map_err(|e| format!("cannot serve the UI on {address}: {e}"))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the UI address: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot serve the UI on {address}: {e}"))?;
+    let app = Router::new()
+        .route("/", get(dashboard))
+        .route("/metrics", get(prometheus))
+        .route("/api/v1/app", get(app_info))
+        .route("/api/v1/receivers", get(receivers))
+        .route("/api/v1/batches", get(batches))
+        .route("/api/v1/batches/{time}", get(batch))
+        .fallback(not_found)
+        .with_state(Ui { metrics, wal_dir });
+    runtime.spawn(async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("the UI server cannot start: {e}");
+                return;
+            }
+        };
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("the UI server stopped: {e}");
+        }
+    });
+    tracing::info!(address = %bound, "UI and metrics at http://{bound}/");
+    Ok(bound)
+}
+
+async fn dashboard() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        DASHBOARD,
+    )
+        .into_response()
+}
+
+async fn prometheus(State(ui): State<Ui>) -> Response {
+    let wal = ui.wal_dir.as_deref().map(dir_bytes);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        ui.metrics.prometheus(wal),
+    )
+        .into_response()
+}
+
+async fn app_info(State(ui): State<Ui>) -> Response {
+    Json(ui.metrics.app_json()).into_response()
+}
+
+async fn receivers(State(ui): State<Ui>) -> Response {
+    Json(ui.metrics.receivers_json()).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+async fn batches(State(ui): State<Ui>, Query(limit): Query<Limit>) -> Response {
+    Json(ui.metrics.batches_json(limit.limit.unwrap_or(100))).into_response()
+}
+
+async fn batch(State(ui): State<Ui>, Path(time): Path<String>) -> Response {
+    let Ok(time) = time.parse::<u64>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "a batch is named by its time in ms\n",
+        )
+            .into_response();
+    };
+    match ui.metrics.batch_json(time) {
+        Some(detail) => Json(detail).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such batch in the history\n").into_response(),
+    }
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "not found: try /, /metrics or /api/v1/app, /api/v1/receivers, /api/v1/batches\n",
+    )
+        .into_response()
+}
+
+/// Bytes of the files under `dir` (two levels: `wal/<source>/<segment>`).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}

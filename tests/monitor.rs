@@ -1,0 +1,485 @@
+//! Monitoring as a user sees it: a word count with `--ui` serves `/metrics` and `/api/v1` whose figures
+//! match what it was fed; listeners get every event; a stuck client and bad requests harm nothing; and
+//! the dashboard, opened in headless Chromium, shows the data and the falling-behind banner.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use streamc::monitor::{AppInfo, BatchSubmitted, OutputInfo, StreamingListener};
+use streamc::prelude::*;
+use streamc::testkit::LineServer;
+use streamc::{BatchInfo, RunReport};
+
+stream! {
+    app monitored { batch: 200ms, workers: 2 }
+    let lines = socket_text_stream("localhost", 9999);
+    let counts = lines
+        .flat_map(|line: &str| line.split_whitespace())
+        .map(|w| (w.to_string(), 1u64))
+        .reduce_by_key(|a, b| a + b);
+    counts.foreach_batch(|batch, _| { std::hint::black_box(batch.len()); });
+    counts.collect();
+}
+
+stream! {
+    app lagging { batch: 200ms, workers: 2 }
+    let lines = socket_text_stream("localhost", 9999);
+    // Every batch with data takes three batch intervals: the app falls behind.
+    lines.foreach_batch(|batch, _| if !batch.is_empty() { std::thread::sleep(std::time::Duration::from_millis(600)) });
+}
+
+/// One HTTP/1.1 GET over a fresh connection: (status, body).
+fn get(address: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // Chunked bodies: keep the text between chunk-size lines.
+    let body = if response
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body.as_str();
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+        out
+    } else {
+        body
+    };
+    (status, body)
+}
+
+fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no `{line_start}` in:\n{text}"))
+}
+
+#[derive(Default)]
+struct Events(Mutex<Vec<String>>);
+
+impl StreamingListener for Events {
+    fn on_app_started(&self, app: &AppInfo) {
+        self.push(format!("app started {}", app.name));
+    }
+    fn on_app_stopped(&self, report: &RunReport) {
+        self.push(format!(
+            "app stopped after {} batches",
+            report.batches_completed
+        ));
+    }
+    fn on_receiver_started(&self, source: &str) {
+        self.push(format!("receiver started {source}"));
+    }
+    fn on_receiver_stopped(&self, source: &str) {
+        self.push(format!("receiver stopped {source}"));
+    }
+    fn on_batch_submitted(&self, batch: &BatchSubmitted) {
+        self.push(format!("submitted {}", batch.time.millis()));
+    }
+    fn on_batch_started(&self, time: Time, _: std::time::SystemTime) {
+        self.push(format!("started {}", time.millis()));
+    }
+    fn on_batch_completed(&self, batch: &BatchInfo) {
+        self.push(format!("completed {}", batch.time.millis()));
+    }
+    fn on_output_started(&self, batch: Time, output: &str) {
+        self.push(format!("output started {} {output}", batch.millis()));
+    }
+    fn on_output_completed(&self, batch: Time, output: &OutputInfo) {
+        self.push(format!(
+            "output completed {} {}",
+            batch.millis(),
+            output.name
+        ));
+    }
+}
+
+impl Events {
+    fn push(&self, e: String) {
+        self.0.lock().unwrap().push(e);
+    }
+}
+
+fn words(lines: &[String]) -> usize {
+    lines.iter().map(|l| l.split_whitespace().count()).sum()
+}
+
+#[test]
+fn metrics_and_the_json_api_report_what_was_fed() {
+    let lines: Vec<String> = (0..500)
+        .map(|i| format!("w{} w{} w{}", i % 7, i % 3, i % 11))
+        .collect();
+    let server = LineServer::once((lines.join("\n") + "\n").into_bytes()).unwrap();
+    let events = Arc::new(Events::default());
+    let app = monitored::app()
+        .source_address("lines", server.address().to_string())
+        .listener(events.clone())
+        .configure(|c| c.ui = Some("127.0.0.1:0".parse().unwrap()))
+        .start()
+        .unwrap();
+    let address = app.ui_address().expect("the UI listens");
+    // Wait until every line went through a batch.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut text = String::new();
+    while Instant::now() < deadline {
+        text = get(address, "/metrics").1;
+        if text.contains(&format!(
+            "streamc_records_received_total{{app=\"monitored\",source=\"lines\"}} {}",
+            lines.len()
+        )) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        metric(
+            &text,
+            "streamc_records_received_total{app=\"monitored\",source=\"lines\"}"
+        ),
+        lines.len() as f64,
+        "{text}"
+    );
+    assert!(metric(&text, "streamc_batches_completed_total{app=\"monitored\"}") >= 1.0);
+    assert_eq!(
+        metric(&text, "streamc_batches_failed_total{app=\"monitored\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "streamc_receiver_active{app=\"monitored\",source=\"lines\"}"
+        ),
+        1.0
+    );
+    let completed = metric(&text, "streamc_batches_completed_total{app=\"monitored\"}");
+    assert_eq!(
+        metric(
+            &text,
+            "streamc_batch_processing_seconds_count{app=\"monitored\"}"
+        ),
+        completed,
+        "one processing-time observation per batch"
+    );
+    for family in [
+        "# TYPE streamc_batch_scheduling_delay_seconds histogram",
+        "# TYPE streamc_batch_total_delay_seconds histogram",
+        "# TYPE streamc_input_rate gauge",
+        "# TYPE streamc_rate_limit gauge",
+        "streamc_batch_processing_seconds_bucket{app=\"monitored\",le=\"+Inf\"}",
+    ] {
+        assert!(text.contains(family), "{family} in:\n{text}");
+    }
+
+    let (status, app_json) = get(address, "/api/v1/app");
+    assert_eq!(status, 200);
+    let app_json: serde_json::Value = serde_json::from_str(&app_json).unwrap();
+    assert_eq!(app_json["name"], "monitored");
+    assert_eq!(app_json["batch_interval_ms"], 200);
+    assert_eq!(app_json["records_received"], lines.len());
+    assert_eq!(
+        app_json["outputs"],
+        serde_json::json!(["counts.foreach_batch", "counts.collect"])
+    );
+
+    let receivers: serde_json::Value =
+        serde_json::from_str(&get(address, "/api/v1/receivers").1).unwrap();
+    assert_eq!(receivers[0]["name"], "lines");
+    assert_eq!(receivers[0]["active"], true);
+    assert_eq!(receivers[0]["records"], lines.len());
+
+    let batches: serde_json::Value =
+        serde_json::from_str(&get(address, "/api/v1/batches?limit=1000").1).unwrap();
+    let batches = batches.as_array().unwrap();
+    let total: u64 = batches.iter().map(|b| b["records"].as_u64().unwrap()).sum();
+    assert_eq!(
+        total,
+        lines.len() as u64,
+        "the batches hold every line once"
+    );
+    let with_data = batches
+        .iter()
+        .find(|b| b["records"].as_u64().unwrap() > 0)
+        .unwrap();
+    let time = with_data["time"].as_u64().unwrap();
+    for b in batches {
+        let (sched, proc_, total) = (
+            b["scheduling_delay_ms"].as_f64().unwrap(),
+            b["processing_time_ms"].as_f64().unwrap(),
+            b["total_delay_ms"].as_f64().unwrap(),
+        );
+        assert!(
+            total + 0.01 >= sched + proc_,
+            "total delay covers waiting and processing: {b}"
+        );
+        assert!(b["started_ms"].as_u64().unwrap() >= b["submitted_ms"].as_u64().unwrap());
+    }
+    let (status, detail) = get(address, &format!("/api/v1/batches/{time}"));
+    assert_eq!(status, 200);
+    let detail: serde_json::Value = serde_json::from_str(&detail).unwrap();
+    let outputs: Vec<&str> = detail["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(outputs, vec!["counts.foreach_batch", "counts.collect"]);
+    assert_eq!(detail["records_per_source"][0]["source"], "lines");
+
+    // Bad requests are answered, and the server goes on.
+    assert_eq!(get(address, "/api/v1/batches/yesterday").0, 400);
+    assert_eq!(get(address, "/api/v1/batches/1").0, 404);
+    assert_eq!(get(address, "/no/such/page").0, 404);
+    let mut garbage = TcpStream::connect(address).unwrap();
+    garbage
+        .write_all(b"\x00\x01 not http at all\r\n\r\n")
+        .unwrap();
+    drop(garbage);
+    assert_eq!(get(address, "/metrics").0, 200);
+    let (status, page) = get(address, "/");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<title>streamc</title>")
+            && !page.contains("http://")
+            && !page.contains("https://"),
+        "self-contained"
+    );
+
+    let collected: usize = app
+        .take::<(String, u64)>("counts")
+        .unwrap()
+        .iter()
+        .flat_map(|(_, r)| r)
+        .map(|(_, n)| *n as usize)
+        .sum();
+    assert_eq!(collected, words(&lines));
+    let report = app.stop().unwrap();
+    let events = events.0.lock().unwrap().clone();
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some("app started monitored")
+    );
+    assert_eq!(
+        events.last().unwrap(),
+        &format!("app stopped after {} batches", report.batches_completed)
+    );
+    assert!(events.contains(&"receiver started lines".to_string()));
+    assert!(events.contains(&"receiver stopped lines".to_string()));
+    let order: Vec<&String> = events
+        .iter()
+        .filter(|e| e.ends_with(&format!(" {time}")) || e.contains(&format!(" {time} ")))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            &format!("submitted {time}"),
+            &format!("started {time}"),
+            &format!("output started {time} counts.foreach_batch"),
+            &format!("output completed {time} counts.foreach_batch"),
+            &format!("output started {time} counts.collect"),
+            &format!("output completed {time} counts.collect"),
+            &format!("completed {time}"),
+        ]
+    );
+}
+
+#[test]
+fn a_stuck_client_does_not_slow_the_pipeline() {
+    let server = LineServer::generated(2000, 7).unwrap();
+    let app = monitored::app()
+        .source_address("lines", server.address().to_string())
+        .configure(|c| c.ui = Some("127.0.0.1:0".parse().unwrap()))
+        .start()
+        .unwrap();
+    let address = app.ui_address().unwrap();
+    // Half a request, never finished, and a client that never reads a large response.
+    let mut stuck = TcpStream::connect(address).unwrap();
+    stuck
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x")
+        .unwrap();
+    let mut unread = Vec::new();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(address).unwrap();
+        s.write_all(b"GET /api/v1/batches?limit=1000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        unread.push(s);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, text) = get(address, "/metrics");
+    assert_eq!(status, 200);
+    let report = app.stop().unwrap();
+    let late = report
+        .recent_batches
+        .iter()
+        .filter(|b| b.scheduling_delay > Duration::from_millis(200))
+        .count();
+    assert_eq!(
+        late, 0,
+        "batches kept their schedule: {:?}",
+        report.recent_batches
+    );
+    assert!(metric(&text, "streamc_batches_completed_total{app=\"monitored\"}") >= 5.0);
+    drop(stuck);
+}
+
+/// The browser the dashboard test drives, if installed (`.ci/run` installs Debian's chromium).
+fn chromium() -> Option<std::path::PathBuf> {
+    for candidate in [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ] {
+        if std::path::Path::new(candidate).exists() {
+            return Some(candidate.into());
+        }
+    }
+    if std::env::var("STREAMC_REQUIRE_SERVICES").is_ok() {
+        panic!("no Chromium found, but STREAMC_REQUIRE_SERVICES asks for the browser test");
+    }
+    eprintln!("Chromium is not installed: skipping the dashboard browser test");
+    None
+}
+
+/// Loads `url` in headless Chromium, lets its scripts run for `wait`, and returns the DOM; with
+/// `screenshot`, also saves a PNG.
+fn browse(
+    browser: &std::path::Path,
+    url: &str,
+    wait: Duration,
+    screenshot: Option<&std::path::Path>,
+) -> String {
+    let profile = std::env::temp_dir().join(format!("streamc-chromium-{}", std::process::id()));
+    let mut command = std::process::Command::new(browser);
+    command.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--window-size=1280,1100",
+        &format!("--user-data-dir={}", profile.display()),
+        &format!("--virtual-time-budget={}", wait.as_millis()),
+    ]);
+    match screenshot {
+        Some(path) => command.arg(format!("--screenshot={}", path.display())),
+        None => command.arg("--dump-dom"),
+    };
+    let out = command.arg(url).output().expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn text_of(dom: &str, id: &str) -> String {
+    let start = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("#{id} in the page"));
+    let after = &dom[start..];
+    let open = after.find('>').unwrap() + 1;
+    let close = after[open..].find('<').unwrap() + open;
+    after[open..close].to_string()
+}
+
+#[test]
+fn the_dashboard_shows_live_data_and_warns_when_falling_behind() {
+    let Some(browser) = chromium() else { return };
+    let lines: Vec<String> = (0..300).map(|i| format!("a{} b{}", i % 5, i % 2)).collect();
+    let server = LineServer::once((lines.join("\n") + "\n").into_bytes()).unwrap();
+    let app = monitored::app()
+        .source_address("lines", server.address().to_string())
+        .configure(|c| c.ui = Some("127.0.0.1:0".parse().unwrap()))
+        .start()
+        .unwrap();
+    let address = app.ui_address().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let url = format!("http://{address}/");
+    let dom = browse(&browser, &url, Duration::from_secs(3), None);
+    assert_eq!(text_of(&dom, "app"), "monitored");
+    assert_eq!(
+        text_of(&dom, "stat-records"),
+        lines.len().to_string(),
+        "the records received"
+    );
+    assert_eq!(text_of(&dom, "stat-failed"), "0");
+    assert!(
+        dom.contains("<polyline class=\"line\" points=\""),
+        "the charts are drawn"
+    );
+    assert!(
+        dom.contains("<td>lines</td><td>yes</td><td>300</td>"),
+        "the receivers table"
+    );
+    assert!(
+        dom.contains("class=\"batch\" data-time="),
+        "the batches table"
+    );
+    assert!(!dom.contains("id=\"behind\" class=\"on\""), "not behind");
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let shot = shots.join("dashboard.png");
+    browse(&browser, &url, Duration::from_secs(3), Some(&shot));
+    assert!(
+        std::fs::metadata(&shot)
+            .map(|m| m.len() > 10_000)
+            .unwrap_or(false),
+        "a screenshot at {}",
+        shot.display()
+    );
+    app.stop().unwrap();
+
+    // Now each batch with data takes 3 batch intervals: the banner must come up.
+    let feed = LineServer::generated(200, 3).unwrap();
+    let app = lagging::app()
+        .source_address("lines", feed.address().to_string())
+        .configure(|c| c.ui = Some("127.0.0.1:0".parse().unwrap()))
+        .start()
+        .unwrap();
+    let address = app.ui_address().unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let url = format!("http://{address}/");
+    let dom = browse(&browser, &url, Duration::from_secs(3), None);
+    let shot = shots.join("dashboard-behind.png");
+    browse(&browser, &url, Duration::from_secs(3), Some(&shot));
+    app.stop().unwrap();
+    assert!(
+        dom.contains("id=\"behind\" class=\"on\""),
+        "the falling-behind banner shows"
+    );
+}
+
+#[test]
+fn the_stats_report_and_the_ui_flag_parse() {
+    let app = monitored::app()
+        .with_args(["--ui", "4041", "--stats-every", "5"])
+        .unwrap();
+    assert_eq!(
+        app.config().ui,
+        Some("127.0.0.1:4041".parse().unwrap()),
+        "a bare port means loopback"
+    );
+    assert_eq!(app.config().stats_every, Some(5));
+    assert!(monitored::app().with_args(["--ui", "nowhere"]).is_err());
+}
