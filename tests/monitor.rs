@@ -123,6 +123,20 @@ impl Events {
     }
 }
 
+/// Starts `app` reading `source`, with the UI on a free loopback port; returns it and the UI address.
+fn start_with_ui<P: streamc::Pipeline>(
+    app: streamc::App<P>,
+    source: SocketAddr,
+) -> (streamc::RunningApp, SocketAddr) {
+    let app = app
+        .source_address("lines", source.to_string())
+        .configure(|c| c.ui = Some("127.0.0.1:0".parse().unwrap()))
+        .start()
+        .unwrap();
+    let address = app.ui_address().expect("the UI listens");
+    (app, address)
+}
+
 fn words(lines: &[String]) -> usize {
     lines.iter().map(|l| l.split_whitespace().count()).sum()
 }
@@ -134,13 +148,7 @@ fn metrics_and_the_json_api_report_what_was_fed() {
         .collect();
     let server = LineServer::once((lines.join("\n") + "\n").into_bytes()).unwrap();
     let events = Arc::new(Events::default());
-    let app = monitored::app()
-        .source_address("lines", server.address().to_string())
-        .listener(events.clone())
-        .configure(|c| c.ui = Some("127.0.0.1:0".parse().unwrap()))
-        .start()
-        .unwrap();
-    let address = app.ui_address().expect("the UI listens");
+    let (app, address) = start_with_ui(monitored::app().listener(events.clone()), server.address());
     // Wait until every line went through a batch.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut text = String::new();
@@ -308,12 +316,7 @@ fn metrics_and_the_json_api_report_what_was_fed() {
 #[test]
 fn a_stuck_client_does_not_slow_the_pipeline() {
     let server = LineServer::generated(2000, 7).unwrap();
-    let app = monitored::app()
-        .source_address("lines", server.address().to_string())
-        .configure(|c| c.ui = Some("127.0.0.1:0".parse().unwrap()))
-        .start()
-        .unwrap();
-    let address = app.ui_address().unwrap();
+    let (app, address) = start_with_ui(monitored::app(), server.address());
     // Half a request, never finished, and a client that never reads a large response.
     let mut stuck = TcpStream::connect(address).unwrap();
     stuck
@@ -409,12 +412,7 @@ fn the_dashboard_shows_live_data_and_warns_when_falling_behind() {
     let Some(browser) = chromium() else { return };
     let lines: Vec<String> = (0..300).map(|i| format!("a{} b{}", i % 5, i % 2)).collect();
     let server = LineServer::once((lines.join("\n") + "\n").into_bytes()).unwrap();
-    let app = monitored::app()
-        .source_address("lines", server.address().to_string())
-        .configure(|c| c.ui = Some("127.0.0.1:0".parse().unwrap()))
-        .start()
-        .unwrap();
-    let address = app.ui_address().unwrap();
+    let (app, address) = start_with_ui(monitored::app(), server.address());
     std::thread::sleep(Duration::from_secs(2));
     let url = format!("http://{address}/");
     let dom = browse(&browser, &url, Duration::from_secs(3), None);
@@ -452,12 +450,7 @@ fn the_dashboard_shows_live_data_and_warns_when_falling_behind() {
 
     // Now each batch with data takes 3 batch intervals: the banner must come up.
     let feed = LineServer::generated(200, 3).unwrap();
-    let app = lagging::app()
-        .source_address("lines", feed.address().to_string())
-        .configure(|c| c.ui = Some("127.0.0.1:0".parse().unwrap()))
-        .start()
-        .unwrap();
-    let address = app.ui_address().unwrap();
+    let (app, address) = start_with_ui(lagging::app(), feed.address());
     std::thread::sleep(Duration::from_secs(5));
     let url = format!("http://{address}/");
     let dom = browse(&browser, &url, Duration::from_secs(3), None);

@@ -211,6 +211,15 @@ pub(crate) struct Machinery {
 }
 
 impl Machinery {
+    /// The rate each receiver is held to now (0: unlimited).
+    pub(crate) fn rate_limits(&self) -> Vec<(String, u64)> {
+        self.rates
+            .all()
+            .into_iter()
+            .map(|(name, c)| (name, c.limit()))
+            .collect()
+    }
+
     pub(crate) fn new(config: &AppConfig) -> Result<Self, RunError> {
         config.validate().map_err(|e| RunError(e.0))?;
         let receivers = tokio::runtime::Builder::new_multi_thread()
@@ -677,12 +686,7 @@ pub(crate) fn run<P: Pipeline>(
         let mut info = batch_info(time, cut.records, (cut.submitted, start, end), outcome);
         info.outputs = outputs.take_batch_outputs();
         info.state_keys = pipeline.state().key_counts();
-        info.rate_limits = machinery
-            .rates
-            .all()
-            .into_iter()
-            .map(|(name, c)| (name, c.limit()))
-            .collect();
+        info.rate_limits = machinery.rate_limits();
         listeners.emit(|l| l.on_batch_completed(&info));
         backpressure.update(&info);
         if info.scheduling_delay > config.batch_interval {
@@ -714,12 +718,7 @@ pub(crate) fn run<P: Pipeline>(
     sources.completed(&machinery.completed.get());
     sources.finish();
     report.sources = sources.stats();
-    report.rate_limits = machinery
-        .rates
-        .all()
-        .into_iter()
-        .map(|(name, c)| (name, c.limit()))
-        .collect();
+    report.rate_limits = machinery.rate_limits();
     drop(sources);
     machinery.receivers.shutdown_timeout(Duration::from_secs(1));
     outputs.sinks.close_all();
