@@ -288,3 +288,35 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
         "the 4 s checkpoint is truncated, so batch 4 is re-run from the 3 s one"
     );
 }
+
+mod per_stream {
+    use streamc::prelude::*;
+    stream! {
+        app per_stream { batch: 1s, checkpoint: "target/streamc-test/per_stream" }
+        let words = queue_stream::<String>(crate::crash_batches());
+        // Checkpointed at least every 3 batches; with no app-wide interval, that sets the app's.
+        let totals = words
+            .map(|w| (w.clone(), 1u64))
+            .update_state_by_key(|new: &[u64], old: Option<u64>| Some(old.unwrap_or(0) + new.len() as u64))
+            .checkpoint(3s);
+        totals.collect();
+    }
+}
+
+#[test]
+fn a_stream_checkpoint_interval_sets_how_often_state_is_saved() {
+    let dir = temp_dir("per-stream");
+    let spec = <per_stream::per_stream::Pipeline as streamc::Pipeline>::spec();
+    assert_eq!(spec.checkpoint_every, Some(Duration::from_secs(3)));
+    let mut driver = per_stream::per_stream::app()
+        .configure(|c| c.checkpoint_dir = Some(dir.clone()))
+        .test_driver()
+        .unwrap();
+    let checkpointed: Vec<u64> = driver
+        .run_batches(9)
+        .iter()
+        .filter(|b| b.checkpoint_time.is_some())
+        .map(|b| b.time.millis())
+        .collect();
+    assert_eq!(checkpointed, vec![3000, 6000, 9000]);
+}

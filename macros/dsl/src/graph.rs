@@ -48,6 +48,9 @@ pub struct Node {
     pub timeout_millis: u64,
     /// The state slot of a stateful node.
     pub slot: Option<usize>,
+    /// `.checkpoint(interval)` on this stream: checkpoint at least this often (ms), and where it was
+    /// asked.
+    pub checkpoint: Option<(u64, Span)>,
 }
 
 /// Length and slide of a window, in milliseconds.
@@ -191,7 +194,7 @@ pub fn build(syntax: PipelineSyntax) -> Result<Graph, Diagnostics> {
             }
         }
     }
-    let app = syntax.app;
+    let mut app = syntax.app;
     if output_statements == 0 {
         return Err(Diagnostic::at(
             &app.name,
@@ -211,6 +214,7 @@ pub fn build(syntax: PipelineSyntax) -> Result<Graph, Diagnostics> {
     }
     let slots = assign_slots(&mut nodes);
     let slides = slides(&nodes, app.batch_millis)?;
+    app.checkpoint_every_millis = stream_checkpoints(&nodes, &slides, &app)?;
     let warnings = unused_streams(&nodes);
     Ok(Graph {
         slots,
@@ -258,6 +262,56 @@ fn require_checkpoint(nodes: &[Node], app: &AppHeader) -> Result<(), Diagnostics
         .into());
     }
     Ok(())
+}
+
+/// Checks each `.checkpoint(interval)` (a multiple of the stream's slide, as Spark requires, with a
+/// checkpoint directory) and returns the app's checkpoint interval: the shortest asked for, by the
+/// header's `checkpoint_every` or by a stream. All state is saved together, so one checkpoint is
+/// always consistent; a stream's interval is a promise that it is saved at least that often.
+fn stream_checkpoints(
+    nodes: &[Node],
+    slides: &[u64],
+    app: &AppHeader,
+) -> Result<Option<u64>, Diagnostics> {
+    let mut shortest = app.checkpoint_every_millis;
+    for (id, node) in nodes.iter().enumerate() {
+        let Some((millis, span)) = node.checkpoint else {
+            continue;
+        };
+        let name = &app.name;
+        if app.checkpoint.is_none() {
+            return Err(Diagnostic::error(span, format!("`checkpoint` needs a checkpoint directory, and app `{name}` has none"))
+                .help(format!(
+                    "add it to the header: `app {name} {{ batch: {}, checkpoint: \"checkpoints/{name}\" }}`",
+                    crate::duration::format_millis(app.batch_millis)
+                ))
+                .into());
+        }
+        let slide = slides[id];
+        if millis == 0 || millis % slide != 0 {
+            let what = if slide == app.batch_millis {
+                "batch interval"
+            } else {
+                "window's slide"
+            };
+            return Err(Diagnostic::error(
+                span,
+                format!(
+                    "a checkpoint interval of {} is not a multiple of this stream's {what} ({})",
+                    crate::duration::format_millis(millis),
+                    crate::duration::format_millis(slide)
+                ),
+            )
+            .help(format!(
+                "use a multiple of {}; Spark suggests 5 to 10 slides, e.g. `.checkpoint({})`",
+                crate::duration::format_millis(slide),
+                crate::duration::format_millis(slide * 10_000u64.div_ceil(slide).max(5))
+            ))
+            .into());
+        }
+        shortest = Some(shortest.map_or(millis, |s| s.min(millis)));
+    }
+    Ok(shortest)
 }
 
 /// At most one `state_snapshots` per `map_with_state`.
@@ -502,6 +556,7 @@ impl Builder {
             window: None,
             timeout_millis: 0,
             slot: None,
+            checkpoint: None,
         });
         self.nodes.len() - 1
     }
@@ -525,6 +580,12 @@ impl Builder {
                 }
                 let args: Vec<Expr> = call.args.iter().cloned().collect();
                 check_arity(method, op, args.len())?;
+                if op.name == "checkpoint" {
+                    // Not a step of its own: how often the stream it follows is checkpointed.
+                    let millis = parse_duration(&args[0])?;
+                    self.nodes[input].checkpoint = Some((millis, method.span()));
+                    return Ok(input);
+                }
                 if op.state != ops::StateUse::None {
                     return self.stateful(method, op, input, args);
                 }

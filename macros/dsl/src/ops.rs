@@ -180,6 +180,13 @@ pub const OPERATORS: &[Operator] = &[
         "group_by_key_and_window(window_length, slide)",
         StateUse::Window,
     ),
+    op(
+        "checkpoint",
+        Kind::Narrow,
+        (1, 1),
+        false,
+        "checkpoint(interval), e.g. checkpoint(10s)",
+    ),
     op("persist", Kind::Wide, (0, 0), false, "persist()"),
     op("cache", Kind::Wide, (0, 0), false, "cache()"),
     op("print", Kind::Output, (0, 1), false, "print() or print(n)"),
