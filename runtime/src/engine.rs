@@ -59,6 +59,8 @@ pub struct BatchInfo {
     pub rate_limits: Vec<(String, u64)>,
     /// Size of the checkpoint written after the batch, if one was.
     pub checkpoint_bytes: Option<u64>,
+    /// Each sink's counters so far (records written, replays skipped, retries, dead letters).
+    pub sinks: Vec<(String, crate::sink::SinkCounts)>,
 }
 
 impl Default for BatchInfo {
@@ -79,6 +81,7 @@ impl Default for BatchInfo {
             state_keys: Vec::new(),
             rate_limits: Vec::new(),
             checkpoint_bytes: None,
+            sinks: Vec::new(),
         }
     }
 }
@@ -687,6 +690,7 @@ pub(crate) fn run<P: Pipeline>(
         info.outputs = outputs.take_batch_outputs();
         info.state_keys = pipeline.state().key_counts();
         info.rate_limits = machinery.rate_limits();
+        info.sinks = outputs.sinks.counts();
         listeners.emit(|l| l.on_batch_completed(&info));
         backpressure.update(&info);
         if info.scheduling_delay > config.batch_interval {

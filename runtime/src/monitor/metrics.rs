@@ -83,6 +83,7 @@ struct State {
     checkpoint_bytes: u64,
     state_keys: Vec<(String, usize)>,
     rate_limits: Vec<(String, u64)>,
+    sinks: Vec<(String, crate::sink::SinkCounts)>,
     /// Batches cut but not completed yet.
     queued: BTreeMap<Time, SystemTime>,
     recent: VecDeque<BatchInfo>,
@@ -274,6 +275,40 @@ impl Metrics {
                     "streamc_kafka_lag{{app=\"{app}\",source=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {lag}",
                     escape(source),
                     escape(topic)
+                );
+            }
+        }
+        type Pick = fn(&crate::sink::SinkCounts) -> u64;
+        let outputs: [(&str, &str, Pick); 4] = [
+            (
+                "streamc_output_records_total",
+                "Records a sink wrote (committed).",
+                |c| c.records,
+            ),
+            (
+                "streamc_output_skipped_total",
+                "Batch partitions a sink skipped because it already held them (replays).",
+                |c| c.skipped,
+            ),
+            (
+                "streamc_output_retries_total",
+                "Writes a sink retried after its destination failed.",
+                |c| c.retries,
+            ),
+            (
+                "streamc_output_dead_lettered_total",
+                "Records a sink set aside in its dead-letter file.",
+                |c| c.dead_lettered,
+            ),
+        ];
+        for (name, help, pick) in outputs {
+            family(&mut out, name, "counter", help);
+            for (output, counts) in &s.sinks {
+                let _ = writeln!(
+                    out,
+                    "{name}{{app=\"{app}\",output=\"{}\"}} {}",
+                    escape(output),
+                    pick(counts)
                 );
             }
         }
@@ -486,6 +521,7 @@ impl StreamingListener for Metrics {
             .map(|(o, k)| (o.to_string(), *k))
             .collect();
         s.rate_limits.clone_from(&batch.rate_limits);
+        s.sinks.clone_from(&batch.sinks);
         if s.recent.len() == self.history {
             s.recent.pop_front();
         }
@@ -535,7 +571,17 @@ mod tests {
         }
         assert_eq!(metrics.app_json()["batches_queued"], 3);
         metrics.on_batch_completed(&batch(500, 100, 2, 30));
-        metrics.on_batch_completed(&batch(1000, 250, 20, 700));
+        let mut second = batch(1000, 250, 20, 700);
+        second.sinks = vec![(
+            "wordcount".into(),
+            crate::sink::SinkCounts {
+                records: 12,
+                skipped: 1,
+                retries: 3,
+                dead_lettered: 0,
+            },
+        )];
+        metrics.on_batch_completed(&second);
         let text = metrics.prometheus(Some(42));
         // 400 records over three 500 ms batches; the last batch's rate is 50 / 0.5 s.
         assert!(
@@ -580,6 +626,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("streamc_wal_bytes{app=\"wc\"} 42"), "{text}");
+        assert!(
+            text.contains("streamc_output_retries_total{app=\"wc\",output=\"wordcount\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("streamc_output_records_total{app=\"wc\",output=\"wordcount\"} 12"),
+            "{text}"
+        );
         // The history is bounded; the newest first.
         metrics.on_batch_completed(&batch(1500, 50, 1, 10));
         let batches = metrics.batches_json(10);
