@@ -1,7 +1,7 @@
 //! The metrics a running app keeps about itself, fed by listener events, rendered as Prometheus text
 //! and as the JSON of the `/api/v1` endpoints.
 
-use super::{AppInfo, BatchSubmitted, OutputInfo, StreamingListener};
+use super::{AppInfo, BatchSubmitted, StreamingListener};
 use crate::engine::{BatchInfo, RunReport};
 use crate::source::SourceStats;
 use crate::time::Time;
@@ -527,8 +527,6 @@ impl StreamingListener for Metrics {
         }
         s.recent.push_back(batch.clone());
     }
-
-    fn on_output_completed(&self, _batch: Time, _output: &OutputInfo) {}
 }
 
 #[cfg(test)]
