@@ -62,6 +62,64 @@ fn a_consumer_group_receiver_gets_every_message() {
     assert_eq!(report.records, 500);
 }
 
+/// A rate-limited receiver falls behind a backlog: its lag per partition shows in `/metrics`.
+#[test]
+fn the_receiver_reports_its_lag_per_partition() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("events", 2, 1).unwrap();
+    produce(&brokers, "events", 0, 10_000);
+    let app = received_count::app()
+        .source_address("records", brokers.clone())
+        .configure(|c| {
+            c.receiver_max_rate = Some(1000);
+            c.ui = Some("127.0.0.1:0".parse().unwrap());
+        })
+        .start()
+        .unwrap();
+    let address = app.ui_address().unwrap();
+    let lag = |partition: i32| -> Option<i64> {
+        let text = scrape(address, "/metrics");
+        let prefix = format!(
+            "streamc_kafka_lag{{app=\"received_count\",source=\"records\",topic=\"events\",partition=\"{partition}\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse().ok())
+    };
+    // Joining the mock's consumer group can take seconds; the backlog lasts about ten more.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut behind = None;
+    while behind.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        behind = lag(0).zip(lag(1)).filter(|(a, b)| a + b > 0);
+    }
+    let Some((a, b)) = behind else {
+        let text = scrape(address, "/metrics");
+        let kafka: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("kafka") || l.contains("received"))
+            .collect();
+        panic!("no lag per partition while the backlog drains: {kafka:#?}");
+    };
+    assert!(a + b <= 10_000, "at most the backlog: {a} + {b}");
+    app.stop().unwrap();
+}
+
+/// One GET; the body.
+fn scrape(address: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
 mod logged {
     use streamc::prelude::*;
 

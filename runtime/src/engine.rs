@@ -158,7 +158,7 @@ impl RunReport {
             stat(&sched)
         );
         for (name, s) in &self.sources {
-            if !s.lag.is_empty() {
+            if !s.receiver {
                 let behind: i64 = s.lag.iter().map(|(_, _, lag)| lag).sum();
                 out.push_str(&format!(
                     "source {name}: {behind} messages behind the high watermarks\n"

@@ -69,7 +69,7 @@ struct State {
     app: Option<AppInfo>,
     stopped: bool,
     receivers: BTreeMap<String, Receiver>,
-    /// Direct Kafka sources: lag per (topic, partition).
+    /// Kafka sources: lag per (topic, partition).
     lags: BTreeMap<String, Vec<(String, i32, i64)>>,
     received: BTreeMap<String, u64>,
     /// Records per second of the last batch, per source.
@@ -488,6 +488,8 @@ impl StreamingListener for Metrics {
         for (source, stats) in &batch.sources {
             if !stats.lag.is_empty() {
                 s.lags.insert(source.clone(), stats.lag.clone());
+            }
+            if !stats.receiver {
                 continue;
             }
             let r = s.receivers.entry(source.clone()).or_default();

@@ -32,6 +32,7 @@ pub struct KafkaReceiverSource {
     counters: Arc<ReceiverCounters>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    lag_thread: Option<JoinHandle<()>>,
 }
 
 impl KafkaReceiverSource {
@@ -45,6 +46,7 @@ impl KafkaReceiverSource {
             counters: Arc::default(),
             stop: Arc::default(),
             thread: None,
+            lag_thread: None,
         }
     }
 
@@ -78,7 +80,7 @@ struct Receiving {
 
 /// The receiving loop: poll, gather a block (at most 50 ms, 10,000 messages, or what the rate allows),
 /// make it durable, hand it over, then commit its offsets.
-fn receive(consumer: BaseConsumer, mut r: Receiving) {
+fn receive(consumer: Arc<BaseConsumer>, mut r: Receiving) {
     while !r.stop.load(Ordering::Relaxed) {
         let mut block = Vec::new();
         let started = Instant::now();
@@ -137,6 +139,47 @@ fn receive(consumer: BaseConsumer, mut r: Receiving) {
     }
 }
 
+/// How often the receiver measures its lag (a watermark request per assigned partition).
+const LAG_EVERY: Duration = Duration::from_secs(2);
+
+/// Measures the lag every [`LAG_EVERY`] on its own thread, so that watermark requests to a slow broker
+/// never hold up receiving.
+fn watch_lag(consumer: Arc<BaseConsumer>, counters: Arc<ReceiverCounters>, stop: Arc<AtomicBool>) {
+    let mut measured = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if measured.elapsed() >= LAG_EVERY {
+            measure_lag(&consumer, &counters);
+            measured = Instant::now();
+        }
+    }
+}
+
+/// Messages between the consumer's position and each assigned partition's high watermark.
+fn measure_lag(consumer: &BaseConsumer, counters: &ReceiverCounters) {
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    let mut lag = Vec::new();
+    for tp in positions.elements() {
+        let Some(position) = tp.offset().to_raw().filter(|p| *p >= 0) else {
+            continue;
+        };
+        if let Ok((_, high)) =
+            consumer.fetch_watermarks(tp.topic(), tp.partition(), Duration::from_secs(2))
+        {
+            lag.push((
+                tp.topic().to_string(),
+                tp.partition(),
+                (high - position).max(0),
+            ));
+        }
+    }
+    if let Ok(mut kept) = counters.lag.lock() {
+        *kept = lag;
+    }
+}
+
 impl Source for KafkaReceiverSource {
     type Batch = Vec<Vec<KafkaRecord>>;
 
@@ -178,11 +221,18 @@ impl Source for KafkaReceiverSource {
             stop: self.stop.clone(),
             pacer: Pacer::new(control),
         };
+        let consumer = Arc::new(consumer);
+        let watched = (consumer.clone(), self.counters.clone(), self.stop.clone());
         let thread = std::thread::Builder::new()
             .name(format!("streamc-kafka-{}", self.name))
             .spawn(move || receive(consumer, receiving))
             .map_err(|e| self.error(format!("cannot start the receiver thread: {e}")))?;
         self.thread = Some(thread);
+        let lag = std::thread::Builder::new()
+            .name(format!("streamc-kafka-lag-{}", self.name))
+            .spawn(move || watch_lag(watched.0, watched.1, watched.2))
+            .map_err(|e| self.error(format!("cannot start the lag thread: {e}")))?;
+        self.lag_thread = Some(lag);
         Ok(())
     }
 
@@ -197,7 +247,10 @@ impl Source for KafkaReceiverSource {
 
     fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
+        for thread in [self.thread.take(), self.lag_thread.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = thread.join();
         }
     }

@@ -174,6 +174,9 @@ pub struct SourceStats {
     pub last_error: Option<String>,
     /// Kafka: messages behind the high watermark, per (topic, partition), at the last cut.
     pub lag: Vec<(String, i32, i64)>,
+    /// Whether the source is a receiver (a task that takes data in), as opposed to a source read
+    /// directly at each cut.
+    pub receiver: bool,
 }
 
 /// Live counters shared between a receiver task and the engine.
@@ -186,6 +189,8 @@ pub(crate) struct ReceiverCounters {
     pub connections: AtomicU64,
     pub connection_errors: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// Kafka receivers: messages behind the high watermark, per (topic, partition).
+    pub lag: Mutex<Vec<(String, i32, i64)>>,
 }
 
 impl ReceiverCounters {
@@ -209,7 +214,8 @@ impl ReceiverCounters {
             connections: get(&self.connections),
             connection_errors: get(&self.connection_errors),
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
-            lag: Vec::new(),
+            lag: self.lag.lock().map(|l| l.clone()).unwrap_or_default(),
+            receiver: true,
         }
     }
 }
