@@ -104,7 +104,7 @@ pub struct KafkaDirectSource {
     rate: Option<std::sync::Arc<crate::rate::RateControl>>,
     /// Topic patterns (`^...`).
     patterns: Vec<regex_lite::Regex>,
-    readers: BTreeMap<TopicPartition, Mutex<BaseConsumer>>,
+    readers: BTreeMap<TopicPartition, Mutex<Reader>>,
     /// Next offset to read per topic-partition.
     next: BTreeMap<TopicPartition, i64>,
     /// Where the last cut started reading, per topic-partition (its ranges end at `next`).
@@ -309,7 +309,13 @@ impl KafkaDirectSource {
             let tp = (range.topic.clone(), range.partition);
             if !self.readers.contains_key(&tp) {
                 let reader = self.consumer().map_err(|e| e.message)?;
-                self.readers.insert(tp, Mutex::new(reader));
+                self.readers.insert(
+                    tp,
+                    Mutex::new(Reader {
+                        consumer: reader,
+                        next: None,
+                    }),
+                );
             }
         }
         let timeout = self.options.request_timeout;
@@ -320,10 +326,10 @@ impl KafkaDirectSource {
                 if range.until <= range.from {
                     return Ok(Vec::new());
                 }
-                let reader = readers[&(range.topic.clone(), range.partition)]
+                let mut reader = readers[&(range.topic.clone(), range.partition)]
                     .lock()
                     .unwrap_or_else(|p| p.into_inner());
-                read_range(&reader, range, timeout)
+                read_range(&mut reader, range, timeout)
             })
             .collect()
     }
@@ -384,22 +390,40 @@ impl KafkaDirectSource {
     }
 }
 
+/// An assign-only consumer of one partition, and the offset it will return next when known.
+struct Reader {
+    consumer: BaseConsumer,
+    /// Where the consumer stands after the last range it read in full. A range starting there is read
+    /// on without a new assignment: reassigning every batch churns librdkafka's fetcher start/stop,
+    /// whose teardown has a known race (librdkafka issue 5573, an assertion in
+    /// `rd_kafka_assignment_partition_stopped`).
+    next: Option<i64>,
+}
+
 fn read_range(
-    reader: &BaseConsumer,
+    reader: &mut Reader,
     range: &OffsetRange,
     timeout: Duration,
 ) -> Result<Vec<KafkaRecord>, String> {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&range.topic, range.partition, Offset::Offset(range.from))
-        .map_err(|e| e.to_string())?;
-    reader
-        .assign(&tpl)
-        .map_err(|e| format!("cannot assign {}/{}: {e}", range.topic, range.partition))?;
+    let continues = reader.next == Some(range.from);
+    // Until this range has been read in full, where the consumer stands is not known.
+    reader.next = None;
+    if !continues {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&range.topic, range.partition, Offset::Offset(range.from))
+            .map_err(|e| e.to_string())?;
+        reader
+            .consumer
+            .assign(&tpl)
+            .map_err(|e| format!("cannot assign {}/{}: {e}", range.topic, range.partition))?;
+    }
+    let consumer = &reader.consumer;
+    let mut overran = false;
     let mut records = Vec::with_capacity((range.until - range.from) as usize);
     let mut next = range.from;
     let mut last_progress = Instant::now();
     while next < range.until {
-        match reader.poll(Duration::from_millis(100)) {
+        match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 last_progress = Instant::now();
                 let offset = message.offset();
@@ -407,6 +431,9 @@ fn read_range(
                     continue;
                 }
                 if offset >= range.until {
+                    // A message past the range was taken from the queue: the next range must
+                    // reassign to read it again.
+                    overran = true;
                     break;
                 }
                 records.push(KafkaRecord {
@@ -430,6 +457,9 @@ fn read_range(
             }
             None => {}
         }
+    }
+    if !overran {
+        reader.next = Some(range.until);
     }
     Ok(records)
 }
