@@ -283,6 +283,8 @@ fn crash_run(db: &Db, dir: &Path) {
         // The last incarnation aborted at its failpoint: one more, without.
         app = crash_child(db, &out, &checkpoints, &input, None);
     }
+    // Give the last incarnation time to start and install its signal handlers before it is stopped.
+    std::thread::sleep(Duration::from_millis(1500));
     let expected = word_counts(&all_lines);
     let caught_up = wait_until(Duration::from_secs(20), || {
         table_counts(&db.url, "crash_totals") == expected
@@ -733,6 +735,9 @@ fn kafka_to_sql_is_exactly_once_across_kills() {
     }
     app.wait().unwrap();
     let app = spawn(None);
+    // Earlier incarnations may have written everything already: give this one time to start (and
+    // install its signal handlers) before it is asked to stop.
+    std::thread::sleep(Duration::from_millis(1500));
     let expected = word_counts(&lines);
     let caught_up = wait_until(Duration::from_secs(20), || {
         table_counts(&db.url, "kafka_totals") == expected

@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 pub const BATCH_HEADER: &str = "streamc-batch";
 /// The header holding the sink partition index.
 pub const PARTITION_HEADER: &str = "streamc-partition";
-/// The header holding the record's index within its batch partition.
+/// The header holding the message's index within its batch partition (in the canonical order of
+/// [`encode_partition`]).
 pub const SEQUENCE_HEADER: &str = "streamc-seq";
 
 /// What a `save_to_kafka` output writes: `save_to_kafka(brokers, KafkaTopic::new("counts"))`.
@@ -176,6 +177,24 @@ impl ProducerContext for DeliveryTracker {
 }
 
 type TrackedProducer = ThreadedProducer<DeliveryTracker>;
+
+/// A record encoded as a message: its key, if any, and payload.
+pub type Encoded = (Option<Vec<u8>>, Vec<u8>);
+
+/// A partition's records as messages, in a canonical order (sorted by key, then payload), so that
+/// the sequence numbers in the headers are the same however a replayed batch's records arrive.
+pub fn encode_partition<T: KafkaMessage>(records: Vec<T>) -> Vec<Encoded> {
+    let mut encoded: Vec<Encoded> = records
+        .into_iter()
+        .map(|record| {
+            let (mut key, mut payload) = (Vec::new(), Vec::new());
+            let keyed = record.encode(&mut key, &mut payload);
+            (keyed.then_some(key), payload)
+        })
+        .collect();
+    encoded.sort_unstable();
+    encoded
+}
 
 /// One sink partition's producer and what it knows has been committed.
 struct Lane {
@@ -358,10 +377,10 @@ impl KafkaSink {
     }
 
     /// Writes one batch partition. Returns whether it was written (`false`: committed before).
-    pub fn write<T: KafkaMessage>(
+    pub fn write(
         &self,
         at: PartitionId,
-        records: &[T],
+        records: &[Encoded],
         stats: &SinkStats,
     ) -> Result<bool, SinkError> {
         let lane = self.lane(at.partition)?;
@@ -390,12 +409,7 @@ impl KafkaSink {
         }
     }
 
-    fn send<T: KafkaMessage>(
-        &self,
-        lane: &Lane,
-        at: PartitionId,
-        records: &[T],
-    ) -> Result<(), SinkError> {
+    fn send(&self, lane: &Lane, at: PartitionId, records: &[Encoded]) -> Result<(), SinkError> {
         let producer = &lane.producer;
         let unavailable = |what: &str, e: KafkaError| {
             SinkError::Unavailable(format!("{what} `{}`: {e}", self.spec.topic))
@@ -411,11 +425,7 @@ impl KafkaSink {
             .failure
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = None;
-        let (mut key, mut payload) = (Vec::new(), Vec::new());
-        for (seq, record) in records.iter().enumerate() {
-            key.clear();
-            payload.clear();
-            let keyed = record.encode(&mut key, &mut payload);
+        for (seq, (key, payload)) in records.iter().enumerate() {
             let seq = seq.to_string();
             let headers = OwnedHeaders::new_with_capacity(3)
                 .insert(Header {
@@ -431,10 +441,10 @@ impl KafkaSink {
                     value: Some(&seq),
                 });
             let mut message = BaseRecord::to(&self.spec.topic)
-                .payload(&payload)
+                .payload(payload)
                 .headers(headers);
-            if keyed {
-                message = message.key(&key);
+            if let Some(key) = key {
+                message = message.key(key);
             }
             self.enqueue(producer, message)?;
         }
@@ -521,7 +531,7 @@ pub fn write_batch<T: KafkaMessage + Send + Sync>(
         ctx,
         &name,
         parts,
-        |_, records| records,
+        |_, records| encode_partition(records),
         |at, records, stats| sink.write(at, records, stats),
     );
 }
@@ -538,6 +548,14 @@ mod tests {
         let (mut k, mut p) = (Vec::new(), Vec::new());
         assert!(!"just a value".encode(&mut k, &mut p));
         assert_eq!((k.len(), p.as_slice()), (0, &b"just a value"[..]));
+    }
+
+    #[test]
+    fn a_partition_is_numbered_in_one_order_whatever_order_it_arrives_in() {
+        let first = encode_partition(vec![("b".to_string(), 2u64), ("a".to_string(), 1)]);
+        let replay = encode_partition(vec![("a".to_string(), 1u64), ("b".to_string(), 2)]);
+        assert_eq!(first, replay);
+        assert_eq!(first[0], (Some(b"a".to_vec()), b"1".to_vec()));
     }
 
     #[test]
