@@ -644,22 +644,17 @@ pub fn save_as_text_files<D, T, B>(
     } else {
         format!("{prefix}-{}.{suffix}", ctx.time.millis())
     };
-    let stats = ctx.sinks().stats(prefix);
-    let what = format!("save_as_text_files `{name}`");
-    let written = ctx.sink_settings().retry.run(&what, &stats, || {
-        crate::output::write_batch_dir(std::path::Path::new(&name), &parts)
-            .map_err(|e| crate::sink::SinkError::Unavailable(format!("cannot write {name}: {e}")))
+    // A batch whose output cannot be written (after retries) stops the app, and says why.
+    crate::sink::write_whole_batch(ctx, prefix, |_, stats| {
+        crate::output::write_batch_dir(std::path::Path::new(&name), &parts).map_err(|e| {
+            crate::sink::SinkError::Unavailable(format!("cannot write {name}: {e}"))
+        })?;
+        let records = parts.iter().map(Vec::len).sum::<usize>() as u64;
+        stats
+            .records
+            .fetch_add(records, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     });
-    match written {
-        Ok(()) => {
-            let records = parts.iter().map(Vec::len).sum::<usize>() as u64;
-            stats
-                .records
-                .fetch_add(records, std::sync::atomic::Ordering::Relaxed);
-        }
-        // A batch whose output cannot be written stops the app, and says why.
-        Err(e) => crate::sink::fail(prefix, e),
-    }
 }
 
 /// `foreach_partition(connect, |resource, partition| ...)`: hands each partition, with its batch time
@@ -726,7 +721,7 @@ pub fn save_to_rolling_files<D, T, B>(
     T: Send + Show,
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
 {
-    use crate::sink::{fail, rolling::RollingSink, PartitionId};
+    use crate::sink::{fail, rolling::RollingSink};
     if ctx.dry_run {
         return;
     }
@@ -740,20 +735,7 @@ pub fn save_to_rolling_files<D, T, B>(
         Ok(sink) => sink,
         Err(e) => fail(&name, e),
     };
-    let stats = ctx.sinks().stats(&name);
-    let at = PartitionId {
-        batch: ctx.time,
-        partition: 0,
-        partitions: 1,
-    };
-    let what = format!("output `{name}` ({at})");
-    if let Err(e) = ctx
-        .sink_settings()
-        .retry
-        .run(&what, &stats, || sink.write(at, &parts, &stats))
-    {
-        fail(&name, format!("{at}: {e}"));
-    }
+    crate::sink::write_whole_batch(ctx, &name, |at, stats| sink.write(at, &parts, stats));
 }
 
 /// `save_to_sql(url, table)`: each batch partition in one transaction, exactly once (see

@@ -376,6 +376,29 @@ pub fn write_partitions<T: Send, P: Send>(
         });
 }
 
+/// Writes a whole batch as one unit (file sinks), under the app's retry policy; a batch that cannot be
+/// written stops the app.
+pub fn write_whole_batch(
+    ctx: &crate::context::BatchContext<'_>,
+    output: &str,
+    mut write: impl FnMut(PartitionId, &SinkStats) -> Result<(), SinkError>,
+) {
+    let stats = ctx.sinks().stats(output);
+    let at = PartitionId {
+        batch: ctx.time,
+        partition: 0,
+        partitions: 1,
+    };
+    let what = format!("output `{output}` ({at})");
+    if let Err(e) = ctx
+        .sink_settings()
+        .retry
+        .run(&what, &stats, || write(at, &stats))
+    {
+        fail(output, format!("{at}: {e}"));
+    }
+}
+
 /// Fault injection for crash tests: `STREAMC_FAILPOINT=name:n` aborts the process (as a SIGKILL would)
 /// the `n`-th time the point `name` is reached. Costs one relaxed load when unset.
 pub fn failpoint(name: &str) {

@@ -795,18 +795,12 @@ impl SqlSink {
             .collect();
         let mut chunks = Vec::new();
         let mut start = 0;
+        // Hashes of the keys in the current statement: equal keys always collide, so a repeat is never
+        // missed; a rare collision of different keys only starts a statement early.
         let mut keys = std::collections::HashSet::new();
         for (i, row) in rows.iter().enumerate() {
-            let key: Vec<String> = key_at
-                .iter()
-                .map(|&c| {
-                    row.values
-                        .get(c)
-                        .map(|v| format!("{v:?}"))
-                        .unwrap_or_default()
-                })
-                .collect();
-            if i - start == max || !keys.insert(key.clone()) {
+            let key = key_hash(row, &key_at);
+            if i - start == max || !keys.insert(key) {
                 chunks.push(&rows[start..i]);
                 start = i;
                 keys.clear();
@@ -851,6 +845,23 @@ impl SqlSink {
 }
 
 impl super::OpenSink for SqlSink {}
+
+/// A hash of a row's key columns, without allocating.
+fn key_hash(row: &Row, key_at: &[usize]) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = foldhash::fast::FixedState::default().build_hasher();
+    for &c in key_at {
+        match row.values.get(c) {
+            Some(SqlValue::Int(v)) => (0u8, v).hash(&mut h),
+            Some(SqlValue::UInt(v)) => (1u8, v).hash(&mut h),
+            Some(SqlValue::Float(v)) => (2u8, v.to_bits()).hash(&mut h),
+            Some(SqlValue::Text(v)) => (3u8, v).hash(&mut h),
+            Some(SqlValue::Bool(v)) => (4u8, v).hash(&mut h),
+            None => 5u8.hash(&mut h),
+        }
+    }
+    h.finish()
+}
 
 enum Written {
     Committed { refused: usize },
