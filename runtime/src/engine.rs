@@ -567,6 +567,10 @@ pub(crate) fn run<P: Pipeline>(
     let started = Instant::now();
     let machinery = Machinery::new(&config)?;
     let (stop_handle, stop_requests) = stop;
+    // Before anything slow (recovery can replay a long log): a SIGTERM from then on is a graceful stop.
+    if options.handle_signals {
+        watch_signals(&machinery.receivers, stop_handle.clone());
+    }
     let (mut sources, pipeline) =
         P::build(&config).map_err(|e| RunError(format!("cannot build the pipeline: {e}")))?;
     let mut listeners = options.listeners;
@@ -598,9 +602,6 @@ pub(crate) fn run<P: Pipeline>(
         .start(&machinery.env(&config))
         .map_err(|e| RunError(e.to_string()))?;
     let mut backpressure = Backpressure::new(&config, &machinery.rates);
-    if options.handle_signals {
-        spawn_signal_watch(&machinery.receivers, stop_handle.clone());
-    }
     if let Some(limit) = config.run_for {
         let stopper = stop_handle.clone();
         machinery.receivers.spawn(async move {
@@ -980,32 +981,36 @@ fn generate_batches<S: SourceSet>(
     }
 }
 
-fn spawn_signal_watch(runtime: &tokio::runtime::Runtime, stop: StopHandle) {
-    runtime.spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                tracing::warn!(
-                    "cannot install signal handlers; stop the app with --batches or --run-for"
-                );
-                return;
-            };
+/// Installs the SIGTERM and SIGINT handlers now, on this thread, so that a signal arriving the moment
+/// this returns already stops gracefully; a task then waits for one.
+fn watch_signals(runtime: &tokio::runtime::Runtime, stop: StopHandle) {
+    let _context = runtime.enter();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::warn!(
+                "cannot install signal handlers; stop the app with --batches or --run-for"
+            );
+            return;
+        };
+        runtime.spawn(async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
+            tracing::info!("stop requested by signal: finishing the data already received");
+            stop.stop();
+        });
+    }
+    #[cfg(not(unix))]
+    runtime.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("stop requested by signal: finishing the data already received");
+            stop.stop();
         }
-        #[cfg(not(unix))]
-        {
-            if tokio::signal::ctrl_c().await.is_err() {
-                return;
-            }
-        }
-        tracing::info!("stop requested by signal: finishing the data already received");
-        stop.stop();
     });
 }

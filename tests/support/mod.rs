@@ -96,8 +96,20 @@ pub fn drop_lines(dir: &Path, name: &str, lines: &[String]) {
     std::fs::rename(&tmp, dir.join(name)).expect("publish input");
 }
 
-/// Asks a child app to stop gracefully (SIGTERM) and checks it exits 0.
+/// Asks a child app to stop gracefully (SIGTERM) and checks it exits 0. A child that has only just
+/// started may not have installed its handler yet, and SIGTERM would then kill it: wait until it has.
 pub fn terminate(mut child: Child) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !catches_sigterm(child.id()) && std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the child app exited before it was asked to stop: {status}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        catches_sigterm(child.id()),
+        "the child app never installed its SIGTERM handler"
+    );
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -107,6 +119,20 @@ pub fn terminate(mut child: Child) {
         child.wait().expect("wait").success(),
         "a graceful stop exits 0"
     );
+}
+
+/// Whether process `pid` has a handler for SIGTERM (Linux: the `SigCgt` mask in /proc/PID/status).
+fn catches_sigterm(pid: u32) -> bool {
+    const SIGTERM_BIT: u64 = 1 << (15 - 1);
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        })
+        .is_some_and(|mask| mask & SIGTERM_BIT != 0)
 }
 
 /// Bytes in the files of `dir` (0 if it does not exist yet).
