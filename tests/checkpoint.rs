@@ -262,16 +262,11 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     let mut first = v1::counter::app().configure(at).test_driver().unwrap();
     first.run_batches(4);
     drop(first);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let newest = files.last().unwrap();
-    let len = std::fs::metadata(newest).unwrap().len();
+    let newest = dir.join(format!("checkpoint-{:020}.ckpt", 4000));
+    let len = std::fs::metadata(&newest).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
-        .open(newest)
+        .open(&newest)
         .unwrap()
         .set_len(len / 2)
         .unwrap();
@@ -319,4 +314,75 @@ fn a_stream_checkpoint_interval_sets_how_often_state_is_saved() {
         .map(|b| b.time.millis())
         .collect();
     assert_eq!(checkpointed, vec![3000, 6000, 9000]);
+}
+
+/// Each batch's totals, sorted, by batch time.
+fn totals_by_time(
+    driver: &streamc::TestDriver<v1::counter::Pipeline>,
+) -> Vec<(u64, Vec<(String, u64)>)> {
+    driver
+        .take::<(String, u64)>("totals")
+        .unwrap()
+        .into_iter()
+        .map(|(time, mut rows)| {
+            rows.sort();
+            (time.millis(), rows)
+        })
+        .collect()
+}
+
+#[test]
+fn a_crash_then_a_damaged_newest_checkpoint_replays_from_the_one_before_with_the_same_outputs() {
+    let every_two = |dir: &Path| {
+        let dir = dir.to_path_buf();
+        move |c: &mut streamc::AppConfig| {
+            c.checkpoint_dir = Some(dir.clone());
+            c.checkpoint_every = Some(Duration::from_secs(2));
+        }
+    };
+    let clean = temp_dir("fallback-clean");
+    let mut reference = v1::counter::app()
+        .configure(every_two(&clean))
+        .test_driver()
+        .unwrap();
+    reference.run_batches(8);
+    let expected = totals_by_time(&reference);
+    drop(reference);
+
+    // Batches 1–5 run; checkpoints after 2 and 4; batch 5 completed but not checkpointed. Then the app
+    // dies (dropped without a stop) and the newest checkpoint turns out truncated.
+    let dir = temp_dir("fallback");
+    let mut first = v1::counter::app()
+        .configure(every_two(&dir))
+        .test_driver()
+        .unwrap();
+    first.run_batches(5);
+    drop(first);
+    let newest = dir.join(format!("checkpoint-{:020}.ckpt", 4000));
+    let len = std::fs::metadata(&newest).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&newest)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+
+    // Resuming from the 2 s checkpoint needs the journal of batches 3, 4 and 5, which the 4 s
+    // checkpoint had made unnecessary — but not deletable while the 2 s one is kept.
+    let mut resumed = v1::counter::app()
+        .configure(every_two(&dir))
+        .test_driver()
+        .unwrap();
+    resumed.run_batches(6);
+    let after = totals_by_time(&resumed);
+    assert_eq!(
+        after.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+        vec![3000, 4000, 5000, 6000, 7000, 8000],
+        "batches 3–5 are cut again with their own times, then the run goes on"
+    );
+    assert_eq!(
+        after,
+        expected[2..],
+        "the same outputs as a run without the crash"
+    );
 }

@@ -290,3 +290,227 @@ fn bad_flags_exit_with_status_2_and_a_message() {
         "{help}"
     );
 }
+
+/// Runs `command` to completion; a run longer than `limit` is killed and fails the test.
+fn output_within(command: &mut std::process::Command, limit: Duration) -> std::process::Output {
+    let mut child = command
+        .env("STREAMC_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drained while we wait, so a child that writes a lot never blocks on a full pipe.
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+            panic!("{command:?} still ran after {limit:?} and was killed; stderr:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// A configuration file for the example apps, in a directory of this test process.
+fn config_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("streamc-app-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// Runs the word_count example with `args`, expecting it to refuse them: exit status 2 and every one
+/// of `expected` in its message.
+fn assert_refused(args: &[&str], expected: &[&str]) {
+    let output = output_within(
+        std::process::Command::new(example_binary("word_count")).args(args),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+    for expected in expected {
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: `{expected}` in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_config_file_is_refused_with_its_path() {
+    let missing = std::env::temp_dir().join("streamc-no-such-dir/streamc.toml");
+    let missing = missing.to_string_lossy().into_owned();
+    let named = format!("cannot read config file {missing}");
+    assert_refused(
+        &["--config", missing.as_str()],
+        &[named.as_str(), "No such file"],
+    );
+}
+
+#[test]
+fn invalid_toml_is_refused_with_the_file_and_the_line() {
+    let file = config_file("syntax.toml", "workers = 2\nbatch = 500ms\n");
+    let path = file.to_string_lossy().into_owned();
+    let named = format!("config file {path}");
+    assert_refused(
+        &["--config", path.as_str()],
+        &[named.as_str(), "TOML parse error at line 2"],
+    );
+}
+
+#[test]
+fn an_unknown_config_key_is_refused_by_name() {
+    let file = config_file("unknown.toml", "workers = 2\nbatch_intervall = \"1s\"\n");
+    let path = file.to_string_lossy().into_owned();
+    let named = format!("config file {path}");
+    assert_refused(
+        &["--config", path.as_str()],
+        &[named.as_str(), "unknown field `batch_intervall`"],
+    );
+}
+
+#[test]
+fn config_values_of_the_wrong_type_or_out_of_range_are_refused() {
+    for (name, text, problem) in [
+        (
+            "type.toml",
+            "workers = \"four\"\n",
+            "invalid type: string \"four\"",
+        ),
+        (
+            "zero-batch.toml",
+            "batch = \"0s\"\n",
+            "`batch`: the batch interval must be longer than zero",
+        ),
+        (
+            "zero-workers.toml",
+            "workers = 0\n",
+            "`workers`: workers must be at least 1",
+        ),
+        (
+            "bad-duration.toml",
+            "run_for = \"soon\"\n",
+            "`run_for`: `soon` is not a duration",
+        ),
+        (
+            "zero-rate.toml",
+            "[receiver]\nmax_rate = 0\n",
+            "`receiver.max_rate` must be at least 1",
+        ),
+    ] {
+        let file = config_file(name, text);
+        let path = file.to_string_lossy().into_owned();
+        let named = format!("config file {path}");
+        assert_refused(&["--config", path.as_str()], &[named.as_str(), problem]);
+    }
+}
+
+/// `Time: <ms> ms` of every `print` block.
+fn printed_batch_times(stdout: &str) -> Vec<u64> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("Time: ")?.strip_suffix(" ms")?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn config_file_values_take_effect_and_flags_override_them() {
+    let server = LineServer::once(text(&["hello world".to_string()])).unwrap();
+    let file = config_file(
+        "run.toml",
+        &format!(
+            "batch = \"200ms\"\nbatches = 3\nworkers = 1\n[sources.lines]\naddress = \"{}\"\n",
+            server.address()
+        ),
+    );
+    let path = file.to_string_lossy().into_owned();
+    // The file alone: three batches of 200 ms, then a clean stop.
+    let output = output_within(
+        std::process::Command::new(example_binary("word_count")).args(["--config", path.as_str()]),
+        Duration::from_secs(30),
+    );
+    assert!(
+        output.status.success(),
+        "{:?}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let times = printed_batch_times(&String::from_utf8_lossy(&output.stdout));
+    assert_eq!(times.len(), 3, "{times:?}");
+    assert!(times.windows(2).all(|w| w[1] - w[0] == 200), "{times:?}");
+    // Flags replace the file's values.
+    let output = output_within(
+        std::process::Command::new(example_binary("word_count")).args([
+            "--config",
+            path.as_str(),
+            "--batches",
+            "2",
+            "--batch",
+            "300ms",
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(
+        output.status.success(),
+        "{:?}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let times = printed_batch_times(&String::from_utf8_lossy(&output.stdout));
+    assert_eq!(times.len(), 2, "{times:?}");
+    assert_eq!(times[1] - times[0], 300, "{times:?}");
+}
+
+#[test]
+fn a_batch_interval_that_does_not_divide_a_window_is_refused_at_start() {
+    let output = output_within(
+        std::process::Command::new(example_binary("window_hot_word")).args(["--batch", "7s"]),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the window of `word_counts` (reduce_by_key_and_window, 1min, sliding 10s) is not a \
+             multiple of the batch interval 7s: use a batch interval that divides 10s"
+        ),
+        "{stderr}"
+    );
+    // 5 s divides both the length and the slide: the app runs.
+    let output = output_within(
+        std::process::Command::new(example_binary("window_hot_word")).args([
+            "--batch",
+            "5s",
+            "--demo",
+            "--run-for",
+            "1s",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        output.status.success(),
+        "{:?}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -175,6 +175,8 @@ stream! {
     let how_many = owned.count_by_window(4s, 2s);
     let lengths = owned.map(|w| w.len() as u64).reduce_by_window(|a, b| a + b, |a, b| a - b, 4s, 2s);
     let recent = owned.window(3s);
+    let lengths_plain = owned.map(|w| w.len() as u64).reduce_by_window(|a, b| a + b, 4s, 2s);
+    let recent_slid = owned.window(4s, 2s);
     let grouped = pairs.group_by_key_and_window(4s, 2s).map(|(w, ones): (String, Vec<u64>)| (w, ones.len() as u64));
     plain.collect();
     inverse.collect();
@@ -184,6 +186,8 @@ stream! {
     lengths.collect();
     recent.collect();
     grouped.collect();
+    lengths_plain.collect();
+    recent_slid.collect();
 }
 
 /// Words of the batches inside the window ending at batch `end` (1-based times), `length` batches long.
@@ -212,6 +216,8 @@ fn window_operators_match_a_naive_recount_of_the_window() {
     let how_many = driver.take::<u64>("how_many").unwrap();
     let lengths = driver.take::<u64>("lengths").unwrap();
     let recent = driver.take::<String>("recent").unwrap();
+    let lengths_plain = driver.take::<u64>("lengths_plain").unwrap();
+    let recent_slid = driver.take::<String>("recent_slid").unwrap();
     // Slide 2 s: windowed outputs run at even seconds only.
     let slide_times: Vec<u64> = (1..=BATCHES as u64)
         .filter(|t| t % 2 == 0)
@@ -223,6 +229,22 @@ fn window_operators_match_a_naive_recount_of_the_window() {
             slide_times
         );
     }
+    assert_eq!(
+        lengths_plain
+            .iter()
+            .map(|(t, _)| t.millis())
+            .collect::<Vec<_>>(),
+        slide_times,
+        "reduce_by_window without an inverse"
+    );
+    assert_eq!(
+        recent_slid
+            .iter()
+            .map(|(t, _)| t.millis())
+            .collect::<Vec<_>>(),
+        slide_times,
+        "window(4s, 2s)"
+    );
     assert_eq!(recent.len(), BATCHES, "window(3s) slides every batch");
     let mut ever_seen: BTreeMap<String, u64> = BTreeMap::new();
     for (i, &time) in slide_times.iter().enumerate() {
@@ -267,6 +289,16 @@ fn window_operators_match_a_naive_recount_of_the_window() {
         assert_eq!(how_many[i].1, expected_count, "count_by_window at {time}");
         let length_sum: u64 = window_words(end, 4).iter().map(|w| w.len() as u64).sum();
         assert_eq!(lengths[i].1, vec![length_sum], "reduce_by_window at {time}");
+        assert_eq!(
+            lengths_plain[i].1,
+            vec![length_sum],
+            "reduce_by_window without an inverse at {time}"
+        );
+        assert_eq!(
+            sorted(recent_slid[i].1.clone()),
+            sorted(window_words(end, 4)),
+            "window(4s, 2s) at {time}"
+        );
     }
     for (b, (time, records)) in recent.iter().enumerate() {
         assert_eq!(time.millis(), (b as u64 + 1) * 1000);
@@ -320,4 +352,85 @@ fn state_survives_a_restart_from_the_checkpoint() {
         .map(|(t, r)| (t.millis(), sorted(r)))
         .collect();
     assert_eq!(combined, expected);
+}
+
+/// What an app knew before streamc ran it (Spark's initial state RDD).
+fn earlier_counts() -> Vec<(String, u64)> {
+    vec![("w0".to_string(), 100), ("old".to_string(), 7)]
+}
+
+mod seeded {
+    use streamc::prelude::*;
+    stream! {
+        app seeded_counts { batch: 1s, workers: 2, checkpoint: "target/streamc-test/seeded_counts" }
+        let words = queue_stream::<String>(crate::word_batches());
+        let pairs = words.map(|w| (w.clone(), 1u64));
+        let totals = pairs.update_state_by_key(
+            |new: &[u64], state: Option<u64>| Some(state.unwrap_or(0) + new.iter().sum::<u64>()),
+            initial = crate::earlier_counts(),
+        );
+        // Emits (word, count before this record, count after); the seeded count is the "before".
+        let seen = pairs.map_with_state(
+            |word: &String, one: Option<u64>, state: &mut StateCell<u64>| {
+                let before = state.get().copied().unwrap_or(0);
+                let after = before + one.unwrap_or(0);
+                state.update(after);
+                (word.clone(), before, after)
+            },
+            initial = crate::earlier_counts(),
+        );
+        totals.collect();
+        seen.collect();
+    }
+}
+
+#[test]
+fn initial_state_seeds_a_fresh_start_and_a_checkpoint_overrides_it() {
+    let dir = temp_dir("seeded");
+    let at = |c: &mut streamc::AppConfig| {
+        c.checkpoint_dir = Some(dir.clone());
+        c.checkpoint_every = Some(std::time::Duration::from_secs(1));
+    };
+    let mut driver = seeded::seeded_counts::app()
+        .configure(at)
+        .test_driver()
+        .unwrap();
+    driver.run_batches(4);
+    let mut reference: BTreeMap<String, u64> = crate::earlier_counts().into_iter().collect();
+    let totals = driver.take::<(String, u64)>("totals").unwrap();
+    let seen = driver.take::<(String, u64, u64)>("seen").unwrap();
+    for (b, batch) in word_batches()[..4].iter().enumerate() {
+        let mut expected_seen = Vec::new();
+        // A word's records in a batch are alike, so whatever their order, they see its count go up
+        // one by one from the count before the batch.
+        for w in batch {
+            let count = reference.entry(w.clone()).or_insert(0);
+            expected_seen.push((w.clone(), *count, *count + 1));
+            *count += 1;
+        }
+        assert_eq!(
+            sorted(totals[b].1.clone()),
+            reference.clone().into_iter().collect::<Vec<_>>(),
+            "batch {b}: the seeded keys are there from the first batch, `old` without new values"
+        );
+        assert_eq!(
+            sorted(seen[b].1.clone()),
+            sorted(expected_seen),
+            "batch {b}"
+        );
+    }
+    drop(driver);
+
+    // Restarted from the checkpoint after batch 4: the state comes from it, not from `initial`.
+    let mut resumed = seeded::seeded_counts::app()
+        .configure(at)
+        .test_driver()
+        .unwrap();
+    resumed.run_batch();
+    let (time, fifth) = resumed.take::<(String, u64)>("totals").unwrap().remove(0);
+    assert_eq!(time.millis(), 5000);
+    for w in &word_batches()[4] {
+        *reference.entry(w.clone()).or_insert(0) += 1;
+    }
+    assert_eq!(sorted(fifth), reference.into_iter().collect::<Vec<_>>());
 }

@@ -26,6 +26,48 @@ fn check_accepts_the_word_count_example_and_summarizes_it() {
 }
 
 #[test]
+fn check_quiet_prints_nothing_for_a_valid_pipeline() {
+    let out = streamc(&["check", "--quiet", "examples/word_count.rs"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_verbose_adds_the_time_it_took() {
+    let out = streamc(&["check", "--verbose", "examples/word_count.rs"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ok: app `word_count`"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let timing = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("checked in "))
+        .and_then(|rest| rest.strip_suffix(" ms"))
+        .and_then(|ms| ms.parse::<f64>().ok());
+    assert!(timing.is_some(), "`checked in N ms` on stderr: {stderr}");
+    // Without --verbose, no timing.
+    let plain = streamc(&["check", "examples/word_count.rs"]);
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains("checked in"));
+}
+
+#[test]
 fn check_reports_errors_like_rustc_with_the_macro_messages() {
     let out = streamc(&["check", "tests/ui/unknown_operator.rs"]);
     assert_eq!(out.status.code(), Some(1));

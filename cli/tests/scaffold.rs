@@ -5,11 +5,11 @@
 //! The projects build with the workspace's target directory, so the dependencies compiled for the
 //! workspace are reused.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -101,8 +101,14 @@ fn scaffold_and_build(template: &str) -> (PathBuf, PathBuf) {
     (project, binary)
 }
 
+/// The longest a built binary may run: every run here stops by itself well before (`--batches`,
+/// `--run-for`, or a refused flag), so one still running has hung.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs a built binary to completion; one still running after [`RUN_LIMIT`] is killed and fails the
+/// test instead of hanging it.
 fn run_binary(binary: &Path, cwd: &Path, args: &[&str]) -> Output {
-    let child = Command::new(binary)
+    let mut child = Command::new(binary)
         .args(args)
         .current_dir(cwd)
         .env("STREAMC_LOG", "warn")
@@ -110,7 +116,39 @@ fn run_binary(binary: &Path, cwd: &Path, args: &[&str]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.wait_with_output().unwrap()
+    // Drained while we wait, so a binary that prints a lot never blocks on a full pipe.
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    let deadline = Instant::now() + RUN_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{} {args:?} still ran after {RUN_LIMIT:?} and was killed:\n{}\n{}",
+                binary.display(),
+                String::from_utf8_lossy(&stdout.join().unwrap()),
+                String::from_utf8_lossy(&stderr.join().unwrap())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
 }
 
 #[test]

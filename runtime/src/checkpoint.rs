@@ -208,6 +208,29 @@ impl CheckpointDir {
         Ok(())
     }
 
+    /// The time and source positions of every checkpoint that reads back intact, oldest first: what
+    /// the journal and write-ahead logs must keep so that any of them can still be resumed from.
+    pub fn kept(&self) -> Result<Vec<(u64, crate::source::Positions)>, String> {
+        Ok(self
+            .files()?
+            .iter()
+            .filter_map(|file| read_head(file).ok())
+            .map(|head| (head.time_ms, head.positions))
+            .collect())
+    }
+
+    /// The batch time of the oldest checkpoint file still in the directory.
+    pub fn oldest_time(&self) -> Result<Option<u64>, String> {
+        Ok(self.files()?.first().and_then(|file| {
+            file.file_name()?
+                .to_str()?
+                .strip_prefix(PREFIX)?
+                .strip_suffix(SUFFIX)?
+                .parse()
+                .ok()
+        }))
+    }
+
     /// The newest checkpoint that reads back intact. `Ok(None)` for an empty directory; an error if there
     /// are checkpoint files but none is usable.
     pub fn latest(&self) -> Result<Option<Found>, String> {
@@ -311,6 +334,25 @@ pub fn read(file: &Path) -> Result<Checkpoint, String> {
     postcard::from_bytes(unframe(&bytes)?).map_err(|e| format!("cannot decode: {e}"))
 }
 
+/// The leading fields of [`Checkpoint`], in its order, so the state need not be decoded.
+#[derive(Deserialize)]
+struct Head {
+    #[allow(dead_code)] // decoded to reach the fields after it
+    app: String,
+    #[allow(dead_code)]
+    batch_interval_ms: u64,
+    time_ms: u64,
+    positions: Vec<(String, Vec<u8>)>,
+}
+
+/// Verifies a checkpoint file whole and decodes its time and positions.
+fn read_head(file: &Path) -> Result<Head, String> {
+    let bytes = fs::read(file).map_err(|e| format!("cannot read it: {e}"))?;
+    postcard::take_from_bytes::<Head>(unframe(&bytes)?)
+        .map(|(head, _state)| head)
+        .map_err(|e| format!("cannot decode: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +424,48 @@ mod tests {
             found.skipped
         );
         assert!(found.skipped[1].contains("checksum"), "{:?}", found.skipped);
+        fs::remove_dir_all(&path).ok();
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_format_version_is_named_and_skipped() {
+        let path = dir("version");
+        let d = CheckpointDir::open(&path, 5).unwrap();
+        d.write(&checkpoint(1000)).unwrap();
+        let newer = d.write(&checkpoint(2000)).unwrap();
+        let mut bytes = fs::read(&newer).unwrap();
+        bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        fs::write(&newer, &bytes).unwrap();
+        let found = d.latest().unwrap().unwrap();
+        assert_eq!(found.checkpoint.time_ms, 1000);
+        assert!(
+            found.skipped[0].contains(&format!("format version {}", FORMAT_VERSION + 1)),
+            "{:?}",
+            found.skipped
+        );
+        fs::remove_dir_all(&path).ok();
+    }
+
+    #[test]
+    fn kept_lists_the_positions_of_every_intact_checkpoint_oldest_first() {
+        let path = dir("kept");
+        let d = CheckpointDir::open(&path, 3).unwrap();
+        for t in [1000, 2000, 3000, 4000] {
+            d.write(&checkpoint(t)).unwrap();
+        }
+        let damaged = path.join(format!("{PREFIX}{:020}{SUFFIX}", 3000));
+        let len = fs::metadata(&damaged).unwrap().len();
+        File::options()
+            .write(true)
+            .open(&damaged)
+            .unwrap()
+            .set_len(len - 1)
+            .unwrap();
+        let kept = d.kept().unwrap();
+        let times: Vec<u64> = kept.iter().map(|(t, _)| *t).collect();
+        assert_eq!(times, vec![2000, 4000], "1000 pruned, 3000 damaged");
+        assert_eq!(kept[0].1, checkpoint(2000).positions);
+        assert_eq!(d.oldest_time().unwrap(), Some(2000));
         fs::remove_dir_all(&path).ok();
     }
 

@@ -1,6 +1,6 @@
 //! Application configuration: the pipeline's defaults, overridden by a TOML file, overridden by flags.
 
-use crate::pipeline::AppSpec;
+use crate::pipeline::{AppSpec, StreamCheckpointSpec, WindowSpec};
 use crate::source::SocketOptions;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
@@ -70,6 +70,12 @@ pub struct AppConfig {
     pub stats_every: Option<usize>,
     /// Batches the monitoring keeps (Spark: 1000).
     pub batch_history: usize,
+    /// The pipeline's windows: their lengths and slides are compiled in, so a batch interval set at
+    /// run time must still divide them.
+    pub windows: &'static [WindowSpec],
+    /// The pipeline's `.checkpoint(interval)` streams, whose intervals must stay multiples of their
+    /// streams' slides.
+    pub stream_checkpoints: &'static [StreamCheckpointSpec],
 }
 
 impl AppConfig {
@@ -107,6 +113,8 @@ impl AppConfig {
             kafka_commit: false,
             kafka_max_rate_per_partition: None,
             kafka_start_offsets: BTreeMap::new(),
+            windows: spec.windows,
+            stream_checkpoints: spec.stream_checkpoints,
         }
     }
 
@@ -158,18 +166,37 @@ impl AppConfig {
 
     /// Checks values that flags or files may have set wrong.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.workers == 0 {
-            return Err(ConfigError("workers must be at least 1".into()));
+        check_workers(self.workers).map_err(ConfigError)?;
+        check_batch_interval(self.batch_interval).map_err(ConfigError)?;
+        // The compile-time rules, against the interval the run actually uses (`--batch` may differ).
+        let batch = self.batch_interval.as_millis();
+        for window in self.windows {
+            let (length, slide) = (window.length.as_millis(), window.slide.as_millis());
+            if !length.is_multiple_of(batch) || !slide.is_multiple_of(batch) {
+                return Err(ConfigError(format!(
+                    "the window of `{}` ({}, {}, sliding {}) is not a multiple of the batch interval {}: use a batch interval that divides {}",
+                    window.stream,
+                    window.operator,
+                    format_duration(window.length),
+                    format_duration(window.slide),
+                    format_duration(self.batch_interval),
+                    format_millis(gcd(length, slide)),
+                )));
+            }
         }
-        if self.batch_interval.is_zero() {
-            return Err(ConfigError(
-                "the batch interval must be longer than zero".into(),
-            ));
-        }
-        if !self.batch_interval.subsec_nanos().is_multiple_of(1_000_000) {
-            return Err(ConfigError(
-                "the batch interval must be a whole number of milliseconds".into(),
-            ));
+        // Downstream of a window, interval and slide are both compiled in and were checked then.
+        for checkpoint in self.stream_checkpoints {
+            if checkpoint.window_slide.is_none()
+                && !checkpoint.interval.as_millis().is_multiple_of(batch)
+            {
+                return Err(ConfigError(format!(
+                    "the checkpoint interval of `{}` ({}, from `.checkpoint` in the pipeline) is not a multiple of the batch interval {}: use a batch interval that divides {}",
+                    checkpoint.stream,
+                    format_duration(checkpoint.interval),
+                    format_duration(self.batch_interval),
+                    format_duration(checkpoint.interval),
+                )));
+            }
         }
         if self.write_ahead_log && self.checkpoint_dir.is_none() {
             return Err(ConfigError(
@@ -188,31 +215,88 @@ impl AppConfig {
         Ok(())
     }
 
-    /// Applies a TOML configuration file.
+    /// Applies a TOML configuration file. Every error names the file.
     pub fn apply_file(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
         let file: ConfigFile = toml::from_str(&text)
             .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
+        self.apply_config_file(file)
+            .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
+    }
+
+    fn apply_config_file(&mut self, file: ConfigFile) -> Result<(), String> {
+        let duration =
+            |key: &str, text: &str| parse_duration(text).map_err(|e| format!("`{key}`: {e}"));
+        // The flags refuse 0 for these; so does the file.
+        let positive = |key: &str, value: u64| {
+            if value == 0 {
+                Err(format!("`{key}` must be at least 1"))
+            } else {
+                Ok(value)
+            }
+        };
         if let Some(batch) = file.batch {
-            self.batch_interval =
-                parse_duration(&batch).map_err(|e| ConfigError(format!("config `batch`: {e}")))?;
+            let interval = duration("batch", &batch)?;
+            check_batch_interval(interval).map_err(|e| format!("`batch`: {e}"))?;
+            self.batch_interval = interval;
         }
         if let Some(workers) = file.workers {
+            check_workers(workers).map_err(|e| format!("`workers`: {e}"))?;
             self.workers = workers;
         }
         if let Some(dir) = file.checkpoint {
             self.checkpoint_dir = Some(dir);
         }
         if let Some(every) = file.checkpoint_every {
-            self.checkpoint_every = Some(
-                parse_duration(&every)
-                    .map_err(|e| ConfigError(format!("config `checkpoint_every`: {e}")))?,
-            );
+            let every = duration("checkpoint_every", &every)?;
+            if every.is_zero() {
+                return Err("`checkpoint_every` must be longer than zero".into());
+            }
+            self.checkpoint_every = Some(every);
+        }
+        if let Some(keep) = file.keep_checkpoints {
+            self.keep_checkpoints = positive("keep_checkpoints", keep as u64)? as usize;
+        }
+        if let Some(reset) = file.reset_state {
+            self.reset_state = reset;
+        }
+        if let Some(wal) = file.wal {
+            self.write_ahead_log = wal;
+        }
+        if let Some(batches) = file.batches {
+            self.stop_after_batches = Some(batches);
+        }
+        if let Some(run_for) = file.run_for {
+            self.run_for = Some(duration("run_for", &run_for)?);
+        }
+        if let Some(drained) = file.until_drained {
+            self.stop_when_drained = drained;
+        }
+        // `demo_rate` alone turns the demo on: a rate is only ever given to be used.
+        match (file.demo, file.demo_rate) {
+            (Some(false), _) => self.demo_rate = None,
+            (Some(true), rate) => self.demo_rate = Some(rate.unwrap_or(DEFAULT_DEMO_RATE)),
+            (None, Some(rate)) => self.demo_rate = Some(rate),
+            (None, None) => {}
+        }
+        if let Some(report) = file.report {
+            self.report = report;
         }
         if let Some(ui) = file.ui {
-            self.ui =
-                Some(parse_ui_address(&ui).map_err(|e| ConfigError(format!("config `ui`: {e}")))?);
+            self.ui = Some(parse_ui_address(&ui).map_err(|e| format!("`ui`: {e}"))?);
+        }
+        if let Some(every) = file.stats_every {
+            self.stats_every = Some(every);
+        }
+        if let Some(history) = file.batch_history {
+            self.batch_history = positive("batch_history", history as u64)? as usize;
+        }
+        if let Some(enabled) = file.backpressure {
+            self.backpressure = enabled;
+        }
+        if let Some(rate) = file.backpressure_initial_rate {
+            self.backpressure_initial_rate = Some(positive("backpressure_initial_rate", rate)?);
         }
         for (name, sink) in file.sinks {
             if let Some(url) = sink.url {
@@ -224,13 +308,10 @@ impl AppConfig {
                 self.sink_retry.attempts = attempts.max(1);
             }
             if let Some(backoff) = retry.initial_backoff {
-                self.sink_retry.initial_backoff = parse_duration(&backoff).map_err(|e| {
-                    ConfigError(format!("config `sink_retry.initial_backoff`: {e}"))
-                })?;
+                self.sink_retry.initial_backoff = duration("sink_retry.initial_backoff", &backoff)?;
             }
             if let Some(backoff) = retry.max_backoff {
-                self.sink_retry.max_backoff = parse_duration(&backoff)
-                    .map_err(|e| ConfigError(format!("config `sink_retry.max_backoff`: {e}")))?;
+                self.sink_retry.max_backoff = duration("sink_retry.max_backoff", &backoff)?;
             }
         }
         for (name, source) in file.sources {
@@ -245,6 +326,49 @@ impl AppConfig {
             if let Some(bytes) = receiver.max_line_bytes {
                 self.socket.max_line_bytes = bytes;
             }
+            if let Some(rate) = receiver.max_rate {
+                self.receiver_max_rate = Some(positive("receiver.max_rate", rate)?);
+            }
+        }
+        if let Some(kafka) = file.kafka {
+            self.apply_kafka_file(kafka)?;
+        }
+        Ok(())
+    }
+
+    fn apply_kafka_file(&mut self, kafka: KafkaFile) -> Result<(), String> {
+        #[cfg(feature = "kafka")]
+        if let Some(start) = &kafka.start {
+            self.kafka_start = start
+                .parse()
+                .map_err(|e: String| format!("`kafka.start`: {e}"))?;
+        }
+        // Without Kafka support there is no Kafka source to start; `--kafka-start` is ignored too.
+        #[cfg(not(feature = "kafka"))]
+        let _ = &kafka.start;
+        if let Some(group) = kafka.group {
+            self.kafka_group = Some(group);
+        }
+        if let Some(commit) = kafka.commit {
+            self.kafka_commit = commit;
+        }
+        if let Some(rate) = kafka.max_rate_per_partition {
+            if rate == 0 {
+                return Err("`kafka.max_rate_per_partition` must be at least 1".into());
+            }
+            self.kafka_max_rate_per_partition = Some(rate);
+        }
+        for (key, offset) in kafka.start_offsets {
+            let Some((topic, partition)) = key
+                .rsplit_once(':')
+                .and_then(|(topic, p)| Some((topic, p.parse::<i32>().ok()?)))
+            else {
+                return Err(format!(
+                    "`kafka.start_offsets`: `{key}` is not TOPIC:PARTITION (e.g. \"events:0\" = 42)"
+                ));
+            };
+            self.kafka_start_offsets
+                .insert((topic.to_string(), partition), offset);
         }
         Ok(())
     }
@@ -307,6 +431,9 @@ impl AppConfig {
         if let Some(every) = args.stats_every {
             self.stats_every = Some(every);
         }
+        if let Some(history) = args.batch_history {
+            self.batch_history = history;
+        }
         for sink in &args.sink {
             let Some((name, url)) = sink.split_once('=') else {
                 return Err(invalid(format!("--sink expects NAME=URL, got `{sink}`")));
@@ -331,7 +458,11 @@ impl AppConfig {
         self.stop_after_batches = args.batches.or(self.stop_after_batches);
         self.run_for = args.run_for.or(self.run_for);
         if args.demo {
-            self.demo_rate = Some(args.demo_rate);
+            let rate = args.demo_rate.or(self.demo_rate);
+            self.demo_rate = Some(rate.unwrap_or(DEFAULT_DEMO_RATE));
+        } else if let (Some(rate), Some(_)) = (args.demo_rate, self.demo_rate) {
+            // The file turned the demo on; the flag only changes its rate.
+            self.demo_rate = Some(rate);
         }
         self.report |= args.report;
         if let Some(dir) = args.checkpoint {
@@ -386,14 +517,46 @@ impl AppConfig {
 }
 
 fn lcm(a: u64, b: u64) -> u64 {
-    fn gcd(a: u64, b: u64) -> u64 {
-        if b == 0 {
-            a
-        } else {
-            gcd(b, a % b)
-        }
+    a / gcd(u128::from(a), u128::from(b)) as u64 * b
+}
+
+fn gcd(a: u128, b: u128) -> u128 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
-    a / gcd(a, b) * b
+}
+
+/// A duration the way a user writes one: `1s`, `500ms`, `10min`, `2h`.
+fn format_duration(duration: Duration) -> String {
+    format_millis(duration.as_millis())
+}
+
+fn format_millis(millis: u128) -> String {
+    const UNITS: [(&str, u128); 3] = [("h", 3_600_000), ("min", 60_000), ("s", 1_000)];
+    UNITS
+        .iter()
+        .find(|(_, per)| millis > 0 && millis.is_multiple_of(*per))
+        .map(|(unit, per)| format!("{}{unit}", millis / per))
+        .unwrap_or_else(|| format!("{millis}ms"))
+}
+
+fn check_workers(workers: usize) -> Result<(), String> {
+    if workers == 0 {
+        return Err("workers must be at least 1".into());
+    }
+    Ok(())
+}
+
+fn check_batch_interval(interval: Duration) -> Result<(), String> {
+    if interval.is_zero() {
+        return Err("the batch interval must be longer than zero".into());
+    }
+    if !interval.subsec_nanos().is_multiple_of(1_000_000) {
+        return Err("the batch interval must be a whole number of milliseconds".into());
+    }
+    Ok(())
 }
 
 /// A configuration value is wrong.
@@ -411,9 +574,9 @@ impl std::error::Error for ConfigError {}
 /// The flags every streamc application accepts.
 #[derive(Parser, Debug)]
 struct AppArgs {
-    /// TOML configuration file (keys: batch, workers, checkpoint, checkpoint_every, [sources.NAME]
-    /// address, [receiver] buffer_bytes, max_line_bytes, [sinks.NAME] url, [sink_retry] attempts,
-    /// initial_backoff, max_backoff, ui); flags override it.
+    /// TOML configuration file: every flag's setting, under the flag's name in snake case (batch =
+    /// "500ms", workers = 4, ...), grouped in [sources.NAME], [receiver], [kafka], [sinks.NAME] and
+    /// [sink_retry] tables (see the book's Running chapter); flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Batch interval, e.g. 500ms, 1s, 2min.
@@ -441,9 +604,9 @@ struct AppArgs {
     /// Feed every socket source from a built-in local generator of words (no `nc` needed).
     #[arg(long)]
     demo: bool,
-    /// Lines per second the demo generator writes.
-    #[arg(long, default_value_t = 2, value_name = "LINES")]
-    demo_rate: u64,
+    /// Lines per second the demo generator writes (default 2).
+    #[arg(long, value_name = "LINES")]
+    demo_rate: Option<u64>,
     /// Print a summary of the run (batches, delays, records) when it stops.
     #[arg(long)]
     report: bool,
@@ -511,8 +674,24 @@ struct AppArgs {
     /// Print a summary of processing time and delays every N batches.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
     stats_every: Option<usize>,
+    /// Batches the monitoring (--ui) keeps for its pages and API (default 1000).
+    #[arg(long, value_name = "N", value_parser = parse_positive_count)]
+    batch_history: Option<usize>,
 }
 
+fn parse_positive_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a whole number")),
+    }
+}
+
+/// Lines per second of `--demo` when no rate is given.
+const DEFAULT_DEMO_RATE: u64 = 2;
+
+/// The `--config` file. Keys are the flags' names in snake case; a flag's value replaces the key's. A
+/// boolean flag can only turn its setting on, so `report = true` in the file cannot be undone by a flag.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
@@ -520,13 +699,39 @@ struct ConfigFile {
     workers: Option<usize>,
     checkpoint: Option<PathBuf>,
     checkpoint_every: Option<String>,
+    keep_checkpoints: Option<usize>,
+    reset_state: Option<bool>,
+    wal: Option<bool>,
+    batches: Option<u64>,
+    run_for: Option<String>,
+    until_drained: Option<bool>,
+    demo: Option<bool>,
+    demo_rate: Option<u64>,
+    report: Option<bool>,
+    ui: Option<String>,
+    stats_every: Option<usize>,
+    batch_history: Option<usize>,
+    backpressure: Option<bool>,
+    backpressure_initial_rate: Option<u64>,
     #[serde(default)]
     sources: BTreeMap<String, SourceFile>,
     receiver: Option<ReceiverFile>,
-    ui: Option<String>,
+    kafka: Option<KafkaFile>,
     #[serde(default)]
     sinks: BTreeMap<String, SinkFile>,
     sink_retry: Option<SinkRetryFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaFile {
+    start: Option<String>,
+    group: Option<String>,
+    commit: Option<bool>,
+    max_rate_per_partition: Option<u64>,
+    /// `"TOPIC:PARTITION" = OFFSET`.
+    #[serde(default)]
+    start_offsets: BTreeMap<String, i64>,
 }
 
 #[derive(Deserialize)]
@@ -554,6 +759,7 @@ struct SourceFile {
 struct ReceiverFile {
     buffer_bytes: Option<usize>,
     max_line_bytes: Option<usize>,
+    max_rate: Option<u64>,
 }
 
 /// `HOST:PORT`, or a bare port on the loopback interface (monitoring stays local unless asked).
@@ -616,6 +822,25 @@ mod tests {
             stream: "counts",
             kind: "print",
         }],
+        windows: &[],
+        stream_checkpoints: &[],
+    };
+
+    const WINDOWED: AppSpec = AppSpec {
+        checkpoint_dir: Some("checkpoints/demo"),
+        state_slide: Duration::from_secs(10),
+        windows: &[WindowSpec {
+            stream: "hot",
+            operator: "reduce_by_key_and_window",
+            length: Duration::from_secs(60),
+            slide: Duration::from_secs(10),
+        }],
+        stream_checkpoints: &[StreamCheckpointSpec {
+            stream: "counts",
+            interval: Duration::from_secs(4),
+            window_slide: None,
+        }],
+        ..SPEC
     };
 
     #[test]
@@ -678,5 +903,151 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not a duration"), "{err}");
+    }
+
+    #[test]
+    fn a_batch_interval_set_at_run_time_must_divide_windows_and_stream_checkpoints() {
+        let err = AppConfig::from_spec(&WINDOWED)
+            .apply_args(&WINDOWED, ["--batch", "7s"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "the window of `hot` (reduce_by_key_and_window, 1min, sliding 10s) is not a multiple \
+                 of the batch interval 7s: use a batch interval that divides 10s"
+            ),
+            "{err}"
+        );
+        let err = AppConfig::from_spec(&WINDOWED)
+            .apply_args(&WINDOWED, ["--batch", "5s"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the checkpoint interval of `counts` (4s")
+                && err.contains("not a multiple of the batch interval 5s"),
+            "{err}"
+        );
+        for batch in ["2s", "500ms"] {
+            let mut config = AppConfig::from_spec(&WINDOWED);
+            config.apply_args(&WINDOWED, ["--batch", batch]).unwrap();
+        }
+        // Set in code rather than by a flag: the engine validates before it starts.
+        let mut config = AppConfig::from_spec(&WINDOWED);
+        config.batch_interval = Duration::from_secs(3);
+        assert!(config.validate().is_err());
+    }
+
+    fn config_file(name: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("streamc-config-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+
+    #[test]
+    fn every_flag_has_a_config_key_and_flags_override_them() {
+        let file = config_file(
+            "all.toml",
+            "batches = 5\nrun_for = \"30s\"\nkeep_checkpoints = 7\nreport = true\n\
+             until_drained = true\nstats_every = 10\nbatch_history = 50\nbackpressure = true\n\
+             backpressure_initial_rate = 100\ndemo_rate = 9\n\
+             [receiver]\nmax_rate = 1000\n\
+             [kafka]\ngroup = \"g\"\ncommit = true\nmax_rate_per_partition = 20\n\
+             [kafka.start_offsets]\n\"events:1\" = 42\n",
+        );
+        let path = file.to_string_lossy().to_string();
+        let mut config = AppConfig::from_spec(&SPEC);
+        config
+            .apply_args(&SPEC, ["--config", path.as_str()])
+            .unwrap();
+        assert_eq!(config.stop_after_batches, Some(5));
+        assert_eq!(config.run_for, Some(Duration::from_secs(30)));
+        assert_eq!(config.keep_checkpoints, 7);
+        assert!(config.report && config.stop_when_drained && config.backpressure);
+        assert_eq!(config.stats_every, Some(10));
+        assert_eq!(config.batch_history, 50);
+        assert_eq!(config.backpressure_initial_rate, Some(100));
+        assert_eq!(config.demo_rate, Some(9));
+        assert_eq!(config.receiver_max_rate, Some(1000));
+        assert_eq!(config.kafka_group.as_deref(), Some("g"));
+        assert!(config.kafka_commit);
+        assert_eq!(config.kafka_max_rate_per_partition, Some(20));
+        assert_eq!(
+            config.kafka_start_offsets.get(&("events".to_string(), 1)),
+            Some(&42)
+        );
+        let mut config = AppConfig::from_spec(&SPEC);
+        config
+            .apply_args(
+                &SPEC,
+                [
+                    "--config",
+                    path.as_str(),
+                    "--batches",
+                    "2",
+                    "--receiver-max-rate",
+                    "5",
+                    "--batch-history",
+                    "3",
+                    "--demo-rate",
+                    "4",
+                ],
+            )
+            .unwrap();
+        assert_eq!(config.stop_after_batches, Some(2));
+        assert_eq!(config.receiver_max_rate, Some(5));
+        assert_eq!(config.batch_history, 3);
+        assert_eq!(config.demo_rate, Some(4));
+        std::fs::remove_file(&file).ok();
+    }
+
+    #[test]
+    fn config_file_errors_name_the_file_and_the_key() {
+        for (name, text, problem) in [
+            ("unknown.toml", "bogus = 1\n", "unknown field `bogus`"),
+            ("type.toml", "workers = \"four\"\n", "invalid type"),
+            (
+                "zero.toml",
+                "batch = \"0s\"\n",
+                "`batch`: the batch interval must be longer than zero",
+            ),
+            (
+                "workers.toml",
+                "workers = 0\n",
+                "`workers`: workers must be at least 1",
+            ),
+            (
+                "rate.toml",
+                "[receiver]\nmax_rate = 0\n",
+                "`receiver.max_rate` must be at least 1",
+            ),
+            (
+                "offsets.toml",
+                "[kafka.start_offsets]\nevents = 1\n",
+                "`events` is not TOPIC:PARTITION",
+            ),
+            ("syntax.toml", "batch = \n", "TOML parse error"),
+        ] {
+            let file = config_file(name, text);
+            let err = AppConfig::from_spec(&SPEC)
+                .apply_file(&file)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("config file {}", file.display())),
+                "{err}"
+            );
+            assert!(err.contains(problem), "{name}: {err}");
+            std::fs::remove_file(&file).ok();
+        }
+        let err = AppConfig::from_spec(&SPEC)
+            .apply_file(std::path::Path::new("/no/such/streamc.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot read config file /no/such/streamc.toml"),
+            "{err}"
+        );
     }
 }

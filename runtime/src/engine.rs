@@ -339,6 +339,10 @@ pub(crate) struct Checkpointer {
     every_ms: u64,
     app: String,
     interval_ms: u64,
+    /// Time and source positions of each checkpoint kept in the directory, oldest first. A damaged
+    /// newest checkpoint falls back to an older one, so the batch journal and the write-ahead logs
+    /// are trimmed only up to the oldest.
+    kept: std::sync::Mutex<std::collections::VecDeque<(u64, crate::source::Positions)>>,
 }
 
 impl Checkpointer {
@@ -352,11 +356,13 @@ impl Checkpointer {
             let removed = dir.reset().map_err(RunError)?;
             tracing::warn!(dir = %path.display(), removed, "--reset-state: discarded the existing checkpoints");
         }
+        let kept = dir.kept().map_err(RunError)?.into();
         Ok(Some(Self {
             dir,
             every_ms: config.checkpoint_interval().as_millis().max(1) as u64,
             app: config.name.clone(),
             interval_ms: config.batch_interval.as_millis() as u64,
+            kept: std::sync::Mutex::new(kept),
         }))
     }
 
@@ -456,13 +462,14 @@ impl Checkpointer {
     }
 
     /// Writes the checkpoint of batch `time`. A failure (a full disk) is logged and the run goes on: the
-    /// previous checkpoint stays complete, and the next one tries again.
+    /// previous checkpoint stays complete, and the next one tries again. Returns how long it took, its
+    /// size, and the source positions of the oldest checkpoint kept: logs before them may go.
     pub(crate) fn write<P: Pipeline>(
         &self,
         pipeline: &P,
         time: Time,
         positions: Vec<(String, Vec<u8>)>,
-    ) -> Result<(Duration, u64), String> {
+    ) -> Result<(Duration, u64, crate::source::Positions), String> {
         let started = Instant::now();
         let states = pipeline.state().snapshot()?;
         let checkpoint = Checkpoint {
@@ -473,9 +480,16 @@ impl Checkpointer {
             states,
         };
         let file = self.dir.write(&checkpoint)?;
-        self.dir.forget_journal_through(time.millis())?;
+        let oldest_file = self.dir.oldest_time()?.unwrap_or(checkpoint.time_ms);
+        let (oldest_time, oldest_positions) = {
+            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            kept.retain(|(t, _)| *t >= oldest_file && *t < checkpoint.time_ms);
+            kept.push_back((checkpoint.time_ms, checkpoint.positions));
+            kept.front().cloned().unwrap_or_default()
+        };
+        self.dir.forget_journal_through(oldest_time)?;
         let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-        Ok((started.elapsed(), bytes))
+        Ok((started.elapsed(), bytes, oldest_positions))
     }
 }
 
@@ -835,13 +849,12 @@ pub(crate) fn run_batch<P: Pipeline>(
         machinery.completed.set(positions.clone());
     }
     let checkpoint = match checkpointer {
-        Some(c) if checkpoint_due => {
-            let written = c.write(pipeline, time, positions.clone());
-            if written.is_ok() {
-                machinery.checkpointed.set(positions.clone());
-            }
-            Some(written)
-        }
+        Some(c) if checkpoint_due => Some(c.write(pipeline, time, positions.clone()).map(
+            |(took, bytes, oldest_kept)| {
+                machinery.checkpointed.set(oldest_kept);
+                (took, bytes)
+            },
+        )),
         _ => None,
     };
     BatchOutcome {
@@ -1013,4 +1026,128 @@ fn watch_signals(runtime: &tokio::runtime::Runtime, stop: StopHandle) {
             stop.stop();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// `n` ms after `time`'s tick.
+    fn at(time: Time, n: u64) -> SystemTime {
+        time.to_system_time() + ms(n)
+    }
+
+    fn outcome(jobs_ms: u64, checkpoint: Option<Result<(Duration, u64), String>>) -> BatchOutcome {
+        BatchOutcome {
+            failure: None,
+            processing: ms(jobs_ms),
+            checkpoint,
+        }
+    }
+
+    fn records(n: usize) -> Vec<(String, usize)> {
+        vec![("lines".to_string(), n)]
+    }
+
+    // The delays are measured from the batch time, as `BatchInfo` documents: Spark's scheduling delay
+    // (start - submission, the wait in the queue) plus the time the cut took. Total delay is then
+    // Spark's scheduling + processing, plus the checkpoint when one follows the batch.
+    #[test]
+    fn delays_come_from_the_batch_submission_start_and_end_times() {
+        let first = Time(1_700_000_000_000);
+        // Cut 4 ms after its tick, started 1 ms later; its jobs take 2.5 s, over two intervals.
+        let slow = batch_info(
+            first,
+            records(10),
+            (at(first, 4), at(first, 5), at(first, 2505)),
+            outcome(2500, None),
+        );
+        assert_eq!(slow.scheduling_delay, ms(5));
+        assert_eq!(slow.processing_time, ms(2500));
+        assert_eq!(slow.total_delay, ms(2505));
+        assert_eq!(
+            slow.total_delay,
+            slow.scheduling_delay + slow.processing_time
+        );
+        assert_eq!(slow.total_records(), 10);
+        assert_eq!((slow.checkpoint_time, slow.failure), (None, None));
+
+        // The next batch was cut on time, then waited in the queue until the slow one ended.
+        let second = first.plus(ms(1000));
+        let waited = batch_info(
+            second,
+            records(3),
+            (at(second, 4), at(first, 2505), at(first, 2805)),
+            outcome(300, None),
+        );
+        let in_queue = waited
+            .started
+            .duration_since(waited.submitted)
+            .unwrap_or_default();
+        assert_eq!(in_queue, ms(1501));
+        assert_eq!(waited.scheduling_delay, ms(4) + in_queue);
+        assert_eq!(waited.processing_time, ms(300));
+        assert_eq!(waited.total_delay, ms(1805));
+        assert_eq!(
+            waited.total_delay,
+            waited.scheduling_delay + waited.processing_time
+        );
+
+        // Behind both; its jobs take 200 ms and a 50 ms checkpoint follows, which processing time
+        // leaves out and total delay includes.
+        let third = first.plus(ms(2000));
+        let checkpointed = batch_info(
+            third,
+            records(0),
+            (at(third, 4), at(first, 2805), at(first, 3055)),
+            outcome(200, Some(Ok((ms(50), 4096)))),
+        );
+        assert_eq!(checkpointed.scheduling_delay, ms(805));
+        assert_eq!(checkpointed.processing_time, ms(200));
+        assert_eq!(checkpointed.checkpoint_time, Some(ms(50)));
+        assert_eq!(checkpointed.checkpoint_bytes, Some(4096));
+        assert_eq!(checkpointed.total_delay, ms(1055));
+        assert_eq!(
+            checkpointed.total_delay,
+            checkpointed.scheduling_delay + checkpointed.processing_time + ms(50)
+        );
+    }
+
+    #[test]
+    fn failures_and_a_clock_stepped_back_are_reported_not_fatal() {
+        let time = Time(1_700_000_000_000);
+        let failed = batch_info(
+            time,
+            records(1),
+            (at(time, 1), at(time, 2), at(time, 30)),
+            BatchOutcome {
+                failure: Some(Failure {
+                    message: "the sink gave up".into(),
+                    output_failed: true,
+                }),
+                processing: ms(28),
+                checkpoint: Some(Err("disk full".into())),
+            },
+        );
+        assert_eq!(failed.failure.as_deref(), Some("the sink gave up"));
+        assert!(failed.output_failed);
+        assert_eq!(
+            (failed.checkpoint_time, failed.checkpoint_bytes),
+            (None, None)
+        );
+        // The wall clock went back 10 ms between the tick and the start: zero, not a panic.
+        let before = time.to_system_time() - ms(10);
+        let stepped = batch_info(
+            time,
+            records(1),
+            (before, before, at(time, 20)),
+            outcome(30, None),
+        );
+        assert_eq!(stepped.scheduling_delay, Duration::ZERO);
+        assert_eq!(stepped.total_delay, ms(20));
+    }
 }

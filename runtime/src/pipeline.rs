@@ -38,6 +38,10 @@ pub struct AppSpec {
     pub state_slide: Duration,
     pub sources: &'static [SourceSpec],
     pub outputs: &'static [OutputSpec],
+    /// Every window, so a batch interval changed at run time can be checked against them.
+    pub windows: &'static [WindowSpec],
+    /// Every `.checkpoint(interval)` on a stream, checked again when the batch interval changes.
+    pub stream_checkpoints: &'static [StreamCheckpointSpec],
 }
 
 /// A source, by its `let` name and operator.
@@ -52,6 +56,26 @@ pub struct SourceSpec {
 pub struct OutputSpec {
     pub stream: &'static str,
     pub kind: &'static str,
+}
+
+/// A window, by the stream it makes and the operator the user wrote (`count_by_window`, not what it is
+/// lowered to). Length and slide are fixed in the generated code; only the batch interval can change.
+#[derive(Debug)]
+pub struct WindowSpec {
+    pub stream: &'static str,
+    pub operator: &'static str,
+    pub length: Duration,
+    pub slide: Duration,
+}
+
+/// `.checkpoint(interval)` on a stream.
+#[derive(Debug)]
+pub struct StreamCheckpointSpec {
+    pub stream: &'static str,
+    pub interval: Duration,
+    /// The slide of the window upstream of the stream; `None` when no window is, so the stream has data
+    /// every batch, whatever the batch interval is at run time.
+    pub window_slide: Option<Duration>,
 }
 
 /// Building the pipeline failed (a source or broadcast value could not be created).

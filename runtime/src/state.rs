@@ -101,16 +101,25 @@ impl StateRegistry {
         partitions: usize,
         f: impl FnOnce(&mut T) -> R,
     ) -> Result<R, String> {
+        self.with_initial(index, partitions, T::fresh, f)
+    }
+
+    /// [`StateRegistry::with`], where a slot that neither ran nor was restored starts as
+    /// `initial(partitions)` (an operator's initial state) instead of empty.
+    pub fn with_initial<T: StateData, R>(
+        &self,
+        index: usize,
+        partitions: usize,
+        initial: impl FnOnce(usize) -> T,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> Result<R, String> {
         let slot = &self.slots[index];
         let mut cell = self.cell(index);
         if let Cell::Saved(saved) = &*cell {
-            if saved.types != T::describe() {
+            if let Some(change) = type_change(&saved.types, &T::describe()) {
                 return Err(format!(
-                    "the state of `{}` ({}) changed type: the checkpoint holds {}, the pipeline now keeps {}",
-                    slot.name,
-                    slot.kind,
-                    saved.types,
-                    T::describe()
+                    "the state of `{}` ({}) changed type: {change}",
+                    slot.name, slot.kind,
                 ));
             }
             let loaded = T::load(&saved.bytes, partitions).map_err(|e| {
@@ -119,7 +128,7 @@ impl StateRegistry {
             *cell = Cell::Live(Box::new(loaded));
         }
         if matches!(*cell, Cell::Empty) {
-            *cell = Cell::Live(Box::new(T::fresh(partitions)));
+            *cell = Cell::Live(Box::new(initial(partitions)));
         }
         let Cell::Live(state) = &mut *cell else {
             unreachable!("made live above")
@@ -135,6 +144,10 @@ impl StateRegistry {
 
     /// Dry run: checks that slot `index` can be used as `T`, remembering any problem.
     pub fn check<T: StateData>(&self, index: usize, partitions: usize) {
+        if matches!(*self.cell(index), Cell::Empty) {
+            // Nothing restored: nothing to check, and the slot stays empty for its initial state.
+            return;
+        }
         if let Err(problem) = self.with::<T, ()>(index, partitions, |_| ()) {
             self.problems
                 .lock()
@@ -204,6 +217,49 @@ impl StateRegistry {
     }
 }
 
+/// Separates a description's type names from the layout traced from its serde implementation.
+const SCHEMA: &str = "\nschema ";
+
+/// A state description: the Rust type names, for people, and, where serde lets it be traced, the
+/// layout of `T` as serde sees it (field names and types, enum variants), for the check. The layout
+/// does not depend on module paths, so moving a type keeps its checkpoints, while adding, removing or
+/// retyping a field — which would decode into wrong values or not at all — is refused.
+fn described<T: DeserializeOwned>(names: String) -> String {
+    use serde_reflection::{Tracer, TracerConfig};
+    let mut tracer = Tracer::new(TracerConfig::default());
+    let traced = tracer
+        .trace_simple_type::<T>()
+        .ok()
+        .and_then(|(format, _)| Some((format, tracer.registry().ok()?)))
+        .and_then(|layout| serde_json::to_string(&layout).ok());
+    match traced {
+        Some(layout) => format!("{names}{SCHEMA}{layout}"),
+        // A type whose deserializer validates its input cannot be traced: its names are compared.
+        None => names,
+    }
+}
+
+/// Why state saved as `saved` cannot be restored as `now` (descriptions from [`described`]); `None`
+/// when it can.
+fn type_change(saved: &str, now: &str) -> Option<String> {
+    let split = |d: &str| match d.split_once(SCHEMA) {
+        Some((names, layout)) => (names.to_string(), Some(layout.to_string())),
+        None => (d.to_string(), None),
+    };
+    let ((saved_names, saved_layout), (now_names, now_layout)) = (split(saved), split(now));
+    let what = if saved_names == now_names {
+        format!("{now_names} has different fields or variants than when the checkpoint was written")
+    } else {
+        format!("the checkpoint holds {saved_names}, the pipeline now keeps {now_names}")
+    };
+    match (saved_layout, now_layout) {
+        (Some(before), Some(after)) if before == after => None,
+        (Some(before), Some(after)) => Some(format!("{what} (then: {before}; now: {after})")),
+        _ if saved_names == now_names => None,
+        _ => Some(what),
+    }
+}
+
 /// Keyed state (`update_state_by_key`, `map_with_state`), one map per partition.
 pub struct KeyedState<K, S> {
     pub(crate) parts: Vec<FastMap<K, S>>,
@@ -215,6 +271,15 @@ fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     postcard::from_bytes(bytes).map_err(|e| e.to_string())
+}
+
+impl<K: Hash + Eq, S> KeyedState<K, S> {
+    /// State holding `pairs`, spread over `partitions` as the shuffle spreads keys.
+    pub(crate) fn from_pairs(pairs: impl IntoIterator<Item = (K, S)>, partitions: usize) -> Self {
+        Self {
+            parts: spread(pairs, partitions),
+        }
+    }
 }
 
 fn spread<K: Hash + Eq, V>(
@@ -236,7 +301,7 @@ where
     S: Send + Serialize + DeserializeOwned + 'static,
 {
     fn describe() -> String {
-        format!("keyed<{}, {}>", type_name::<K>(), type_name::<S>())
+        described::<(K, S)>(format!("keyed<{}, {}>", type_name::<K>(), type_name::<S>()))
     }
 
     fn fresh(partitions: usize) -> Self {
@@ -297,7 +362,11 @@ where
     V: Send + Serialize + DeserializeOwned + 'static,
 {
     fn describe() -> String {
-        format!("window<{}, {}>", type_name::<K>(), type_name::<V>())
+        described::<(K, V)>(format!(
+            "window<{}, {}>",
+            type_name::<K>(),
+            type_name::<V>()
+        ))
     }
 
     fn fresh(partitions: usize) -> Self {
@@ -398,7 +467,7 @@ where
     T: Send + Serialize + DeserializeOwned + 'static,
 {
     fn describe() -> String {
-        format!("records<{}>", type_name::<T>())
+        described::<T>(format!("records<{}>", type_name::<T>()))
     }
 
     fn fresh(_partitions: usize) -> Self {
@@ -482,6 +551,57 @@ mod tests {
         assert!(
             err.contains("`totals`") && err.contains("no longer has") && err.contains("running"),
             "{err}"
+        );
+    }
+
+    mod before {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        pub struct Clicks {
+            pub count: u64,
+        }
+    }
+
+    mod moved {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        pub struct Clicks {
+            pub count: u64,
+        }
+    }
+
+    mod grown {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        pub struct Clicks {
+            pub count: u64,
+            pub last_seen: u32,
+        }
+    }
+
+    /// State of `before::Clicks` saved, then checked as `T`: the problems found.
+    fn restored_as<T: StateData>() -> Vec<String> {
+        let registry = StateRegistry::new(&[("clicks", "update_state_by_key")]);
+        registry
+            .with::<KeyedState<String, before::Clicks>, _>(0, 1, |s| {
+                s.parts[0].insert("ad".into(), before::Clicks { count: 3 });
+            })
+            .unwrap();
+        let restored = StateRegistry::new(&[("clicks", "update_state_by_key")]);
+        restored.restore(registry.snapshot().unwrap()).unwrap();
+        restored.check::<T>(0, 1);
+        restored.take_problems()
+    }
+
+    #[test]
+    fn a_state_type_is_compared_by_its_fields_not_its_module_path() {
+        assert_eq!(
+            restored_as::<KeyedState<String, moved::Clicks>>(),
+            Vec::<String>::new(),
+            "the same fields under another module path resume"
+        );
+        let problems = restored_as::<KeyedState<String, grown::Clicks>>();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("`clicks`") && problems[0].contains("last_seen"),
+            "{problems:?}"
         );
     }
 

@@ -22,20 +22,35 @@ fn with_state<T: StateData, R>(
     partitions: usize,
     f: impl FnOnce(&mut T) -> R,
 ) -> R {
+    with_state_from(state, slot, partitions, T::fresh, f)
+}
+
+/// [`with_state`] for an operator with an initial state, which a fresh start begins with.
+fn with_state_from<T: StateData, R>(
+    state: &StateRegistry,
+    slot: usize,
+    partitions: usize,
+    initial: impl FnOnce(usize) -> T,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
     state
-        .with(slot, partitions, f)
+        .with_initial(slot, partitions, initial, f)
         .unwrap_or_else(|problem| panic!("{problem}"))
 }
 
 /// `update_state_by_key`: Spark's semantics. Every key held or seen in the batch gets
 /// `f(new values, previous state)`; `None` removes the key. The stream is the whole state after the batch.
-pub fn update_state_by_key<D, K, V, S, B, F>(
+/// `initial` gives the `(key, state)` pairs a fresh start begins with (Spark's initial RDD); it is
+/// called once, and not at all when the state comes from a checkpoint.
+#[allow(clippy::too_many_arguments)]
+pub fn update_state_by_key<D, K, V, S, B, F, G, I>(
     ctx: &BatchContext<'_>,
     state: &StateRegistry,
     slot: usize,
     data: D,
     body: B,
     f: F,
+    initial: G,
 ) -> Partitions<(K, S)>
 where
     D: Partitioned,
@@ -44,6 +59,8 @@ where
     S: Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
     B: Fn(D::Part, &mut Vec<(K, V)>) + Sync + Send,
     F: Fn(&[V], Option<S>) -> Option<S> + Sync + Send,
+    G: FnOnce() -> I,
+    I: IntoIterator<Item = (K, S)>,
 {
     let n = ctx.workers;
     if ctx.dry_run {
@@ -51,7 +68,8 @@ where
         return Vec::new();
     }
     let grouped = group_buckets(shuffle_by_key(ctx, data, body));
-    with_state(state, slot, n, |held: &mut KeyedState<K, S>| {
+    let initial = |parts| KeyedState::from_pairs(initial(), parts);
+    with_state_from(state, slot, n, initial, |held: &mut KeyedState<K, S>| {
         held.parts
             .par_iter_mut()
             .zip(grouped.into_par_iter())
@@ -128,8 +146,10 @@ impl<S> StateCell<S> {
 /// touched, not the keys held — and emits what it returns. With a timeout, keys idle for longer get one
 /// last call (value `None`, `is_timing_out()`) and are dropped; idle keys are looked for in full-scan
 /// batches (checkpoint batches), as Spark does. With `snapshots`, the second result is all state.
+/// `initial` seeds a fresh start, as for [`update_state_by_key`]; seeded keys count as touched at the
+/// first batch.
 #[allow(clippy::too_many_arguments)]
-pub fn map_with_state<D, K, V, S, U, B, F>(
+pub fn map_with_state<D, K, V, S, U, B, F, G, I>(
     ctx: &BatchContext<'_>,
     state: &StateRegistry,
     slot: usize,
@@ -138,6 +158,7 @@ pub fn map_with_state<D, K, V, S, U, B, F>(
     f: F,
     timeout_ms: u64,
     snapshots: bool,
+    initial: G,
 ) -> (Partitions<U>, Partitions<(K, S)>)
 where
     D: Partitioned,
@@ -147,6 +168,8 @@ where
     U: Send,
     B: Fn(D::Part, &mut Vec<(K, V)>) + Sync + Send,
     F: Fn(&K, Option<V>, &mut StateCell<S>) -> U + Sync + Send,
+    G: FnOnce() -> I,
+    I: IntoIterator<Item = (K, S)>,
 {
     let n = ctx.workers;
     if ctx.dry_run {
@@ -156,8 +179,14 @@ where
     let now = ctx.time.millis();
     let per_reducer = shuffle_by_key(ctx, data, body);
     let scan = timeout_ms > 0 && ctx.full_scan;
-    let results: Vec<(Vec<U>, Snapshot<K, S>)> =
-        with_state(state, slot, n, |held: &mut KeyedState<K, (S, u64)>| {
+    let initial =
+        |parts| KeyedState::from_pairs(initial().into_iter().map(|(k, s)| (k, (s, now))), parts);
+    let results: Vec<(Vec<U>, Snapshot<K, S>)> = with_state_from(
+        state,
+        slot,
+        n,
+        initial,
+        |held: &mut KeyedState<K, (S, u64)>| {
             held.parts
                 .par_iter_mut()
                 .zip(per_reducer.into_par_iter())
@@ -200,7 +229,8 @@ where
                     (out, snapshot)
                 })
                 .collect()
-        });
+        },
+    );
     results.into_iter().unzip()
 }
 

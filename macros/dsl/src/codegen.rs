@@ -64,6 +64,23 @@ impl<'g> Generator<'g> {
         Ident::new(&name, Span::mixed_site())
     }
 
+    /// The name a window is known by: its `let` binding, else the binding of the `map` that ends a
+    /// lowered shorthand (`count_by_window`), else the stream it windows.
+    fn window_stream(&self, id: NodeId) -> String {
+        let nodes = &self.graph.nodes;
+        let node = &nodes[id];
+        if node.binding.is_none() && node.origin.is_some() {
+            let lowered_end = nodes
+                .iter()
+                .find(|n| n.origin == node.origin && n.inputs() == [id])
+                .and_then(|n| n.binding.as_ref());
+            if let Some(binding) = lowered_end {
+                return binding.to_string();
+            }
+        }
+        self.graph.stream_name(id)
+    }
+
     fn materialized(&self, id: NodeId) -> bool {
         let node = &self.graph.nodes[id];
         match node.operator() {
@@ -140,6 +157,55 @@ impl<'g> Generator<'g> {
             Some(ms) => quote!(::core::option::Option::Some(#p::Duration::from_millis(#ms))),
             None => quote!(::core::option::Option::None),
         };
+        // `__private` does not re-export these; `streamc::pipeline` is public.
+        let spec_types = quote!(::streamc::pipeline);
+        let window_specs = g
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(id, _)| self.live[*id])
+            .filter_map(|(id, n)| n.window.map(|w| (id, n, w)))
+            .map(|(id, n, w)| {
+                let stream = self.window_stream(id);
+                let operator = n.origin.unwrap_or(n.label());
+                let (length, slide) = (w.length_millis, w.slide_millis);
+                quote! {
+                    #spec_types::WindowSpec {
+                        stream: #stream,
+                        operator: #operator,
+                        length: #p::Duration::from_millis(#length),
+                        slide: #p::Duration::from_millis(#slide),
+                    }
+                }
+            });
+        // Downstream of a window a stream's slide is fixed at compile time; elsewhere it is the batch
+        // interval, whatever that is at run time. Inputs precede their readers.
+        let mut windowed = vec![false; g.nodes.len()];
+        for (id, n) in g.nodes.iter().enumerate() {
+            let downstream = n.inputs().iter().any(|&input| windowed[input]);
+            windowed[id] = n.window.is_some() || downstream;
+        }
+        let stream_checkpoints = g
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(id, n)| n.checkpoint.map(|(ms, _)| (id, ms)))
+            .map(|(id, ms)| {
+                let stream = g.stream_name(id);
+                let window_slide = if windowed[id] {
+                    let slide = g.slides[id];
+                    quote!(::core::option::Option::Some(#p::Duration::from_millis(#slide)))
+                } else {
+                    quote!(::core::option::Option::None)
+                };
+                quote! {
+                    #spec_types::StreamCheckpointSpec {
+                        stream: #stream,
+                        interval: #p::Duration::from_millis(#ms),
+                        window_slide: #window_slide,
+                    }
+                }
+            });
         let broadcast_fields = g.broadcasts.iter().map(|b| {
             let (name, ty) = (&b.name, &b.ty);
             quote!(#name: #ty)
@@ -183,6 +249,8 @@ impl<'g> Generator<'g> {
                     state_slide: #p::Duration::from_millis(#state_slide),
                     sources: &[#(#source_specs),*],
                     outputs: &[#(#output_specs),*],
+                    windows: &[#(#window_specs),*],
+                    stream_checkpoints: &[#(#stream_checkpoints),*],
                 };
 
                 impl #p::Pipeline for Pipeline {
@@ -465,7 +533,8 @@ impl<'g> Generator<'g> {
             }
             (_, "update_state_by_key") => {
                 let (slot, f) = (node.slot.expect("stateful"), &args[0]);
-                quote_spanned!(span=> #stateful::update_state_by_key(#ctx, &self.state, #slot, #root, #body, #f))
+                let initial = initial_state(node);
+                quote_spanned!(span=> #stateful::update_state_by_key(#ctx, &self.state, #slot, #root, #body, #f, #initial))
             }
             (_, "map_with_state") => {
                 let (slot, f, timeout) =
@@ -484,9 +553,10 @@ impl<'g> Generator<'g> {
                     Some((s, _)) => (true, self.var(s)),
                     None => (false, Ident::new("_", Span::mixed_site())),
                 };
+                let initial = initial_state(node);
                 return Some(quote_spanned! {span=>
                     let (#mapped, #snapshot_var) =
-                        #stateful::map_with_state(#ctx, &self.state, #slot, #root, #body, #f, #timeout, #wanted);
+                        #stateful::map_with_state(#ctx, &self.state, #slot, #root, #body, #f, #timeout, #wanted, #initial);
                 });
             }
             (_, "window") => {
@@ -534,5 +604,20 @@ impl<'g> Generator<'g> {
             let var = self.var(id);
             Some(quote!(let #var = #call;))
         }
+    }
+}
+
+/// The initial state of a keyed state operator, as a function the runtime calls once, on a fresh
+/// start: the user's `initial = pairs`, or none (`std::iter::empty`, typed by the operator).
+fn initial_state(node: &crate::graph::Node) -> TokenStream {
+    match &node.initial_state {
+        // A closure, so that the pairs are only computed on a fresh start; `initial = load()` would
+        // otherwise make clippy call it redundant in the user's crate.
+        Some(pairs) => quote_spanned! {node.span=> {
+            #[allow(clippy::redundant_closure)]
+            let initial = || #pairs;
+            initial
+        }},
+        None => quote!(::std::iter::empty),
     }
 }

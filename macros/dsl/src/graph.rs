@@ -46,6 +46,9 @@ pub struct Node {
     pub window: Option<WindowSpec>,
     /// `map_with_state`'s timeout (0: none).
     pub timeout_millis: u64,
+    /// `initial = expr` of `update_state_by_key` / `map_with_state`: the `(key, state)` pairs a fresh
+    /// start (no checkpoint) begins with.
+    pub initial_state: Option<Expr>,
     /// The state slot of a stateful node.
     pub slot: Option<usize>,
     /// `.checkpoint(interval)` on this stream: checkpoint at least this often (ms), and where it was
@@ -555,6 +558,7 @@ impl Builder {
             origin: None,
             window: None,
             timeout_millis: 0,
+            initial_state: None,
             slot: None,
             checkpoint: None,
         });
@@ -627,6 +631,7 @@ impl Builder {
         args: Vec<Expr>,
     ) -> Result<NodeId, Diagnostics> {
         let span = method.span();
+        let (args, initial_state) = initial_state_argument(method, op, args)?;
         let first_duration = args.iter().position(is_duration).unwrap_or(args.len());
         let closures: Vec<Expr> = args[..first_duration].to_vec();
         let durations: Vec<&Expr> = args[first_duration..]
@@ -673,10 +678,11 @@ impl Builder {
                 span,
             );
             self.nodes[id].timeout_millis = millis.first().copied().unwrap_or(0);
+            self.nodes[id].initial_state = initial_state;
             return Ok(id);
         }
         if !window_op {
-            return Ok(self.push(
+            let id = self.push(
                 NodeKind::Op {
                     op,
                     input,
@@ -684,7 +690,9 @@ impl Builder {
                     args: closures,
                 },
                 span,
-            ));
+            );
+            self.nodes[id].initial_state = initial_state;
+            return Ok(id);
         }
         let window = self.window_spec(&durations, &millis)?;
         let rbkaw = ops::operator("reduce_by_key_and_window").expect("in the catalog");
@@ -992,6 +1000,64 @@ fn unknown_operator(method: &Ident) -> Diagnostic {
         )),
         None => d.help(format!("operators: {}", list.join(", "))),
     }
+}
+
+/// Splits a trailing `initial = expr` off a stateful operator's arguments. Only the two keyed state
+/// operators take one; any other `name = value` argument is a mistake worth naming.
+fn initial_state_argument(
+    method: &Ident,
+    op: &Operator,
+    mut args: Vec<Expr>,
+) -> Result<(Vec<Expr>, Option<Expr>), Diagnostics> {
+    let takes_initial = matches!(op.name, "update_state_by_key" | "map_with_state");
+    let named = |e: &Expr| match e {
+        Expr::Assign(assign) => match &*assign.left {
+            Expr::Path(p) => p.path.get_ident().cloned(),
+            _ => None,
+        },
+        _ => None,
+    };
+    for (i, arg) in args.iter().enumerate() {
+        let Expr::Assign(assign) = arg else { continue };
+        let name = named(arg);
+        let is_initial = name.as_ref().is_some_and(|n| n == "initial");
+        if !is_initial {
+            let shown = name.map(|n| format!(" `{n}`")).unwrap_or_default();
+            return Err(
+                Diagnostic::at(&assign.left, format!("unknown named argument{shown}"))
+                    .help(if takes_initial {
+                        format!(
+                            "`{}` takes one named argument, `initial = pairs`, last",
+                            op.name
+                        )
+                    } else {
+                        format!("`{}` takes {}", op.name, op.signature)
+                    })
+                    .into(),
+            );
+        }
+        if !takes_initial {
+            return Err(Diagnostic::at(
+                &assign.left,
+                format!("`{}` has no initial state", op.name),
+            )
+            .help("`initial = pairs` seeds `update_state_by_key` and `map_with_state`")
+            .into());
+        }
+        if i + 1 != args.len() {
+            return Err(Diagnostic::at(&assign.left, "`initial = ...` comes last")
+                .help(format!("write `{}(f, initial = pairs)`", method))
+                .into());
+        }
+    }
+    let initial = match args.last() {
+        Some(Expr::Assign(_)) => match args.pop() {
+            Some(Expr::Assign(assign)) => Some(*assign.right),
+            _ => None,
+        },
+        _ => None,
+    };
+    Ok((args, initial))
 }
 
 fn check_arity(method: &Ident, op: &Operator, found: usize) -> Result<(), Diagnostic> {
