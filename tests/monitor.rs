@@ -1,11 +1,13 @@
 //! Monitoring as a user sees it: a word count with `--ui` serves `/metrics` and `/api/v1` whose figures
-//! match what it was fed; listeners get every event; a stuck client and bad requests harm nothing; and
-//! the dashboard, opened in headless Chromium, shows the data and the falling-behind banner.
+//! match what it was fed; listeners get every event; every refused connection counts as an error and
+//! the receiver shows as not connected; a stuck client and bad requests harm nothing; and the
+//! dashboard, opened in headless Chromium, shows the data and the falling-behind banner.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use streamc::monitor::metrics::Metrics;
 use streamc::monitor::{AppInfo, BatchSubmitted, OutputInfo, StreamingListener};
 use streamc::prelude::*;
 use streamc::testkit::LineServer;
@@ -70,11 +72,14 @@ fn get(address: SocketAddr, path: &str) -> (u16, String) {
 }
 
 fn metric(text: &str, line_start: &str) -> f64 {
+    metric_if_any(text, line_start).unwrap_or_else(|| panic!("no `{line_start}` in:\n{text}"))
+}
+
+fn metric_if_any(text: &str, line_start: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(line_start))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no `{line_start}` in:\n{text}"))
 }
 
 #[derive(Default)]
@@ -92,6 +97,9 @@ impl StreamingListener for Events {
     }
     fn on_receiver_started(&self, source: &str) {
         self.push(format!("receiver started {source}"));
+    }
+    fn on_receiver_error(&self, source: &str, error: &str, count: u64) {
+        self.push(format!("receiver error {source} x{count}: {error}"));
     }
     fn on_receiver_stopped(&self, source: &str) {
         self.push(format!("receiver stopped {source}"));
@@ -120,6 +128,16 @@ impl StreamingListener for Events {
 impl Events {
     fn push(&self, e: String) {
         self.0.lock().unwrap().push(e);
+    }
+}
+
+/// Adds up the errors receiver error events report.
+#[derive(Default)]
+struct Errors(Mutex<u64>);
+
+impl StreamingListener for Errors {
+    fn on_receiver_error(&self, _: &str, _: &str, count: u64) {
+        *self.0.lock().unwrap() += count;
     }
 }
 
@@ -182,6 +200,23 @@ fn metrics_and_the_json_api_report_what_was_fed() {
         ),
         1.0
     );
+    // The line server closes the first connection cleanly and accepts the next: no error.
+    assert_eq!(
+        metric(
+            &text,
+            "streamc_receiver_connected{app=\"monitored\",source=\"lines\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "streamc_receiver_errors_total{app=\"monitored\",source=\"lines\"}"
+        ),
+        0.0,
+        "{text}"
+    );
     let completed = metric(&text, "streamc_batches_completed_total{app=\"monitored\"}");
     assert_eq!(
         metric(
@@ -216,6 +251,8 @@ fn metrics_and_the_json_api_report_what_was_fed() {
         serde_json::from_str(&get(address, "/api/v1/receivers").1).unwrap();
     assert_eq!(receivers[0]["name"], "lines");
     assert_eq!(receivers[0]["active"], true);
+    assert_eq!(receivers[0]["connected"], true);
+    assert_eq!(receivers[0]["errors"], 0);
     assert_eq!(receivers[0]["records"], lines.len());
 
     let batches: serde_json::Value =
@@ -295,6 +332,10 @@ fn metrics_and_the_json_api_report_what_was_fed() {
     );
     assert!(events.contains(&"receiver started lines".to_string()));
     assert!(events.contains(&"receiver stopped lines".to_string()));
+    assert!(
+        !events.iter().any(|e| e.starts_with("receiver error")),
+        "{events:?}"
+    );
     let order: Vec<&String> = events
         .iter()
         .filter(|e| e.ends_with(&format!(" {time}")) || e.contains(&format!(" {time} ")))
@@ -329,7 +370,13 @@ fn a_stuck_client_does_not_slow_the_pipeline() {
             .unwrap();
         unread.push(s);
     }
-    std::thread::sleep(Duration::from_secs(2));
+    // Meanwhile, the input rate, as a dashboard polls it (absent until the first cut).
+    let rate_line = "streamc_input_rate{app=\"monitored\",source=\"lines\"}";
+    let mut rates = Vec::new();
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(250));
+        rates.extend(metric_if_any(&get(address, "/metrics").1, rate_line));
+    }
     let (status, text) = get(address, "/metrics");
     assert_eq!(status, 200);
     let report = app.stop().unwrap();
@@ -344,7 +391,110 @@ fn a_stuck_client_does_not_slow_the_pipeline() {
         report.recent_batches
     );
     assert!(metric(&text, "streamc_batches_completed_total{app=\"monitored\"}") >= 5.0);
+
+    // Each rate shown is one batch's records over the 200 ms interval.
+    let fed: Vec<usize> = report
+        .recent_batches
+        .iter()
+        .map(BatchInfo::total_records)
+        .collect();
+    let interval = 0.2;
+    for rate in &rates {
+        assert!(
+            fed.iter()
+                .any(|&n| (n as f64 / interval - rate).abs() < 1e-6),
+            "input rate {rate} is no batch's records over the interval: {fed:?}"
+        );
+    }
+    assert!(rates.iter().any(|&r| r > 0.0), "{rates:?}");
+    let received = metric(
+        &text,
+        "streamc_records_received_total{app=\"monitored\",source=\"lines\"}",
+    );
+    assert!(
+        received > 0.0 && received <= report.records as f64,
+        "{received} received by the last scrape, {} in all",
+        report.records
+    );
+    // The feed's 2000 lines/s shows through, over the batches between the first with data (the
+    // connection came mid-interval) and the last (cut at the stop). The bounds are loose because the
+    // feeding thread shares two cores with the app and the other tests.
+    let first = fed.iter().position(|&n| n > 0).expect("data arrived");
+    let steady = fed.get(first + 1..fed.len() - 1).unwrap_or(&[]);
+    assert!(steady.len() >= 3, "{fed:?}");
+    let mean = steady.iter().sum::<usize>() as f64 / (steady.len() as f64 * interval);
+    assert!(
+        (800.0..=5000.0).contains(&mean),
+        "{mean} lines/s from a 2000 lines/s feed: {fed:?}"
+    );
     drop(stuck);
+}
+
+#[test]
+fn every_refused_connection_counts_and_the_receiver_shows_not_connected() {
+    // A loopback port nothing listens on (bound, then released): every attempt is refused at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let metrics = Arc::new(Metrics::new(100));
+    let errors = Arc::new(Errors::default());
+    let app = monitored::app()
+        .listener(metrics.clone())
+        .listener(errors.clone());
+    let (app, address) = start_with_ui(app, closed);
+    // The receiver retries after 100 ms, 200 ms, 400 ms...: three refusals within half a second, but
+    // they fall between fewer cuts, so counting events instead of errors would fall short.
+    let errors_line = "streamc_receiver_errors_total{app=\"monitored\",source=\"lines\"}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut text = String::new();
+    while Instant::now() < deadline {
+        text = get(address, "/metrics").1;
+        if metric_if_any(&text, errors_line).is_some_and(|n| n >= 3.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(metric(&text, errors_line) >= 3.0, "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            "streamc_receiver_connected{app=\"monitored\",source=\"lines\"}"
+        ),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "streamc_receiver_active{app=\"monitored\",source=\"lines\"}"
+        ),
+        1.0,
+        "running, though not connected: {text}"
+    );
+    let receivers: serde_json::Value =
+        serde_json::from_str(&get(address, "/api/v1/receivers").1).unwrap();
+    assert_eq!(receivers[0]["connected"], false, "{receivers}");
+    assert!(receivers[0]["errors"].as_u64().unwrap() >= 3, "{receivers}");
+    assert!(
+        receivers[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot connect")),
+        "{receivers}"
+    );
+    let report = app.stop().unwrap();
+    // The last cut comes after the receiver stopped, so the metrics and the events end on the
+    // receiver's own final count: each refusal once.
+    let refused = report
+        .sources
+        .iter()
+        .find(|(name, _)| name == "lines")
+        .map(|(_, stats)| stats.connection_errors)
+        .expect("the receiver's counters");
+    assert!(refused >= 3);
+    assert_eq!(metrics.receivers_json()[0]["errors"], refused);
+    assert_eq!(*errors.0.lock().unwrap(), refused);
+    assert_eq!(metrics.receivers_json()[0]["connected"], false);
 }
 
 /// The browser the dashboard test drives, if installed (`.ci/run` installs Debian's chromium).
@@ -428,8 +578,8 @@ fn the_dashboard_shows_live_data_and_warns_when_falling_behind() {
         "the charts are drawn"
     );
     assert!(
-        dom.contains("<td>lines</td><td>yes</td><td>300</td>"),
-        "the receivers table"
+        dom.contains("<td>lines</td><td>yes</td><td>yes</td><td>300</td>"),
+        "the receivers table: active, connected, records"
     );
     assert!(
         dom.contains("class=\"batch\" data-time="),

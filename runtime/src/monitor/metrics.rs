@@ -6,9 +6,9 @@ use crate::engine::{BatchInfo, RunReport};
 use crate::source::SourceStats;
 use crate::time::Time;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Bucket bounds of the delay histograms, in seconds.
@@ -58,14 +58,38 @@ impl Histogram {
 /// What a receiver looks like from outside.
 #[derive(Clone, Debug, Default)]
 struct Receiver {
+    /// Running: from its first report until it stops.
     active: bool,
-    errors: u64,
-    last_error: Option<String>,
+    /// Connected and receiving, as far as its counters, sampled at each cut, tell (see `update`).
+    connected: bool,
+    /// Its counters at the last cut. Errors and the last error are the receiver's own cumulative
+    /// figures, so every failure counts even when several fall between two cuts.
     stats: SourceStats,
 }
 
-#[derive(Default)]
-struct State {
+impl Receiver {
+    /// An error since the last cut means not connected; a new connection or new records without one
+    /// mean connected again; no change keeps the state, so an idle connection stays connected. When
+    /// an error and a sign of life fall between the same two cuts their order is unknown: the error
+    /// wins until a later cut shows the receiver alive, as claiming health during an outage is worse.
+    fn update(&mut self, stats: &SourceStats) {
+        let failed = stats.connection_errors > self.stats.connection_errors;
+        let alive =
+            stats.connections > self.stats.connections || stats.records > self.stats.records;
+        if failed {
+            self.connected = false;
+        } else if alive {
+            self.connected = true;
+        }
+        self.active = true;
+        self.stats = stats.clone();
+    }
+}
+
+/// The figures behind `/metrics` and the JSON summaries. Small on purpose: readers clone them under
+/// the lock and format after releasing it, since the engine's listener calls wait on that lock.
+#[derive(Clone, Default)]
+struct Figures {
     app: Option<AppInfo>,
     stopped: bool,
     receivers: BTreeMap<String, Receiver>,
@@ -84,9 +108,15 @@ struct State {
     state_keys: Vec<(String, usize)>,
     rate_limits: Vec<(String, u64)>,
     sinks: Vec<(String, crate::sink::SinkCounts)>,
+}
+
+#[derive(Default)]
+struct State {
+    figures: Figures,
     /// Batches cut but not completed yet.
-    queued: BTreeMap<Time, SystemTime>,
-    recent: VecDeque<BatchInfo>,
+    queued: BTreeSet<Time>,
+    /// Shared, so that a reader copies pointers under the lock rather than whole batches.
+    recent: VecDeque<Arc<BatchInfo>>,
 }
 
 /// The metrics of one app. A listener: add it to the app (`--ui` does) and read it from anywhere.
@@ -108,9 +138,15 @@ impl Metrics {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A copy of the figures and the number of batches queued.
+    fn snapshot(&self) -> (Figures, usize) {
+        let s = self.lock();
+        (s.figures.clone(), s.queued.len())
+    }
+
     /// Prometheus text exposition (format 0.0.4). `wal_bytes` is measured by the caller.
     pub fn prometheus(&self, wal_bytes: Option<u64>) -> String {
-        let s = self.lock();
+        let (s, queued) = self.snapshot();
         let app = escape(s.app.as_ref().map(|a| a.name.as_str()).unwrap_or(""));
         let mut out = String::new();
         let family = |out: &mut String, name: &str, kind: &str, help: &str| {
@@ -196,11 +232,7 @@ impl Metrics {
             "gauge",
             "Batches cut and waiting or running.",
         );
-        let _ = writeln!(
-            out,
-            "streamc_batches_queued{{app=\"{app}\"}} {}",
-            s.queued.len()
-        );
+        let _ = writeln!(out, "streamc_batches_queued{{app=\"{app}\"}} {queued}");
         family(
             &mut out,
             "streamc_state_keys",
@@ -238,21 +270,21 @@ impl Metrics {
             &mut out,
             "streamc_receiver_errors_total",
             "counter",
-            "Connection errors, per receiver.",
+            "Failed connections and reads, per receiver.",
         );
         for (source, r) in &s.receivers {
             let _ = writeln!(
                 out,
                 "streamc_receiver_errors_total{{app=\"{app}\",source=\"{}\"}} {}",
                 escape(source),
-                r.errors
+                r.stats.connection_errors
             );
         }
         family(
             &mut out,
             "streamc_receiver_active",
             "gauge",
-            "1 while a receiver is connected.",
+            "1 from a receiver's start until it stops, connected or not.",
         );
         for (source, r) in &s.receivers {
             let _ = writeln!(
@@ -260,6 +292,20 @@ impl Metrics {
                 "streamc_receiver_active{{app=\"{app}\",source=\"{}\"}} {}",
                 escape(source),
                 u8::from(r.active)
+            );
+        }
+        family(
+            &mut out,
+            "streamc_receiver_connected",
+            "gauge",
+            "1 while a receiver is connected: 0 after an error until it reconnects or receives again.",
+        );
+        for (source, r) in &s.receivers {
+            let _ = writeln!(
+                out,
+                "streamc_receiver_connected{{app=\"{app}\",source=\"{}\"}} {}",
+                escape(source),
+                u8::from(r.connected)
             );
         }
         family(
@@ -330,7 +376,7 @@ impl Metrics {
 
     /// `/api/v1/app`.
     pub fn app_json(&self) -> Value {
-        let s = self.lock();
+        let (s, queued) = self.snapshot();
         let Some(app) = &s.app else {
             return json!({ "status": "starting" });
         };
@@ -349,7 +395,7 @@ impl Metrics {
             "outputs": app.outputs,
             "batches_completed": s.completed,
             "batches_failed": s.failed,
-            "batches_queued": s.queued.len(),
+            "batches_queued": queued,
             "records_received": s.received.values().sum::<u64>(),
             "state_keys": s.state_keys.iter().map(|(o, k)| json!({"operator": o, "keys": k})).collect::<Vec<_>>(),
         })
@@ -357,7 +403,7 @@ impl Metrics {
 
     /// `/api/v1/receivers`.
     pub fn receivers_json(&self) -> Value {
-        let s = self.lock();
+        let (s, _) = self.snapshot();
         Value::Array(
             s.receivers
                 .iter()
@@ -365,11 +411,12 @@ impl Metrics {
                     json!({
                         "name": name,
                         "active": r.active,
+                        "connected": r.connected,
                         "records": r.stats.records,
                         "bytes": r.stats.bytes,
                         "connections": r.stats.connections,
-                        "errors": r.errors,
-                        "last_error": r.last_error,
+                        "errors": r.stats.connection_errors,
+                        "last_error": r.stats.last_error,
                         "invalid_utf8_lines": r.stats.invalid_utf8_lines,
                         "oversized_lines": r.stats.oversized_lines,
                         "input_rate": s.input_rate.get(name).copied().unwrap_or(0.0),
@@ -381,15 +428,27 @@ impl Metrics {
 
     /// `/api/v1/batches`: the newest `limit` batches, newest first.
     pub fn batches_json(&self, limit: usize) -> Value {
-        let s = self.lock();
-        Value::Array(s.recent.iter().rev().take(limit).map(batch_json).collect())
+        let newest: Vec<Arc<BatchInfo>> = self
+            .lock()
+            .recent
+            .iter()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect();
+        Value::Array(newest.iter().map(|b| batch_json(b.as_ref())).collect())
     }
 
     /// `/api/v1/batches/{time}`.
     pub fn batch_json(&self, time: u64) -> Option<Value> {
-        let s = self.lock();
-        s.recent.iter().find(|b| b.time.millis() == time).map(|b| {
-            let mut detail = batch_json(b);
+        let found = self
+            .lock()
+            .recent
+            .iter()
+            .find(|b| b.time.millis() == time)
+            .cloned();
+        found.map(|b| {
+            let mut detail = batch_json(&b);
             detail["outputs"] = b
                 .outputs
                 .iter()
@@ -438,43 +497,35 @@ fn escape(value: &str) -> String {
 
 impl StreamingListener for Metrics {
     fn on_app_started(&self, app: &AppInfo) {
-        self.lock().app = Some(app.clone());
+        self.lock().figures.app = Some(app.clone());
     }
 
     fn on_app_stopped(&self, _report: &RunReport) {
         let mut s = self.lock();
-        s.stopped = true;
-        for r in s.receivers.values_mut() {
+        s.figures.stopped = true;
+        for r in s.figures.receivers.values_mut() {
             r.active = false;
+            r.connected = false;
         }
     }
 
-    fn on_receiver_started(&self, source: &str) {
-        self.lock()
-            .receivers
-            .entry(source.to_string())
-            .or_default()
-            .active = true;
-    }
-
-    fn on_receiver_error(&self, source: &str, error: &str) {
-        let mut s = self.lock();
-        let r = s.receivers.entry(source.to_string()).or_default();
-        r.errors += 1;
-        r.last_error = Some(error.to_string());
-    }
+    // Receiver started and error events are not used: they are derived from the same counters that
+    // `on_batch_submitted` brings, but later (when the batch starts), so mixing them in could let a
+    // stale error mark a receiver that has reconnected since.
 
     fn on_receiver_stopped(&self, source: &str) {
-        self.lock()
-            .receivers
-            .entry(source.to_string())
-            .or_default()
-            .active = false;
+        // Only known receivers: the event also names sources read at each cut, which have none.
+        if let Some(r) = self.lock().figures.receivers.get_mut(source) {
+            r.active = false;
+            r.connected = false;
+        }
     }
 
     fn on_batch_submitted(&self, batch: &BatchSubmitted) {
-        let mut s = self.lock();
-        s.queued.insert(batch.time, batch.submitted);
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        state.queued.insert(batch.time);
+        let s = &mut state.figures;
         let interval = s
             .app
             .as_ref()
@@ -489,20 +540,28 @@ impl StreamingListener for Metrics {
             if !stats.lag.is_empty() {
                 s.lags.insert(source.clone(), stats.lag.clone());
             }
-            if !stats.receiver {
-                continue;
-            }
-            let r = s.receivers.entry(source.clone()).or_default();
-            r.stats = stats.clone();
-            if r.last_error.is_none() {
-                r.last_error.clone_from(&stats.last_error);
+            if stats.receiver {
+                s.receivers.entry(source.clone()).or_default().update(stats);
             }
         }
     }
 
     fn on_batch_completed(&self, batch: &BatchInfo) {
-        let mut s = self.lock();
-        s.queued.remove(&batch.time);
+        // Copied before taking the lock, which the server's readers share.
+        let entry = Arc::new(batch.clone());
+        let state_keys: Vec<(String, usize)> = batch
+            .state_keys
+            .iter()
+            .map(|(o, k)| (o.to_string(), *k))
+            .collect();
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        state.queued.remove(&batch.time);
+        if state.recent.len() == self.history {
+            state.recent.pop_front();
+        }
+        state.recent.push_back(entry);
+        let s = &mut state.figures;
         if batch.failure.is_some() {
             s.failed += 1;
         } else {
@@ -517,17 +576,9 @@ impl StreamingListener for Metrics {
         if let Some(bytes) = batch.checkpoint_bytes {
             s.checkpoint_bytes = bytes;
         }
-        s.state_keys = batch
-            .state_keys
-            .iter()
-            .map(|(o, k)| (o.to_string(), *k))
-            .collect();
+        s.state_keys = state_keys;
         s.rate_limits.clone_from(&batch.rate_limits);
         s.sinks.clone_from(&batch.sinks);
-        if s.recent.len() == self.history {
-            s.recent.pop_front();
-        }
-        s.recent.push_back(batch.clone());
     }
 }
 
@@ -651,6 +702,71 @@ mod tests {
             "dropped from the bounded history"
         );
         assert_eq!(metrics.batch_json(1000).unwrap()["records"], 250);
+    }
+
+    #[test]
+    fn receivers_count_every_error_and_show_outages() {
+        let metrics = Metrics::new(10);
+        started(&metrics);
+        let cut = |time: u64, connections: u64, connection_errors: u64, records: u64| {
+            metrics.on_batch_submitted(&BatchSubmitted {
+                time: Time(time),
+                submitted: SystemTime::now(),
+                records: vec![("lines".into(), 0)],
+                sources: vec![(
+                    "lines".into(),
+                    SourceStats {
+                        connections,
+                        connection_errors,
+                        records,
+                        last_error: (connection_errors > 0).then(|| "refused".to_string()),
+                        receiver: true,
+                        ..SourceStats::default()
+                    },
+                )],
+            });
+        };
+        let seen = || {
+            let r = metrics.receivers_json();
+            (
+                r[0]["active"].as_bool().unwrap(),
+                r[0]["connected"].as_bool().unwrap(),
+                r[0]["errors"].as_u64().unwrap(),
+            )
+        };
+        // Three refusals before the first cut count three, not one.
+        cut(500, 0, 3, 0);
+        assert_eq!(seen(), (true, false, 3));
+        cut(1000, 1, 3, 40);
+        assert_eq!(seen(), (true, true, 3));
+        cut(1500, 1, 3, 40);
+        assert_eq!(
+            seen(),
+            (true, true, 3),
+            "an idle connection stays connected"
+        );
+        cut(2000, 1, 5, 40);
+        assert_eq!(seen(), (true, false, 5));
+        cut(2500, 2, 6, 40);
+        assert_eq!(
+            seen(),
+            (true, false, 6),
+            "a reconnection and an error between two cuts: the error wins"
+        );
+        cut(3000, 2, 6, 90);
+        assert_eq!(seen(), (true, true, 6), "records again: connected");
+        cut(3500, 2, 7, 90);
+        let text = metrics.prometheus(None);
+        for line in [
+            "streamc_receiver_errors_total{app=\"wc\",source=\"lines\"} 7",
+            "streamc_receiver_active{app=\"wc\",source=\"lines\"} 1",
+            "streamc_receiver_connected{app=\"wc\",source=\"lines\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
+        assert_eq!(metrics.receivers_json()[0]["last_error"], "refused");
+        metrics.on_receiver_stopped("lines");
+        assert_eq!(seen(), (false, false, 7));
     }
 
     #[test]

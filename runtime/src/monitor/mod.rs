@@ -57,7 +57,9 @@ pub trait StreamingListener: Send + Sync {
     fn on_app_stopped(&self, _report: &RunReport) {}
     /// A receiver connected to its source (again, after a reconnection).
     fn on_receiver_started(&self, _source: &str) {}
-    fn on_receiver_error(&self, _source: &str, _error: &str) {}
+    /// The receiver failed `count` times (refused or broken connections, failed reads) since the last
+    /// event; `error` is the newest message, as receivers keep only that one.
+    fn on_receiver_error(&self, _source: &str, _error: &str, _count: u64) {}
     fn on_receiver_stopped(&self, _source: &str) {}
     fn on_batch_submitted(&self, _batch: &BatchSubmitted) {}
     fn on_batch_started(&self, _time: Time, _started: SystemTime) {}
@@ -93,7 +95,8 @@ impl std::fmt::Debug for Listeners {
 }
 
 /// Turns the receivers' counters, sampled at each cut, into started / error events: a receiver that
-/// made a new connection has started; a new connection error is an error.
+/// made a new connection has started; new connection errors are one error event carrying how many
+/// there were, since several can happen between two cuts.
 #[derive(Default)]
 pub(crate) struct ReceiverWatch {
     seen: std::collections::BTreeMap<String, (u64, u64)>,
@@ -108,7 +111,8 @@ impl ReceiverWatch {
             }
             if stats.connection_errors > *errors {
                 let error = stats.last_error.as_deref().unwrap_or("connection error");
-                listeners.emit(|l| l.on_receiver_error(name, error));
+                let count = stats.connection_errors - *errors;
+                listeners.emit(|l| l.on_receiver_error(name, error, count));
             }
             *connections = stats.connections;
             *errors = stats.connection_errors;
@@ -192,11 +196,11 @@ mod tests {
         fn on_receiver_started(&self, source: &str) {
             self.0.lock().unwrap().push(format!("started {source}"));
         }
-        fn on_receiver_error(&self, source: &str, error: &str) {
+        fn on_receiver_error(&self, source: &str, error: &str, count: u64) {
             self.0
                 .lock()
                 .unwrap()
-                .push(format!("error {source}: {error}"));
+                .push(format!("{count} errors {source}: {error}"));
         }
         fn on_receiver_stopped(&self, source: &str) {
             self.0.lock().unwrap().push(format!("stopped {source}"));
@@ -224,13 +228,16 @@ mod tests {
         watch.update(&stats(1, 0, None), &listeners);
         watch.update(&stats(1, 0, None), &listeners);
         watch.update(&stats(1, 1, Some("connection refused")), &listeners);
-        watch.update(&stats(2, 1, Some("connection refused")), &listeners);
+        // Three refusals between two cuts are one event that says three.
+        watch.update(&stats(1, 4, Some("connection refused")), &listeners);
+        watch.update(&stats(2, 4, Some("connection refused")), &listeners);
         watch.stopped(&listeners);
         assert_eq!(
             *record.0.lock().unwrap(),
             vec![
                 "started lines",
-                "error lines: connection refused",
+                "1 errors lines: connection refused",
+                "3 errors lines: connection refused",
                 "started lines",
                 "stopped lines"
             ]

@@ -2,7 +2,8 @@
 //! `/api/v1/...` JSON, and `/`, a self-contained live dashboard.
 //!
 //! It runs on the receivers' runtime, apart from the batch workers; handlers copy what they need under
-//! a short lock and render outside it, so a slow or stuck client holds only its own connection.
+//! a short lock and render outside it, so a slow or stuck client holds only its own connection. The
+//! write-ahead logs' size is measured on the blocking pool, at most once a second.
 
 use super::metrics::Metrics;
 use axum::extract::{Path, Query, State};
@@ -13,6 +14,7 @@ use axum::{Json, Router};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
@@ -21,7 +23,12 @@ struct Ui {
     metrics: Arc<Metrics>,
     /// Where write-ahead logs live, to report their size.
     wal_dir: Option<PathBuf>,
+    /// The last size measured and when, so that frequent scrapes do not each walk the directory.
+    wal_bytes: Arc<tokio::sync::Mutex<Option<(Instant, u64)>>>,
 }
+
+/// How long a measured write-ahead log size is served again.
+const WAL_SIZE_FRESH: Duration = Duration::from_secs(1);
 
 /// Binds `address` now (so a taken port fails the start) and serves on `runtime`. Returns the bound
 /// address (useful with port 0).
@@ -47,7 +54,11 @@ pub(crate) fn start(
         .route("/api/v1/batches", get(batches))
         .route("/api/v1/batches/{time}", get(batch))
         .fallback(not_found)
-        .with_state(Ui { metrics, wal_dir });
+        .with_state(Ui {
+            metrics,
+            wal_dir,
+            wal_bytes: Arc::new(tokio::sync::Mutex::new(None)),
+        });
     runtime.spawn(async move {
         let listener = match tokio::net::TcpListener::from_std(listener) {
             Ok(l) => l,
@@ -73,7 +84,7 @@ async fn dashboard() -> Response {
 }
 
 async fn prometheus(State(ui): State<Ui>) -> Response {
-    let wal = ui.wal_dir.as_deref().map(dir_bytes);
+    let wal = wal_bytes(&ui).await;
     (
         [(
             header::CONTENT_TYPE,
@@ -121,6 +132,29 @@ async fn not_found() -> Response {
         "not found: try /, /metrics or /api/v1/app, /api/v1/receivers, /api/v1/batches\n",
     )
         .into_response()
+}
+
+/// The write-ahead logs' size, if the app keeps them.
+async fn wal_bytes(ui: &Ui) -> Option<u64> {
+    let dir = ui.wal_dir.clone()?;
+    // Held across the walk, so that concurrent scrapes wait for one walk rather than start their own.
+    let mut cached = ui.wal_bytes.lock().await;
+    if let Some((at, bytes)) = *cached {
+        if at.elapsed() < WAL_SIZE_FRESH {
+            return Some(bytes);
+        }
+    }
+    // Blocking filesystem calls: off the async workers, which the receivers share.
+    match tokio::task::spawn_blocking(move || dir_bytes(&dir)).await {
+        Ok(bytes) => {
+            *cached = Some((Instant::now(), bytes));
+            Some(bytes)
+        }
+        Err(e) => {
+            tracing::warn!("cannot measure the write-ahead logs: {e}");
+            (*cached).map(|(_, bytes)| bytes)
+        }
+    }
 }
 
 /// Bytes of the files under `dir` (two levels: `wal/<source>/<segment>`).
