@@ -1,7 +1,9 @@
 //! The Kafka sink against librdkafka's mock cluster (a real Kafka protocol peer): records arrive with
 //! their batch headers, at least once by default and through transactions when asked; a replayed batch
 //! that was committed is not written again; across SIGKILLs every batch's records are complete. The
-//! transactional path also runs against a real broker when `STREAMC_KAFKA_BROKERS` is set.
+//! transactional path also runs against a real broker when `STREAMC_KAFKA_BROKERS` is set (skipped
+//! otherwise). The mock does not hide aborted transactions from `read_committed` readers, so nothing
+//! here proves that isolation: the crash tests check the batch headers instead.
 
 mod support;
 
@@ -194,11 +196,21 @@ fn batches_land_with_their_headers_at_least_once_and_transactionally() {
     check_per_batch(&read_all(&brokers, "counts_tx"), "transactional");
 }
 
+/// Without crashes there is no aborted transaction to hide, so this checks that the transactional
+/// path works on a real broker, not that `read_committed` readers are isolated from aborted writes.
 #[test]
 fn the_transactional_path_on_a_real_broker_when_one_is_given() {
-    let Ok(brokers) = std::env::var("STREAMC_KAFKA_BROKERS") else {
-        eprintln!("STREAMC_KAFKA_BROKERS is unset: skipping the real-broker run of the Kafka sink");
-        return;
+    // Skipped, not failed, even under STREAMC_REQUIRE_SERVICES: CI has no Kafka broker (none is
+    // packaged for it), and the mock cluster above covers the protocol.
+    let brokers = match std::env::var("STREAMC_KAFKA_BROKERS") {
+        Ok(brokers) if !brokers.trim().is_empty() => brokers,
+        _ => {
+            eprintln!(
+                "skipped: STREAMC_KAFKA_BROKERS is not set (no real broker to run the \
+                 transactional Kafka sink against)"
+            );
+            return;
+        }
     };
     run_kafka_out(&brokers);
     let messages = read_all(&brokers, "counts_tx");

@@ -7,8 +7,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -120,7 +121,8 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
-/// Words a string-concatenating sink (the seed's) would execute or mangle.
+/// Words a string-concatenating sink (the seed's) would execute or mangle, and pairs that a key
+/// column with a case- or accent-insensitive collation (MariaDB's default) would merge.
 fn hostile_words() -> Vec<String> {
     [
         "it's",
@@ -132,6 +134,13 @@ fn hostile_words() -> Vec<String> {
         "中文",
         "émoji🎉",
         "ünïcödé",
+        "Hello",
+        "hello",
+        "café",
+        "cafe",
+        "Straße",
+        "strasse",
+        "STRASSE",
     ]
     .iter()
     .map(|w| w.to_string())
@@ -226,6 +235,10 @@ const FAILPOINTS: &[&str] = &[
     "rolling.after_rename",
 ];
 
+/// How a child ends at its failpoint (`abort()`) and by our SIGKILL.
+const SIGABRT: i32 = 6;
+const SIGKILL: i32 = 9;
+
 fn crash_child(
     db: &Db,
     out: &Path,
@@ -244,9 +257,45 @@ fn crash_child(
     )
 }
 
+/// SIGKILLs `app` unless it has already exited, and returns how it ended.
+fn end(app: &mut Child) -> ExitStatus {
+    // A child that exited since it was last polled is a zombie until waited for: the SIGKILL does
+    // nothing to it, and its own status is what `wait` reports.
+    let _ = app.kill();
+    app.wait().unwrap()
+}
+
+/// How the incarnations of a crash run ended.
+#[derive(Debug)]
+struct Ends {
+    /// Aborts at each of [`FAILPOINTS`].
+    fired: Vec<usize>,
+    kills: usize,
+    /// Anything else, such as an incarnation that failed on its own.
+    other: Vec<String>,
+}
+
+impl Ends {
+    fn record(&mut self, armed: Option<usize>, status: ExitStatus) {
+        match (armed, status.signal()) {
+            (Some(p), Some(SIGABRT)) => self.fired[p] += 1,
+            (_, Some(SIGKILL)) => self.kills += 1,
+            _ => {
+                let point = armed.map(|p| FAILPOINTS[p]);
+                self.other.push(format!("{status} (failpoint {point:?})"));
+            }
+        }
+    }
+}
+
 /// Kills the app again and again — SIGKILL at random moments, and aborts between writing rows and
 /// committing, between committing and checkpointing, and inside the rolling sink's steps — while files
 /// arrive; the table and the rolled files must equal a crash-free run's.
+///
+/// Incarnations take turns: one that is only SIGKILLed, then one per failpoint in order, so that
+/// every failpoint fires on every database. An incarnation is SIGKILLed after 4 files unless it has
+/// aborted by then; one whose failpoint has never fired yet gets up to 16 files (a roll comes every
+/// 10 files or so).
 fn crash_run(db: &Db, dir: &Path) {
     let input = dir.join(format!("in-{}", db.label));
     let out = dir.join(format!("out-{}", db.label));
@@ -255,32 +304,49 @@ fn crash_run(db: &Db, dir: &Path) {
     reset(&db.url, "crash_totals", "sql_totals");
     let mut rng = Rng::new(11 + db.label.len() as u64);
     let mut all_lines: Vec<String> = Vec::new();
+    let turns = FAILPOINTS.len() + 1;
+    let mut ends = Ends {
+        fired: vec![0; FAILPOINTS.len()],
+        kills: 0,
+        other: Vec::new(),
+    };
+    let (mut restarts, mut files_seen) = (0usize, 0usize);
+    let mut armed: Option<usize> = None;
     let mut app = crash_child(db, &out, &checkpoints, &input, None);
-    let (mut kills, mut aborted) = (0, 0);
-    for i in 0..36 {
+    let mut i = 0;
+    // 36 files; more, up to 60, while a failpoint has not fired yet.
+    while i < 36 || (ends.fired.contains(&0) && i < 60) {
         let lines: Vec<String> = (0..1 + rng.next_u64() % 8)
             .map(|_| format!("w{} w{}", rng.next_u64() % 9, rng.next_u64() % 4))
             .collect();
         drop_lines(&input, &format!("f{i:03}.txt"), &lines);
         all_lines.extend(lines);
         std::thread::sleep(Duration::from_millis(50 + rng.next_u64() % 150));
-        if i % 4 == 3 {
-            if let Ok(Some(_)) = app.try_wait() {
-                aborted += 1;
-            } else {
-                app.kill().unwrap();
-            }
-            app.wait().unwrap();
-            kills += 1;
-            let failpoint = (i % 8 == 7).then(|| {
-                let point = FAILPOINTS[(rng.next_u64() % FAILPOINTS.len() as u64) as usize];
-                format!("{point}:{}", 1 + rng.next_u64() % 3)
-            });
-            app = crash_child(db, &out, &checkpoints, &input, failpoint);
+        i += 1;
+        files_seen += 1;
+        let exited = matches!(app.try_wait(), Ok(Some(_)));
+        let waiting = armed.is_some_and(|p| ends.fired[p] == 0) && files_seen < 16;
+        if !exited && (files_seen < 4 || waiting) {
+            continue;
         }
+        ends.record(armed, end(&mut app));
+        restarts += 1;
+        armed = (restarts % turns).checked_sub(1);
+        // A point's first hit until it has fired once; then a later one, to vary the moment.
+        let failpoint = armed.map(|p| {
+            let nth = if ends.fired[p] == 0 {
+                1
+            } else {
+                1 + (restarts / turns) % 3
+            };
+            format!("{}:{nth}", FAILPOINTS[p])
+        });
+        app = crash_child(db, &out, &checkpoints, &input, failpoint);
+        files_seen = 0;
     }
-    if let Ok(Some(_)) = app.try_wait() {
-        // The last incarnation aborted at its failpoint: one more, without.
+    if armed.is_some() || matches!(app.try_wait(), Ok(Some(_))) {
+        // A failpoint could fire while the last incarnation catches up: that one runs without.
+        ends.record(armed, end(&mut app));
         app = crash_child(db, &out, &checkpoints, &input, None);
     }
     // Give the last incarnation time to start and install its signal handlers before it is stopped.
@@ -295,10 +361,15 @@ fn crash_run(db: &Db, dir: &Path) {
         .flat_map(|l| l.split_whitespace().map(str::to_string))
         .collect();
     words.sort();
-    assert!(kills >= 8);
+    assert!(
+        restarts >= 8 && ends.kills >= 2,
+        "{}: too few crashes: {restarts} restarts ({ends:?})",
+        db.label
+    );
     assert!(
         caught_up,
-        "{}: after {kills} kills ({aborted} at failpoints) every word must be counted exactly once: {:?} != {expected:?}",
+        "{}: after {restarts} restarts ({ends:?}) every word must be counted exactly once: \
+         {:?} != {expected:?}",
         db.label,
         table_counts(&db.url, "crash_totals")
     );
@@ -306,6 +377,17 @@ fn crash_run(db: &Db, dir: &Path) {
         finished_lines(&out),
         words,
         "{}: the rolled files hold every word once",
+        db.label
+    );
+    let never: Vec<&str> = FAILPOINTS
+        .iter()
+        .zip(&ends.fired)
+        .filter(|(_, n)| **n == 0)
+        .map(|(p, _)| *p)
+        .collect();
+    assert!(
+        never.is_empty(),
+        "{}: failpoints that never fired: {never:?} ({ends:?})",
         db.label
     );
 }

@@ -300,6 +300,9 @@ fn check_identifier(name: &str, dotted: bool) -> Result<(), String> {
     }
 }
 
+/// Text that compares byte for byte on MySQL/MariaDB, whatever the server's or database's default.
+const MYSQL_BINARY_TEXT: &str = "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin";
+
 /// The database behind a URL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
@@ -343,7 +346,10 @@ impl Dialect {
     fn column_type(self, name: &str, ty: SqlType) -> String {
         match (self, ty) {
             (Dialect::Sqlite, SqlType::Text(n)) => format!("TEXT CHECK (length({name}) <= {n})"),
-            (_, SqlType::Text(n)) => format!("VARCHAR({n})"),
+            // The usual default collations ignore case and accents: `Hello` and `hello` would be
+            // one key and an upsert would merge them. A binary one keeps distinct strings apart.
+            (Dialect::MySql, SqlType::Text(n)) => format!("VARCHAR({n}) {MYSQL_BINARY_TEXT}"),
+            (Dialect::Postgres, SqlType::Text(n)) => format!("VARCHAR({n})"),
             (_, SqlType::BigInt) => "BIGINT".into(),
             (Dialect::Sqlite, SqlType::Double) => "REAL".into(),
             (Dialect::MySql, SqlType::Double) => "DOUBLE".into(),
@@ -410,11 +416,17 @@ impl Statements {
             sql.push(')');
             sql
         });
-        let create_progress =
-            "CREATE TABLE IF NOT EXISTS streamc_progress (pipeline VARCHAR(190) NOT NULL, \
-             output_name VARCHAR(190) NOT NULL, part INTEGER NOT NULL, batch_ms BIGINT NOT NULL, \
+        // Outputs `Totals` and `totals` must not share a progress row: one would skip the other's
+        // batches.
+        let name_type = match dialect {
+            Dialect::MySql => format!("VARCHAR(190) {MYSQL_BINARY_TEXT}"),
+            Dialect::Sqlite | Dialect::Postgres => "VARCHAR(190)".to_string(),
+        };
+        let create_progress = format!(
+            "CREATE TABLE IF NOT EXISTS streamc_progress (pipeline {name_type} NOT NULL, \
+             output_name {name_type} NOT NULL, part INTEGER NOT NULL, batch_ms BIGINT NOT NULL, \
              PRIMARY KEY (pipeline, output_name, part))"
-                .to_string();
+        );
         let mut ensure_progress = match dialect {
             Dialect::Sqlite => "INSERT OR IGNORE INTO",
             Dialect::MySql => "INSERT IGNORE INTO",
@@ -895,6 +907,11 @@ fn classify(error: sqlx::Error, record: Option<String>) -> SinkError {
         sqlx::Error::Database(db) => {
             use sqlx::error::ErrorKind;
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            // MySQL's SQLSTATE is often the catch-all HY000, for a lock wait timeout as for a bad
+            // string value: only its error number tells them apart.
+            let mysql = db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .map(|e| e.number());
             let refused_kind = matches!(
                 db.kind(),
                 ErrorKind::UniqueViolation
@@ -907,17 +924,30 @@ fn classify(error: sqlx::Error, record: Option<String>) -> SinkError {
             // 57 operator intervention (shutdown). SQLite reports its own numbers: 5 busy, 6 locked,
             // 10 I/O, 13 full.
             let class = if code.len() == 5 { &code[..2] } else { "" };
-            if refused_kind || class == "22" || class == "23" {
+            let refused = refused_kind
+                || class == "22"
+                || class == "23"
+                || mysql.is_some_and(mysql_code_is_bad_value);
+            let transient = match mysql {
+                Some(number) => mysql_code_is_transient(number),
+                None => {
+                    matches!(class, "08" | "40" | "53" | "57")
+                        || matches!(code.as_str(), "5" | "6" | "10" | "13" | "261" | "517")
+                }
+            };
+            let reason = match mysql {
+                Some(number) => format!("{} (code {code}, MySQL error {number})", db.message()),
+                None => format!("{} (code {code})", db.message()),
+            };
+            if refused {
                 SinkError::Rejected {
                     record: record.unwrap_or_default(),
-                    reason: format!("{} (code {code})", db.message()),
+                    reason,
                 }
-            } else if matches!(class, "08" | "40" | "53" | "57" | "HY")
-                || matches!(code.as_str(), "5" | "6" | "10" | "13" | "261" | "517")
-            {
-                SinkError::Unavailable(format!("{} (code {code})", db.message()))
+            } else if transient {
+                SinkError::Unavailable(reason)
             } else {
-                SinkError::Fatal(format!("{} (code {code})", db.message()))
+                SinkError::Fatal(reason)
             }
         }
         sqlx::Error::Io(_)
@@ -928,6 +958,30 @@ fn classify(error: sqlx::Error, record: Option<String>) -> SinkError {
         | sqlx::Error::WorkerCrashed => SinkError::Unavailable(error.to_string()),
         _ => SinkError::Fatal(error.to_string()),
     }
+}
+
+/// MySQL/MariaDB errors that pass once the server, the network or a competing transaction does, so
+/// worth a retry: disk full (1021), out of memory (1037), too many connections (1040; 1203 for a
+/// user), out of resources (1041), shutdown in progress (1053), table full (1114), network read or
+/// write failed or timed out (1158 to 1161), lock wait timeout (1205), deadlock (1213), read-only
+/// during a failover (1290, 1836), query interrupted (1317), connection killed (1927, MariaDB),
+/// server gone away and connection lost (2006, 2013: client numbers, should a proxy relay them).
+/// Any other error from the server would recur on a retry.
+const MYSQL_TRANSIENT: &[u16] = &[
+    1021, 1037, 1040, 1041, 1053, 1114, 1158, 1159, 1160, 1161, 1203, 1205, 1213, 1290, 1317, 1836,
+    1927, 2006, 2013,
+];
+
+fn mysql_code_is_transient(number: u16) -> bool {
+    MYSQL_TRANSIENT.contains(&number)
+}
+
+/// MySQL/MariaDB errors about a value of the row that come with the catch-all SQLSTATE HY000 (or
+/// 01000) instead of a data-exception one: data truncated (1265), invalid character string (1300),
+/// incorrect string value (1366, a character the column's character set cannot hold), wrong value
+/// for type (1411).
+fn mysql_code_is_bad_value(number: u16) -> bool {
+    matches!(number, 1265 | 1300 | 1366 | 1411)
 }
 
 /// `YYYY-MM-DD HH:MM:SS.mmm` (UTC) for a batch time.
@@ -1021,6 +1075,14 @@ mod tests {
         );
         let my = Statements::new(Dialect::MySql, &t.clone().accumulate(["count"]));
         assert_eq!(
+            my.create_table.as_deref(),
+            Some(
+                "CREATE TABLE IF NOT EXISTS wordcount (word VARCHAR(255) CHARACTER SET utf8mb4 \
+                 COLLATE utf8mb4_bin NOT NULL, count BIGINT NOT NULL, updated_time DATETIME(3), \
+                 PRIMARY KEY (word))"
+            )
+        );
+        assert_eq!(
             my.insert(&t.clone().accumulate(["count"]), 1),
             "INSERT INTO wordcount (word, count, updated_time) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE \
              count = count + VALUES(count), updated_time = VALUES(updated_time)"
@@ -1102,6 +1164,22 @@ mod tests {
             redact("mysql://root@127.0.0.1/test"),
             "mysql://root@127.0.0.1/test"
         );
+    }
+
+    #[test]
+    fn mysql_errors_are_retried_only_when_waiting_can_help() {
+        // Lock wait timeout, deadlock, gone away, lost connection, too many connections, shutdown,
+        // read-only, interrupted.
+        for number in [1205, 1213, 2006, 2013, 1040, 1053, 1290, 1836, 1317] {
+            assert!(mysql_code_is_transient(number), "{number}");
+        }
+        // Incorrect string value, data too long, duplicate key, no such table, access denied,
+        // syntax error, packet too large: the same statement would fail again.
+        for number in [1366, 1406, 1062, 1146, 1045, 1064, 1153] {
+            assert!(!mysql_code_is_transient(number), "{number}");
+        }
+        assert!(mysql_code_is_bad_value(1366));
+        assert!(!mysql_code_is_bad_value(1205));
     }
 
     #[test]
