@@ -386,3 +386,38 @@ fn a_crash_then_a_damaged_newest_checkpoint_replays_from_the_one_before_with_the
         "the same outputs as a run without the crash"
     );
 }
+
+#[test]
+fn batches_cut_before_a_crash_are_replayed_only_with_the_same_partitions() {
+    let dir = temp_dir("replay-partitions");
+    let with = |workers: usize| {
+        let dir = dir.clone();
+        move |c: &mut streamc::AppConfig| {
+            c.checkpoint_dir = Some(dir.clone());
+            c.checkpoint_every = Some(Duration::from_secs(2));
+            c.workers = workers;
+        }
+    };
+    let mut first = v1::counter::app().configure(with(2)).test_driver().unwrap();
+    first.run_batches(3); // batch 3 is journaled, not checkpointed: the crash leaves it pending
+    drop(first);
+    let err = error_of(v1::counter::app().configure(with(3)).test_driver());
+    assert!(
+        err.contains("cut into 2 partitions") && err.contains("--workers 2"),
+        "{err}"
+    );
+    let mut same = v1::counter::app().configure(with(2)).test_driver().unwrap();
+    same.run_batch();
+    let (time, _) = same.take::<(String, u64)>("totals").unwrap().remove(0);
+    assert_eq!(time.millis(), 3000, "batch 3 replayed");
+    same.run_batch(); // batch 4 checkpoints: nothing is pending any more
+    drop(same);
+    let mut more = v1::counter::app().configure(with(3)).test_driver().unwrap();
+    more.run_batch();
+    let (time, _) = more.take::<(String, u64)>("totals").unwrap().remove(0);
+    assert_eq!(
+        time.millis(),
+        5000,
+        "after a checkpoint, the worker count may change"
+    );
+}

@@ -323,7 +323,7 @@ impl<P: Pipeline> TestDriver<P> {
                 self.time = self.time.plus(self.interval);
                 let cut = self.sources.cut(self.time, self.workers);
                 let dir = self.checkpointer.as_ref().map(Checkpointer::journal_dir);
-                engine::journal(dir.as_ref(), self.time, &cut.positions);
+                engine::journal(dir.as_ref(), self.time, self.workers, &cut.positions);
                 cut
             }
         };

@@ -18,8 +18,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"STREAMC\x01";
-/// Version of the file layout and payload; bumped on any incompatible change.
+/// Version of the checkpoint files' layout and payload; bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
+/// Version of the batch journal's entries: 2 added the partition count. Version 1 entries, written by
+/// earlier builds, are still read.
+const JOURNAL_VERSION: u32 = 2;
 const PREFIX: &str = "checkpoint-";
 const SUFFIX: &str = ".ckpt";
 const JOURNAL_PREFIX: &str = "pending-";
@@ -32,6 +35,16 @@ pub struct JournaledBatch {
     pub time_ms: u64,
     /// Source positions right after the batch was cut.
     pub positions: Vec<(String, Vec<u8>)>,
+    /// How many partitions the batch was cut into (0: not recorded, by an earlier build). Sinks keep
+    /// their exactly-once progress per partition, so a replay must split the batch the same way.
+    pub partitions: u32,
+}
+
+/// A journal entry as version 1 wrote it.
+#[derive(Deserialize)]
+struct JournaledBatchV1 {
+    time_ms: u64,
+    positions: Vec<(String, Vec<u8>)>,
 }
 
 /// Everything one checkpoint holds.
@@ -102,7 +115,7 @@ impl CheckpointDir {
             .map_err(|e| format!("cannot encode the checkpoint: {e}"))?;
         let target = self.write_atomically(
             &format!("{PREFIX}{:020}{SUFFIX}", checkpoint.time_ms),
-            &frame(&payload),
+            &frame(FORMAT_VERSION, &payload),
         )?;
         self.prune()?;
         Ok(target)
@@ -138,7 +151,7 @@ impl CheckpointDir {
             .map_err(|e| format!("cannot encode the batch journal: {e}"))?;
         self.write_atomically(
             &format!("{JOURNAL_PREFIX}{:020}{JOURNAL_SUFFIX}", batch.time_ms),
-            &frame(&payload),
+            &frame(JOURNAL_VERSION, &payload),
         )?;
         Ok(())
     }
@@ -172,10 +185,7 @@ impl CheckpointDir {
             }
             let entry = fs::read(&file)
                 .map_err(|e| e.to_string())
-                .and_then(|bytes| unframe(&bytes).map(<[u8]>::to_vec))
-                .and_then(|payload| {
-                    postcard::from_bytes::<JournaledBatch>(&payload).map_err(|e| e.to_string())
-                });
+                .and_then(|bytes| read_journal_entry(&bytes));
             match entry {
                 Ok(entry) => out.push(entry),
                 Err(problem) => {
@@ -287,11 +297,26 @@ impl CheckpointDir {
     }
 }
 
+/// Decodes a journal entry of either version.
+fn read_journal_entry(bytes: &[u8]) -> Result<JournaledBatch, String> {
+    let (version, payload) = unframe_versions(bytes, &[1, JOURNAL_VERSION])?;
+    let decoded = if version == 1 {
+        postcard::from_bytes::<JournaledBatchV1>(payload).map(|v1| JournaledBatch {
+            time_ms: v1.time_ms,
+            positions: v1.positions,
+            partitions: 0,
+        })
+    } else {
+        postcard::from_bytes::<JournaledBatch>(payload)
+    };
+    decoded.map_err(|e| e.to_string())
+}
+
 /// Magic, version, length, payload, CRC-32 of version, length and payload.
-fn frame(payload: &[u8]) -> Vec<u8> {
+fn frame(version: u32, payload: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(payload.len() + 24);
     bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&version.to_le_bytes());
     bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     bytes.extend_from_slice(payload);
     let crc = crc32fast::hash(&bytes[MAGIC.len()..]);
@@ -299,16 +324,22 @@ fn frame(payload: &[u8]) -> Vec<u8> {
     bytes
 }
 
-/// The payload of a framed file, after checking magic, version, length and checksum.
+/// The payload of a framed checkpoint file, after checking magic, version, length and checksum.
 fn unframe(bytes: &[u8]) -> Result<&[u8], String> {
+    unframe_versions(bytes, &[FORMAT_VERSION]).map(|(_, payload)| payload)
+}
+
+/// The version and payload of a framed file whose version is one of `readable`.
+fn unframe_versions<'b>(bytes: &'b [u8], readable: &[u32]) -> Result<(u32, &'b [u8]), String> {
     let header = MAGIC.len() + 4 + 8;
     if bytes.len() < header + 4 || &bytes[..MAGIC.len()] != MAGIC {
         return Err("not a streamc file, or truncated".into());
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| "truncated header")?);
-    if version != FORMAT_VERSION {
+    if !readable.contains(&version) {
+        let newest = readable.iter().max().copied().unwrap_or(FORMAT_VERSION);
         return Err(format!(
-            "format version {version}, this build reads version {FORMAT_VERSION}"
+            "format version {version}, this build reads version {newest}"
         ));
     }
     let length =
@@ -325,7 +356,7 @@ fn unframe(bytes: &[u8]) -> Result<&[u8], String> {
     if crc32fast::hash(&body[MAGIC.len()..]) != expected {
         return Err("checksum mismatch (corrupt)".into());
     }
-    Ok(&body[header..])
+    Ok((version, &body[header..]))
 }
 
 /// Reads and verifies one checkpoint file.
@@ -470,6 +501,37 @@ mod tests {
     }
 
     #[test]
+    fn journal_entries_of_version_1_are_read_without_a_partition_count() {
+        let path = dir("journal-v1");
+        let d = CheckpointDir::open(&path, 3).unwrap();
+        #[derive(Serialize)]
+        struct V1 {
+            time_ms: u64,
+            positions: Vec<(String, Vec<u8>)>,
+        }
+        let v1 = V1 {
+            time_ms: 2000,
+            positions: vec![("q".into(), vec![7])],
+        };
+        let bytes = frame(1, &postcard::to_stdvec(&v1).unwrap());
+        fs::write(
+            path.join(format!("{JOURNAL_PREFIX}{:020}{JOURNAL_SUFFIX}", 2000)),
+            bytes,
+        )
+        .unwrap();
+        let pending = d.journaled_after(0).unwrap();
+        assert_eq!(
+            pending,
+            vec![JournaledBatch {
+                time_ms: 2000,
+                positions: vec![("q".into(), vec![7])],
+                partitions: 0,
+            }]
+        );
+        fs::remove_dir_all(&path).ok();
+    }
+
+    #[test]
     fn the_journal_lists_pending_batches_and_stops_at_a_torn_entry() {
         let path = dir("journal");
         let d = CheckpointDir::open(&path, 3).unwrap();
@@ -477,6 +539,7 @@ mod tests {
             d.journal(&JournaledBatch {
                 time_ms: t,
                 positions: vec![("q".into(), t.to_le_bytes().to_vec())],
+                partitions: 2,
             })
             .unwrap();
         }

@@ -389,6 +389,7 @@ impl Checkpointer {
             let Some(first) = pending.first() else {
                 return Ok(None);
             };
+            check_replay_partitions(&pending, workers)?;
             let time = Time(first.time_ms.saturating_sub(self.interval_ms));
             tracing::info!(
                 pending = pending.len(),
@@ -452,6 +453,7 @@ impl Checkpointer {
             )));
         }
         let pending = self.dir.journaled_after(time.millis()).map_err(RunError)?;
+        check_replay_partitions(&pending, workers)?;
         tracing::info!(checkpoint = %found.file.display(), batch = %time, pending = pending.len(), "resumed from checkpoint");
         Ok(Some(Recovered { time, pending }))
     }
@@ -491,6 +493,25 @@ impl Checkpointer {
         let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         Ok((started.elapsed(), bytes, oldest_positions))
     }
+}
+
+/// Batches cut before a crash are replayed into the same partitions they were cut into: the sinks'
+/// exactly-once progress is kept per partition, and a batch split another way would write rows that
+/// another partition already committed, or skip rows it never wrote.
+fn check_replay_partitions(pending: &[JournaledBatch], workers: usize) -> Result<(), RunError> {
+    let Some(cut) = pending
+        .iter()
+        .find(|b| b.partitions != 0 && b.partitions as usize != workers)
+    else {
+        return Ok(());
+    };
+    Err(RunError(format!(
+        "{} batch(es) from {} ms on were cut into {} partitions before the app stopped, and must be          replayed the same way for exactly-once outputs; restart with --workers {}, let it catch up          and stop it gracefully (Ctrl-C or SIGTERM), then change --workers",
+        pending.len(),
+        pending.first().map(|b| b.time_ms).unwrap_or(cut.time_ms),
+        cut.partitions,
+        cut.partitions
+    )))
 }
 
 /// Backpressure: one PID estimator per receiver, fed each batch's figures.
@@ -548,7 +569,12 @@ pub(crate) struct Recovered {
 }
 
 /// Journals a batch before it runs, when the pipeline has replayable sources and a checkpoint directory.
-pub(crate) fn journal(dir: Option<&CheckpointDir>, time: Time, positions: &[(String, Vec<u8>)]) {
+pub(crate) fn journal(
+    dir: Option<&CheckpointDir>,
+    time: Time,
+    partitions: usize,
+    positions: &[(String, Vec<u8>)],
+) {
     let Some(dir) = dir else { return };
     if positions.is_empty() {
         return;
@@ -556,6 +582,7 @@ pub(crate) fn journal(dir: Option<&CheckpointDir>, time: Time, positions: &[(Str
     let entry = JournaledBatch {
         time_ms: time.millis(),
         positions: positions.to_vec(),
+        partitions: partitions as u32,
     };
     if let Err(e) = dir.journal(&entry) {
         tracing::error!(batch = %time, "cannot journal the batch; after a crash it would be cut afresh: {e}");
@@ -971,7 +998,7 @@ fn generate_batches<S: SourceSet>(
             records,
             positions,
         } = sources.cut(next, plan.partitions);
-        journal(plan.journal.as_ref(), next, &positions);
+        journal(plan.journal.as_ref(), next, plan.partitions, &positions);
         if plan.stop_when_drained && !stopping && sources.all_finished() {
             sources.stop();
             stopping = true;
