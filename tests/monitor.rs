@@ -586,6 +586,30 @@ fn the_dashboard_shows_live_data_and_warns_when_falling_behind() {
         "the batches table"
     );
     assert!(!dom.contains("id=\"behind\" class=\"on\""), "not behind");
+    assert!(
+        dom.contains("<rect class=\"bar\""),
+        "the histograms are drawn"
+    );
+    // Drill-down: the batch named in the address is shown in detail, as a click on its row does.
+    let (_, newest) = get(address, "/api/v1/batches?limit=1");
+    let newest: serde_json::Value = serde_json::from_str(&newest).unwrap();
+    let time = newest[0]["time"].as_u64().expect("a batch time");
+    let records = newest[0]["records"].as_u64().expect("its records");
+    let dom = browse(
+        &browser,
+        &format!("{url}#batch={time}"),
+        Duration::from_secs(2),
+        None,
+    );
+    let shown = text_of(&dom, "detail");
+    assert!(
+        shown.starts_with(&format!("batch {time}: {records} records")),
+        "the batch detail: {shown}"
+    );
+    assert!(
+        shown.contains("source lines:") && shown.contains("output "),
+        "per source and per output: {shown}"
+    );
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
     let shot = shots.join("dashboard.png");
     browse(&browser, &url, Duration::from_secs(3), Some(&shot));
