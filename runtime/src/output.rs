@@ -182,11 +182,20 @@ pub fn write_batch_dir<T: Show>(dir: &std::path::Path, parts: &[Vec<T>]) -> std:
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
     }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir)?;
+    // A replay's copy replaces the earlier one: moved aside rather than deleted first, so the batch's
+    // directory is missing only between two renames, never while a whole copy is being removed.
+    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+    let replacing = dir.exists();
+    if replacing {
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(dir, &old)?;
     }
     std::fs::rename(&tmp, dir)?;
-    std::fs::File::open(parent)?.sync_all()
+    std::fs::File::open(parent)?.sync_all()?;
+    if replacing {
+        std::fs::remove_dir_all(&old)?;
+    }
+    Ok(())
 }
 
 /// Spark's `print` block: a dashed line, `Time: <ms> ms`, a dashed line, the first `n` records, `...` if
