@@ -313,6 +313,38 @@ fn a_stream_file_builds_into_a_binary_that_runs() {
     assert_ok(&out, "the built pipeline");
     assert!(String::from_utf8_lossy(&out.stdout).contains("QUIET PLEASE"));
 
+    // Another pipeline shares the cache's target directory: only its own crate is compiled.
+    std::fs::write(
+        dir.join("hush.stream"),
+        "app hush { batch: 300ms, workers: 1 }
+         let lines = socket_text_stream(\"localhost\", 9999);
+         let soft = lines.map(|line: &str| line.to_lowercase());
+         soft.print();
+",
+    )
+    .unwrap();
+    let hush_binary = dir.join("hush");
+    let second = streamc(
+        &[
+            "build",
+            "--debug",
+            "hush.stream",
+            "--out",
+            hush_binary.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert_ok(&second, "streamc build of a second .stream file");
+    let progress = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        progress.contains("Compiling hush") && !progress.contains("Compiling streamc v"),
+        "the second pipeline reuses the compiled runtime:\n{progress}"
+    );
+    let source = format!("lines={}", serve("QUIET PLEASE\n"));
+    let out = run_binary(&hush_binary, &dir, &["--source", &source, "--batches", "3"]);
+    assert_ok(&out, "the second pipeline");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("quiet please"));
+
     // Errors are reported like rustc's, before any compiling, with exit code 1.
     std::fs::write(&file, "app shout { batch: 300ms }\nlet lines = socket_text_stream(\"localhost\", 9999);\nlines.mapp(|l: &str| l.len()).print();\n").unwrap();
     let bad = streamc(&["build", "--debug", "shout.stream"], &dir);

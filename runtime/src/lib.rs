@@ -69,7 +69,9 @@ pub mod prelude {
 pub mod __private {
     pub use crate::context::BatchContext;
     pub use crate::exec;
-    pub use crate::pipeline::{AppSpec, BuildError, OutputSpec, Pipeline, SourceSpec};
+    pub use crate::pipeline::{
+        AppSpec, BuildError, OutputSpec, Pipeline, SourceSpec, StreamCheckpointSpec, WindowSpec,
+    };
     pub use crate::source::{
         FileOptions, QueueSource, SocketTextSource, SourceSet, TextFileSource,
     };

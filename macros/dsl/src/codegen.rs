@@ -157,8 +157,7 @@ impl<'g> Generator<'g> {
             Some(ms) => quote!(::core::option::Option::Some(#p::Duration::from_millis(#ms))),
             None => quote!(::core::option::Option::None),
         };
-        // `__private` does not re-export these; `streamc::pipeline` is public.
-        let spec_types = quote!(::streamc::pipeline);
+        let spec_types = &p;
         let window_specs = g
             .nodes
             .iter()

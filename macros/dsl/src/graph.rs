@@ -587,6 +587,11 @@ impl Builder {
                 if op.name == "checkpoint" {
                     // Not a step of its own: how often the stream it follows is checkpointed.
                     let millis = parse_duration(&args[0])?;
+                    if self.nodes[input].checkpoint.is_some() {
+                        return Err(Diagnostic::at(method, "this stream already has a checkpoint interval")
+                            .help("keep one `.checkpoint(interval)`: the stream's state is saved at least that often")
+                            .into());
+                    }
                     self.nodes[input].checkpoint = Some((millis, method.span()));
                     return Ok(input);
                 }
