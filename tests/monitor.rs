@@ -25,6 +25,16 @@ stream! {
 }
 
 stream! {
+    app stateful_monitored { batch: 200ms, workers: 2, checkpoint: "target/streamc-test/stateful_monitored", checkpoint_every: 200ms }
+    let lines = socket_text_stream("localhost", 9999);
+    let totals = lines
+        .flat_map(|line: &str| line.split_whitespace())
+        .map(|w| (w.to_string(), 1u64))
+        .update_state_by_key(|new: &[u64], old: Option<u64>| Some(old.unwrap_or(0) + new.iter().sum::<u64>()));
+    totals.foreach_batch(|batch, _| { std::hint::black_box(batch.len()); });
+}
+
+stream! {
     app lagging { batch: 200ms, workers: 2 }
     let lines = socket_text_stream("localhost", 9999);
     // Every batch with data takes three batch intervals: the app falls behind.
@@ -649,4 +659,83 @@ fn the_stats_report_and_the_ui_flag_parse() {
     );
     assert_eq!(app.config().stats_every, Some(5));
     assert!(monitored::app().with_args(["--ui", "nowhere"]).is_err());
+}
+
+#[test]
+fn state_checkpoint_and_write_ahead_log_figures_match_the_run() {
+    let lines: Vec<String> = (0..300).map(|i| format!("a{} b{}", i % 5, i % 2)).collect();
+    let payload = lines.join("\n") + "\n";
+    let server = LineServer::once(payload.clone().into_bytes()).unwrap();
+    let dir = std::env::temp_dir().join(format!("streamc-monitor-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let app = stateful_monitored::app()
+        .source_address("lines", server.address().to_string())
+        .configure(|c| {
+            c.ui = Some("127.0.0.1:0".parse().unwrap());
+            c.checkpoint_dir = Some(dir.clone());
+            c.write_ahead_log = true;
+        })
+        .start()
+        .unwrap();
+    let address = app.ui_address().expect("the UI listens");
+    let app_label = "{app=\"stateful_monitored\"}";
+    let line_bytes: usize = lines.iter().map(String::len).sum();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut text = String::new();
+    while Instant::now() < deadline {
+        text = get(address, "/metrics").1;
+        // Every line received, and a checkpoint written after the last of them was counted.
+        let received = metric_if_any(
+            &text,
+            "streamc_records_received_total{app=\"stateful_monitored\",source=\"lines\"}",
+        );
+        let keys = metric_if_any(
+            &text,
+            "streamc_state_keys{app=\"stateful_monitored\",operator=\"totals\"}",
+        );
+        // The log's size is measured at most once a second: wait for a measurement after the lines.
+        let logged = metric_if_any(&text, &format!("streamc_wal_bytes{app_label}"));
+        if received == Some(lines.len() as f64)
+            && keys == Some(7.0)
+            && logged.is_some_and(|b| b >= line_bytes as f64)
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        metric(
+            &text,
+            "streamc_state_keys{app=\"stateful_monitored\",operator=\"totals\"}"
+        ),
+        7.0,
+        "a0..a4, b0, b1: {text}"
+    );
+    assert!(
+        metric(
+            &text,
+            &format!("streamc_checkpoint_seconds_count{app_label}")
+        ) >= 1.0,
+        "{text}"
+    );
+    // The state's size is that of a checkpoint the app wrote (they are all alike once the counts stop
+    // changing).
+    let state_bytes = metric(&text, &format!("streamc_state_bytes{app_label}")) as u64;
+    let sizes: Vec<u64> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("checkpoint-"))
+        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+        .collect();
+    assert!(
+        sizes.contains(&state_bytes),
+        "{state_bytes} among {sizes:?}"
+    );
+    // The log holds every line received, framed, and nothing was deleted yet (it is one segment).
+    let wal = metric(&text, &format!("streamc_wal_bytes{app_label}")) as usize;
+    assert!(
+        wal >= line_bytes && wal < payload.len() * 3,
+        "{wal} bytes logged for {line_bytes} bytes of lines"
+    );
+    app.stop().unwrap();
 }

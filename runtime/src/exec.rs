@@ -693,6 +693,7 @@ pub fn foreach_partition<D, T, B, R, C, CE, F, E>(
         Ok(pool) => pool,
         Err(e) => fail(output, e),
     };
+    pool.close_idle();
     crate::sink::write_partitions(
         ctx,
         output,

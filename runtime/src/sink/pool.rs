@@ -74,6 +74,13 @@ impl<R: Send> ResourcePool<R> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// Closes resources idle past the timeout now. Called every batch, so that connections go even
+    /// while batches have nothing for them to write.
+    pub fn close_idle(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        self.evict(&mut idle);
+    }
+
     fn take_idle(&self) -> Option<R> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         self.evict(&mut idle);
@@ -156,6 +163,17 @@ mod tests {
         pool.with(|_| -> Result<(), ()> { Ok(()) }).unwrap();
         assert_eq!(pool.created(), 2);
         assert_eq!(pool.closed(), 1);
+    }
+
+    #[test]
+    fn idle_resources_close_without_another_checkout() {
+        let pool = ResourcePool::new(Duration::from_millis(20), || Ok(()));
+        pool.with(|_| -> Result<(), ()> { Ok(()) }).unwrap();
+        pool.close_idle();
+        assert_eq!(pool.idle(), 1, "not idle long enough yet");
+        std::thread::sleep(Duration::from_millis(40));
+        pool.close_idle();
+        assert_eq!((pool.idle(), pool.closed()), (0, 1));
     }
 
     #[test]

@@ -121,6 +121,7 @@ fn receive(consumer: Arc<BaseConsumer>, mut r: Receiving) {
         if let Err(e) = r.sink.push(block) {
             // Not durable, so not acknowledged: stop; Kafka keeps the messages for the restart.
             tracing::error!(source = %r.name, "the receiver stops: {e}");
+            ReceiverCounters::add(&r.counters.connection_errors, 1);
             r.counters.set_error(e);
             return;
         }
