@@ -25,6 +25,11 @@ struct Running {
 
 impl Running {
     fn start(name: &str, args: &[&str]) -> Running {
+        Self::start_with_log(name, args, Stdio::inherit())
+    }
+
+    /// [`Running::start`], with the example's log (standard error) sent to `log`.
+    fn start_with_log(name: &str, args: &[&str], log: Stdio) -> Running {
         let binary = example_binary(name);
         assert!(
             binary.exists(),
@@ -35,7 +40,7 @@ impl Running {
             .args(args)
             .env("STREAMC_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -159,6 +164,85 @@ fn update_state_by_key_word_count_keeps_counting_across_a_restart() {
         app.printed()
     );
     app.stop();
+}
+
+#[test]
+fn a_damaged_newest_checkpoint_is_skipped_with_a_warning_and_counting_goes_on() {
+    let checkpoints = temp_dir("damaged-counts");
+    let dir = checkpoints.to_string_lossy().to_string();
+    let args = |source: &str| -> Vec<String> {
+        [
+            "--source",
+            source,
+            "--batch",
+            "200ms",
+            "--checkpoint",
+            &dir,
+            "--checkpoint-every",
+            "200ms",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let first_lines = ["to be", "or not to be"];
+    let server = LineServer::once(text(&first_lines)).unwrap();
+    let source = format!("lines={}", server.address());
+    let first_args = args(&source);
+    let first_args: Vec<&str> = first_args.iter().map(String::as_str).collect();
+    let mut app = Running::start("update_state_by_key_word_count", &first_args);
+    assert!(
+        app.wait_for(&shown(&word_counts(&first_lines)), Duration::from_secs(20)),
+        "printed: {:?}",
+        app.printed()
+    );
+    // A few more checkpoints of the same counts, so the one before the newest holds them too.
+    std::thread::sleep(Duration::from_millis(800));
+    app.stop();
+
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&checkpoints)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ckpt"))
+        .collect();
+    files.sort();
+    let newest = files.last().expect("checkpoints were written");
+    let len = std::fs::metadata(newest).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(newest)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+
+    let second_lines = ["that is", "the question"];
+    let server = LineServer::once(text(&second_lines)).unwrap();
+    let source = format!("lines={}", server.address());
+    let second_args = args(&source);
+    let second_args: Vec<&str> = second_args.iter().map(String::as_str).collect();
+    let log_path = checkpoints.with_extension("log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut app = Running::start_with_log(
+        "update_state_by_key_word_count",
+        &second_args,
+        Stdio::from(log),
+    );
+    let all: Vec<&str> = first_lines.iter().chain(&second_lines).copied().collect();
+    assert!(
+        app.wait_for(&shown(&word_counts(&all)), Duration::from_secs(20)),
+        "counts carry on from the checkpoint before the damaged one: {:?}",
+        app.printed()
+    );
+    app.stop();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let name = newest.file_name().unwrap().to_string_lossy();
+    assert!(
+        log.contains("skipping a damaged checkpoint") && log.contains(name.as_ref()),
+        "the warning names the skipped file:\n{log}"
+    );
+    assert!(
+        !log.contains('\x1b'),
+        "no colour codes in a log file:\n{log}"
+    );
 }
 
 #[test]
