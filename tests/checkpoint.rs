@@ -252,6 +252,19 @@ fn upgrades_resume_when_state_types_match_and_are_refused_otherwise() {
     assert_eq!(time.millis(), 1000, "--reset-state starts over");
 }
 
+/// Cuts the checkpoint of batch `time_ms` in `dir` to `length(its length)` bytes, as a crash mid-write
+/// on a file system without atomic renames, or a bad disk, would leave it.
+fn truncate_checkpoint(dir: &Path, time_ms: u64, length: impl Fn(u64) -> u64) {
+    let file = dir.join(format!("checkpoint-{time_ms:020}.ckpt"));
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(length(len))
+        .unwrap();
+}
+
 #[test]
 fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     let dir = temp_dir("damaged");
@@ -262,14 +275,7 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     let mut first = v1::counter::app().configure(at).test_driver().unwrap();
     first.run_batches(4);
     drop(first);
-    let newest = dir.join(format!("checkpoint-{:020}.ckpt", 4000));
-    let len = std::fs::metadata(&newest).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&newest)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    truncate_checkpoint(&dir, 4000, |len| len / 2);
     let mut resumed = v1::counter::app().configure(at).test_driver().unwrap();
     resumed.run_batch();
     let (time, _) = resumed
@@ -358,14 +364,7 @@ fn a_crash_then_a_damaged_newest_checkpoint_replays_from_the_one_before_with_the
         .unwrap();
     first.run_batches(5);
     drop(first);
-    let newest = dir.join(format!("checkpoint-{:020}.ckpt", 4000));
-    let len = std::fs::metadata(&newest).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&newest)
-        .unwrap()
-        .set_len(len - 3)
-        .unwrap();
+    truncate_checkpoint(&dir, 4000, |len| len - 3);
 
     // Resuming from the 2 s checkpoint needs the journal of batches 3, 4 and 5, which the 4 s
     // checkpoint had made unnecessary — but not deletable while the 2 s one is kept.
