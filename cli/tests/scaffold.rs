@@ -316,11 +316,10 @@ fn a_stream_file_builds_into_a_binary_that_runs() {
     // Another pipeline shares the cache's target directory: only its own crate is compiled.
     std::fs::write(
         dir.join("hush.stream"),
-        "app hush { batch: 300ms, workers: 1 }
-         let lines = socket_text_stream(\"localhost\", 9999);
-         let soft = lines.map(|line: &str| line.to_lowercase());
-         soft.print();
-",
+        "app hush { batch: 300ms, workers: 1 }\n\
+         let lines = socket_text_stream(\"localhost\", 9999);\n\
+         let soft = lines.map(|line: &str| line.to_lowercase());\n\
+         soft.print();\n",
     )
     .unwrap();
     let hush_binary = dir.join("hush");

@@ -506,7 +506,9 @@ fn check_replay_partitions(pending: &[JournaledBatch], workers: usize) -> Result
         return Ok(());
     };
     Err(RunError(format!(
-        "{} batch(es) from {} ms on were cut into {} partitions before the app stopped, and must be          replayed the same way for exactly-once outputs; restart with --workers {}, let it catch up          and stop it gracefully (Ctrl-C or SIGTERM), then change --workers",
+        "{} batch(es) from {} ms on were cut into {} partitions before the app stopped, and must be \
+         replayed the same way for exactly-once outputs; restart with --workers {}, let it catch up \
+         and stop it gracefully (Ctrl-C or SIGTERM), then change --workers",
         pending.len(),
         pending.first().map(|b| b.time_ms).unwrap_or(cut.time_ms),
         cut.partitions,
