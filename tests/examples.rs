@@ -5,6 +5,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -122,31 +123,35 @@ fn shown(counts: &BTreeMap<String, u64>) -> Vec<String> {
     counts.iter().map(|(w, n)| format!("({w},{n})")).collect()
 }
 
+/// UpdateStateByKeyWordCount fed `lines` over a socket, checkpointing every 200 ms batch into `dir`,
+/// its log sent to `log`. The server is returned with the app so it outlives the run.
+fn running_counts(dir: &Path, lines: &[&str], log: Stdio) -> (LineServer, Running) {
+    let server = LineServer::once(text(lines)).unwrap();
+    let source = format!("lines={}", server.address());
+    let dir = dir.to_string_lossy();
+    let app = Running::start_with_log(
+        "update_state_by_key_word_count",
+        &[
+            "--source",
+            &source,
+            "--batch",
+            "200ms",
+            "--checkpoint",
+            &dir,
+            "--checkpoint-every",
+            "200ms",
+        ],
+        log,
+    );
+    (server, app)
+}
+
 #[test]
 fn update_state_by_key_word_count_keeps_counting_across_a_restart() {
     let checkpoints = temp_dir("running-counts");
     let first_lines = ["hello world", "hello spark", "streaming hello"];
     let second_lines = ["hello again", "world"];
-    let dir = checkpoints.to_string_lossy().to_string();
-    let run = |lines: &[&str]| {
-        let server = LineServer::once(text(lines)).unwrap();
-        let source = format!("lines={}", server.address());
-        let app = Running::start(
-            "update_state_by_key_word_count",
-            &[
-                "--source",
-                &source,
-                "--batch",
-                "200ms",
-                "--checkpoint",
-                &dir,
-                "--checkpoint-every",
-                "200ms",
-            ],
-        );
-        (server, app)
-    };
-    let (_server, mut app) = run(&first_lines);
+    let (_server, mut app) = running_counts(&checkpoints, &first_lines, Stdio::inherit());
     let expected = word_counts(&first_lines);
     assert!(
         app.wait_for(&shown(&expected), Duration::from_secs(20)),
@@ -155,7 +160,7 @@ fn update_state_by_key_word_count_keeps_counting_across_a_restart() {
     );
     app.stop();
 
-    let (_server, mut app) = run(&second_lines);
+    let (_server, mut app) = running_counts(&checkpoints, &second_lines, Stdio::inherit());
     let all: Vec<&str> = first_lines.iter().chain(&second_lines).copied().collect();
     let expected = word_counts(&all);
     assert!(
@@ -169,27 +174,8 @@ fn update_state_by_key_word_count_keeps_counting_across_a_restart() {
 #[test]
 fn a_damaged_newest_checkpoint_is_skipped_with_a_warning_and_counting_goes_on() {
     let checkpoints = temp_dir("damaged-counts");
-    let dir = checkpoints.to_string_lossy().to_string();
-    let args = |source: &str| -> Vec<String> {
-        [
-            "--source",
-            source,
-            "--batch",
-            "200ms",
-            "--checkpoint",
-            &dir,
-            "--checkpoint-every",
-            "200ms",
-        ]
-        .map(String::from)
-        .to_vec()
-    };
     let first_lines = ["to be", "or not to be"];
-    let server = LineServer::once(text(&first_lines)).unwrap();
-    let source = format!("lines={}", server.address());
-    let first_args = args(&source);
-    let first_args: Vec<&str> = first_args.iter().map(String::as_str).collect();
-    let mut app = Running::start("update_state_by_key_word_count", &first_args);
+    let (_server, mut app) = running_counts(&checkpoints, &first_lines, Stdio::inherit());
     assert!(
         app.wait_for(&shown(&word_counts(&first_lines)), Duration::from_secs(20)),
         "printed: {:?}",
@@ -215,17 +201,9 @@ fn a_damaged_newest_checkpoint_is_skipped_with_a_warning_and_counting_goes_on() 
         .unwrap();
 
     let second_lines = ["that is", "the question"];
-    let server = LineServer::once(text(&second_lines)).unwrap();
-    let source = format!("lines={}", server.address());
-    let second_args = args(&source);
-    let second_args: Vec<&str> = second_args.iter().map(String::as_str).collect();
     let log_path = checkpoints.with_extension("log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut app = Running::start_with_log(
-        "update_state_by_key_word_count",
-        &second_args,
-        Stdio::from(log),
-    );
+    let (_server, mut app) = running_counts(&checkpoints, &second_lines, Stdio::from(log));
     let all: Vec<&str> = first_lines.iter().chain(&second_lines).copied().collect();
     assert!(
         app.wait_for(&shown(&word_counts(&all)), Duration::from_secs(20)),

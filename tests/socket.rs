@@ -291,43 +291,11 @@ fn bad_flags_exit_with_status_2_and_a_message() {
     );
 }
 
-/// Runs `command` to completion; a run longer than `limit` is killed and fails the test.
+/// Runs `command` (logging warnings only) to completion; one still running after `limit` fails the
+/// test.
 fn output_within(command: &mut std::process::Command, limit: Duration) -> std::process::Output {
-    let mut child = command
-        .env("STREAMC_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Drained while we wait, so a child that writes a lot never blocks on a full pipe.
-    let stdout = drain(child.stdout.take().unwrap());
-    let stderr = drain(child.stderr.take().unwrap());
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
-            panic!("{command:?} still ran after {limit:?} and was killed; stderr:\n{stderr}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    std::process::Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        bytes
-    })
+    streamc::testkit::output_within(command.env("STREAMC_LOG", "warn"), limit)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A configuration file for the example apps, in a directory of this test process.

@@ -5,11 +5,11 @@
 //! The projects build with the workspace's target directory, so the dependencies compiled for the
 //! workspace are reused.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -108,47 +108,14 @@ const RUN_LIMIT: Duration = Duration::from_secs(60);
 /// Runs a built binary to completion; one still running after [`RUN_LIMIT`] is killed and fails the
 /// test instead of hanging it.
 fn run_binary(binary: &Path, cwd: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(binary)
-        .args(args)
-        .current_dir(cwd)
-        .env("STREAMC_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Drained while we wait, so a binary that prints a lot never blocks on a full pipe.
-    let stdout = drain(child.stdout.take().unwrap());
-    let stderr = drain(child.stderr.take().unwrap());
-    let deadline = Instant::now() + RUN_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{} {args:?} still ran after {RUN_LIMIT:?} and was killed:\n{}\n{}",
-                binary.display(),
-                String::from_utf8_lossy(&stdout.join().unwrap()),
-                String::from_utf8_lossy(&stderr.join().unwrap())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        bytes
-    })
+    streamc::testkit::output_within(
+        Command::new(binary)
+            .args(args)
+            .current_dir(cwd)
+            .env("STREAMC_LOG", "warn"),
+        RUN_LIMIT,
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", binary.display()))
 }
 
 #[test]
@@ -283,55 +250,45 @@ fn the_kafka_template_builds_and_counts_a_topic() {
     );
 }
 
+/// Writes `NAME.stream` in `dir` and builds it (debug) into the binary `dir/NAME`.
+fn build_stream_file(dir: &Path, name: &str, pipeline: &str) -> (Output, PathBuf) {
+    let file = format!("{name}.stream");
+    std::fs::write(dir.join(&file), pipeline).unwrap();
+    let binary = dir.join(name);
+    let build = streamc(
+        &["build", "--debug", &file, "--out", binary.to_str().unwrap()],
+        dir,
+    );
+    (build, binary)
+}
+
 #[test]
 fn a_stream_file_builds_into_a_binary_that_runs() {
     let dir = scratch("stream-file");
     let file = dir.join("shout.stream");
-    std::fs::write(
-        &file,
+    let (build, shout) = build_stream_file(
+        &dir,
+        "shout",
         "use std::time::Duration;\n\n\
          app shout { batch: 300ms, workers: 1 }\n\
          let lines = socket_text_stream(\"localhost\", 9999);\n\
          let loud = lines.map(|line: &str| line.to_uppercase());\n\
          loud.print();\n",
-    )
-    .unwrap();
-    let out_binary = dir.join("shout");
-    let build = streamc(
-        &[
-            "build",
-            "--debug",
-            "shout.stream",
-            "--out",
-            out_binary.to_str().unwrap(),
-        ],
-        &dir,
     );
     assert_ok(&build, "streamc build of a .stream file");
     let source = format!("lines={}", serve("quiet please\n"));
-    let out = run_binary(&out_binary, &dir, &["--source", &source, "--batches", "3"]);
+    let out = run_binary(&shout, &dir, &["--source", &source, "--batches", "3"]);
     assert_ok(&out, "the built pipeline");
     assert!(String::from_utf8_lossy(&out.stdout).contains("QUIET PLEASE"));
 
     // Another pipeline shares the cache's target directory: only its own crate is compiled.
-    std::fs::write(
-        dir.join("hush.stream"),
+    let (second, hush) = build_stream_file(
+        &dir,
+        "hush",
         "app hush { batch: 300ms, workers: 1 }\n\
          let lines = socket_text_stream(\"localhost\", 9999);\n\
          let soft = lines.map(|line: &str| line.to_lowercase());\n\
          soft.print();\n",
-    )
-    .unwrap();
-    let hush_binary = dir.join("hush");
-    let second = streamc(
-        &[
-            "build",
-            "--debug",
-            "hush.stream",
-            "--out",
-            hush_binary.to_str().unwrap(),
-        ],
-        &dir,
     );
     assert_ok(&second, "streamc build of a second .stream file");
     let progress = String::from_utf8_lossy(&second.stderr);
@@ -340,7 +297,7 @@ fn a_stream_file_builds_into_a_binary_that_runs() {
         "the second pipeline reuses the compiled runtime:\n{progress}"
     );
     let source = format!("lines={}", serve("QUIET PLEASE\n"));
-    let out = run_binary(&hush_binary, &dir, &["--source", &source, "--batches", "3"]);
+    let out = run_binary(&hush, &dir, &["--source", &source, "--batches", "3"]);
     assert_ok(&out, "the second pipeline");
     assert!(String::from_utf8_lossy(&out.stdout).contains("quiet please"));
 

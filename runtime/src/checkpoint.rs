@@ -161,15 +161,7 @@ impl CheckpointDir {
             .map_err(|e| format!("cannot list {}: {e}", self.path.display()))?;
         let mut files: Vec<(u64, PathBuf)> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter_map(|p| {
-                let name = p.file_name()?.to_str()?;
-                let time = name
-                    .strip_prefix(JOURNAL_PREFIX)?
-                    .strip_suffix(JOURNAL_SUFFIX)?
-                    .parse()
-                    .ok()?;
-                Some((time, p))
-            })
+            .filter_map(|p| Some((batch_time_in(&p, JOURNAL_PREFIX, JOURNAL_SUFFIX)?, p)))
             .collect();
         files.sort();
         Ok(files)
@@ -231,14 +223,10 @@ impl CheckpointDir {
 
     /// The batch time of the oldest checkpoint file still in the directory.
     pub fn oldest_time(&self) -> Result<Option<u64>, String> {
-        Ok(self.files()?.first().and_then(|file| {
-            file.file_name()?
-                .to_str()?
-                .strip_prefix(PREFIX)?
-                .strip_suffix(SUFFIX)?
-                .parse()
-                .ok()
-        }))
+        Ok(self
+            .files()?
+            .first()
+            .and_then(|file| batch_time_in(file, PREFIX, SUFFIX)))
     }
 
     /// The newest checkpoint that reads back intact. `Ok(None)` for an empty directory; an error if there
@@ -295,6 +283,16 @@ impl CheckpointDir {
         }
         Ok(removed)
     }
+}
+
+/// The batch time in a file name `<prefix><time><suffix>`, as checkpoints and journal entries are named.
+fn batch_time_in(path: &Path, prefix: &str, suffix: &str) -> Option<u64> {
+    path.file_name()?
+        .to_str()?
+        .strip_prefix(prefix)?
+        .strip_suffix(suffix)?
+        .parse()
+        .ok()
 }
 
 /// Decodes a journal entry of either version.

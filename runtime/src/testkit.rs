@@ -1,5 +1,6 @@
-//! Test and demo helpers: a deterministic word corpus and a local line server that plays the part of
-//! `nc -lk 9999`. Used by the test suite, the benchmarks and `--demo`.
+//! Test and demo helpers: a deterministic word corpus, a local line server that plays the part of
+//! `nc -lk 9999`, and a bounded run of a child process. Used by the test suites, the benchmarks and
+//! `--demo`.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -213,6 +214,55 @@ impl Drop for LineServer {
             let _ = thread.join();
         }
     }
+}
+
+/// Runs `command` to completion with its output captured, killing it if it still runs after `limit`
+/// (an error of kind `TimedOut` that carries what it wrote to standard error). Both pipes are drained
+/// while it runs, so a child that writes a lot never blocks on a full pipe.
+pub fn output_within(
+    command: &mut std::process::Command,
+    limit: Duration,
+) -> std::io::Result<std::process::Output> {
+    use std::process::Stdio;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = stderr.join().unwrap_or_default();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "{command:?} still ran after {limit:?} and was killed; it wrote:\n{}",
+                    String::from_utf8_lossy(&stderr)
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

@@ -1015,18 +1015,13 @@ fn initial_state_argument(
     mut args: Vec<Expr>,
 ) -> Result<(Vec<Expr>, Option<Expr>), Diagnostics> {
     let takes_initial = matches!(op.name, "update_state_by_key" | "map_with_state");
-    let named = |e: &Expr| match e {
-        Expr::Assign(assign) => match &*assign.left {
-            Expr::Path(p) => p.path.get_ident().cloned(),
-            _ => None,
-        },
-        _ => None,
-    };
     for (i, arg) in args.iter().enumerate() {
         let Expr::Assign(assign) = arg else { continue };
-        let name = named(arg);
-        let is_initial = name.as_ref().is_some_and(|n| n == "initial");
-        if !is_initial {
+        let name = match &*assign.left {
+            Expr::Path(p) => p.path.get_ident().cloned(),
+            _ => None,
+        };
+        if name.as_ref().is_none_or(|n| n != "initial") {
             let shown = name.map(|n| format!(" `{n}`")).unwrap_or_default();
             return Err(
                 Diagnostic::at(&assign.left, format!("unknown named argument{shown}"))
@@ -1055,12 +1050,13 @@ fn initial_state_argument(
                 .into());
         }
     }
-    let initial = match args.last() {
-        Some(Expr::Assign(_)) => match args.pop() {
-            Some(Expr::Assign(assign)) => Some(*assign.right),
-            _ => None,
-        },
-        _ => None,
+    // Checked above: a named argument can only be a last `initial = ...`.
+    let initial = match args.pop() {
+        Some(Expr::Assign(assign)) => Some(*assign.right),
+        other => {
+            args.extend(other);
+            None
+        }
     };
     Ok((args, initial))
 }
