@@ -177,15 +177,21 @@ fn metrics_and_the_json_api_report_what_was_fed() {
     let server = LineServer::once((lines.join("\n") + "\n").into_bytes()).unwrap();
     let events = Arc::new(Events::default());
     let (app, address) = start_with_ui(monitored::app().listener(events.clone()), server.address());
-    // Wait until every line went through a batch.
+    // Wait until every line went through a completed batch: lines are counted as received
+    // when their batch is submitted, which comes before it completes.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut text = String::new();
     while Instant::now() < deadline {
+        let completed: serde_json::Value =
+            serde_json::from_str(&get(address, "/api/v1/batches?limit=1000").1).unwrap();
+        let processed: u64 = completed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["records"].as_u64().unwrap())
+            .sum();
         text = get(address, "/metrics").1;
-        if text.contains(&format!(
-            "streamc_records_received_total{{app=\"monitored\",source=\"lines\"}} {}",
-            lines.len()
-        )) {
+        if processed == lines.len() as u64 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -695,8 +701,13 @@ fn state_checkpoint_and_write_ahead_log_figures_match_the_run() {
         );
         // The log's size is measured at most once a second: wait for a measurement after the lines.
         let logged = metric_if_any(&text, &format!("streamc_wal_bytes{app_label}"));
+        let checkpoints = metric_if_any(
+            &text,
+            &format!("streamc_checkpoint_seconds_count{app_label}"),
+        );
         if received == Some(lines.len() as f64)
             && keys == Some(7.0)
+            && checkpoints.is_some_and(|n| n >= 1.0)
             && logged.is_some_and(|b| b >= line_bytes as f64)
         {
             break;
