@@ -217,6 +217,12 @@ fn a_damaged_newest_checkpoint_is_skipped_with_a_warning_and_counting_goes_on() 
         log.contains("skipping a damaged checkpoint") && log.contains(name.as_ref()),
         "the warning names the skipped file:\n{log}"
     );
+    let mut aside = newest.as_os_str().to_os_string();
+    aside.push(".unreadable");
+    assert!(
+        std::path::Path::new(&aside).exists() && log.contains(".ckpt.unreadable"),
+        "the damaged file is kept aside for inspection, and the warning says where:\n{log}"
+    );
     assert!(
         !log.contains('\x1b'),
         "no colour codes in a log file:\n{log}"

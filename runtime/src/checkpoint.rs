@@ -5,7 +5,8 @@
 //! payload length, the payload (postcard), and a CRC-32 of version, length and payload. Files are written
 //! to a temporary name, fsynced, renamed, and the directory fsynced, so a crash leaves either the whole
 //! new checkpoint or none of it. The newest `keep` complete checkpoints are kept; a corrupt or truncated
-//! one is skipped, with a warning, in favour of the one before it.
+//! one is skipped, with a warning, in favour of the one before it, and renamed `….ckpt.unreadable` so it
+//! stays for inspection without taking the place of an intact one among the kept.
 //!
 //! The format is independent of closures and code layout: state is keyed by the operators' stable names
 //! and carries a description of its types, so a rebuilt pipeline resumes, and an incompatible one is
@@ -25,6 +26,8 @@ pub const FORMAT_VERSION: u32 = 1;
 const JOURNAL_VERSION: u32 = 2;
 const PREFIX: &str = "checkpoint-";
 const SUFFIX: &str = ".ckpt";
+/// Appended to a checkpoint file that could not be read, once the app has fallen back past it.
+const UNREADABLE_SUFFIX: &str = ".unreadable";
 const JOURNAL_PREFIX: &str = "pending-";
 const JOURNAL_SUFFIX: &str = ".batch";
 
@@ -70,8 +73,10 @@ pub struct CheckpointDir {
 pub struct Found {
     pub checkpoint: Checkpoint,
     pub file: PathBuf,
-    /// Newer files that were corrupt or truncated and were skipped.
+    /// Newer files that were corrupt or truncated and were skipped, each with its problem.
     pub skipped: Vec<String>,
+    /// Those files, newest first.
+    pub unreadable: Vec<PathBuf>,
 }
 
 impl CheckpointDir {
@@ -234,6 +239,7 @@ impl CheckpointDir {
     pub fn latest(&self) -> Result<Option<Found>, String> {
         let files = self.files()?;
         let mut skipped = Vec::new();
+        let mut unreadable = Vec::new();
         for file in files.iter().rev() {
             match read(file) {
                 Ok(checkpoint) => {
@@ -241,9 +247,13 @@ impl CheckpointDir {
                         checkpoint,
                         file: file.clone(),
                         skipped,
+                        unreadable,
                     }))
                 }
-                Err(problem) => skipped.push(format!("{}: {problem}", file.display())),
+                Err(problem) => {
+                    skipped.push(format!("{}: {problem}", file.display()));
+                    unreadable.push(file.clone());
+                }
             }
         }
         if skipped.is_empty() {
@@ -255,6 +265,22 @@ impl CheckpointDir {
                 skipped.join("; ")
             ))
         }
+    }
+
+    /// Renames a checkpoint file the app fell back past to `<name>.unreadable`: it is kept for
+    /// inspection, but no longer counts among the newest `keep`, which would leave fewer intact ones.
+    pub fn set_aside(&self, file: &Path) -> Result<PathBuf, String> {
+        let mut name = file.as_os_str().to_os_string();
+        name.push(UNREADABLE_SUFFIX);
+        let target = PathBuf::from(name);
+        fs::rename(file, &target).map_err(|e| {
+            format!(
+                "cannot rename the unreadable checkpoint {} to {}: {e}",
+                file.display(),
+                target.display()
+            )
+        })?;
+        Ok(target)
     }
 
     /// Deletes every checkpoint, journal entry, write-ahead log and leftover temporary file in the
@@ -273,6 +299,7 @@ impl CheckpointDir {
             let ours = name.contains(PREFIX) || name.contains(JOURNAL_PREFIX);
             if ours
                 && (name.ends_with(SUFFIX)
+                    || name.ends_with(UNREADABLE_SUFFIX)
                     || name.ends_with(JOURNAL_SUFFIX)
                     || name.ends_with(".tmp"))
             {
@@ -453,6 +480,28 @@ mod tests {
             found.skipped
         );
         assert!(found.skipped[1].contains("checksum"), "{:?}", found.skipped);
+        assert_eq!(found.unreadable, vec![truncated, newest]);
+        fs::remove_dir_all(&path).ok();
+    }
+
+    #[test]
+    fn a_file_set_aside_no_longer_counts_among_the_kept_and_reset_removes_it() {
+        let path = dir("set-aside");
+        let d = CheckpointDir::open(&path, 2).unwrap();
+        d.write(&checkpoint(1000)).unwrap();
+        let damaged = d.write(&checkpoint(2000)).unwrap();
+        fs::write(&damaged, b"garbage").unwrap();
+        let found = d.latest().unwrap().unwrap();
+        let aside = d.set_aside(&found.unreadable[0]).unwrap();
+        assert!(aside.to_string_lossy().ends_with(".ckpt.unreadable"));
+        assert!(aside.exists() && !damaged.exists());
+        // Two intact checkpoints are kept beside it, not one.
+        d.write(&checkpoint(3000)).unwrap();
+        let kept: Vec<u64> = d.kept().unwrap().iter().map(|(t, _)| *t).collect();
+        assert_eq!(kept, vec![1000, 3000]);
+        assert_eq!(d.oldest_time().unwrap(), Some(1000));
+        assert_eq!(d.reset().unwrap(), 3);
+        assert!(!aside.exists());
         fs::remove_dir_all(&path).ok();
     }
 

@@ -397,8 +397,16 @@ impl Checkpointer {
             );
             return Ok(Some(Recovered { time, pending }));
         };
-        for skipped in &found.skipped {
-            tracing::warn!("skipping a damaged checkpoint, using the one before it: {skipped}");
+        for (problem, file) in found.skipped.iter().zip(&found.unreadable) {
+            match self.dir.set_aside(file) {
+                Ok(aside) => tracing::warn!(
+                    "skipping a damaged checkpoint, using the one before it: {problem} (kept as {})",
+                    aside.display()
+                ),
+                Err(e) => tracing::warn!(
+                    "skipping a damaged checkpoint, using the one before it: {problem} ({e})"
+                ),
+            }
         }
         let ckpt = found.checkpoint;
         let way_out = format!(
