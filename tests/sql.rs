@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -189,22 +189,29 @@ fn persist_word_count_stores_the_reference_counts_verbatim() {
     }
 }
 
+/// The crash test's words fit a column this long, except the ones it makes too long on purpose.
+const SHORT_WORD: u32 = 4;
+const DEAD_LETTER: &str = "STREAMC_TEST_DEAD_LETTER";
+
 mod crash {
+    use crate::SHORT_WORD;
     use streamc::prelude::*;
 
     stream! {
         app sql_totals { batch: 100ms, workers: 2, checkpoint: "target/streamc-test/sql_totals", checkpoint_every: 300ms }
         let lines = text_file_stream("target/streamc-test/sql_totals_in");
         let words = lines.flat_map(|line: &str| line.split_whitespace()).map(|w| w.to_string());
-        // Per-batch deltas added to the stored counts: a batch written twice would show.
+        // Per-batch deltas added to the stored counts: a batch written twice would show. Words
+        // longer than the column are refused and set aside: one listed twice would show too.
         let counts = words.map(|w| (w, 1u64)).reduce_by_key(|a, b| a + b);
         counts.save_to_sql(
             "sqlite://target/streamc-test/sql_totals.db",
             SqlTable::new("crash_totals")
-                .column("word", SqlType::Text(64))
+                .column("word", SqlType::Text(SHORT_WORD))
                 .column("count", SqlType::BigInt)
                 .key(["word"])
-                .accumulate(["count"]),
+                .accumulate(["count"])
+                .dead_letter(crate::support::setting(crate::DEAD_LETTER)),
         );
         words.save_to_rolling_files(RollingFiles::new("target/streamc-test/sql_totals_words").max_bytes(300));
     }
@@ -229,6 +236,7 @@ fn sql_crash_child() {
 
 /// Where a child may be made to crash on its own (besides SIGKILLs at random moments).
 const FAILPOINTS: &[&str] = &[
+    "sql.after_dead_letter",
     "sql.before_commit",
     "sql.after_commit",
     "rolling.before_state",
@@ -246,7 +254,13 @@ fn crash_child(
     input: &Path,
     failpoint: Option<String>,
 ) -> Child {
-    let mut env = vec![("STREAMC_TEST_SINK_URL", db.url.clone())];
+    let mut env = vec![
+        ("STREAMC_TEST_SINK_URL", db.url.clone()),
+        (
+            DEAD_LETTER,
+            dead_letter_file(out).to_string_lossy().into_owned(),
+        ),
+    ];
     env.extend(failpoint.map(|f| ("STREAMC_FAILPOINT", f)));
     child_with(
         "sql_crash_child",
@@ -255,6 +269,35 @@ fn crash_child(
         &input.to_string_lossy(),
         &env,
     )
+}
+
+fn dead_letter_file(out: &Path) -> PathBuf {
+    out.with_extension("dead.tsv")
+}
+
+/// The refused `(word, count)` records in a dead-letter file, summed per word; panics if one batch
+/// partition lists a word twice.
+fn dead_lettered(file: &Path) -> BTreeMap<String, i64> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut totals = BTreeMap::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        assert_eq!(fields.len(), 4, "a dead-letter line: {line:?}");
+        let (word, count) = fields[2]
+            .strip_prefix("(\"")
+            .and_then(|r| r.strip_suffix(')'))
+            .and_then(|r| r.split_once("\", "))
+            .unwrap_or_else(|| panic!("a (word, count) record: {line:?}"));
+        assert!(
+            seen.insert((fields[0], fields[1], word)),
+            "batch {} partition {} lists {word} twice:\n{text}",
+            fields[0],
+            fields[1]
+        );
+        *totals.entry(word.to_string()).or_default() += count.parse::<i64>().unwrap();
+    }
+    totals
 }
 
 /// SIGKILLs `app` unless it has already exited, and returns how it ended.
@@ -288,9 +331,10 @@ impl Ends {
     }
 }
 
-/// Kills the app again and again — SIGKILL at random moments, and aborts between writing rows and
-/// committing, between committing and checkpointing, and inside the rolling sink's steps — while files
-/// arrive; the table and the rolled files must equal a crash-free run's.
+/// Kills the app again and again — SIGKILL at random moments, and aborts between setting refused
+/// records aside and committing, between writing rows and committing, between committing and
+/// checkpointing, and inside the rolling sink's steps — while files arrive; the table, the rolled files
+/// and the dead-letter file must equal a crash-free run's.
 ///
 /// Incarnations take turns: one that is only SIGKILLed, then one per failpoint in order, so that
 /// every failpoint fires on every database. An incarnation is SIGKILLed after 4 files unless it has
@@ -317,7 +361,10 @@ fn crash_run(db: &Db, dir: &Path) {
     // 36 files; more, up to 60, while a failpoint has not fired yet.
     while i < 36 || (ends.fired.contains(&0) && i < 60) {
         let lines: Vec<String> = (0..1 + rng.next_u64() % 8)
-            .map(|_| format!("w{} w{}", rng.next_u64() % 9, rng.next_u64() % 4))
+            .map(|_| match rng.next_u64() % 4 {
+                0 => format!("w{} toolong{}", rng.next_u64() % 9, rng.next_u64() % 3),
+                _ => format!("w{} w{}", rng.next_u64() % 9, rng.next_u64() % 4),
+            })
             .collect();
         drop_lines(&input, &format!("f{i:03}.txt"), &lines);
         all_lines.extend(lines);
@@ -351,7 +398,9 @@ fn crash_run(db: &Db, dir: &Path) {
     }
     // Give the last incarnation time to start and install its signal handlers before it is stopped.
     std::thread::sleep(Duration::from_millis(1500));
-    let expected = word_counts(&all_lines);
+    let (expected, expected_refused): (BTreeMap<_, _>, BTreeMap<_, _>) = word_counts(&all_lines)
+        .into_iter()
+        .partition(|(w, _)| w.len() <= SHORT_WORD as usize);
     let caught_up = wait_until(Duration::from_secs(20), || {
         table_counts(&db.url, "crash_totals") == expected
     });
@@ -377,6 +426,12 @@ fn crash_run(db: &Db, dir: &Path) {
         finished_lines(&out),
         words,
         "{}: the rolled files hold every word once",
+        db.label
+    );
+    assert_eq!(
+        dead_lettered(&dead_letter_file(&out)),
+        expected_refused,
+        "{}: every refused word is set aside once",
         db.label
     );
     let never: Vec<&str> = FAILPOINTS

@@ -770,6 +770,7 @@ impl SqlSink {
                             dead_letter.path().display()
                         ))
                     })?;
+                    super::failpoint("sql.after_dead_letter");
                 }
                 None => {
                     let _ = tx.rollback().await;
