@@ -68,10 +68,7 @@ fn dir_word_count_counts_each_dropped_file_once() {
     drop_file(&dir, "e.txt", b"green \xff\xfe broken\nred\n");
     count_words("red", &mut expected);
     std::thread::sleep(Duration::from_millis(800));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    support::ask_to_stop(&mut child);
     let mut stdout = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
     assert!(child.wait().unwrap().success());

@@ -151,6 +151,29 @@ impl StreamingListener for Errors {
     }
 }
 
+/// Waits until the completed batches hold `records` and the receiver has counted them all: lines
+/// are counted as received when their batch is submitted, which comes before it completes, and the
+/// receiver's own count is sampled at each cut.
+fn wait_for_completed(address: SocketAddr, records: usize) {
+    let json = |path: &str| -> serde_json::Value {
+        serde_json::from_str(&get(address, path).1).unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut processed, mut counted) = (0, serde_json::Value::Null);
+    while Instant::now() < deadline {
+        processed = json("/api/v1/batches?limit=1000")
+            .as_array()
+            .map(|batches| batches.iter().filter_map(|b| b["records"].as_u64()).sum())
+            .unwrap_or(0);
+        counted = json("/api/v1/receivers")[0]["records"].clone();
+        if processed == records as u64 && counted == records {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{records} records expected: {processed} in completed batches, {counted} counted by the receiver");
+}
+
 /// Starts `app` reading `source`, with the UI on a free loopback port; returns it and the UI address.
 fn start_with_ui<P: streamc::Pipeline>(
     app: streamc::App<P>,
@@ -177,25 +200,8 @@ fn metrics_and_the_json_api_report_what_was_fed() {
     let server = LineServer::once((lines.join("\n") + "\n").into_bytes()).unwrap();
     let events = Arc::new(Events::default());
     let (app, address) = start_with_ui(monitored::app().listener(events.clone()), server.address());
-    // Wait until every line went through a completed batch: lines are counted as received
-    // when their batch is submitted, which comes before it completes.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut text = String::new();
-    while Instant::now() < deadline {
-        let completed: serde_json::Value =
-            serde_json::from_str(&get(address, "/api/v1/batches?limit=1000").1).unwrap();
-        let processed: u64 = completed
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["records"].as_u64().unwrap())
-            .sum();
-        text = get(address, "/metrics").1;
-        if processed == lines.len() as u64 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_completed(address, lines.len());
+    let text = get(address, "/metrics").1;
     assert_eq!(
         metric(
             &text,
@@ -388,6 +394,8 @@ fn a_stuck_client_does_not_slow_the_pipeline() {
     }
     // Meanwhile, the input rate, as a dashboard polls it (absent until the first cut).
     let rate_line = "streamc_input_rate{app=\"monitored\",source=\"lines\"}";
+    let completed_line = "streamc_batches_completed_total{app=\"monitored\"}";
+    let completed_before = metric(&get(address, "/metrics").1, completed_line);
     let mut rates = Vec::new();
     for _ in 0..8 {
         std::thread::sleep(Duration::from_millis(250));
@@ -396,17 +404,25 @@ fn a_stuck_client_does_not_slow_the_pipeline() {
     let (status, text) = get(address, "/metrics");
     assert_eq!(status, 200);
     let report = app.stop().unwrap();
-    let late = report
+    // Batches went on completing while the clients were stuck (2 s: about 10 batches of 200 ms; a
+    // server that blocked the pipeline would let none through), and none waited long to start. The
+    // bounds leave room for a loaded machine: a stall would exceed them many times over.
+    let completed = metric(&text, completed_line) - completed_before;
+    assert!(
+        completed >= 3.0,
+        "{completed} batches completed in 2 s: {:?}",
+        report.recent_batches
+    );
+    let latest = report
         .recent_batches
         .iter()
-        .filter(|b| b.scheduling_delay > Duration::from_millis(200))
-        .count();
-    assert_eq!(
-        late, 0,
+        .map(|b| b.scheduling_delay)
+        .max();
+    assert!(
+        latest < Some(Duration::from_secs(1)),
         "batches kept their schedule: {:?}",
         report.recent_batches
     );
-    assert!(metric(&text, "streamc_batches_completed_total{app=\"monitored\"}") >= 5.0);
 
     // Each rate shown is one batch's records over the 200 ms interval.
     let fed: Vec<usize> = report
@@ -440,7 +456,7 @@ fn a_stuck_client_does_not_slow_the_pipeline() {
     assert!(steady.len() >= 3, "{fed:?}");
     let mean = steady.iter().sum::<usize>() as f64 / (steady.len() as f64 * interval);
     assert!(
-        (800.0..=5000.0).contains(&mean),
+        (400.0..=5000.0).contains(&mean),
         "{mean} lines/s from a 2000 lines/s feed: {fed:?}"
     );
     drop(stuck);
@@ -579,7 +595,7 @@ fn the_dashboard_shows_live_data_and_warns_when_falling_behind() {
     let lines: Vec<String> = (0..300).map(|i| format!("a{} b{}", i % 5, i % 2)).collect();
     let server = LineServer::once((lines.join("\n") + "\n").into_bytes()).unwrap();
     let (app, address) = start_with_ui(monitored::app(), server.address());
-    std::thread::sleep(Duration::from_secs(2));
+    wait_for_completed(address, lines.len());
     let url = format!("http://{address}/");
     let dom = browse(&browser, &url, Duration::from_secs(3), None);
     assert_eq!(text_of(&dom, "app"), "monitored");
@@ -641,7 +657,21 @@ fn the_dashboard_shows_live_data_and_warns_when_falling_behind() {
     // Now each batch with data takes 3 batch intervals: the banner must come up.
     let feed = LineServer::generated(200, 3).unwrap();
     let (app, address) = start_with_ui(lagging::app(), feed.address());
-    std::thread::sleep(Duration::from_secs(5));
+    // The banner looks at the newest five batches.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let batches: serde_json::Value =
+            serde_json::from_str(&get(address, "/api/v1/batches?limit=5").1).unwrap_or_default();
+        let slow = batches.as_array().map_or(0, |b| {
+            b.iter()
+                .filter(|b| b["processing_time_ms"].as_f64() > Some(200.0))
+                .count()
+        });
+        if slow == 5 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let url = format!("http://{address}/");
     let dom = browse(&browser, &url, Duration::from_secs(3), None);
     let shot = shots.join("dashboard-behind.png");

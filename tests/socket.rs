@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use streamc::prelude::*;
 use streamc::testkit::{reference_word_counts, Corpus, LineServer};
 
+mod support;
+
 stream! {
     app socket_count { batch: 200ms, workers: 2 }
     let lines = socket_text_stream("127.0.0.1", 9);
@@ -20,6 +22,16 @@ stream! {
 }
 
 type Counts = std::collections::HashMap<String, u64>;
+
+/// Counts the connection errors receivers report.
+#[derive(Default)]
+struct Refusals(std::sync::atomic::AtomicU64);
+
+impl streamc::StreamingListener for Refusals {
+    fn on_receiver_error(&self, _: &str, _: &str, count: u64) {
+        self.0.fetch_add(count, Ordering::Relaxed);
+    }
+}
 
 fn summed(batches: Vec<(Time, Vec<(String, u64)>)>, into: &mut Counts) {
     for (_, records) in batches {
@@ -75,9 +87,9 @@ fn graceful_stop_processes_everything_already_received() {
         .source_address("lines", server.address().to_string())
         .start()
         .unwrap();
-    // The server writes everything as soon as the receiver connects; give it a moment (far less than the
-    // 60 s batch interval, so the data is almost always still unbatched), then stop.
-    std::thread::sleep(Duration::from_millis(800));
+    // The receiver reconnects once it has read everything and handed it over: stop then, long before the
+    // 60 s batch interval, so the data is still unbatched.
+    assert!(server.wait_for_connections(2, Duration::from_secs(20)));
     let stop = app.stop_handle();
     stop.stop();
     let mut counts = Counts::new();
@@ -98,11 +110,17 @@ fn receiver_waits_for_an_absent_peer_and_reconnects_after_it_leaves() {
         let probe = TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
     };
+    let refused = Arc::new(Refusals::default());
     let app = socket_count::app()
         .source_address("lines", format!("127.0.0.1:{port}"))
+        .listener(refused.clone())
         .start()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Wait until an attempt was refused (reported at the next cut), then let the peer come.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while refused.0.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
     for round in 0..2 {
         let (mut conn, _) = listener.accept().unwrap();
@@ -239,12 +257,10 @@ fn the_word_count_example_prints_spark_blocks_and_stops_on_sigterm() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    // Stop once the receiver has read everything (it reconnects after the end of the data).
+    assert!(server.wait_for_connections(2, Duration::from_secs(20)));
+    let mut child = child;
+    support::ask_to_stop(&mut child);
     let output = child.wait_with_output().unwrap();
     assert!(
         output.status.success(),

@@ -65,17 +65,17 @@ fn received_data_survives_sigkill() {
             &checkpoints,
             &server.address().to_string(),
         );
-        // Wait until everything sent is durable in the log, then kill before it is processed.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while dir_bytes(&log) < logged_payload && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        // Wait until everything sent is durable in the log, then kill, likely before it is processed.
+        // The receiver reconnects only after the end of the data, and hands a block over only once
+        // the log has it on disk.
+        assert!(
+            server.wait_for_connections(2, Duration::from_secs(20)),
+            "round {round}: the receiver never read the data to its end"
+        );
         assert!(
             dir_bytes(&log) >= logged_payload,
             "round {round}: the log never held the data"
         );
-        // Record headers count towards the size too; give a last block time to land.
-        std::thread::sleep(Duration::from_millis(200));
         app.kill().unwrap();
         app.wait().unwrap();
     }

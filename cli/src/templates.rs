@@ -52,7 +52,7 @@ fn counts_the_words_of_a_batch() {
         .print_to(printed.clone())
         .configure(|c| {
             c.batch_interval = std::time::Duration::from_millis(300);
-            c.stop_after_batches = Some(4);
+            c.stop_after_batches = Some(10);
         })
         .run()
         .unwrap();
@@ -118,7 +118,7 @@ fn counts_the_words_of_the_topic() {
             c.batch_interval = std::time::Duration::from_millis(300);
             c.checkpoint_dir = Some(checkpoints.clone());
             c.kafka_start = streamc::source::StartAt::Earliest;
-            c.stop_after_batches = Some(4);
+            c.stop_after_batches = Some(10);
         })
         .run()
         .unwrap();
@@ -239,7 +239,7 @@ fn stores_the_running_counts() {
             c.batch_interval = std::time::Duration::from_millis(300);
             c.checkpoint_dir = Some(dir.join("checkpoints"));
             c.sink_urls.insert("wordcount".into(), format!("sqlite://{}", db.display()));
-            c.stop_after_batches = Some(4);
+            c.stop_after_batches = Some(10);
         })
         .run()
         .unwrap();

@@ -125,7 +125,7 @@ fn the_word_count_template_builds_and_counts() {
     let out = run_binary(
         &binary,
         &project,
-        &["--source", &source, "--batch", "300ms", "--batches", "4"],
+        &["--source", &source, "--batch", "300ms", "--batches", "10"],
     );
     assert_ok(&out, "the word-count binary");
     let printed = String::from_utf8_lossy(&out.stdout);
@@ -176,7 +176,7 @@ fn the_sql_template_builds_and_stores_counts() {
             "--batch",
             "300ms",
             "--batches",
-            "4",
+            "10",
             "--report",
         ],
     );
@@ -237,7 +237,7 @@ fn the_kafka_template_builds_and_counts_a_topic() {
             "--batch",
             "300ms",
             "--batches",
-            "5",
+            "10",
             "--checkpoint",
             checkpoint.to_str().unwrap(),
         ],
@@ -277,7 +277,7 @@ fn a_stream_file_builds_into_a_binary_that_runs() {
     );
     assert_ok(&build, "streamc build of a .stream file");
     let source = format!("lines={}", serve("quiet please\n"));
-    let out = run_binary(&shout, &dir, &["--source", &source, "--batches", "3"]);
+    let out = run_binary(&shout, &dir, &["--source", &source, "--batches", "10"]);
     assert_ok(&out, "the built pipeline");
     assert!(String::from_utf8_lossy(&out.stdout).contains("QUIET PLEASE"));
 
@@ -297,7 +297,7 @@ fn a_stream_file_builds_into_a_binary_that_runs() {
         "the second pipeline reuses the compiled runtime:\n{progress}"
     );
     let source = format!("lines={}", serve("QUIET PLEASE\n"));
-    let out = run_binary(&hush, &dir, &["--source", &source, "--batches", "3"]);
+    let out = run_binary(&hush, &dir, &["--source", &source, "--batches", "10"]);
     assert_ok(&out, "the second pipeline");
     assert!(String::from_utf8_lossy(&out.stdout).contains("quiet please"));
 

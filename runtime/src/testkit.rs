@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -126,6 +126,7 @@ pub fn reference_word_counts<'a>(
 pub struct LineServer {
     address: SocketAddr,
     stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -175,6 +176,8 @@ impl LineServer {
         let address = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let thread_accepted = accepted.clone();
         let serve = Arc::new(serve);
         let thread = std::thread::Builder::new()
             .name("streamc-line-server".into())
@@ -189,6 +192,7 @@ impl LineServer {
                             let i = index;
                             std::thread::spawn(move || serve(stream, i, &stop));
                             index += 1;
+                            thread_accepted.store(index, Ordering::Relaxed);
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
                     }
@@ -197,6 +201,7 @@ impl LineServer {
         Ok(Self {
             address,
             stop,
+            accepted,
             thread: Some(thread),
         })
     }
@@ -204,6 +209,20 @@ impl LineServer {
     /// `127.0.0.1:PORT`.
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Waits up to `limit` until `count` connections were accepted; whether they were. With
+    /// [`LineServer::once`], a second connection means the receiver read the data to its end and handed
+    /// it over before it reconnected: a test can then stop the app knowing nothing is still unread.
+    pub fn wait_for_connections(&self, count: u64, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.accepted.load(Ordering::Relaxed) < count {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
     }
 }
 

@@ -99,6 +99,16 @@ pub fn drop_lines(dir: &Path, name: &str, lines: &[String]) {
 /// Asks a child app to stop gracefully (SIGTERM) and checks it exits 0. A child that has only just
 /// started may not have installed its handler yet, and SIGTERM would then kill it: wait until it has.
 pub fn terminate(mut child: Child) {
+    ask_to_stop(&mut child);
+    assert!(
+        child.wait().expect("wait").success(),
+        "a graceful stop exits 0"
+    );
+}
+
+/// Sends SIGTERM to a child app once it has installed its handler (see [`terminate`]), without
+/// waiting for it to exit, so that the caller can read its output first.
+pub fn ask_to_stop(child: &mut Child) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !catches_sigterm(child.id()) && std::time::Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
@@ -115,10 +125,6 @@ pub fn terminate(mut child: Child) {
         .status()
         .expect("kill");
     assert!(status.success());
-    assert!(
-        child.wait().expect("wait").success(),
-        "a graceful stop exits 0"
-    );
 }
 
 /// Whether process `pid` has a handler for SIGTERM (Linux: the `SigCgt` mask in /proc/PID/status).

@@ -167,11 +167,12 @@ mod tests {
 
     #[test]
     fn idle_resources_close_without_another_checkout() {
-        let pool = ResourcePool::new(Duration::from_millis(20), || Ok(()));
+        // Long enough that a thread descheduled between the two calls does not reach it.
+        let pool = ResourcePool::new(Duration::from_millis(500), || Ok(()));
         pool.with(|_| -> Result<(), ()> { Ok(()) }).unwrap();
         pool.close_idle();
         assert_eq!(pool.idle(), 1, "not idle long enough yet");
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(600));
         pool.close_idle();
         assert_eq!((pool.idle(), pool.closed()), (0, 1));
     }
