@@ -5,6 +5,7 @@
 //!     cargo bench --bench word_count            (full corpus: 1M lines, 10M words)
 //!     cargo bench --bench word_count -- --quick (a smaller corpus, for a smoke run)
 //!     cargo bench --bench word_count -- --only queue|socket|wal|metrics|interval|rss (one section)
+//!     cargo bench --bench word_count -- --only metrics-cpu (only the app's CPU with and without monitoring)
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -105,6 +106,9 @@ fn million(x: f64) -> String {
 fn main() {
     if let Ok(address) = std::env::var(RSS_CHILD) {
         return rss_child(address);
+    }
+    if let Ok(address) = std::env::var(CPU_CHILD) {
+        return cpu_child(address, std::env::var(CPU_CHILD_UI).is_ok());
     }
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -258,6 +262,9 @@ fn main() {
             100.0 * ratios[PAIRS - 1]
         );
         monitoring_cpu_cost();
+    }
+    if wanted("metrics") || only.as_deref() == Some("metrics-cpu") {
+        monitored_app_cpu(&all_lines);
     }
     if wanted("interval") {
         println!("smallest batch interval that keeps up with 1M words/s on the socket (2 workers, 3 s each):");
@@ -445,6 +452,131 @@ fn rss_child(address: String) {
 }
 
 const RSS_CHILD: &str = "STREAMC_BENCH_RSS_CHILD";
+const CPU_CHILD: &str = "STREAMC_BENCH_CPU_CHILD";
+const CPU_CHILD_UI: &str = "STREAMC_BENCH_CPU_CHILD_UI";
+
+/// CPU time the app itself spends on the same paced load, without and with the monitoring (metrics, the
+/// server, and a client polling the four endpoints every second from this process), in alternating
+/// child processes. Unlike wall-clock throughput, CPU time per record barely moves with the other load
+/// on a shared machine, and a CPU-bound pipeline loses throughput in proportion to the CPU it adds.
+fn monitored_app_cpu(lines: &[String]) {
+    const PAIRS: usize = 15;
+    const WORDS_PER_SECOND: usize = 2_000_000;
+    let mut ratios = Vec::new();
+    let (mut plain_costs, mut monitored_costs) = (Vec::new(), Vec::new());
+    for pair in 0..PAIRS {
+        // Which side runs first alternates, so that a drift in the machine's load hits both alike.
+        let (plain, monitored) = if pair % 2 == 0 {
+            let plain = cpu_run(lines, WORDS_PER_SECOND, false);
+            (plain, cpu_run(lines, WORDS_PER_SECOND, true))
+        } else {
+            let monitored = cpu_run(lines, WORDS_PER_SECOND, true);
+            (cpu_run(lines, WORDS_PER_SECOND, false), monitored)
+        };
+        ratios.push(monitored / plain);
+        plain_costs.push(plain);
+        monitored_costs.push(monitored);
+    }
+    for v in [&mut ratios, &mut plain_costs, &mut monitored_costs] {
+        v.sort_by(f64::total_cmp);
+    }
+    println!(
+        "app CPU per million words at a paced 2M words/s (2 workers, 100 ms batches, 4 s), {PAIRS} pairs of child processes: median {:.1} ms without, {:.1} ms with metrics + dashboard polled every second; monitored/plain per pair at the median {:.1}% (range {:.1}%..{:.1}%)",
+        plain_costs[PAIRS / 2],
+        monitored_costs[PAIRS / 2],
+        100.0 * ratios[PAIRS / 2],
+        100.0 * ratios[0],
+        100.0 * ratios[PAIRS - 1]
+    );
+}
+
+/// One child run of [`monitored_app_cpu`]: CPU milliseconds per million words it received.
+fn cpu_run(lines: &[String], words_per_second: usize, monitored: bool) -> f64 {
+    use std::io::BufRead;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .env(CPU_CHILD, listener.local_addr().unwrap().to_string())
+        .stdout(std::process::Stdio::piped());
+    if monitored {
+        command.env(CPU_CHILD_UI, "1");
+    }
+    let mut child = command.spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let scraping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let scraper = first.trim().strip_prefix("ui ").map(|ui| {
+        let address: std::net::SocketAddr = ui.parse().unwrap();
+        let scraping = scraping.clone();
+        std::thread::spawn(move || {
+            while scraping.load(std::sync::atomic::Ordering::SeqCst) {
+                for path in [
+                    "/metrics",
+                    "/api/v1/app",
+                    "/api/v1/receivers",
+                    "/api/v1/batches?limit=300",
+                ] {
+                    scrape(address, path);
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    });
+    let (mut conn, _) = listener.accept().unwrap();
+    pace(&mut conn, lines, words_per_second, Duration::from_secs(4));
+    drop(conn);
+    let mut last = String::new();
+    stdout.read_line(&mut last).unwrap();
+    scraping.store(false, std::sync::atomic::Ordering::SeqCst);
+    if let Some(scraper) = scraper {
+        let _ = scraper.join();
+    }
+    let _ = child.wait();
+    // "cpu_ms N words W"
+    let fields: Vec<f64> = last
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    match fields[..] {
+        [cpu_ms, words] if words > 0.0 => cpu_ms / (words / 1e6),
+        _ => panic!("the CPU child printed {last:?}"),
+    }
+}
+
+/// In the child process of [`cpu_run`]: the socket WordCount for 5 s, then its own CPU time.
+fn cpu_child(address: String, monitored: bool) {
+    let app = socket_count::app()
+        .workers(2)
+        .batch_interval(Duration::from_millis(100))
+        .source_address("lines", address)
+        .configure(|c| {
+            c.stop_after_batches = Some(50);
+            if monitored {
+                c.ui = Some("127.0.0.1:0".parse().unwrap());
+            }
+        })
+        .start()
+        .unwrap();
+    match app.ui_address() {
+        Some(ui) => println!("ui {ui}"),
+        None => println!("plain"),
+    }
+    let report = app.wait().unwrap();
+    // User and system time of the whole process, the threads that have ended included.
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut usage), 0);
+        usage
+    };
+    let micros = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    let cpu_ms = (micros(usage.ru_utime) + micros(usage.ru_stime)) / 1e3;
+    println!(
+        "cpu_ms {cpu_ms:.3} words {}",
+        report.records * WORDS_PER_LINE as u64
+    );
+}
 
 /// Feeds 1M words/s for 3 s; the interval keeps up if no batch waited longer than two intervals.
 fn keeps_up(lines: &[String], interval: Duration) -> String {

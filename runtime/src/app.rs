@@ -190,6 +190,7 @@ impl<P: Pipeline> App<P> {
         let thread_stop = stop.clone();
         let ui_bound: Arc<std::sync::OnceLock<std::net::SocketAddr>> = Arc::default();
         let thread_ui = ui_bound.clone();
+        let serves_ui = self.config.ui.is_some();
         let thread = std::thread::Builder::new()
             .name(format!("streamc-{}", self.config.name))
             .spawn(move || self.run_with(thread_collector, (thread_stop, rx), thread_ui))
@@ -199,6 +200,7 @@ impl<P: Pipeline> App<P> {
             thread,
             collector,
             ui_bound,
+            serves_ui,
         })
     }
 
@@ -252,11 +254,16 @@ pub struct RunningApp {
     thread: std::thread::JoinHandle<Result<RunReport, RunError>>,
     collector: Arc<Collector>,
     ui_bound: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
+    serves_ui: bool,
 }
 
 impl RunningApp {
-    /// Where the dashboard and metrics are served (`--ui`), once the server listens.
+    /// Where the dashboard and metrics are served (`--ui`), once the server listens (waiting up to 5 s
+    /// for it); `None` at once for an app without `--ui`.
     pub fn ui_address(&self) -> Option<std::net::SocketAddr> {
+        if !self.serves_ui {
+            return None;
+        }
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             if let Some(address) = self.ui_bound.get() {
