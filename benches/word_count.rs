@@ -329,18 +329,7 @@ fn socket_run_with(
         })
         .start()
         .unwrap();
-    let scraping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let scraper = app.ui_address().map(|address| {
-        let scraping = scraping.clone();
-        std::thread::spawn(move || {
-            while scraping.load(std::sync::atomic::Ordering::SeqCst) {
-                for path in ["/metrics", "/api/v1/app", "/api/v1/batches?limit=300"] {
-                    scrape(address, path);
-                }
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        })
-    });
+    let poller = app.ui_address().map(Poller::start);
     let (mut conn, _) = listener.accept().unwrap();
     let start = Instant::now();
     conn.write_all(payload).unwrap();
@@ -350,13 +339,50 @@ fn socket_run_with(
         std::thread::sleep(Duration::from_millis(1));
     }
     let elapsed = start.elapsed();
-    scraping.store(false, std::sync::atomic::Ordering::SeqCst);
-    if let Some(scraper) = scraper {
-        let _ = scraper.join();
-    }
+    drop(poller);
     drop(conn);
     let report = app.stop().unwrap();
     (elapsed, report)
+}
+
+/// Fetches the endpoints an open dashboard and a Prometheus scraper read, every second, until dropped.
+struct Poller {
+    polling: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Poller {
+    fn start(address: std::net::SocketAddr) -> Self {
+        let polling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let still = polling.clone();
+        let thread = std::thread::spawn(move || {
+            while still.load(std::sync::atomic::Ordering::SeqCst) {
+                for path in [
+                    "/metrics",
+                    "/api/v1/app",
+                    "/api/v1/receivers",
+                    "/api/v1/batches?limit=300",
+                ] {
+                    scrape(address, path);
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        Self {
+            polling,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.polling
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// One GET, response read and dropped.
@@ -505,33 +531,16 @@ fn cpu_run(lines: &[String], words_per_second: usize, monitored: bool) -> f64 {
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
-    let scraping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let scraper = first.trim().strip_prefix("ui ").map(|ui| {
-        let address: std::net::SocketAddr = ui.parse().unwrap();
-        let scraping = scraping.clone();
-        std::thread::spawn(move || {
-            while scraping.load(std::sync::atomic::Ordering::SeqCst) {
-                for path in [
-                    "/metrics",
-                    "/api/v1/app",
-                    "/api/v1/receivers",
-                    "/api/v1/batches?limit=300",
-                ] {
-                    scrape(address, path);
-                }
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        })
-    });
+    let poller = first
+        .trim()
+        .strip_prefix("ui ")
+        .map(|ui| Poller::start(ui.parse().unwrap()));
     let (mut conn, _) = listener.accept().unwrap();
     pace(&mut conn, lines, words_per_second, Duration::from_secs(4));
     drop(conn);
     let mut last = String::new();
     stdout.read_line(&mut last).unwrap();
-    scraping.store(false, std::sync::atomic::Ordering::SeqCst);
-    if let Some(scraper) = scraper {
-        let _ = scraper.join();
-    }
+    drop(poller);
     let _ = child.wait();
     // "cpu_ms N words W"
     let fields: Vec<f64> = last

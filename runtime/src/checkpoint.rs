@@ -73,10 +73,8 @@ pub struct CheckpointDir {
 pub struct Found {
     pub checkpoint: Checkpoint,
     pub file: PathBuf,
-    /// Newer files that were corrupt or truncated and were skipped, each with its problem.
-    pub skipped: Vec<String>,
-    /// Those files, newest first.
-    pub unreadable: Vec<PathBuf>,
+    /// Newer files that were corrupt or truncated and were skipped, newest first, each with its problem.
+    pub skipped: Vec<(PathBuf, String)>,
 }
 
 impl CheckpointDir {
@@ -239,7 +237,6 @@ impl CheckpointDir {
     pub fn latest(&self) -> Result<Option<Found>, String> {
         let files = self.files()?;
         let mut skipped = Vec::new();
-        let mut unreadable = Vec::new();
         for file in files.iter().rev() {
             match read(file) {
                 Ok(checkpoint) => {
@@ -247,13 +244,9 @@ impl CheckpointDir {
                         checkpoint,
                         file: file.clone(),
                         skipped,
-                        unreadable,
                     }))
                 }
-                Err(problem) => {
-                    skipped.push(format!("{}: {problem}", file.display()));
-                    unreadable.push(file.clone());
-                }
+                Err(problem) => skipped.push((file.clone(), problem)),
             }
         }
         if skipped.is_empty() {
@@ -262,7 +255,11 @@ impl CheckpointDir {
             Err(format!(
                 "no usable checkpoint in {}: {}; to start over, run with --reset-state (discards them) or another --checkpoint directory",
                 self.path.display(),
-                skipped.join("; ")
+                skipped
+                    .iter()
+                    .map(|(file, problem)| format!("{}: {problem}", file.display()))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ))
         }
     }
@@ -473,14 +470,18 @@ mod tests {
             .unwrap();
         let found = d.latest().unwrap().unwrap();
         assert_eq!(found.checkpoint.time_ms, 1000);
-        assert_eq!(found.skipped.len(), 2);
+        let files: Vec<&PathBuf> = found.skipped.iter().map(|(file, _)| file).collect();
+        assert_eq!(files, vec![&truncated, &newest]);
         assert!(
-            found.skipped[0].contains("truncated"),
+            found.skipped[0].1.contains("truncated"),
             "{:?}",
             found.skipped
         );
-        assert!(found.skipped[1].contains("checksum"), "{:?}", found.skipped);
-        assert_eq!(found.unreadable, vec![truncated, newest]);
+        assert!(
+            found.skipped[1].1.contains("checksum"),
+            "{:?}",
+            found.skipped
+        );
         fs::remove_dir_all(&path).ok();
     }
 
@@ -492,7 +493,7 @@ mod tests {
         let damaged = d.write(&checkpoint(2000)).unwrap();
         fs::write(&damaged, b"garbage").unwrap();
         let found = d.latest().unwrap().unwrap();
-        let aside = d.set_aside(&found.unreadable[0]).unwrap();
+        let aside = d.set_aside(&found.skipped[0].0).unwrap();
         assert!(aside.to_string_lossy().ends_with(".ckpt.unreadable"));
         assert!(aside.exists() && !damaged.exists());
         // Two intact checkpoints are kept beside it, not one.
@@ -517,7 +518,9 @@ mod tests {
         let found = d.latest().unwrap().unwrap();
         assert_eq!(found.checkpoint.time_ms, 1000);
         assert!(
-            found.skipped[0].contains(&format!("format version {}", FORMAT_VERSION + 1)),
+            found.skipped[0]
+                .1
+                .contains(&format!("format version {}", FORMAT_VERSION + 1)),
             "{:?}",
             found.skipped
         );

@@ -397,7 +397,8 @@ impl Checkpointer {
             );
             return Ok(Some(Recovered { time, pending }));
         };
-        for (problem, file) in found.skipped.iter().zip(&found.unreadable) {
+        for (file, problem) in &found.skipped {
+            let problem = format!("{}: {problem}", file.display());
             match self.dir.set_aside(file) {
                 Ok(aside) => tracing::warn!(
                     "skipping a damaged checkpoint, using the one before it: {problem} (kept as {})",

@@ -1,7 +1,7 @@
 //! The dead-letter output: records a destination refused, kept with the reason instead of vanishing.
 
 use super::PartitionId;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -15,12 +15,26 @@ use std::sync::Mutex;
 #[derive(Debug)]
 pub struct DeadLetter {
     path: PathBuf,
-    /// How many times each (batch, partition, escaped record) is in the file; read on the first write.
-    /// Also whether the file ends in a line torn by a crash.
-    listed: Mutex<Option<(HashMap<Listed, usize>, bool)>>,
+    /// What the file holds, read on the first write; `None` until then.
+    listed: Mutex<Option<Listed>>,
 }
 
-type Listed = (u64, usize, String);
+/// How many times each (partition, escaped record) of a batch is in the file, for the batches that
+/// may still be written again, and whether the file ends in a line torn by a crash.
+#[derive(Default)]
+struct Listed {
+    batches: BTreeMap<u64, HashMap<(usize, String), usize>>,
+    torn: bool,
+}
+
+impl std::fmt::Debug for Listed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listed")
+            .field("batches", &self.batches.len())
+            .field("torn", &self.torn)
+            .finish()
+    }
+}
 
 impl DeadLetter {
     pub fn file(path: impl Into<PathBuf>) -> Self {
@@ -40,28 +54,33 @@ impl DeadLetter {
             return Ok(());
         }
         let mut guard = self.listed.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            *guard = Some(self.read_listed()?);
-        }
-        let (listed, torn) = guard.get_or_insert_with(Default::default);
+        let read = match guard.take() {
+            Some(listed) => listed,
+            None => self.read_listed()?,
+        };
+        let listed = guard.insert(read);
+        // Batches run in order, and one is written again only before the next starts (a retry) or in
+        // a new process (a replay, which reads the file anew): older batches need not be remembered.
+        let batch = at.batch.millis();
+        listed.batches = listed.batches.split_off(&batch);
+        let earlier = listed.batches.entry(batch).or_default();
         // Records of this call already in the file from an earlier attempt at the same partition: an
         // attempt lists each record as often as it was refused, so only the excess is new.
-        let mut seen_now: HashMap<Listed, usize> = HashMap::new();
+        let mut seen_now: HashMap<(usize, String), usize> = HashMap::new();
         // Ends a line a crash cut short, so that it stays apart from the records after it.
-        let mut text = String::from(if *torn { "\n" } else { "" });
+        let mut text = String::from(if listed.torn { "\n" } else { "" });
         let mut added = Vec::new();
         for (record, reason) in refused {
-            let key = (at.batch.millis(), at.partition, escape(record));
+            let key = (at.partition, escape(record));
             let now = seen_now.entry(key.clone()).or_default();
             *now += 1;
-            if *now <= listed.get(&key).copied().unwrap_or(0) {
+            if *now <= earlier.get(&key).copied().unwrap_or(0) {
                 continue;
             }
             text.push_str(&format!(
-                "{}\t{}\t{}\t{}\n",
+                "{batch}\t{}\t{}\t{}\n",
                 key.0,
                 key.1,
-                key.2,
                 escape(reason)
             ));
             added.push(key);
@@ -85,23 +104,25 @@ impl DeadLetter {
             *guard = None;
             return Err(e);
         }
-        *torn = false;
+        listed.torn = false;
         for key in added {
-            *listed.entry(key).or_default() += 1;
+            *earlier.entry(key).or_default() += 1;
         }
         Ok(())
     }
 
     /// What the file holds already, as written by an earlier run, and whether its last line was torn
     /// by a crash; such a line does not count (its record is written again whole).
-    fn read_listed(&self) -> std::io::Result<(HashMap<Listed, usize>, bool)> {
+    fn read_listed(&self) -> std::io::Result<Listed> {
         let text = match std::fs::read(&self.path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
             Err(e) => return Err(e),
         };
-        let torn = text.last().is_some_and(|&b| b != b'\n');
-        let mut listed = HashMap::new();
+        let mut listed = Listed {
+            torn: text.last().is_some_and(|&b| b != b'\n'),
+            ..Listed::default()
+        };
         for line in text.split(|&b| b == b'\n') {
             let Ok(line) = std::str::from_utf8(line) else {
                 continue;
@@ -114,11 +135,14 @@ impl DeadLetter {
             };
             if let (Ok(batch), Ok(partition)) = (batch.parse(), partition.parse()) {
                 *listed
-                    .entry((batch, partition, record.to_string()))
+                    .batches
+                    .entry(batch)
+                    .or_default()
+                    .entry((partition, record.to_string()))
                     .or_default() += 1;
             }
         }
-        Ok((listed, torn))
+        Ok(listed)
     }
 }
 
