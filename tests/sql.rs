@@ -358,8 +358,9 @@ fn crash_run(db: &Db, dir: &Path) {
     let mut armed: Option<usize> = None;
     let mut app = crash_child(db, &out, &checkpoints, &input, None);
     let mut i = 0;
-    // 36 files; more, up to 60, while a failpoint has not fired yet.
-    while i < 36 || (ends.fired.contains(&0) && i < 60) {
+    // 36 files; more, up to 100, while a failpoint has not fired yet (a slow start on a loaded machine
+    // can use up a turn).
+    while i < 36 || (ends.fired.contains(&0) && i < 100) {
         let lines: Vec<String> = (0..1 + rng.next_u64() % 8)
             .map(|_| match rng.next_u64() % 4 {
                 0 => format!("w{} toolong{}", rng.next_u64() % 9, rng.next_u64() % 3),
