@@ -387,11 +387,14 @@ fn a_broker_that_goes_away_is_retried_then_stops_the_app_resumably() {
     let dir = temp_dir("kafka-sink-outage");
 
     // Down for longer than one delivery timeout, up before the retries run out: batches wait, nothing
-    // is lost. Down from the start, so that the first deliveries fail however late the app starts.
-    cluster.broker_down(1).unwrap();
+    // is lost. Down once the app runs: taking the mock broker down closes and re-binds its port, and
+    // once, done at the very start while the other tests were opening their sockets, that bind failed
+    // and librdkafka aborted the test binary.
     let running = outage_app(&brokers, &dir.join("short"), 20)
         .start()
         .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.broker_down(1).unwrap();
     std::thread::sleep(Duration::from_millis(2500));
     cluster.broker_up(1).unwrap();
     let report = running.wait().expect("the app rides out the outage");
