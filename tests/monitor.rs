@@ -141,16 +141,6 @@ impl Events {
     }
 }
 
-/// Adds up the errors receiver error events report.
-#[derive(Default)]
-struct Errors(Mutex<u64>);
-
-impl StreamingListener for Errors {
-    fn on_receiver_error(&self, _: &str, _: &str, count: u64) {
-        *self.0.lock().unwrap() += count;
-    }
-}
-
 /// Waits until the completed batches hold `records` and the receiver has counted them all: lines
 /// are counted as received when their batch is submitted, which comes before it completes, and the
 /// receiver's own count is sampled at each cut.
@@ -470,7 +460,7 @@ fn every_refused_connection_counts_and_the_receiver_shows_not_connected() {
         .local_addr()
         .unwrap();
     let metrics = Arc::new(Metrics::new(100));
-    let errors = Arc::new(Errors::default());
+    let errors = Arc::new(streamc::testkit::ReceiverErrors::default());
     let app = monitored::app()
         .listener(metrics.clone())
         .listener(errors.clone());
@@ -525,7 +515,7 @@ fn every_refused_connection_counts_and_the_receiver_shows_not_connected() {
         .expect("the receiver's counters");
     assert!(refused >= 3);
     assert_eq!(metrics.receivers_json()[0]["errors"], refused);
-    assert_eq!(*errors.0.lock().unwrap(), refused);
+    assert_eq!(errors.count(), refused);
     assert_eq!(metrics.receivers_json()[0]["connected"], false);
 }
 

@@ -23,16 +23,6 @@ stream! {
 
 type Counts = std::collections::HashMap<String, u64>;
 
-/// Counts the connection errors receivers report.
-#[derive(Default)]
-struct Refusals(std::sync::atomic::AtomicU64);
-
-impl streamc::StreamingListener for Refusals {
-    fn on_receiver_error(&self, _: &str, _: &str, count: u64) {
-        self.0.fetch_add(count, Ordering::Relaxed);
-    }
-}
-
 fn summed(batches: Vec<(Time, Vec<(String, u64)>)>, into: &mut Counts) {
     for (_, records) in batches {
         for (w, n) in records {
@@ -110,7 +100,7 @@ fn receiver_waits_for_an_absent_peer_and_reconnects_after_it_leaves() {
         let probe = TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
     };
-    let refused = Arc::new(Refusals::default());
+    let refused = Arc::new(streamc::testkit::ReceiverErrors::default());
     let app = socket_count::app()
         .source_address("lines", format!("127.0.0.1:{port}"))
         .listener(refused.clone())
@@ -118,7 +108,7 @@ fn receiver_waits_for_an_absent_peer_and_reconnects_after_it_leaves() {
         .unwrap();
     // Wait until an attempt was refused (reported at the next cut), then let the peer come.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while refused.0.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+    while refused.count() == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
@@ -245,7 +235,7 @@ fn the_word_count_example_prints_spark_blocks_and_stops_on_sigterm() {
         .map(|i| format!("hello world hello w{}", i % 3))
         .collect();
     let server = LineServer::once(text(&lines)).unwrap();
-    let child = std::process::Command::new(&binary)
+    let mut child = std::process::Command::new(&binary)
         .args([
             "--source",
             &format!("lines={}", server.address()),
@@ -259,7 +249,6 @@ fn the_word_count_example_prints_spark_blocks_and_stops_on_sigterm() {
         .unwrap();
     // Stop once the receiver has read everything (it reconnects after the end of the data).
     assert!(server.wait_for_connections(2, Duration::from_secs(20)));
-    let mut child = child;
     support::ask_to_stop(&mut child);
     let output = child.wait_with_output().unwrap();
     assert!(

@@ -1,5 +1,5 @@
 //! Test and demo helpers: a deterministic word corpus, a local line server that plays the part of
-//! `nc -lk 9999`, and a bounded run of a child process. Used by the test suites, the benchmarks and
+//! `nc -lk 9999`, a listener that counts receiver errors, and a bounded run of a child process. Used by the test suites, the benchmarks and
 //! `--demo`.
 
 use std::io::Write;
@@ -232,6 +232,22 @@ impl Drop for LineServer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Adds up the receiver errors an app reports ([`crate::StreamingListener::on_receiver_error`]).
+#[derive(Default)]
+pub struct ReceiverErrors(AtomicU64);
+
+impl ReceiverErrors {
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl crate::StreamingListener for ReceiverErrors {
+    fn on_receiver_error(&self, _source: &str, _error: &str, count: u64) {
+        self.0.fetch_add(count, Ordering::Relaxed);
     }
 }
 
