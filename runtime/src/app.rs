@@ -119,7 +119,9 @@ impl<P: Pipeline> App<P> {
         let report_wanted = app.config.report;
         let mut app = app;
         app.handle_signals = true;
-        match app.run() {
+        let (stop, requests) = StopHandle::new();
+        exit_if_stuck_after_abort(stop.signal().clone());
+        match app.run_with(Arc::default(), (stop, requests), Arc::default()) {
             Ok(report) => {
                 if report_wanted {
                     eprint!("{}", report.summary());
@@ -128,15 +130,14 @@ impl<P: Pipeline> App<P> {
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                ExitCode::FAILURE
+                ExitCode::from(e.exit_code())
             }
         }
     }
 
     /// Runs in real time on this thread until a stop is requested.
     pub fn run(self) -> Result<RunReport, RunError> {
-        let (tx, rx) = mpsc::channel();
-        self.run_with(Arc::default(), (StopHandle(tx), rx), Arc::default())
+        self.run_with(Arc::default(), StopHandle::new(), Arc::default())
     }
 
     fn run_with(
@@ -171,7 +172,7 @@ impl<P: Pipeline> App<P> {
             .filter(|s| s.kind == "socket_text_stream")
         {
             let server = LineServer::generated(rate, 42)
-                .map_err(|e| RunError(format!("cannot start the demo generator: {e}")))?;
+                .map_err(|e| RunError::Failed(format!("cannot start the demo generator: {e}")))?;
             tracing::info!(source = source.name, address = %server.address(), "demo: feeding the source from a local generator");
             self.config
                 .source_addresses
@@ -184,8 +185,7 @@ impl<P: Pipeline> App<P> {
     /// Runs in real time on a background thread.
     pub fn start(self) -> Result<RunningApp, RunError> {
         let collector: Arc<Collector> = Arc::default();
-        let (tx, rx) = mpsc::channel();
-        let stop = StopHandle(tx);
+        let (stop, rx) = StopHandle::new();
         let thread_collector = collector.clone();
         let thread_stop = stop.clone();
         let ui_bound: Arc<std::sync::OnceLock<std::net::SocketAddr>> = Arc::default();
@@ -194,7 +194,7 @@ impl<P: Pipeline> App<P> {
         let thread = std::thread::Builder::new()
             .name(format!("streamc-{}", self.config.name))
             .spawn(move || self.run_with(thread_collector, (thread_stop, rx), thread_ui))
-            .map_err(|e| RunError(format!("cannot start the app thread: {e}")))?;
+            .map_err(|e| RunError::Failed(format!("cannot start the app thread: {e}")))?;
         Ok(RunningApp {
             stop,
             thread,
@@ -208,7 +208,7 @@ impl<P: Pipeline> App<P> {
     pub fn test_driver(mut self) -> Result<TestDriver<P>, RunError> {
         let machinery = Machinery::new(&self.config)?;
         let (mut sources, pipeline) = P::build(&self.config)
-            .map_err(|e| RunError(format!("cannot build the pipeline: {e}")))?;
+            .map_err(|e| RunError::Failed(format!("cannot build the pipeline: {e}")))?;
         let printed = SharedBuffer::default();
         let print: Box<dyn Write + Send> = match self.print.take() {
             Some(w) => w,
@@ -228,8 +228,8 @@ impl<P: Pipeline> App<P> {
             None => None,
         };
         sources
-            .start(&machinery.env(&self.config))
-            .map_err(|e| RunError(e.to_string()))?;
+            .start(&machinery.env(&self.config, &StopHandle::new().0))
+            .map_err(|e| RunError::Failed(e.to_string()))?;
         let interval = self.config.batch_interval;
         Ok(TestDriver {
             outputs,
@@ -286,17 +286,71 @@ impl RunningApp {
         self.collector.take(output)
     }
 
-    /// Stops gracefully and waits for the end of the run.
+    /// Stops gracefully and waits for the end of the run (at most `--graceful-stop-timeout`, plus the
+    /// batch running when it expires).
     pub fn stop(self) -> Result<RunReport, RunError> {
         self.stop.stop();
         self.wait()
+    }
+
+    /// Stops at once, without finishing the batches still queued (Spark's `stop(stopGracefully =
+    /// false)`), and waits for the end of the run: the batch running now is the last, and a sink that
+    /// is retrying gives up. The result is [`RunError::StoppedAtOnce`], which says what was left for a
+    /// restart to replay.
+    pub fn stop_now(self) -> Result<RunReport, RunError> {
+        self.stop.stop_now();
+        self.wait()
+    }
+
+    /// Waits at most `timeout` for the run to end (Spark's `awaitTerminationOrTimeout`). True if it
+    /// has; [`RunningApp::wait`] then returns at once.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.thread.is_finished() {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_millis(10)));
+        }
+        true
     }
 
     /// Waits for the run to end by itself (`--batches`, `--run-for`, a signal).
     pub fn wait(self) -> Result<RunReport, RunError> {
         self.thread
             .join()
-            .map_err(|_| RunError("the app thread panicked".into()))?
+            .map_err(|_| RunError::Failed("the app thread panicked".into()))?
+    }
+}
+
+/// How long an aborted run may take to end before the process exits without it: a batch stuck in a
+/// user function cannot be interrupted, and a stop must not wait without bound. Exiting then is as
+/// safe as a crash, which the checkpoint directory recovers from.
+const HARD_EXIT_AFTER_ABORT: Duration = Duration::from_secs(5);
+
+/// Watches an app run by `main`: once the run is aborted, it has [`HARD_EXIT_AFTER_ABORT`] to end.
+fn exit_if_stuck_after_abort(signal: crate::stop::StopSignal) {
+    let watchdog = std::thread::Builder::new()
+        .name("streamc-stop-watchdog".into())
+        .spawn(move || {
+            if !signal.wait_for_abort(Duration::MAX) || signal.wait_for_finish(HARD_EXIT_AFTER_ABORT)
+            {
+                return;
+            }
+            let code = match signal.abort_reason() {
+                Some(crate::stop::AbortReason::Immediate) => 130,
+                _ => 124,
+            };
+            eprintln!(
+                "error: the app did not end within {HARD_EXIT_AFTER_ABORT:?} of stopping without \
+                 finishing (a batch is still running); exiting now. A restart from the checkpoint \
+                 directory resumes from the last checkpoint"
+            );
+            std::process::exit(code);
+        });
+    if let Err(e) = watchdog {
+        tracing::warn!("cannot start the stop watchdog ({e}); a stuck batch can hold up a stop");
     }
 }
 

@@ -21,6 +21,9 @@ pub struct AppConfig {
     pub stop_after_batches: Option<u64>,
     /// Stop gracefully after this long.
     pub run_for: Option<Duration>,
+    /// How long a graceful stop may take before the app stops without finishing (Spark's
+    /// `spark.streaming.gracefulStopTimeout`); `None`: 10 batch intervals.
+    pub graceful_stop_timeout: Option<Duration>,
     /// Feed every socket source from a built-in local generator (lines per second).
     pub demo_rate: Option<u64>,
     /// Print a summary of the run when it ends.
@@ -58,6 +61,9 @@ pub struct AppConfig {
     /// Receivers write what they receive to a write-ahead log in the checkpoint directory before it is
     /// used, so a crash loses nothing already received.
     pub write_ahead_log: bool,
+    /// How long a receiver may keep failing to store what it received (a full disk under the
+    /// write-ahead log) before the app stops; meanwhile it pauses and retries.
+    pub receiver_failure_timeout: Duration,
     /// `URL` per sink name (`--sink NAME=URL`), replacing the destination written in the pipeline.
     pub sink_urls: BTreeMap<String, String>,
     /// How long sinks retry a destination that is away before the app stops.
@@ -89,6 +95,7 @@ impl AppConfig {
             socket: SocketOptions::default(),
             stop_after_batches: None,
             run_for: None,
+            graceful_stop_timeout: None,
             demo_rate: None,
             report: false,
             checkpoint_dir: spec.checkpoint_dir.map(PathBuf::from),
@@ -101,6 +108,7 @@ impl AppConfig {
             backpressure: false,
             backpressure_initial_rate: None,
             write_ahead_log: false,
+            receiver_failure_timeout: DEFAULT_RECEIVER_FAILURE_TIMEOUT,
             sink_urls: BTreeMap::new(),
             sink_retry: crate::sink::RetryPolicy::default(),
             sink_idle_timeout: Duration::from_secs(60),
@@ -125,6 +133,7 @@ impl AppConfig {
             urls: self.sink_urls.clone(),
             retry: self.sink_retry,
             idle_timeout: self.sink_idle_timeout,
+            stop: Default::default(),
         }
     }
 
@@ -151,6 +160,12 @@ impl AppConfig {
             request_timeout: Duration::from_secs(5),
             start_offsets: self.kafka_start_offsets.clone(),
         }
+    }
+
+    /// How long a graceful stop may take: the setting, else 10 batch intervals (Spark's default).
+    pub fn graceful_stop_timeout(&self) -> Duration {
+        self.graceful_stop_timeout
+            .unwrap_or_else(|| self.batch_interval.saturating_mul(10))
     }
 
     /// How often checkpoints are written.
@@ -270,6 +285,9 @@ impl AppConfig {
         if let Some(run_for) = file.run_for {
             self.run_for = Some(duration("run_for", &run_for)?);
         }
+        if let Some(timeout) = file.graceful_stop_timeout {
+            self.graceful_stop_timeout = Some(duration("graceful_stop_timeout", &timeout)?);
+        }
         if let Some(drained) = file.until_drained {
             self.stop_when_drained = drained;
         }
@@ -328,6 +346,9 @@ impl AppConfig {
             }
             if let Some(rate) = receiver.max_rate {
                 self.receiver_max_rate = Some(positive("receiver.max_rate", rate)?);
+            }
+            if let Some(timeout) = receiver.failure_timeout {
+                self.receiver_failure_timeout = duration("receiver.failure_timeout", &timeout)?;
             }
         }
         if let Some(kafka) = file.kafka {
@@ -457,6 +478,12 @@ impl AppConfig {
         }
         self.stop_after_batches = args.batches.or(self.stop_after_batches);
         self.run_for = args.run_for.or(self.run_for);
+        if let Some(timeout) = args.graceful_stop_timeout {
+            self.graceful_stop_timeout = Some(timeout);
+        }
+        if let Some(timeout) = args.receiver_failure_timeout {
+            self.receiver_failure_timeout = timeout;
+        }
         if args.demo {
             let rate = args.demo_rate.or(self.demo_rate);
             self.demo_rate = Some(rate.unwrap_or(DEFAULT_DEMO_RATE));
@@ -601,6 +628,16 @@ struct AppArgs {
     /// Stop gracefully after this long, e.g. 30s.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     run_for: Option<Duration>,
+    /// How long a graceful stop (Ctrl-C, SIGTERM, --run-for, --batches) may take to finish the data
+    /// already received (default: 10 batch intervals). Past it the app stops without finishing and
+    /// exits 124; a second Ctrl-C or SIGTERM stops at once and exits 130. Either way a restart with the
+    /// same checkpoint directory resumes what was left (under --wal, or from Kafka).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    graceful_stop_timeout: Option<Duration>,
+    /// How long a receiver may keep failing to store what it received (a full disk under --wal)
+    /// before the app stops and exits 1; meanwhile receiving pauses and retries (default 60s).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    receiver_failure_timeout: Option<Duration>,
     /// Feed every socket source from a built-in local generator of words (no `nc` needed).
     #[arg(long)]
     demo: bool,
@@ -687,6 +724,9 @@ fn parse_positive_count(text: &str) -> Result<usize, String> {
     }
 }
 
+/// How long a receiver may fail to store what it received before the app stops, unless set.
+const DEFAULT_RECEIVER_FAILURE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Lines per second of `--demo` when no rate is given.
 const DEFAULT_DEMO_RATE: u64 = 2;
 
@@ -704,6 +744,7 @@ struct ConfigFile {
     wal: Option<bool>,
     batches: Option<u64>,
     run_for: Option<String>,
+    graceful_stop_timeout: Option<String>,
     until_drained: Option<bool>,
     demo: Option<bool>,
     demo_rate: Option<u64>,
@@ -760,6 +801,7 @@ struct ReceiverFile {
     buffer_bytes: Option<usize>,
     max_line_bytes: Option<usize>,
     max_rate: Option<u64>,
+    failure_timeout: Option<String>,
 }
 
 /// `HOST:PORT`, or a bare port on the loopback interface (monitoring stays local unless asked).

@@ -180,28 +180,48 @@ impl RunReport {
     }
 }
 
-/// A run could not start, or stopped abnormally.
+/// A run could not start, or did not end with a complete graceful stop.
 #[derive(Debug)]
-pub struct RunError(pub String);
+#[non_exhaustive]
+pub enum RunError {
+    /// The app could not start, or a part of it failed for good (an output that gave up, a receiver
+    /// that could not store what it received).
+    Failed(String),
+    /// The graceful stop did not finish within `--graceful-stop-timeout`; `left` says what was not
+    /// finished and what a restart does with it.
+    StopTimedOut { timeout: Duration, left: String },
+    /// A stop at once was asked for (a second signal, or [`crate::RunningApp::stop_now`]).
+    StoppedAtOnce { left: String },
+}
+
+impl RunError {
+    /// The process exit code `App::main` uses: 1 for a failure, 124 for a graceful stop that timed out
+    /// (as `timeout(1)` does), 130 for a stop at once (as a shell reports a second Ctrl-C).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Failed(_) => 1,
+            RunError::StopTimedOut { .. } => 124,
+            RunError::StoppedAtOnce { .. } => 130,
+        }
+    }
+}
 
 impl std::fmt::Display for RunError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            RunError::Failed(message) => f.write_str(message),
+            RunError::StopTimedOut { timeout, left } => write!(
+                f,
+                "the graceful stop did not finish within {timeout:?} (--graceful-stop-timeout): {left}"
+            ),
+            RunError::StoppedAtOnce { left } => write!(f, "stopped at once: {left}"),
+        }
     }
 }
 
 impl std::error::Error for RunError {}
 
-/// Asks a running app to stop gracefully. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct StopHandle(pub(crate) mpsc::Sender<()>);
-
-impl StopHandle {
-    /// Requests a graceful stop; returns at once.
-    pub fn stop(&self) {
-        let _ = self.0.send(());
-    }
-}
+pub use crate::stop::StopHandle;
 
 /// Threads and runtimes a run needs.
 pub(crate) struct Machinery {
@@ -224,19 +244,19 @@ impl Machinery {
     }
 
     pub(crate) fn new(config: &AppConfig) -> Result<Self, RunError> {
-        config.validate().map_err(|e| RunError(e.0))?;
+        config.validate().map_err(|e| RunError::Failed(e.0))?;
         let receivers = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("streamc-receiver")
             .enable_all()
             .build()
-            .map_err(|e| RunError(format!("cannot start the receiver runtime: {e}")))?;
+            .map_err(|e| RunError::Failed(format!("cannot start the receiver runtime: {e}")))?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.workers)
             .thread_name(|i| format!("streamc-worker-{i}"))
             .build()
             .map_err(|e| {
-                RunError(format!(
+                RunError::Failed(format!(
                     "cannot start {} worker threads: {e}",
                     config.workers
                 ))
@@ -250,7 +270,7 @@ impl Machinery {
         })
     }
 
-    pub(crate) fn env(&self, config: &AppConfig) -> ReceiverEnv {
+    pub(crate) fn env(&self, config: &AppConfig, stop: &StopHandle) -> ReceiverEnv {
         ReceiverEnv {
             handle: self.receivers.handle().clone(),
             rates: self.rates.clone(),
@@ -265,6 +285,8 @@ impl Machinery {
                 _ => None,
             },
             checkpointed: self.checkpointed.clone(),
+            stop: stop.clone(),
+            failure_timeout: config.receiver_failure_timeout,
         }
     }
 }
@@ -351,12 +373,12 @@ impl Checkpointer {
         let Some(path) = &config.checkpoint_dir else {
             return Ok(None);
         };
-        let dir = CheckpointDir::open(path, config.keep_checkpoints).map_err(RunError)?;
+        let dir = CheckpointDir::open(path, config.keep_checkpoints).map_err(RunError::Failed)?;
         if config.reset_state {
-            let removed = dir.reset().map_err(RunError)?;
+            let removed = dir.reset().map_err(RunError::Failed)?;
             tracing::warn!(dir = %path.display(), removed, "--reset-state: discarded the existing checkpoints");
         }
-        let kept = dir.kept().map_err(RunError)?.into();
+        let kept = dir.kept().map_err(RunError::Failed)?.into();
         Ok(Some(Self {
             dir,
             every_ms: config.checkpoint_interval().as_millis().max(1) as u64,
@@ -382,10 +404,10 @@ impl Checkpointer {
         outputs: &Outputs,
         workers: usize,
     ) -> Result<Option<Recovered>, RunError> {
-        let Some(found) = self.dir.latest().map_err(RunError)? else {
+        let Some(found) = self.dir.latest().map_err(RunError::Failed)? else {
             // No checkpoint yet, but batches may have run (and written their outputs) before the crash:
             // they are cut again from the sources' start, with the same data and times.
-            let pending = self.dir.journaled_after(0).map_err(RunError)?;
+            let pending = self.dir.journaled_after(0).map_err(RunError::Failed)?;
             let Some(first) = pending.first() else {
                 return Ok(None);
             };
@@ -415,7 +437,7 @@ impl Checkpointer {
             self.dir.path().display()
         );
         if ckpt.app != self.app {
-            return Err(RunError(format!(
+            return Err(RunError::Failed(format!(
                 "the checkpoint in {} belongs to app `{}`, not `{}`; {way_out}",
                 self.dir.path().display(),
                 ckpt.app,
@@ -423,7 +445,7 @@ impl Checkpointer {
             )));
         }
         if ckpt.batch_interval_ms != self.interval_ms {
-            return Err(RunError(format!(
+            return Err(RunError::Failed(format!(
                 "the batch interval changed from {} ms to {} ms since the checkpoint; windows and state depend on it; {way_out}",
                 ckpt.batch_interval_ms, self.interval_ms
             )));
@@ -431,10 +453,10 @@ impl Checkpointer {
         pipeline
             .state()
             .restore(ckpt.states)
-            .map_err(|e| RunError(format!("{e}; {way_out}")))?;
+            .map_err(|e| RunError::Failed(format!("{e}; {way_out}")))?;
         sources
             .seek(&ckpt.positions)
-            .map_err(|e| RunError(format!("{e}; {way_out}")))?;
+            .map_err(|e| RunError::Failed(format!("{e}; {way_out}")))?;
         let time = Time(ckpt.time_ms);
         let dry = BatchMode {
             dry_run: true,
@@ -449,19 +471,19 @@ impl Checkpointer {
             Default::default(),
             dry,
         ) {
-            return Err(RunError(format!(
+            return Err(RunError::Failed(format!(
                 "checking the restored state failed: {}",
                 failure.message
             )));
         }
         let problems = pipeline.state().take_problems();
         if !problems.is_empty() {
-            return Err(RunError(format!(
+            return Err(RunError::Failed(format!(
                 "the checkpoint does not fit this pipeline: {}; {way_out}",
                 problems.join("; ")
             )));
         }
-        let pending = self.dir.journaled_after(time.millis()).map_err(RunError)?;
+        let pending = self.dir.journaled_after(time.millis()).map_err(RunError::Failed)?;
         check_replay_partitions(&pending, workers)?;
         tracing::info!(checkpoint = %found.file.display(), batch = %time, pending = pending.len(), "resumed from checkpoint");
         Ok(Some(Recovered { time, pending }))
@@ -514,7 +536,7 @@ fn check_replay_partitions(pending: &[JournaledBatch], workers: usize) -> Result
     else {
         return Ok(());
     };
-    Err(RunError(format!(
+    Err(RunError::Failed(format!(
         "{} batch(es) from {} ms on were cut into {} partitions before the app stopped, and must be \
          replayed the same way for exactly-once outputs; restart with --workers {}, let it catch up \
          and stop it gracefully (Ctrl-C or SIGTERM), then change --workers",
@@ -619,12 +641,13 @@ pub(crate) fn run<P: Pipeline>(
     let started = Instant::now();
     let machinery = Machinery::new(&config)?;
     let (stop_handle, stop_requests) = stop;
+    let signal = stop_handle.signal().clone();
     // Before anything slow (recovery can replay a long log): a SIGTERM from then on is a graceful stop.
     if options.handle_signals {
         watch_signals(&machinery.receivers, stop_handle.clone());
     }
     let (mut sources, pipeline) =
-        P::build(&config).map_err(|e| RunError(format!("cannot build the pipeline: {e}")))?;
+        P::build(&config).map_err(|e| RunError::Failed(format!("cannot build the pipeline: {e}")))?;
     let mut listeners = options.listeners;
     if let Some(every) = config.stats_every {
         listeners.add(Arc::new(crate::monitor::StatsReport::new(every)));
@@ -634,10 +657,12 @@ pub(crate) fn run<P: Pipeline>(
         listeners.add(metrics.clone());
         let wal_dir = config.checkpoint_dir.as_ref().map(|d| d.join("wal"));
         let bound = crate::monitor::server::start(&machinery.receivers, address, metrics, wal_dir)
-            .map_err(RunError)?;
+            .map_err(RunError::Failed)?;
         let _ = options.ui_bound.set(bound);
     }
-    let outputs = Outputs::new(options.print, options.collector, config.sink_settings())
+    let mut sink_settings = config.sink_settings();
+    sink_settings.stop = signal.clone();
+    let outputs = Outputs::new(options.print, options.collector, sink_settings)
         .with_listeners(listeners.clone());
     let checkpointer = Checkpointer::from_config(&config)?;
     let recovered = match &checkpointer {
@@ -651,8 +676,8 @@ pub(crate) fn run<P: Pipeline>(
         None => None,
     };
     sources
-        .start(&machinery.env(&config))
-        .map_err(|e| RunError(e.to_string()))?;
+        .start(&machinery.env(&config, &stop_handle))
+        .map_err(|e| RunError::Failed(e.to_string()))?;
     let mut backpressure = Backpressure::new(&config, &machinery.rates);
     if let Some(limit) = config.run_for {
         let stopper = stop_handle.clone();
@@ -694,6 +719,8 @@ pub(crate) fn run<P: Pipeline>(
         journal: checkpointer.as_ref().map(Checkpointer::journal_dir),
         completed: machinery.completed.clone(),
         listeners: listeners.clone(),
+        signal: signal.clone(),
+        graceful_stop_timeout: config.graceful_stop_timeout(),
     };
     let generator = std::thread::Builder::new()
         .name("streamc-batches".into())
@@ -701,16 +728,34 @@ pub(crate) fn run<P: Pipeline>(
             generate_batches(&mut sources, plan, stop_requests, batches_tx);
             sources
         })
-        .map_err(|e| RunError(format!("cannot start the batch generator: {e}")))?;
+        .map_err(|e| RunError::Failed(format!("cannot start the batch generator: {e}")))?;
 
     let mut report = RunReport::default();
     let mut output_failure = None;
-    for cut in batches_rx.iter() {
-        if output_failure.is_some() {
-            // Stopping after an output gave up: later batches stay journaled for the restart.
+    let mut unfinished = Unfinished::default();
+    let mut aborted_at: Option<Instant> = None;
+    loop {
+        if signal.is_aborted() {
+            // Batches still to come are not run; the generator gets a moment to hand over the last
+            // cut (and to let its receivers go), but an aborted run does not wait for it.
+            let since = *aborted_at.get_or_insert_with(Instant::now);
+            if since.elapsed() >= ABORT_GRACE {
+                break;
+            }
+        }
+        let cut = match batches_rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(cut) => cut,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if output_failure.is_some() || signal.is_aborted() {
+            // Stopping after an output gave up, or without finishing: later batches stay journaled
+            // for the restart.
+            unfinished.add(&cut);
             continue;
         }
         let time = cut.time;
+        let replayable = !cut.positions.is_empty();
         receiver_watch.update(&cut.sources, &listeners);
         let start = SystemTime::now();
         listeners.emit(|l| l.on_batch_started(time, start));
@@ -761,6 +806,7 @@ pub(crate) fn run<P: Pipeline>(
             "batch completed"
         );
         if info.output_failed {
+            unfinished.add_failed(time, info.total_records(), replayable);
             output_failure = info.failure.clone();
             stop_handle.stop();
         }
@@ -769,27 +815,125 @@ pub(crate) fn run<P: Pipeline>(
             report.time_to_first_batch = Some(started.elapsed());
         }
     }
-    let mut sources = generator
-        .join()
-        .map_err(|_| RunError("the batch generator panicked".into()))?;
-    sources.completed(&machinery.completed.get());
-    sources.finish();
-    report.sources = sources.stats();
+    let aborted = signal.abort_reason();
+    let sources_stopped = aborted.is_none() || generator.is_finished();
+    // An abort that came when every batch had completed still ends the run cleanly.
+    let complete = sources_stopped && unfinished.batches.is_empty() && output_failure.is_none();
+    if sources_stopped {
+        let mut sources = generator
+            .join()
+            .map_err(|_| RunError::Failed("the batch generator panicked".into()))?;
+        if complete {
+            // Acknowledgements (Kafka commits) only for a run that completed every batch it cut.
+            sources.completed(&machinery.completed.get());
+            sources.finish();
+        }
+        report.sources = sources.stats();
+        drop(sources);
+    } else {
+        // Its receivers did not let go in time (a broker that does not answer): the process is
+        // leaving, and what they held was never acknowledged.
+        tracing::warn!("the sources did not stop in time; leaving them behind");
+        unfinished.sources_left = true;
+    }
     report.rate_limits = machinery.rate_limits();
-    drop(sources);
     machinery.receivers.shutdown_timeout(Duration::from_secs(1));
-    outputs.sinks.close_all();
+    if aborted.is_none() || complete {
+        // Finishing what readers cannot see yet (a rolling file, a transaction) is part of a
+        // graceful stop; an aborted run leaves it to the restart.
+        outputs.sinks.close_all();
+    }
+    signal.finish();
     report.outputs = outputs.sinks.counts();
     receiver_watch.stopped(&listeners);
     listeners.emit(|l| l.on_app_stopped(&report));
+    if let Some(reason) = aborted {
+        let left = unfinished.describe(checkpointer.is_some());
+        tracing::error!(app = %config.name, "stopped without finishing: {left}");
+        return Err(match reason {
+            crate::stop::AbortReason::GracefulStopTimedOut(timeout) => {
+                RunError::StopTimedOut { timeout, left }
+            }
+            crate::stop::AbortReason::Immediate => RunError::StoppedAtOnce { left },
+        });
+    }
     if let Some(message) = output_failure {
-        return Err(RunError(format!(
+        return Err(RunError::Failed(format!(
             "stopped because a batch could not be written: {message}. The checkpoint covers only \
              completed batches: fix the destination and restart to write this batch again"
         )));
     }
+    if let Some(message) = signal.failure() {
+        return Err(RunError::Failed(format!(
+            "stopped because {message}. Every batch cut before the stop was processed and \
+             checkpointed: fix the cause and restart"
+        )));
+    }
     tracing::info!(app = %config.name, batches = report.batches_completed, "stopped");
     Ok(report)
+}
+
+/// After an abort, how long the executor still waits for the generator's last cut and its receivers.
+const ABORT_GRACE: Duration = Duration::from_secs(1);
+
+/// Batches a stop left unfinished.
+#[derive(Default)]
+struct Unfinished {
+    batches: Vec<Time>,
+    records: usize,
+    /// Batches whose data cannot be cut again after a restart (no write-ahead log, no replayable
+    /// source).
+    lost: usize,
+    /// The sources had not stopped: what their receivers held was not cut into a batch.
+    sources_left: bool,
+}
+
+impl Unfinished {
+    fn add<B>(&mut self, cut: &CutBatch<B>) {
+        let records = cut.records.iter().map(|(_, n)| n).sum();
+        self.add_failed(cut.time, records, !cut.positions.is_empty());
+    }
+
+    fn add_failed(&mut self, time: Time, records: usize, replayable: bool) {
+        self.batches.push(time);
+        self.records += records;
+        if !replayable && records > 0 {
+            self.lost += 1;
+        }
+    }
+
+    /// What was left, and what a restart does with it.
+    fn describe(&self, checkpointed: bool) -> String {
+        let held = if self.sources_left {
+            "; the sources did not stop in time, and what their receivers held comes back only \
+             from a write-ahead log or from Kafka"
+        } else {
+            ""
+        };
+        format!("{}{held}", self.describe_batches(checkpointed))
+    }
+
+    fn describe_batches(&self, checkpointed: bool) -> String {
+        let Some(first) = self.batches.first() else {
+            return "every batch cut before the stop had completed".into();
+        };
+        let left = format!(
+            "{} batch(es) from {first} on ({} records) were not finished",
+            self.batches.len(),
+            self.records
+        );
+        if !checkpointed {
+            return format!("{left} and are lost: without a checkpoint directory nothing is replayed");
+        }
+        if self.lost > 0 {
+            return format!(
+                "{left}; {} of them cannot be cut again (a socket receiver without --wal) and are lost, \
+                 the others are replayed by a restart from the checkpoint directory",
+                self.lost
+            );
+        }
+        format!("{left}; a restart from the checkpoint directory replays them")
+    }
 }
 
 fn batch_info(
@@ -932,6 +1076,9 @@ struct BatchPlan {
     completed: crate::source::Checkpointed,
     /// Told of each batch as it is cut (submitted).
     listeners: crate::monitor::Listeners,
+    /// The run's stop state: the generator arms the graceful stop's deadline when the stop begins.
+    signal: crate::stop::StopSignal,
+    graceful_stop_timeout: Duration,
 }
 
 /// Tells the listeners a batch was cut and queued.
@@ -960,6 +1107,9 @@ fn generate_batches<S: SourceSet>(
         None => Time::now().next_multiple(plan.interval),
     };
     for pending in &plan.replay {
+        if plan.signal.is_aborted() {
+            return;
+        }
         let time = Time(pending.time_ms);
         let crate::source::Cut {
             batch,
@@ -995,13 +1145,19 @@ fn generate_batches<S: SourceSet>(
             .unwrap_or(Duration::ZERO);
         let stop_requested = match stop_requests.recv_timeout(wait) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
-            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Timeout) => plan.signal.is_aborted(),
         };
         sources.completed(&plan.completed.get());
         let mut stopping = last || stop_requested;
         if stopping {
             // Graceful stop: receivers hand over what they hold, which becomes the last batch. It is cut
-            // now (labelled with its tick) rather than after waiting out the interval.
+            // now (labelled with its tick) rather than after waiting out the interval. From here on the
+            // stop is bounded.
+            plan.signal.begin_graceful_stop(plan.graceful_stop_timeout);
+            tracing::info!(
+                timeout = ?plan.graceful_stop_timeout,
+                "stopping: finishing the data already received"
+            );
             sources.stop();
         }
         let crate::source::Cut {
@@ -1011,6 +1167,7 @@ fn generate_batches<S: SourceSet>(
         } = sources.cut(next, plan.partitions);
         journal(plan.journal.as_ref(), next, plan.partitions, &positions);
         if plan.stop_when_drained && !stopping && sources.all_finished() {
+            plan.signal.begin_graceful_stop(plan.graceful_stop_timeout);
             sources.stop();
             stopping = true;
         }
@@ -1049,19 +1206,35 @@ fn watch_signals(runtime: &tokio::runtime::Runtime, stop: StopHandle) {
             return;
         };
         runtime.spawn(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+            let mut heard = 0;
+            loop {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                heard += 1;
+                if heard == 1 {
+                    tracing::info!("stop requested by signal: finishing the data already received (a second signal stops at once)");
+                    stop.stop();
+                } else {
+                    tracing::warn!("second stop signal: stopping at once, without finishing");
+                    stop.stop_now();
+                }
             }
-            tracing::info!("stop requested by signal: finishing the data already received");
-            stop.stop();
         });
     }
     #[cfg(not(unix))]
     runtime.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("stop requested by signal: finishing the data already received");
-            stop.stop();
+        let mut heard = 0;
+        while tokio::signal::ctrl_c().await.is_ok() {
+            heard += 1;
+            if heard == 1 {
+                tracing::info!("stop requested by signal: finishing the data already received (a second signal stops at once)");
+                stop.stop();
+            } else {
+                tracing::warn!("second stop signal: stopping at once, without finishing");
+                stop.stop_now();
+            }
         }
     });
 }

@@ -32,6 +32,8 @@ pub struct WriteAheadLog {
     segment: u64,
     file: File,
     len: u64,
+    /// A failed append may have left part of a record behind `len`: cut it off before the next one.
+    torn: bool,
 }
 
 fn segment_path(dir: &Path, segment: u64) -> PathBuf {
@@ -114,31 +116,67 @@ impl WriteAheadLog {
             segment,
             file,
             len,
+            torn: false,
         })
     }
 
     /// Appends one record (not yet durable: see [`WriteAheadLog::sync`]); returns where it ends.
+    ///
+    /// A failed append (a full disk) leaves the log as it was before the call, once the next append
+    /// cuts off whatever part of the record reached the file: the caller may simply try again.
     pub fn append(&mut self, payload: &[u8]) -> io::Result<WalPosition> {
+        if self.torn {
+            self.file.set_len(self.len)?;
+            self.torn = false;
+        }
         if self.len >= self.segment_bytes {
-            self.file.sync_all()?;
-            self.segment += 1;
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(segment_path(&self.dir, self.segment))?;
-            self.len = 0;
-            File::open(&self.dir)?.sync_all()?;
+            self.roll()?;
         }
         let mut frame = Vec::with_capacity(HEADER + payload.len());
         frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
         frame.extend_from_slice(payload);
-        self.file.write_all(&frame)?;
+        if let Err(e) = self.file.write_all(&frame) {
+            self.torn = true;
+            // Try to free the space the partial record took at once; the next append does it otherwise.
+            if self.file.set_len(self.len).is_ok() {
+                self.torn = false;
+            }
+            return Err(e);
+        }
         self.len += frame.len() as u64;
         Ok(WalPosition {
             segment: self.segment,
             offset: self.len,
         })
+    }
+
+    /// Appends one record and makes it durable. On failure the record is not in the log (a sync
+    /// that failed may have lost it, so it is cut off too), and the call may be repeated.
+    pub fn append_durably(&mut self, payload: &[u8]) -> io::Result<WalPosition> {
+        let before = self.len;
+        let position = self.append(payload)?;
+        if let Err(e) = self.sync() {
+            self.len = before;
+            self.torn = true;
+            return Err(e);
+        }
+        Ok(position)
+    }
+
+    /// Starts the next segment; the current one stays as it is if that fails.
+    fn roll(&mut self) -> io::Result<()> {
+        self.file.sync_all()?;
+        let next = self.segment + 1;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(segment_path(&self.dir, next))?;
+        File::open(&self.dir)?.sync_all()?;
+        self.segment = next;
+        self.file = file;
+        self.len = 0;
+        Ok(())
     }
 
     /// Makes every appended record durable.

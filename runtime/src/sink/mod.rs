@@ -16,6 +16,7 @@ pub mod rolling;
 #[cfg(feature = "sql")]
 pub mod sql;
 
+use crate::stop::StopSignal;
 use crate::time::Time;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -143,10 +144,14 @@ impl RetryPolicy {
 
     /// Runs `attempt` until it succeeds, fails for good, or the attempts are used up; waits between
     /// tries and counts retries in `stats`. Only [`SinkError::Unavailable`] is retried.
+    ///
+    /// An aborted run (a graceful stop past its timeout, a stop at once) ends the retries at once: the
+    /// batch stays unwritten, and a restart writes it.
     pub fn run<T>(
         &self,
         what: &dyn fmt::Display,
         stats: &SinkStats,
+        stop: &StopSignal,
         mut attempt: impl FnMut() -> Result<T, SinkError>,
     ) -> Result<T, SinkError> {
         let mut n = 1;
@@ -159,7 +164,11 @@ impl RetryPolicy {
                         "{what}: attempt {n} of {} failed, retrying in {wait:?}: {reason}",
                         self.attempts
                     );
-                    std::thread::sleep(wait);
+                    if !stop.sleep(wait) {
+                        return Err(SinkError::Unavailable(format!(
+                            "gave up after {n} attempts because the app is stopping without finishing: {reason}"
+                        )));
+                    }
                     n += 1;
                 }
                 Err(SinkError::Unavailable(reason)) => {
@@ -183,6 +192,8 @@ pub struct SinkSettings {
     pub retry: RetryPolicy,
     /// Pooled connections unused for this long are closed.
     pub idle_timeout: Duration,
+    /// The run's stop state: retries end when the run is aborted.
+    pub stop: StopSignal,
 }
 
 impl SinkSettings {
@@ -202,6 +213,7 @@ impl Default for SinkSettings {
             urls: BTreeMap::new(),
             retry: RetryPolicy::default(),
             idle_timeout: Duration::from_secs(60),
+            stop: StopSignal::default(),
         }
     }
 }
@@ -369,7 +381,7 @@ pub fn write_partitions<T: Send, P: Send>(
             let what = format!("output `{output}` ({at})");
             if let Err(e) = settings
                 .retry
-                .run(&what, &stats, || write(at, &prepared, &stats))
+                .run(&what, &stats, &settings.stop, || write(at, &prepared, &stats))
             {
                 fail(output, format!("{at}: {e}"));
             }
@@ -390,10 +402,10 @@ pub fn write_whole_batch(
         partitions: 1,
     };
     let what = format!("output `{output}` ({at})");
-    if let Err(e) = ctx
-        .sink_settings()
+    let settings = ctx.sink_settings();
+    if let Err(e) = settings
         .retry
-        .run(&what, &stats, || write(at, &stats))
+        .run(&what, &stats, &settings.stop, || write(at, &stats))
     {
         fail(output, format!("{at}: {e}"));
     }
@@ -442,7 +454,7 @@ mod tests {
         };
         let stats = SinkStats::default();
         let mut tries = 0;
-        let r: Result<(), _> = p.run(&"test", &stats, || {
+        let r: Result<(), _> = p.run(&"test", &stats, &StopSignal::default(), || {
             tries += 1;
             Err(SinkError::Unavailable("down".into()))
         });
@@ -451,7 +463,7 @@ mod tests {
         assert_eq!(stats.counts().retries, 2);
 
         let mut tries = 0;
-        let r: Result<(), _> = p.run(&"test", &stats, || {
+        let r: Result<(), _> = p.run(&"test", &stats, &StopSignal::default(), || {
             tries += 1;
             Err(SinkError::Fatal("no such table".into()))
         });
@@ -459,7 +471,7 @@ mod tests {
         assert!(matches!(r, Err(SinkError::Fatal(_))));
 
         let mut tries = 0;
-        let r = p.run(&"test", &stats, || {
+        let r = p.run(&"test", &stats, &StopSignal::default(), || {
             tries += 1;
             if tries < 2 {
                 Err(SinkError::Unavailable("blip".into()))

@@ -358,6 +358,61 @@ impl Dialect {
         }
     }
 
+    /// A query listing the unique keys of `table` (`[schema.]name`) as rows of (key, column), with
+    /// the values to bind. The primary key counts: it is unique too.
+    fn unique_keys_query(self, table: &str) -> (String, Vec<String>) {
+        let (schema, name) = match table.split_once('.') {
+            Some((schema, name)) => (Some(schema), name),
+            None => (None, table),
+        };
+        match self {
+            Dialect::MySql => {
+                let schema_is = if schema.is_some() { "?" } else { "DATABASE()" };
+                let sql = format!(
+                    "SELECT CAST(INDEX_NAME AS CHAR), CAST(COLUMN_NAME AS CHAR) \
+                     FROM information_schema.STATISTICS \
+                     WHERE TABLE_SCHEMA = {schema_is} AND TABLE_NAME = ? AND NON_UNIQUE = 0"
+                );
+                let binds = schema.into_iter().chain([name]).map(str::to_string);
+                (sql, binds.collect())
+            }
+            // Partial unique indexes do not count: an upsert's conflict target cannot use them.
+            Dialect::Postgres => (
+                "SELECT CAST(i.indexrelid AS TEXT), CAST(a.attname AS TEXT) FROM pg_index i \
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                 WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL"
+                    .to_string(),
+                vec![table.to_string()],
+            ),
+            // An INTEGER PRIMARY KEY is the rowid and has no index of its own: read it from the
+            // table's columns.
+            Dialect::Sqlite => (
+                "SELECT il.name, ii.name FROM pragma_index_list(?1, ?2) AS il, \
+                 pragma_index_info(il.name, ?2) AS ii WHERE il.\"unique\" = 1 AND il.partial = 0 \
+                 UNION ALL SELECT 'primary key', name FROM pragma_table_info(?1, ?2) WHERE pk > 0"
+                    .to_string(),
+                vec![name.to_string(), schema.unwrap_or("main").to_string()],
+            ),
+        }
+    }
+
+    /// The statement that gives `table` the unique key an upsert by `key` needs.
+    fn add_unique_key(self, table: &str, key: &[String]) -> String {
+        let columns = key.join(", ");
+        match self {
+            Dialect::MySql => format!("ALTER TABLE {table} ADD UNIQUE KEY ({columns})"),
+            Dialect::Postgres => format!("ALTER TABLE {table} ADD UNIQUE ({columns})"),
+            Dialect::Sqlite => {
+                let index = format!("{}_{}_key", table.replace('.', "_"), key.join("_"));
+                let (schema, name) = match table.split_once('.') {
+                    Some((schema, name)) => (format!("{schema}."), name),
+                    None => (String::new(), table),
+                };
+                format!("CREATE UNIQUE INDEX {schema}{index} ON {name} ({columns})")
+            }
+        }
+    }
+
     fn timestamp_type(self) -> &'static str {
         match self {
             Dialect::Sqlite => "TEXT",
@@ -670,9 +725,52 @@ impl SqlSink {
         if let Some(create) = &self.statements.create_table {
             self.execute_alone(create).await?;
         }
+        self.check_unique_key().await?;
         self.execute_alone(&self.statements.create_progress).await?;
         *prepared = true;
         Ok(())
+    }
+
+    /// An upsert needs a unique key on exactly its key columns. A table made elsewhere (the seed's
+    /// `wordcount`, with only an auto-increment `id` as its key) may lack it, and then MySQL's
+    /// `ON DUPLICATE KEY UPDATE` silently appends a row per write while PostgreSQL and SQLite refuse
+    /// the statement with an obscure error: so refuse before writing anything, saying what to do.
+    async fn check_unique_key(&self) -> Result<(), SinkError> {
+        if self.table.key.is_empty() {
+            return Ok(());
+        }
+        let dialect = self.statements.dialect;
+        let (sql, binds) = dialect.unique_keys_query(&self.table.name);
+        let mut args = AnyArguments::default();
+        for value in binds {
+            bind(&mut args, &SqlValue::Text(value))?;
+        }
+        let rows: Vec<(String, String)> = sqlx::query_as_with(AssertSqlSafe(sql), args)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| classify(e, None))?;
+        let mut keys: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+            Default::default();
+        for (key, column) in rows {
+            keys.entry(key).or_default().insert(column.to_lowercase());
+        }
+        let wanted: std::collections::BTreeSet<String> =
+            self.table.key.iter().map(|c| c.to_lowercase()).collect();
+        if keys.values().any(|columns| *columns == wanted) {
+            return Ok(());
+        }
+        let key = self.table.key.join(", ");
+        let without = match dialect {
+            Dialect::MySql => "MySQL would append a row on every write instead of updating one",
+            Dialect::Postgres | Dialect::Sqlite => "the database refuses such upserts",
+        };
+        Err(SinkError::Fatal(format!(
+            "table `{table}` has no unique key on ({key}), which upserts by `.key([...])` need \
+             ({without}). Add one (after removing any duplicate rows): `{add}`; or write in append \
+             mode, a `SqlTable` without `.key(...)`, which inserts a row per record",
+            table = self.table.name,
+            add = dialect.add_unique_key(&self.table.name, &self.table.key),
+        )))
     }
 
     async fn execute_alone(&self, sql: &str) -> Result<(), SinkError> {

@@ -41,17 +41,16 @@ impl<B> Clone for BlockSink<B> {
 
 impl<B: Loggable> BlockSink<B> {
     /// Logs `block` (append and fsync, when there is a log), then makes it available to the next batch.
-    /// An error means the block is not durable and was not handed over.
-    pub fn push(&self, block: B) -> Result<(), String> {
+    /// An error means the block is not durable and was not handed over: it comes back with the reason,
+    /// for the receiver to try again.
+    pub fn push(&self, block: B) -> Result<(), (B, String)> {
         let position = match &self.wal {
             Some(wal) => {
                 let mut wal = wal.lock().unwrap_or_else(|p| p.into_inner());
-                let position = wal
-                    .append(&block.encode())
-                    .map_err(|e| format!("cannot write the write-ahead log: {e}"))?;
-                wal.sync()
-                    .map_err(|e| format!("cannot sync the write-ahead log: {e}"))?;
-                Some(position)
+                match wal.append_durably(&block.encode()) {
+                    Ok(position) => Some(position),
+                    Err(e) => return Err((block, format!("cannot write the write-ahead log: {e}"))),
+                }
             }
             None => None,
         };
@@ -60,6 +59,80 @@ impl<B: Loggable> BlockSink<B> {
             .unwrap_or_else(|p| p.into_inner())
             .push((block, position));
         Ok(())
+    }
+}
+
+/// How a receiver rides out a store that fails (a full disk under the write-ahead log): it pauses with
+/// the block in hand — reading nothing more, so the sender or Kafka keeps the rest — retries with
+/// backoff, resumes when a write succeeds, and gives up past the failure timeout, which stops the app.
+pub(crate) struct StoreRetry {
+    timeout: std::time::Duration,
+    failing_since: Option<std::time::Instant>,
+    backoff: std::time::Duration,
+}
+
+/// What a receiver does after a failed store.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AfterFailure {
+    /// Wait this long, then try the same block again.
+    RetryIn(std::time::Duration),
+    /// Failing for longer than the timeout: stop the app with this message.
+    GiveUp(String),
+}
+
+const FIRST_STORE_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+const LONGEST_STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl StoreRetry {
+    pub(crate) fn new(timeout: std::time::Duration) -> Self {
+        Self {
+            timeout,
+            failing_since: None,
+            backoff: FIRST_STORE_RETRY,
+        }
+    }
+
+    /// A store failed with `error`: counted once per pause, logged, and judged against the timeout.
+    pub(crate) fn failed(
+        &mut self,
+        source: &str,
+        error: &str,
+        counters: &super::ReceiverCounters,
+    ) -> AfterFailure {
+        let since = match self.failing_since {
+            Some(since) => since,
+            None => {
+                tracing::warn!(
+                    source,
+                    "receiving paused: {error}; retrying until it succeeds, for at most {:?} (--receiver-failure-timeout)",
+                    self.timeout
+                );
+                super::ReceiverCounters::add(&counters.connection_errors, 1);
+                counters.set_error(format!("receiving paused: {error}"));
+                *self.failing_since.insert(std::time::Instant::now())
+            }
+        };
+        if since.elapsed() >= self.timeout {
+            return AfterFailure::GiveUp(format!(
+                "source `{source}` could not store what it received for {:?}: {error}",
+                self.timeout
+            ));
+        }
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(LONGEST_STORE_RETRY);
+        AfterFailure::RetryIn(wait)
+    }
+
+    /// A store succeeded: a pause, if there was one, is over.
+    pub(crate) fn succeeded(&mut self, source: &str) {
+        if let Some(since) = self.failing_since.take() {
+            tracing::info!(
+                source,
+                paused_ms = since.elapsed().as_millis() as u64,
+                "receiving resumes: the write-ahead log takes writes again"
+            );
+            self.backoff = FIRST_STORE_RETRY;
+        }
     }
 }
 
@@ -184,5 +257,43 @@ impl<B: Loggable> ReceivedBlocks<B> {
     pub fn seek(&mut self, position: &[u8]) -> Result<(), SourceError> {
         self.resume_from = Some(decode_position(position).map_err(|e| self.error(e))?);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_failing_store_pauses_with_growing_waits_then_gives_up_past_the_timeout() {
+        let counters = super::super::ReceiverCounters::default();
+        let mut retry = StoreRetry::new(Duration::from_millis(300));
+        let waits: Vec<AfterFailure> = (0..6)
+            .map(|_| retry.failed("lines", "disk full", &counters))
+            .collect();
+        assert_eq!(
+            waits,
+            [50, 100, 200, 400, 800, 1000].map(|ms| AfterFailure::RetryIn(Duration::from_millis(ms)))
+        );
+        assert_eq!(
+            counters.snapshot().connection_errors,
+            1,
+            "one pause is one receiver error"
+        );
+        retry.succeeded("lines");
+        assert_eq!(
+            retry.failed("lines", "disk full", &counters),
+            AfterFailure::RetryIn(FIRST_STORE_RETRY),
+            "a success ends the pause and its backoff"
+        );
+        assert_eq!(counters.snapshot().connection_errors, 2);
+        std::thread::sleep(Duration::from_millis(350));
+        match retry.failed("lines", "disk full", &counters) {
+            AfterFailure::GiveUp(message) => {
+                assert!(message.contains("source `lines`") && message.contains("disk full"), "{message}")
+            }
+            other => panic!("expected to give up, got {other:?}"),
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! offset). Without the log, offsets are committed as blocks arrive and data received but not processed
 //! is lost in a crash, as with Spark's default receiver.
 
-use super::blocks::{BlockSink, Loggable, ReceivedBlocks};
+use super::blocks::{AfterFailure, BlockSink, Loggable, ReceivedBlocks, StoreRetry};
 use super::kafka::KafkaRecord;
 use super::{ReceiverCounters, ReceiverEnv, Source, SourceError, SourceStats};
 use crate::exec::split_even;
@@ -76,6 +76,43 @@ struct Receiving {
     counters: Arc<ReceiverCounters>,
     stop: Arc<AtomicBool>,
     pacer: Pacer,
+    /// The app's: to stop it when storing keeps failing, and to hear that the run was aborted.
+    app_stop: crate::stop::StopHandle,
+    store_retry: StoreRetry,
+}
+
+impl Receiving {
+    /// Hands `block` over (durably first, under the write-ahead log). While that fails the receiver
+    /// pauses — it polls nothing more and commits nothing, so Kafka keeps the rest — and tries the same
+    /// block again until it succeeds, the failure outlasts `--receiver-failure-timeout` (the app
+    /// stops; the block's offsets were never committed, so a restart reads it again), or the run is
+    /// aborted. False if the block could not be handed over.
+    fn store(&mut self, block: Vec<KafkaRecord>) -> bool {
+        let mut block = block;
+        loop {
+            let (returned, error) = match self.sink.push(block) {
+                Ok(()) => {
+                    self.store_retry.succeeded(&self.name);
+                    return true;
+                }
+                Err(failed) => failed,
+            };
+            block = returned;
+            match self.store_retry.failed(&self.name, &error, &self.counters) {
+                AfterFailure::RetryIn(wait) => {
+                    if !self.app_stop.signal().sleep(wait) {
+                        return false;
+                    }
+                }
+                AfterFailure::GiveUp(message) => {
+                    self.app_stop.fail(format!(
+                        "{message}; its offsets are not committed, so a restart reads it from Kafka again"
+                    ));
+                    return false;
+                }
+            }
+        }
+    }
 }
 
 /// The receiving loop: poll, gather a block (at most 50 ms, 10,000 messages, or what the rate allows),
@@ -118,11 +155,8 @@ fn receive(consumer: Arc<BaseConsumer>, mut r: Receiving) {
         let records = block.len() as u64;
         // With the write-ahead log the block is durable before it is handed over, and its offsets are
         // committed only after that.
-        if let Err(e) = r.sink.push(block) {
-            // Not durable, so not acknowledged: stop; Kafka keeps the messages for the restart.
-            tracing::error!(source = %r.name, "the receiver stops: {e}");
-            ReceiverCounters::add(&r.counters.connection_errors, 1);
-            r.counters.set_error(e);
+        if !r.store(block) {
+            // Not durable, so not acknowledged: Kafka keeps the messages for the restart.
             return;
         }
         ReceiverCounters::add(&r.counters.records, records);
@@ -221,6 +255,8 @@ impl Source for KafkaReceiverSource {
             counters: self.counters.clone(),
             stop: self.stop.clone(),
             pacer: Pacer::new(control),
+            app_stop: env.stop.clone(),
+            store_retry: StoreRetry::new(env.failure_timeout),
         };
         let consumer = Arc::new(consumer);
         let watched = (consumer.clone(), self.counters.clone(), self.stop.clone());

@@ -45,6 +45,10 @@ pub struct ReceiverEnv {
     pub(crate) wal_dir: Option<std::path::PathBuf>,
     /// Source positions of the last checkpoint written, so logs can drop what it covers.
     pub(crate) checkpointed: Checkpointed,
+    /// Stops the app when a receiver cannot go on; its signal says when waits must end.
+    pub(crate) stop: crate::stop::StopHandle,
+    /// How long a receiver may fail to store what it received before it stops the app.
+    pub(crate) failure_timeout: std::time::Duration,
 }
 
 /// The source positions of the newest checkpoint, shared with the sources.

@@ -5,7 +5,7 @@
 //! its size from a [`MemoryBudget`]; when processing falls behind the budget runs out, the receiver stops
 //! reading, and TCP flow control pushes back on the sender: memory stays bounded, nothing is dropped.
 
-use super::blocks::{BlockSink, Loggable, ReceivedBlocks};
+use super::blocks::{AfterFailure, BlockSink, Loggable, ReceivedBlocks, StoreRetry};
 use super::text::{MemoryBudget, TextBlock, TextPartition};
 use super::{ReceiverCounters, ReceiverEnv, Source, SourceError, SourceStats};
 use crate::rate::{Pacer, RateControl};
@@ -126,6 +126,8 @@ impl Source for SocketTextSource {
             budget: MemoryBudget::new(self.options.buffer_bytes),
             counters: self.counters.clone(),
             stop: stop_rx,
+            app_stop: env.stop.clone(),
+            store_retry: StoreRetry::new(env.failure_timeout),
         };
         let task = env.handle.spawn(receiver.run());
         self.stop = Some(stop_tx);
@@ -193,7 +195,17 @@ struct Receiver {
     options: SocketOptions,
     budget: MemoryBudget,
     counters: Arc<ReceiverCounters>,
+    /// This receiver's stop (the source's `stop`).
     stop: watch::Receiver<bool>,
+    /// The app's: to stop it when storing keeps failing, and to hear that the run was aborted.
+    app_stop: crate::stop::StopHandle,
+    store_retry: StoreRetry,
+}
+
+/// Resolves once the receiver is asked to stop (at once, if it already was).
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    // An error means the source is gone, which is a stop too.
+    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 enum Ended {
@@ -209,7 +221,7 @@ impl Receiver {
         while !*self.stop.borrow() {
             let connected = tokio::select! {
                 conn = TcpStream::connect(self.address.as_str()) => conn,
-                _ = self.stop.changed() => break,
+                _ = stop_requested(&mut self.stop) => break,
             };
             match connected {
                 Ok(stream) => {
@@ -240,7 +252,7 @@ impl Receiver {
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = self.stop.changed() => break,
+                _ = stop_requested(&mut self.stop) => break,
             }
             backoff = (backoff * 2).min(self.options.reconnect_max);
         }
@@ -261,7 +273,7 @@ impl Receiver {
                     Ok(n) => n,
                     Err(e) => return Ended::Failed(e),
                 },
-                _ = self.stop.changed() => return Ended::Stopped,
+                _ = stop_requested(&mut self.stop) => return Ended::Stopped,
             };
             let mut block = TextBlock::new();
             let outcome = if n == 0 {
@@ -296,10 +308,11 @@ impl Receiver {
         }
     }
 
-    /// Delivers `block`, in slices that keep to the rate limit when there is one. False once stopped.
+    /// Delivers `block`, in slices that keep to the rate limit when there is one. False once stopped;
+    /// a stop during the pacing hands the remaining slices over at once, since they were read already.
     async fn deliver_paced(&mut self, block: TextBlock) -> bool {
         if block.is_empty() {
-            return true;
+            return !*self.stop.borrow();
         }
         let slices = match self.pacer.block_limit() {
             Some(limit) if block.len() > limit => block.split_every(limit),
@@ -310,35 +323,74 @@ impl Receiver {
             if !self.deliver(slice).await {
                 return false;
             }
+            if *self.stop.borrow() {
+                continue;
+            }
             let wait = self.pacer.delay_after(records);
             if !wait.is_zero() {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = self.stop.changed() => return false,
+                    _ = stop_requested(&mut self.stop) => {}
                 }
             }
         }
-        true
+        !*self.stop.borrow()
     }
 
-    /// Waits for budget, then hands the block to the next batch. False if the budget was closed.
-    async fn deliver(&self, mut block: TextBlock) -> bool {
-        let Some(permit) = self.budget.acquire(block.bytes()).await else {
-            return false;
+    /// Waits for budget, then hands the block to the next batch. False if it could not be stored.
+    async fn deliver(&mut self, mut block: TextBlock) -> bool {
+        // The budget is freed only by the next cut, and a stop cuts only once its receivers have
+        // stopped: so a stop does not wait for budget. The block, already read from the socket, goes
+        // into the last batch over budget instead.
+        let permit = tokio::select! {
+            permit = self.budget.acquire(block.bytes()) => permit,
+            _ = stop_requested(&mut self.stop) => None,
         };
-        block.attach_budget(permit);
-        let (records, bytes) = (block.len() as u64, block.bytes() as u64);
-        // With a write-ahead log, a block is usable only once it is durable there (one fsync per block
-        // read from the socket, not per line).
-        if let Err(e) = tokio::task::block_in_place(|| self.sink.push(block)) {
-            // Without a durable copy the block could be lost in a crash: stop receiving (the sender
-            // keeps the rest) rather than go on unprotected.
-            self.report(format!("receiving stops: {e}"));
-            return false;
+        if let Some(permit) = permit {
+            block.attach_budget(permit);
         }
-        ReceiverCounters::add(&self.counters.records, records);
-        ReceiverCounters::add(&self.counters.bytes, bytes);
-        true
+        self.store(block).await
+    }
+
+    /// Hands `block` over — with a write-ahead log, only once it is durable there (one fsync per block
+    /// read from the socket, not per line). While that fails the receiver pauses: it reads nothing
+    /// more (TCP flow control holds the sender back) and tries the same block again, until it
+    /// succeeds, the failure outlasts `--receiver-failure-timeout` (the app stops), or the run is
+    /// aborted. False if the block could not be handed over.
+    async fn store(&mut self, block: TextBlock) -> bool {
+        let (records, bytes) = (block.len() as u64, block.bytes() as u64);
+        let mut block = block;
+        loop {
+            let failed = match tokio::task::block_in_place(|| self.sink.push(block)) {
+                Ok(()) => {
+                    self.store_retry.succeeded(&self.name);
+                    ReceiverCounters::add(&self.counters.records, records);
+                    ReceiverCounters::add(&self.counters.bytes, bytes);
+                    return true;
+                }
+                Err(failed) => failed,
+            };
+            let (returned, error) = failed;
+            block = returned;
+            let wait = match self.store_retry.failed(&self.name, &error, &self.counters) {
+                AfterFailure::RetryIn(wait) => wait,
+                AfterFailure::GiveUp(message) => {
+                    self.app_stop.fail(format!(
+                        "{message}; {records} lines read from {} but not stored are dropped (the sender \
+                         keeps what was not read)",
+                        self.address
+                    ));
+                    return false;
+                }
+            };
+            // A graceful stop waits for the store (the data was read and must not be dropped), but
+            // not past its timeout.
+            let signal = self.app_stop.signal();
+            if !tokio::task::block_in_place(|| signal.sleep(wait)) {
+                tracing::warn!(source = %self.name, records, "the app stops without finishing: lines read but not stored are dropped");
+                return false;
+            }
+        }
     }
 }
 
