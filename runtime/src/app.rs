@@ -102,7 +102,8 @@ impl<P: Pipeline> App<P> {
     }
 
     /// The whole program: reads flags, runs until Ctrl-C / SIGTERM (or `--batches` / `--run-for`), stops
-    /// gracefully. Exit code 0 on a clean stop, 2 on bad flags, 1 on a failure.
+    /// gracefully. Exit code 0 on a clean stop, 2 on bad flags, and otherwise as
+    /// [`App::run_as_process`] says.
     pub fn main(self) -> ExitCode {
         let app = match self.with_args(std::env::args_os().skip(1)) {
             Ok(app) => app,
@@ -116,21 +117,29 @@ impl<P: Pipeline> App<P> {
             }
         };
         init_logging();
-        let report_wanted = app.config.report;
-        let mut app = app;
-        app.handle_signals = true;
+        ExitCode::from(app.run_as_process())
+    }
+
+    /// Runs as `main` does once the flags are applied, and returns the process exit code. Ctrl-C and
+    /// SIGTERM stop gracefully, within `--graceful-stop-timeout`; a second one stops at once; a batch
+    /// stuck in user code past the stop's end cannot hold the process up for more than a few seconds.
+    /// Exit codes: 0 a complete stop, 1 a failure, 124 a graceful stop that timed out, 130 a stop at
+    /// once (see [`RunError::exit_code`]). Errors and `--report` go to standard error.
+    pub fn run_as_process(mut self) -> u8 {
+        let report_wanted = self.config.report;
+        self.handle_signals = true;
         let (stop, requests) = StopHandle::new();
         exit_if_stuck_after_abort(stop.signal().clone());
-        match app.run_with(Arc::default(), (stop, requests), Arc::default()) {
+        match self.run_with(Arc::default(), (stop, requests), Arc::default()) {
             Ok(report) => {
                 if report_wanted {
                     eprint!("{}", report.summary());
                 }
-                ExitCode::SUCCESS
+                0
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                ExitCode::from(e.exit_code())
+                e.exit_code()
             }
         }
     }
@@ -334,7 +343,8 @@ fn exit_if_stuck_after_abort(signal: crate::stop::StopSignal) {
     let watchdog = std::thread::Builder::new()
         .name("streamc-stop-watchdog".into())
         .spawn(move || {
-            if !signal.wait_for_abort(Duration::MAX) || signal.wait_for_finish(HARD_EXIT_AFTER_ABORT)
+            if !signal.wait_for_abort(Duration::MAX)
+                || signal.wait_for_finish(HARD_EXIT_AFTER_ABORT)
             {
                 return;
             }

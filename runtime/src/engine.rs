@@ -483,7 +483,10 @@ impl Checkpointer {
                 problems.join("; ")
             )));
         }
-        let pending = self.dir.journaled_after(time.millis()).map_err(RunError::Failed)?;
+        let pending = self
+            .dir
+            .journaled_after(time.millis())
+            .map_err(RunError::Failed)?;
         check_replay_partitions(&pending, workers)?;
         tracing::info!(checkpoint = %found.file.display(), batch = %time, pending = pending.len(), "resumed from checkpoint");
         Ok(Some(Recovered { time, pending }))
@@ -646,8 +649,8 @@ pub(crate) fn run<P: Pipeline>(
     if options.handle_signals {
         watch_signals(&machinery.receivers, stop_handle.clone());
     }
-    let (mut sources, pipeline) =
-        P::build(&config).map_err(|e| RunError::Failed(format!("cannot build the pipeline: {e}")))?;
+    let (mut sources, pipeline) = P::build(&config)
+        .map_err(|e| RunError::Failed(format!("cannot build the pipeline: {e}")))?;
     let mut listeners = options.listeners;
     if let Some(every) = config.stats_every {
         listeners.add(Arc::new(crate::monitor::StatsReport::new(every)));
@@ -923,7 +926,9 @@ impl Unfinished {
             self.records
         );
         if !checkpointed {
-            return format!("{left} and are lost: without a checkpoint directory nothing is replayed");
+            return format!(
+                "{left} and are lost: without a checkpoint directory nothing is replayed"
+            );
         }
         if self.lost > 0 {
             return format!(

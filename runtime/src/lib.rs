@@ -46,11 +46,11 @@ pub use app::{App, RunningApp, TestDriver};
 pub use batch::Batch;
 pub use config::AppConfig;
 pub use engine::{BatchInfo, RunError, RunReport};
-pub use stop::StopHandle;
 pub use monitor::StreamingListener;
 pub use output::Show;
 pub use pipeline::Pipeline;
 pub use stateful::StateCell;
+pub use stop::StopHandle;
 pub use streamc_macros::stream;
 pub use time::Time;
 

@@ -379,10 +379,9 @@ pub fn write_partitions<T: Send, P: Send>(
             };
             let prepared = prepare(at, records);
             let what = format!("output `{output}` ({at})");
-            if let Err(e) = settings
-                .retry
-                .run(&what, &stats, &settings.stop, || write(at, &prepared, &stats))
-            {
+            if let Err(e) = settings.retry.run(&what, &stats, &settings.stop, || {
+                write(at, &prepared, &stats)
+            }) {
                 fail(output, format!("{at}: {e}"));
             }
         });

@@ -49,7 +49,9 @@ impl<B: Loggable> BlockSink<B> {
                 let mut wal = wal.lock().unwrap_or_else(|p| p.into_inner());
                 match wal.append_durably(&block.encode()) {
                     Ok(position) => Some(position),
-                    Err(e) => return Err((block, format!("cannot write the write-ahead log: {e}"))),
+                    Err(e) => {
+                        return Err((block, format!("cannot write the write-ahead log: {e}")))
+                    }
                 }
             }
             None => None,
@@ -274,7 +276,8 @@ mod tests {
             .collect();
         assert_eq!(
             waits,
-            [50, 100, 200, 400, 800, 1000].map(|ms| AfterFailure::RetryIn(Duration::from_millis(ms)))
+            [50, 100, 200, 400, 800, 1000]
+                .map(|ms| AfterFailure::RetryIn(Duration::from_millis(ms)))
         );
         assert_eq!(
             counters.snapshot().connection_errors,
@@ -291,7 +294,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(350));
         match retry.failed("lines", "disk full", &counters) {
             AfterFailure::GiveUp(message) => {
-                assert!(message.contains("source `lines`") && message.contains("disk full"), "{message}")
+                assert!(
+                    message.contains("source `lines`") && message.contains("disk full"),
+                    "{message}"
+                )
             }
             other => panic!("expected to give up, got {other:?}"),
         }
