@@ -218,8 +218,10 @@ fn an_unknown_topic_is_refused_at_start_and_an_unreachable_broker_is_retried() {
         "{err}"
     );
 
+    // Each cut waits out the Kafka request timeout; the stop may take as long as that.
     let app = apps::kafka_counts::app()
         .source_address("records", "127.0.0.1:1")
+        .configure(|c| c.graceful_stop_timeout = Some(Duration::from_secs(15)))
         .start()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));

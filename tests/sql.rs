@@ -147,8 +147,12 @@ fn hostile_words() -> Vec<String> {
     .collect()
 }
 
+/// The tests that use the seed's table name `wordcount` on the shared servers take turns.
+static WORDCOUNT_TABLE: Mutex<()> = Mutex::new(());
+
 #[test]
 fn persist_word_count_stores_the_reference_counts_verbatim() {
+    let _table = WORDCOUNT_TABLE.lock().unwrap_or_else(|p| p.into_inner());
     let dir = temp_dir("persist");
     let mut lines: Vec<String> = vec![
         "hello world".into(),
@@ -983,6 +987,173 @@ fn append_mode_writes_every_record_once_with_its_batch_time_even_after_a_replay(
             click_rows(&db.url),
             expected,
             "{}: every click once (batch 3 replayed, not written again), stamped with its batch time",
+            db.label
+        );
+    }
+}
+
+/// The seed's DDL for `wordcount`, in each database's words: an auto-increment `id` is the only key,
+/// and `updated_time` is filled by the database.
+fn seed_wordcount_ddl(url: &str) -> &'static str {
+    if url.starts_with("mysql") {
+        "create table wordcount(id integer auto_increment primary key, updated_time timestamp not null \
+         default current_timestamp on update current_timestamp, word varchar(255), count integer)"
+    } else if url.starts_with("postgres") {
+        "create table wordcount(id serial primary key, updated_time timestamp not null default \
+         current_timestamp, word varchar(255), count integer)"
+    } else {
+        "create table wordcount(id integer primary key autoincrement, updated_time timestamp not null \
+         default current_timestamp, word varchar(255), count integer)"
+    }
+}
+
+fn execute(url: &str, sql: &str) {
+    block_on(async {
+        let pool = connect(url).await;
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        pool.close().await;
+    })
+}
+
+/// `(word, count, updated_time is set)` of every row of `wordcount`, sorted.
+fn seed_rows(url: &str) -> Vec<(String, i64, bool)> {
+    // MySQL casts to SIGNED where the others cast to BIGINT.
+    let integer = if url.starts_with("mysql") {
+        "SIGNED"
+    } else {
+        "BIGINT"
+    };
+    block_on(async {
+        let pool = connect(url).await;
+        let mut rows: Vec<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT word, CAST(count AS {integer}), \
+             CAST(CASE WHEN updated_time IS NULL THEN 0 ELSE 1 END AS {integer}) FROM wordcount"
+        )))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        rows.sort();
+        rows.into_iter().map(|(w, n, t)| (w, n, t == 1)).collect()
+    })
+}
+
+mod seed_append {
+    use streamc::prelude::*;
+
+    pub fn batches() -> Vec<Vec<String>> {
+        vec![
+            vec!["hello".into(), "world".into()],
+            vec!["hello".into(), "again".into()],
+        ]
+    }
+
+    stream! {
+        app seed_append { batch: 1s, workers: 1 }
+        let words = queue_stream::<String>(crate::seed_append::batches());
+        let ones = words.map(|w: &String| (w.clone(), 1u64));
+        // Append mode: no key, and `updated_time` left to the table's default.
+        ones.save_to_sql(
+            "sqlite://unused.db",
+            SqlTable::new("wordcount")
+                .column("word", SqlType::Text(255))
+                .column("count", SqlType::BigInt),
+        );
+    }
+}
+
+#[test]
+fn the_seeds_own_wordcount_table_refuses_upserts_by_name_and_takes_appends() {
+    let _table = WORDCOUNT_TABLE.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = temp_dir("seed-table");
+    let lines: Vec<String> = vec!["hello world".into(), "hello spark".into()];
+    for db in databases(&dir) {
+        reset(&db.url, "wordcount", "persist_word_count");
+        reset(&db.url, "wordcount", "seed_append");
+        execute(&db.url, seed_wordcount_ddl(&db.url));
+
+        // Upserts by word into a table without a unique key on it: refused before anything is written.
+        let server = LineServer::once((lines.join("\n") + "\n").into_bytes()).unwrap();
+        let checkpoints = dir.join(format!("ckpt-seed-{}", db.label));
+        let output = streamc::testkit::output_within(
+            Command::new(example_binary("persist_word_count"))
+                .args(["--source", &format!("lines={}", server.address())])
+                .args([
+                    "--batch",
+                    "200ms",
+                    "--checkpoint",
+                    &checkpoints.to_string_lossy(),
+                ])
+                .args(["--sink", &format!("wordcount={}", db.url)])
+                .env("STREAMC_LOG", "error"),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{}: {stderr}", db.label);
+        assert!(
+            stderr.contains("table `wordcount` has no unique key on (word)")
+                && stderr.contains("append mode"),
+            "{}: the refusal says what is missing and the two ways out: {stderr}",
+            db.label
+        );
+        assert_eq!(
+            seed_rows(&db.url),
+            vec![],
+            "{}: no row was written",
+            db.label
+        );
+
+        // Append mode on the same table: a row per record, `updated_time` filled by the database.
+        seed_append::seed_append::app()
+            .configure(|c| {
+                c.stop_when_drained = true;
+                c.sink_urls.insert("wordcount".into(), db.url.clone());
+            })
+            .run()
+            .unwrap_or_else(|e| panic!("{}: {e}", db.label));
+        let appended: Vec<(String, i64, bool)> = ["again", "hello", "hello", "world"]
+            .into_iter()
+            .map(|w| (w.to_string(), 1, true))
+            .collect();
+        assert_eq!(seed_rows(&db.url), appended, "{}", db.label);
+
+        // The statement the refusal shows makes upserts work.
+        let add = stderr
+            .split("Add one (after removing any duplicate rows): `")
+            .nth(1)
+            .and_then(|rest| rest.split('`').next())
+            .unwrap_or_else(|| panic!("{}: no statement in {stderr}", db.label));
+        execute(&db.url, "DELETE FROM wordcount");
+        execute(&db.url, add);
+        let server = LineServer::once((lines.join("\n") + "\n").into_bytes()).unwrap();
+        let _ = std::fs::remove_dir_all(&checkpoints);
+        let app = Command::new(example_binary("persist_word_count"))
+            .args(["--source", &format!("lines={}", server.address())])
+            .args([
+                "--batch",
+                "200ms",
+                "--checkpoint",
+                &checkpoints.to_string_lossy(),
+            ])
+            .args(["--sink", &format!("wordcount={}", db.url)])
+            .env("STREAMC_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let expected = word_counts(&lines);
+        let arrived = wait_until(Duration::from_secs(30), || {
+            table_counts(&db.url, "wordcount") == expected
+        });
+        terminate(app);
+        assert!(arrived, "{}: after `{add}` the upserts land", db.label);
+        assert_eq!(
+            seed_rows(&db.url).len(),
+            expected.len(),
+            "{}: one row per word",
             db.label
         );
     }

@@ -520,3 +520,56 @@ fn a_full_disk_pauses_receiving_which_resumes_with_every_line_counted_once() {
     );
     std::fs::remove_file(filler).unwrap();
 }
+
+/// `persist_word_count` writing to a database port where nothing listens: every write is retried,
+/// and an attempt in flight waits on the connection pool's own timeout.
+fn persist_to_nowhere(dir: &Path, extra: &[&str]) -> (Child, LineServer) {
+    let server = LineServer::once(b"hello world\nhello again\n".to_vec()).unwrap();
+    let app = Command::new(example_binary("persist_word_count"))
+        .args(["--source", &format!("lines={}", server.address())])
+        .args(["--checkpoint", &dir.to_string_lossy()])
+        .args(["--sink", "wordcount=mysql://root@127.0.0.1:1/test"])
+        .args(["--batch", "200ms", "--graceful-stop-timeout", "1s"])
+        .args(extra)
+        .env("STREAMC_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    (app, server)
+}
+
+#[test]
+fn every_way_of_stopping_obeys_the_bound_while_a_database_stays_away() {
+    let dir = temp_dir("stop-every-way");
+    // A signal.
+    let (mut app, server) = persist_to_nowhere(&dir.join("signal"), &[]);
+    assert!(server.wait_for_connections(1, Duration::from_secs(20)));
+    std::thread::sleep(Duration::from_millis(500));
+    ask_to_stop(&mut app);
+    let (code, took) = exit_within(&mut app, Duration::from_secs(20));
+    let mut stderr = String::new();
+    app.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(code, Some(124), "{stderr}");
+    assert!(took < Duration::from_secs(4), "SIGTERM: {took:?}");
+    assert!(stderr.contains("did not finish within 1s"), "{stderr}");
+    // --run-for and --batches end the run the same way, bounded the same way.
+    for (how, flags) in [
+        ("run-for", ["--run-for", "1s"]),
+        ("batches", ["--batches", "4"]),
+    ] {
+        let started = Instant::now();
+        let (mut app, _server) = persist_to_nowhere(&dir.join(how), &flags);
+        let (code, _) = exit_within(&mut app, Duration::from_secs(30));
+        assert_eq!(code, Some(124), "--{how}");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "--{how}: {:?}",
+            started.elapsed()
+        );
+    }
+}

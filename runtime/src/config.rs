@@ -22,7 +22,7 @@ pub struct AppConfig {
     /// Stop gracefully after this long.
     pub run_for: Option<Duration>,
     /// How long a graceful stop may take before the app stops without finishing (Spark's
-    /// `spark.streaming.gracefulStopTimeout`); `None`: 10 batch intervals.
+    /// `spark.streaming.gracefulStopTimeout`); `None`: 10 batch intervals, at least 10 s.
     pub graceful_stop_timeout: Option<Duration>,
     /// Feed every socket source from a built-in local generator (lines per second).
     pub demo_rate: Option<u64>,
@@ -162,10 +162,15 @@ impl AppConfig {
         }
     }
 
-    /// How long a graceful stop may take: the setting, else 10 batch intervals (Spark's default).
+    /// How long a graceful stop may take: the setting, else 10 batch intervals (Spark's default) and
+    /// at least 10 s, since with short batches ten intervals are less than a sink's round trip under
+    /// load.
     pub fn graceful_stop_timeout(&self) -> Duration {
-        self.graceful_stop_timeout
-            .unwrap_or_else(|| self.batch_interval.saturating_mul(10))
+        self.graceful_stop_timeout.unwrap_or_else(|| {
+            self.batch_interval
+                .saturating_mul(10)
+                .max(MIN_DEFAULT_GRACEFUL_STOP_TIMEOUT)
+        })
     }
 
     /// How often checkpoints are written.
@@ -410,6 +415,12 @@ impl AppConfig {
         for output in spec.outputs {
             sources_help.push_str(&format!("  {:<20} {}\n", output.stream, output.kind));
         }
+        sources_help.push_str(
+            "Stopping: Ctrl-C or SIGTERM stops gracefully (the data already received is processed, \
+             written and checkpointed; exit 0), within --graceful-stop-timeout; past it the app stops \
+             without finishing (exit 124), and a second Ctrl-C or SIGTERM stops at once (exit 130). \
+             Either way a restart with the same checkpoint directory resumes what was left.\n",
+        );
         let command = AppArgs::command()
             .name(spec.name)
             .about(format!("streamc pipeline `{}`", spec.name))
@@ -629,7 +640,8 @@ struct AppArgs {
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     run_for: Option<Duration>,
     /// How long a graceful stop (Ctrl-C, SIGTERM, --run-for, --batches) may take to finish the data
-    /// already received (default: 10 batch intervals). Past it the app stops without finishing and
+    /// already received (default: 10 batch intervals, at least 10s). Past it the app stops without
+    /// finishing and
     /// exits 124; a second Ctrl-C or SIGTERM stops at once and exits 130. Either way a restart with the
     /// same checkpoint directory resumes what was left (under --wal, or from Kafka).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
@@ -723,6 +735,9 @@ fn parse_positive_count(text: &str) -> Result<usize, String> {
         Err(_) => Err(format!("`{text}` is not a whole number")),
     }
 }
+
+/// The default graceful stop timeout is never shorter than this.
+const MIN_DEFAULT_GRACEFUL_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a receiver may fail to store what it received before the app stops, unless set.
 const DEFAULT_RECEIVER_FAILURE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -620,8 +620,22 @@ pub(crate) fn journal(
         positions: positions.to_vec(),
         partitions: partitions as u32,
     };
-    if let Err(e) = dir.journal(&entry) {
-        tracing::error!(batch = %time, "cannot journal the batch; after a crash it would be cut afresh: {e}");
+    // A full disk fails every batch's entry: say so on the first and every hundredth, and when it
+    // works again.
+    static FAILING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    match dir.journal(&entry) {
+        Ok(()) => {
+            let failed = FAILING.swap(0, std::sync::atomic::Ordering::Relaxed);
+            if failed > 0 {
+                tracing::info!(batch = %time, failed, "journaling batches works again");
+            }
+        }
+        Err(e) => {
+            let failed = FAILING.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if failed == 1 || failed.is_multiple_of(100) {
+                tracing::error!(batch = %time, failed, "cannot journal the batch; after a crash it would be cut afresh: {e}");
+            }
+        }
     }
 }
 
@@ -820,14 +834,13 @@ pub(crate) fn run<P: Pipeline>(
     }
     let aborted = signal.abort_reason();
     let sources_stopped = aborted.is_none() || generator.is_finished();
-    // An abort that came when every batch had completed still ends the run cleanly.
-    let complete = sources_stopped && unfinished.batches.is_empty() && output_failure.is_none();
     if sources_stopped {
         let mut sources = generator
             .join()
             .map_err(|_| RunError::Failed("the batch generator panicked".into()))?;
-        if complete {
-            // Acknowledgements (Kafka commits) only for a run that completed every batch it cut.
+        // The last acknowledgements (Kafka commits of completed batches) may wait on a broker: an
+        // aborted run leaves them to the restart, unless it had nothing left to do anyway.
+        if aborted.is_none() || unfinished.batches.is_empty() {
             sources.completed(&machinery.completed.get());
             sources.finish();
         }
@@ -841,11 +854,7 @@ pub(crate) fn run<P: Pipeline>(
     }
     report.rate_limits = machinery.rate_limits();
     machinery.receivers.shutdown_timeout(Duration::from_secs(1));
-    if aborted.is_none() || complete {
-        // Finishing what readers cannot see yet (a rolling file, a transaction) is part of a
-        // graceful stop; an aborted run leaves it to the restart.
-        outputs.sinks.close_all();
-    }
+    outputs.sinks.close_all();
     signal.finish();
     report.outputs = outputs.sinks.counts();
     receiver_watch.stopped(&listeners);
@@ -1171,8 +1180,9 @@ fn generate_batches<S: SourceSet>(
             positions,
         } = sources.cut(next, plan.partitions);
         journal(plan.journal.as_ref(), next, plan.partitions, &positions);
+        // Drained sources are the natural end of the data, as a batch job's: every batch is
+        // processed, however long it takes; no deadline (a signal still brings one).
         if plan.stop_when_drained && !stopping && sources.all_finished() {
-            plan.signal.begin_graceful_stop(plan.graceful_stop_timeout);
             sources.stop();
             stopping = true;
         }

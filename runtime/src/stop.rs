@@ -33,16 +33,29 @@ struct State {
     finished: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     aborted: AtomicBool,
     state: Mutex<State>,
     changed: Condvar,
+    /// The abort, for async waits (a sink's write in flight).
+    aborted_async: tokio::sync::watch::Sender<bool>,
 }
 
 /// The stop state of one run, shared by every part of it. Cheap to clone.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct StopSignal(Arc<Inner>);
+
+impl Default for StopSignal {
+    fn default() -> Self {
+        Self(Arc::new(Inner {
+            aborted: AtomicBool::new(false),
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            aborted_async: tokio::sync::watch::channel(false).0,
+        }))
+    }
+}
 
 impl StopSignal {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -64,7 +77,31 @@ impl StopSignal {
         let mut state = self.state();
         state.aborted.get_or_insert(reason);
         self.0.aborted.store(true, Ordering::Relaxed);
+        self.0.aborted_async.send_replace(true);
         self.0.changed.notify_all();
+    }
+
+    /// Resolves once the run is aborted (at once if it already is): races a write in flight, so an
+    /// abort does not wait for a destination's own timeouts.
+    pub async fn aborted(&self) {
+        let mut aborted = self.0.aborted_async.subscribe();
+        let _ = aborted.wait_for(|aborted| *aborted).await;
+    }
+
+    /// Runs `work` on `runtime` unless the run is aborted first: then `None`, and `work` is dropped
+    /// (a transaction in flight rolls back; one whose commit was sent is recognised by the sink's
+    /// progress record when the batch is replayed).
+    pub fn block_on_unless_aborted<T>(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        work: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        runtime.block_on(async {
+            tokio::select! {
+                done = work => Some(done),
+                _ = self.aborted() => None,
+            }
+        })
     }
 
     /// Whether a graceful stop has begun.

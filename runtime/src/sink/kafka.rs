@@ -210,7 +210,12 @@ pub struct KafkaSink {
     /// Per sink partition; `None` until first used, and again after a failure (the next attempt
     /// starts a fresh producer, which fences the failed one).
     lanes: Mutex<Vec<Option<Arc<Mutex<Lane>>>>>,
+    /// An abort ends a delivery in flight (a transaction's commit excepted: librdkafka waits for it).
+    stop: crate::stop::StopSignal,
 }
+
+/// What a delivery cut short by an abort says.
+const STOPPING: &str = "the app is stopping without finishing";
 
 impl KafkaSink {
     pub fn open(
@@ -236,6 +241,7 @@ impl KafkaSink {
             spec,
             pipeline: settings.pipeline.clone(),
             lanes: Mutex::new(Vec::new()),
+            stop: settings.stop.clone(),
         })
     }
 
@@ -461,9 +467,20 @@ impl KafkaSink {
             super::failpoint("kafka.after_commit");
             return Ok(());
         }
-        producer
-            .flush(self.spec.timeout)
-            .map_err(|e| unavailable("cannot deliver to", e))?;
+        // In short slices, so that an abort does not wait out the delivery timeout.
+        let deadline = Instant::now() + self.spec.timeout;
+        loop {
+            match producer.flush(Duration::from_millis(100)) {
+                Ok(()) => break,
+                Err(_) if self.stop.is_aborted() => {
+                    return Err(SinkError::Unavailable(STOPPING.into()))
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(unavailable("cannot deliver to", e))
+                }
+                Err(_) => {}
+            }
+        }
         let failure = producer
             .context()
             .failure
@@ -495,6 +512,9 @@ impl KafkaSink {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     // The producer's thread is delivering; wait for room.
                     message = back;
+                    if self.stop.is_aborted() {
+                        return Err(SinkError::Unavailable(STOPPING.into()));
+                    }
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 Err((e, _)) => {

@@ -154,9 +154,18 @@ impl RetryPolicy {
         stop: &StopSignal,
         mut attempt: impl FnMut() -> Result<T, SinkError>,
     ) -> Result<T, SinkError> {
+        let stopping = |n: u32, reason: &str| {
+            SinkError::Unavailable(format!(
+                "gave up after {n} attempt(s) because the app is stopping without finishing \
+                 (last: {reason})"
+            ))
+        };
         let mut n = 1;
         loop {
             match attempt() {
+                Err(SinkError::Unavailable(reason)) if stop.is_aborted() => {
+                    return Err(stopping(n, &reason))
+                }
                 Err(SinkError::Unavailable(reason)) if n < self.attempts => {
                     let wait = self.backoff(n);
                     stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -165,9 +174,7 @@ impl RetryPolicy {
                         self.attempts
                     );
                     if !stop.sleep(wait) {
-                        return Err(SinkError::Unavailable(format!(
-                            "gave up after {n} attempts because the app is stopping without finishing: {reason}"
-                        )));
+                        return Err(stopping(n, &reason));
                     }
                     n += 1;
                 }
@@ -479,6 +486,36 @@ mod tests {
             }
         });
         assert_eq!(r, Ok(2));
+    }
+
+    #[test]
+    fn an_aborted_run_ends_the_retries_at_once() {
+        let p = RetryPolicy {
+            attempts: 1000,
+            initial_backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(60),
+        };
+        let stop = StopSignal::default();
+        let aborter = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            aborter.abort(crate::stop::AbortReason::Immediate);
+        });
+        let started = std::time::Instant::now();
+        let mut tries = 0;
+        let r: Result<(), _> = p.run(&"test", &SinkStats::default(), &stop, || {
+            tries += 1;
+            Err(SinkError::Unavailable("down".into()))
+        });
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(tries, 1, "no try after the abort");
+        assert!(
+            matches!(r, Err(SinkError::Unavailable(m)) if m.contains("stopping without finishing"))
+        );
     }
 
     impl OpenSink for u32 {}

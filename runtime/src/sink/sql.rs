@@ -623,6 +623,8 @@ pub struct SqlSink {
     /// (PostgreSQL fails concurrent `CREATE TABLE IF NOT EXISTS` of one table).
     prepared: tokio::sync::Mutex<bool>,
     dead_letter: Option<DeadLetter>,
+    /// An abort ends a write in flight.
+    stop: crate::stop::StopSignal,
 }
 
 impl fmt::Debug for SqlSink {
@@ -679,6 +681,7 @@ impl SqlSink {
             pool,
             url,
             pipeline: settings.pipeline.clone(),
+            stop: settings.stop.clone(),
             prepared: tokio::sync::Mutex::new(false),
         })
     }
@@ -690,14 +693,20 @@ impl SqlSink {
     /// Writes one batch partition in one transaction, once. Returns whether it was written (`false`:
     /// the database already held it).
     fn write(&self, at: PartitionId, rows: &[Row], stats: &SinkStats) -> Result<bool, SinkError> {
-        let written = io_runtime()?.block_on(async {
+        let attempt = async {
             self.prepare().await?;
             match self.write_rows(at, rows, false).await? {
                 // A statement was refused: find which rows, one at a time.
                 Written::Refused => self.write_rows(at, rows, true).await,
                 done => Ok(done),
             }
-        })?;
+        };
+        let written = self
+            .stop
+            .block_on_unless_aborted(io_runtime()?, attempt)
+            .ok_or_else(|| {
+                SinkError::Unavailable("the app is stopping without finishing".into())
+            })??;
         match written {
             Written::Committed { refused } => {
                 let ok = (rows.len() - refused) as u64;
