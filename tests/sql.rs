@@ -1065,6 +1065,21 @@ mod seed_append {
     }
 }
 
+/// `persist_word_count` reading from `server`, writing to `url`.
+fn persist_command(server: &LineServer, checkpoints: &Path, url: &str) -> Command {
+    let mut command = Command::new(example_binary("persist_word_count"));
+    command
+        .args(["--source", &format!("lines={}", server.address())])
+        .args([
+            "--batch",
+            "200ms",
+            "--checkpoint",
+            &checkpoints.to_string_lossy(),
+        ])
+        .args(["--sink", &format!("wordcount={url}")]);
+    command
+}
+
 #[test]
 fn the_seeds_own_wordcount_table_refuses_upserts_by_name_and_takes_appends() {
     let _table = WORDCOUNT_TABLE.lock().unwrap_or_else(|p| p.into_inner());
@@ -1079,16 +1094,7 @@ fn the_seeds_own_wordcount_table_refuses_upserts_by_name_and_takes_appends() {
         let server = LineServer::once((lines.join("\n") + "\n").into_bytes()).unwrap();
         let checkpoints = dir.join(format!("ckpt-seed-{}", db.label));
         let output = streamc::testkit::output_within(
-            Command::new(example_binary("persist_word_count"))
-                .args(["--source", &format!("lines={}", server.address())])
-                .args([
-                    "--batch",
-                    "200ms",
-                    "--checkpoint",
-                    &checkpoints.to_string_lossy(),
-                ])
-                .args(["--sink", &format!("wordcount={}", db.url)])
-                .env("STREAMC_LOG", "error"),
+            persist_command(&server, &checkpoints, &db.url).env("STREAMC_LOG", "error"),
             Duration::from_secs(60),
         )
         .unwrap();
@@ -1131,15 +1137,7 @@ fn the_seeds_own_wordcount_table_refuses_upserts_by_name_and_takes_appends() {
         execute(&db.url, add);
         let server = LineServer::once((lines.join("\n") + "\n").into_bytes()).unwrap();
         let _ = std::fs::remove_dir_all(&checkpoints);
-        let app = Command::new(example_binary("persist_word_count"))
-            .args(["--source", &format!("lines={}", server.address())])
-            .args([
-                "--batch",
-                "200ms",
-                "--checkpoint",
-                &checkpoints.to_string_lossy(),
-            ])
-            .args(["--sink", &format!("wordcount={}", db.url)])
+        let app = persist_command(&server, &checkpoints, &db.url)
             .env("STREAMC_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()

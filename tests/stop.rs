@@ -173,26 +173,51 @@ fn restart_finishes(out: &Path, checkpoints: &Path, expected: &BTreeMap<String, 
     );
 }
 
+/// A child app whose writes fail, fed `input`, with this graceful stop timeout; signalled to stop
+/// once its receiver has read and logged everything (it then reconnects) and while its first batch
+/// is still failing.
+struct FailingRun {
+    dir: std::path::PathBuf,
+    out: std::path::PathBuf,
+    checkpoints: std::path::PathBuf,
+    log: std::path::PathBuf,
+    app: Child,
+    _server: LineServer,
+}
+
+impl FailingRun {
+    fn stopped(name: &str, input: &[String], stop_timeout: &str) -> Self {
+        let dir = temp_dir(name);
+        let (out, checkpoints, log) = (dir.join("out"), dir.join("ckpt"), dir.join("first.log"));
+        std::fs::create_dir_all(&out).unwrap();
+        let server = LineServer::once((input.join("\n") + "\n").into_bytes()).unwrap();
+        let peer = server.address().to_string();
+        let env = [(FAIL, "1"), (STOP_TIMEOUT, stop_timeout)];
+        let mut app = child(&out, &checkpoints, &peer, &env, &log);
+        assert!(server.wait_for_connections(2, Duration::from_secs(20)));
+        ask_to_stop(&mut app);
+        Self {
+            dir,
+            out,
+            checkpoints,
+            log,
+            app,
+            _server: server,
+        }
+    }
+
+    fn restart_finishes(&self, input: &[String]) {
+        let log = self.dir.join("second.log");
+        restart_finishes(&self.out, &self.checkpoints, &reference(input), &log);
+    }
+}
+
 #[test]
 fn a_graceful_stop_that_cannot_finish_ends_at_its_timeout_and_a_restart_finishes_the_job() {
-    let dir = temp_dir("stop-timeout");
-    let (out, checkpoints) = (dir.join("out"), dir.join("ckpt"));
-    std::fs::create_dir_all(&out).unwrap();
     let input = lines(3000);
-    let server = LineServer::once((input.join("\n") + "\n").into_bytes()).unwrap();
-    let log = dir.join("first.log");
-    let mut app = child(
-        &out,
-        &checkpoints,
-        &server.address().to_string(),
-        &[(FAIL, "1"), (STOP_TIMEOUT, "1s")],
-        &log,
-    );
-    // Everything was read and logged once the receiver reconnects; the first batch is still failing.
-    assert!(server.wait_for_connections(2, Duration::from_secs(20)));
-    ask_to_stop(&mut app);
-    let (code, took) = exit_within(&mut app, Duration::from_secs(15));
-    let text = std::fs::read_to_string(&log).unwrap();
+    let mut run = FailingRun::stopped("stop-timeout", &input, "1s");
+    let (code, took) = exit_within(&mut run.app, Duration::from_secs(15));
+    let text = std::fs::read_to_string(&run.log).unwrap();
     assert_eq!(
         code,
         Some(124),
@@ -207,50 +232,30 @@ fn a_graceful_stop_that_cannot_finish_ends_at_its_timeout_and_a_restart_finishes
             && text.contains("a restart from the checkpoint directory replays them"),
         "the error says what was left and what a restart does: {text}"
     );
-    assert!(published_counts(&out).is_empty(), "nothing was written yet");
-    restart_finishes(
-        &out,
-        &checkpoints,
-        &reference(&input),
-        &dir.join("second.log"),
+    assert!(
+        published_counts(&run.out).is_empty(),
+        "nothing was written yet"
     );
+    run.restart_finishes(&input);
 }
 
 #[test]
 fn a_second_signal_stops_at_once_and_a_restart_finishes_the_job() {
-    let dir = temp_dir("stop-second-signal");
-    let (out, checkpoints) = (dir.join("out"), dir.join("ckpt"));
-    std::fs::create_dir_all(&out).unwrap();
     let input = lines(2000);
-    let server = LineServer::once((input.join("\n") + "\n").into_bytes()).unwrap();
-    let log = dir.join("first.log");
-    let mut app = child(
-        &out,
-        &checkpoints,
-        &server.address().to_string(),
-        &[(FAIL, "1"), (STOP_TIMEOUT, "10min")],
-        &log,
-    );
-    assert!(server.wait_for_connections(2, Duration::from_secs(20)));
-    ask_to_stop(&mut app);
     // The graceful stop would wait for the sink for up to 10 minutes.
+    let mut run = FailingRun::stopped("stop-second-signal", &input, "10min");
     std::thread::sleep(Duration::from_millis(700));
     assert!(
-        app.try_wait().unwrap().is_none(),
+        run.app.try_wait().unwrap().is_none(),
         "the graceful stop waits for the failing sink"
     );
-    ask_to_stop(&mut app);
-    let (code, took) = exit_within(&mut app, Duration::from_secs(15));
-    let text = std::fs::read_to_string(&log).unwrap();
+    ask_to_stop(&mut run.app);
+    let (code, took) = exit_within(&mut run.app, Duration::from_secs(15));
+    let text = std::fs::read_to_string(&run.log).unwrap();
     assert_eq!(code, Some(130), "a second signal exits 130; log:\n{text}");
     assert!(took < Duration::from_secs(3), "at once: {took:?}");
     assert!(text.contains("stopped at once"), "{text}");
-    restart_finishes(
-        &out,
-        &checkpoints,
-        &reference(&input),
-        &dir.join("second.log"),
-    );
+    run.restart_finishes(&input);
 }
 
 #[test]

@@ -1221,20 +1221,12 @@ fn watch_signals(runtime: &tokio::runtime::Runtime, stop: StopHandle) {
             return;
         };
         runtime.spawn(async move {
-            let mut heard = 0;
-            loop {
+            for heard in 1.. {
                 tokio::select! {
                     _ = term.recv() => {}
                     _ = int.recv() => {}
                 }
-                heard += 1;
-                if heard == 1 {
-                    tracing::info!("stop requested by signal: finishing the data already received (a second signal stops at once)");
-                    stop.stop();
-                } else {
-                    tracing::warn!("second stop signal: stopping at once, without finishing");
-                    stop.stop_now();
-                }
+                on_stop_signal(heard, &stop);
             }
         });
     }
@@ -1243,15 +1235,20 @@ fn watch_signals(runtime: &tokio::runtime::Runtime, stop: StopHandle) {
         let mut heard = 0;
         while tokio::signal::ctrl_c().await.is_ok() {
             heard += 1;
-            if heard == 1 {
-                tracing::info!("stop requested by signal: finishing the data already received (a second signal stops at once)");
-                stop.stop();
-            } else {
-                tracing::warn!("second stop signal: stopping at once, without finishing");
-                stop.stop_now();
-            }
+            on_stop_signal(heard, &stop);
         }
     });
+}
+
+/// The first signal stops gracefully, any later one at once.
+fn on_stop_signal(heard: u64, stop: &StopHandle) {
+    if heard == 1 {
+        tracing::info!("stop requested by signal: finishing the data already received (a second signal stops at once)");
+        stop.stop();
+    } else {
+        tracing::warn!("second stop signal: stopping at once, without finishing");
+        stop.stop_now();
+    }
 }
 
 #[cfg(test)]
