@@ -72,7 +72,8 @@ pub mod __private {
     pub use crate::context::BatchContext;
     pub use crate::exec;
     pub use crate::pipeline::{
-        AppSpec, BuildError, OutputSpec, Pipeline, SourceSpec, StreamCheckpointSpec, WindowSpec,
+        AppSpec, BuildError, InvalidPipeline, OutputSpec, Pipeline, SourceSpec,
+        StreamCheckpointSpec, WindowSpec,
     };
     pub use crate::source::{
         FileOptions, QueueSource, SocketTextSource, SourceSet, TextFileSource,

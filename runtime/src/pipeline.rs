@@ -89,3 +89,42 @@ impl std::fmt::Display for BuildError {
 }
 
 impl std::error::Error for BuildError {}
+
+/// The pipeline `stream!` names for a block that did not compile, beside its errors: uses of the app
+/// module (`word_count::app().main()`) still type-check, so the compiler shows the pipeline's own
+/// errors and no "unresolved module" after them. It never runs: the program does not compile.
+#[doc(hidden)]
+pub struct InvalidPipeline {
+    state: crate::state::StateRegistry,
+}
+
+static INVALID_SPEC: AppSpec = AppSpec {
+    name: "invalid",
+    batch_interval: Duration::from_secs(1),
+    workers: 1,
+    checkpoint_dir: None,
+    checkpoint_every: None,
+    state_slide: Duration::from_secs(1),
+    sources: &[],
+    outputs: &[],
+    windows: &[],
+    stream_checkpoints: &[],
+};
+
+impl Pipeline for InvalidPipeline {
+    type Sources = (crate::source::QueueSource<()>,);
+
+    fn spec() -> &'static AppSpec {
+        &INVALID_SPEC
+    }
+
+    fn build(_: &AppConfig) -> Result<(Self::Sources, Self), BuildError> {
+        Err(BuildError("the pipeline did not compile".into()))
+    }
+
+    fn state(&self) -> &crate::state::StateRegistry {
+        &self.state
+    }
+
+    fn run_batch(&self, _: &BatchContext<'_>, _: <Self::Sources as SourceSet>::Batch) {}
+}

@@ -11,6 +11,25 @@ use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 
 /// The generated module, plus the tokens of any warnings.
+/// The module of a pipeline that has errors: `Pipeline` and `app()` as a real one has them, standing
+/// for nothing (see `streamc::__private::InvalidPipeline`).
+pub fn placeholder(app: &syn::Ident) -> TokenStream {
+    let doc = format!("The `{app}` pipeline, which has errors (reported by `stream!`).");
+    quote! {
+        #[doc = #doc]
+        #[allow(dead_code)]
+        pub mod #app {
+            /// Stands for the pipeline until its errors are fixed.
+            pub type Pipeline = ::streamc::__private::InvalidPipeline;
+
+            /// Stands for the app until the pipeline's errors are fixed.
+            pub fn app() -> ::streamc::App<Pipeline> {
+                ::streamc::App::new()
+            }
+        }
+    }
+}
+
 pub fn generate(graph: &Graph) -> TokenStream {
     Generator::new(graph).module()
 }
@@ -618,5 +637,36 @@ fn initial_state(node: &crate::graph::Node) -> TokenStream {
             initial
         }},
         None => quote!(::std::iter::empty),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    #[test]
+    fn a_sound_pipeline_becomes_its_module_and_a_faulty_one_a_placeholder_beside_its_errors() {
+        let sound = crate::expand(quote! {
+            app wc { batch: 1s }
+            let lines = socket_text_stream("localhost", 9999);
+            lines.map(|line: &str| line.len()).print();
+        })
+        .to_string();
+        assert!(sound.contains("pub mod wc"), "{sound}");
+        assert!(sound.contains("Pipeline for Pipeline"), "{sound}");
+        assert!(sound.contains("fn run_batch"), "{sound}");
+        assert!(!sound.contains("compile_error"), "{sound}");
+
+        let faulty = crate::expand(quote! {
+            app wc { batch: 1s }
+            let lines = socket_text_stream("localhost", 9999);
+            lines.prnt();
+            nowhere.print();
+        })
+        .to_string();
+        assert_eq!(faulty.matches("compile_error").count(), 2, "{faulty}");
+        assert!(faulty.contains("pub mod wc"), "{faulty}");
+        assert!(faulty.contains("InvalidPipeline"), "{faulty}");
+        assert!(!faulty.contains("fn run_batch"), "{faulty}");
     }
 }

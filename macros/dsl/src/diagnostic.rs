@@ -96,6 +96,18 @@ impl Diagnostics {
         self.0.push(d);
     }
 
+    /// Adds every diagnostic of `other`.
+    pub fn extend(&mut self, other: Diagnostics) {
+        self.0.extend(other.0);
+    }
+
+    /// Keeps the diagnostics of a check that failed.
+    pub fn collect(&mut self, result: Result<(), Diagnostics>) {
+        if let Err(e) = result {
+            self.extend(e);
+        }
+    }
+
     pub fn has_errors(&self) -> bool {
         self.0.iter().any(|d| d.level == Level::Error)
     }

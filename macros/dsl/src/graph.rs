@@ -134,7 +134,10 @@ impl Graph {
     }
 }
 
-/// Builds and validates the graph. Errors stop; warnings travel in [`Graph::warnings`].
+/// Builds and validates the graph. Every error is reported, not just the first (as serde_derive's
+/// context does): each statement is checked on its own, a stream whose definition failed is
+/// remembered so that its uses do not add errors of their own, and the whole-pipeline rules run once
+/// every statement is sound. Warnings travel in [`Graph::warnings`].
 pub fn build(syntax: PipelineSyntax) -> Result<Graph, Diagnostics> {
     let mut builder = Builder {
         batch_millis: syntax.app.batch_millis,
@@ -142,6 +145,7 @@ pub fn build(syntax: PipelineSyntax) -> Result<Graph, Diagnostics> {
         streams: HashMap::new(),
         broadcasts: Vec::new(),
         all_names: HashMap::new(),
+        failed: Vec::new(),
     };
     for statement in &syntax.statements {
         if let Statement::Let { name, .. } = statement {
@@ -151,73 +155,81 @@ pub fn build(syntax: PipelineSyntax) -> Result<Graph, Diagnostics> {
                 .or_insert_with(|| name.clone());
         }
     }
+    let mut errors = Diagnostics::default();
     let mut output_statements = 0usize;
     let mut defined: HashMap<String, Ident> = HashMap::new();
     for statement in syntax.statements {
         match statement {
             Statement::Let { name, ty, init } => {
                 if defined.contains_key(&name.to_string()) {
-                    return Err(Diagnostic::at(&name, format!("`{name}` is defined twice"))
-                        .help("names are unique in a pipeline: rename this one (shadowing is not supported)")
-                        .into());
-                }
-                defined.insert(name.to_string(), name.clone());
-                if is_broadcast(&init) {
-                    builder.broadcast(name, ty, *init)?;
+                    errors.push(
+                        Diagnostic::at(&name, format!("`{name}` is defined twice")).help(
+                            "names are unique in a pipeline: rename this one (shadowing is not supported)",
+                        ),
+                    );
                     continue;
                 }
-                if let Some(ty) = ty {
-                    return Err(Diagnostic::at(&ty, format!("stream `{name}` takes no type annotation"))
-                        .help("record types are inferred from the closures; only `broadcast` values are annotated")
-                        .into());
+                defined.insert(name.to_string(), name.clone());
+                if let Err(e) = builder.define(&name, ty, *init) {
+                    builder.failed.push(name.to_string());
+                    errors.extend(e);
                 }
-                let id = builder.lower(&init, Some(&name))?;
-                if builder.nodes[id].is_output() {
-                    return Err(Diagnostic::error(
-                        builder.nodes[id].span,
-                        format!(
-                        "`{}` is an output operation: it produces no stream to bind to `{name}`",
-                        builder.nodes[id].label()
-                    ),
-                    )
-                    .help("write the output as its own statement, e.g. `counts.print();`")
-                    .into());
-                }
-                builder.nodes[id].binding = Some(name.clone());
-                builder.streams.insert(name.to_string(), id);
             }
             Statement::Output(expr) => {
-                let id = builder.lower(&expr, None)?;
-                if !builder.nodes[id].is_output() {
-                    return Err(Diagnostic::at(&expr, "this statement computes a stream but has no output operation, so it would never run")
-                        .help("end it with an output such as `.print()` or `.foreach_batch(|batch, time| ...)`, or bind it with `let name = ...;`")
-                        .into());
-                }
+                // An output whose stream failed to build still counts: "no output" would be a cascade.
                 output_statements += 1;
+                let id = match builder.lower(&expr, None) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        errors.extend(e);
+                        continue;
+                    }
+                };
+                if !builder.nodes[id].is_output() {
+                    output_statements -= 1;
+                    errors.push(Diagnostic::at(&expr, "this statement computes a stream but has no output operation, so it would never run")
+                        .help("end it with an output such as `.print()` or `.foreach_batch(|batch, time| ...)`, or bind it with `let name = ...;`"));
+                }
             }
         }
     }
     let mut app = syntax.app;
-    if output_statements == 0 {
-        return Err(Diagnostic::at(
-            &app.name,
-            format!(
-                "app `{}` has no output operation, so nothing would run",
-                app.name
-            ),
-        )
-        .help("Spark runs a pipeline only for its outputs: add one, e.g. `counts.print();`")
-        .into());
+    if output_statements == 0 && !errors.has_errors() {
+        errors.push(
+            Diagnostic::at(
+                &app.name,
+                format!(
+                    "app `{}` has no output operation, so nothing would run",
+                    app.name
+                ),
+            )
+            .help("Spark runs a pipeline only for its outputs: add one, e.g. `counts.print();`"),
+        );
+    }
+    if errors.has_errors() {
+        return Err(errors);
     }
     let mut nodes = builder.nodes;
-    check_collect_names(&nodes)?;
-    check_snapshots(&nodes)?;
+    errors.collect(check_collect_names(&nodes));
+    errors.collect(check_snapshots(&nodes));
     if app.checkpoint.is_none() {
-        require_checkpoint(&nodes, &app)?;
+        errors.collect(require_checkpoint(&nodes, &app));
     }
     let slots = assign_slots(&mut nodes);
-    let slides = slides(&nodes, app.batch_millis)?;
-    app.checkpoint_every_millis = stream_checkpoints(&nodes, &slides, &app)?;
+    let slides = match slides(&nodes, app.batch_millis) {
+        Ok(slides) => slides,
+        Err(e) => {
+            errors.extend(e);
+            return Err(errors);
+        }
+    };
+    match stream_checkpoints(&nodes, &slides, &app) {
+        Ok(every) => app.checkpoint_every_millis = every,
+        Err(e) => errors.extend(e),
+    }
+    if errors.has_errors() {
+        return Err(errors);
+    }
     let warnings = unused_streams(&nodes);
     Ok(Graph {
         slots,
@@ -514,9 +526,38 @@ struct Builder {
     broadcasts: Vec<Broadcast>,
     /// Every `let` name in the block, to tell "not yet defined" from "unknown".
     all_names: HashMap<String, Ident>,
+    /// `let` names whose definition failed (and was reported).
+    failed: Vec<String>,
 }
 
 impl Builder {
+    /// `let name[: ty] = init;`: a broadcast value or a stream.
+    fn define(&mut self, name: &Ident, ty: Option<Type>, init: Expr) -> Result<(), Diagnostics> {
+        if is_broadcast(&init) {
+            return self.broadcast(name.clone(), ty, init);
+        }
+        if let Some(ty) = ty {
+            return Err(Diagnostic::at(&ty, format!("stream `{name}` takes no type annotation"))
+                .help("record types are inferred from the closures; only `broadcast` values are annotated")
+                .into());
+        }
+        let id = self.lower(&init, Some(name))?;
+        if self.nodes[id].is_output() {
+            return Err(Diagnostic::error(
+                self.nodes[id].span,
+                format!(
+                    "`{}` is an output operation: it produces no stream to bind to `{name}`",
+                    self.nodes[id].label()
+                ),
+            )
+            .help("write the output as its own statement, e.g. `counts.print();`")
+            .into());
+        }
+        self.nodes[id].binding = Some(name.clone());
+        self.streams.insert(name.to_string(), id);
+        Ok(())
+    }
+
     fn broadcast(&mut self, name: Ident, ty: Option<Type>, init: Expr) -> Result<(), Diagnostics> {
         let Expr::Call(call) = init else {
             unreachable!("checked by is_broadcast")
@@ -850,6 +891,10 @@ impl Builder {
         if let Some(&id) = self.streams.get(&name) {
             return Ok(id);
         }
+        if self.failed.contains(&name) {
+            // Its definition was reported already; its uses add nothing.
+            return Err(Diagnostics::default());
+        }
         if self.broadcasts.iter().any(|b| b.name == name) {
             return Err(Diagnostic::at(
                 ident,
@@ -1076,4 +1121,88 @@ fn check_arity(method: &Ident, op: &Operator, found: usize) -> Result<(), Diagno
         format!("`{}` takes {expected}, found {found}", op.name),
     )
     .help(format!("write `.{}`", op.signature)))
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    fn messages(tokens: proc_macro2::TokenStream) -> Vec<String> {
+        match crate::check(tokens) {
+            Ok(_) => Vec::new(),
+            Err(d) => d.0.into_iter().map(|d| d.message).collect(),
+        }
+    }
+
+    #[test]
+    fn every_statement_error_is_reported_and_uses_of_a_failed_stream_add_none() {
+        let errors = messages(quote! {
+            app several { batch: 1s }
+            let lines = socket_text_stream("localhost", 9999);
+            let words = lines.flat_mapp(|line: &str| line.split(' '));
+            let counts = words.map(|w| (w.to_string(), 1u64)).reduce_by_key(|a, b| a + b);
+            let lines = socket_text_stream("localhost", 9998);
+            counts.print();
+            lines.map(|line: &str| line.len()).filter(|n| *n > 0);
+            nowhere.print();
+        });
+        assert_eq!(
+            errors,
+            [
+                "unknown operator `flat_mapp`",
+                "`lines` is defined twice",
+                "this statement computes a stream but has no output operation, so it would never run",
+                "unknown stream `nowhere`",
+            ],
+            "one error per faulty statement, in order; `counts` and its output add none"
+        );
+    }
+
+    #[test]
+    fn whole_pipeline_rules_run_once_the_statements_are_sound_and_report_together() {
+        let errors = messages(quote! {
+            app stateful { batch: 1s }
+            let words = queue_stream::<String>(Vec::new());
+            let totals = words.map(|w| (w.clone(), 1u64)).update_state_by_key(|new: &[u64], old: Option<u64>| Some(old.unwrap_or(0) + new.len() as u64));
+            totals.collect("out");
+            words.collect("out");
+        });
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].contains("a `collect` output named `out` already exists"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].contains("needs a checkpoint directory"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_sound_pipeline_gets_its_slides_slots_and_no_errors() {
+        let graph = crate::check(quote! {
+            app counts { batch: 1s, checkpoint: "ckpt" }
+            let lines = socket_text_stream("localhost", 9999);
+            let pairs = lines.map(|w: &str| (w.to_string(), 1u64));
+            let windowed = pairs.reduce_by_key_and_window(|a, b| a + b, 30s, 10s);
+            let totals = pairs.update_state_by_key(|new: &[u64], old: Option<u64>| Some(old.unwrap_or(0) + new.len() as u64));
+            windowed.print();
+            totals.print();
+        })
+        .unwrap_or_else(|d| panic!("{:?}", d.0.iter().map(|d| &d.message).collect::<Vec<_>>()));
+        assert_eq!(graph.sources().count(), 1);
+        assert_eq!(graph.outputs().count(), 2);
+        let slots: Vec<&str> = graph.slots.iter().map(|s| s.name.as_str()).collect();
+        assert!(slots.contains(&"totals"), "{slots:?}");
+        let windowed = graph
+            .nodes
+            .iter()
+            .position(|n| n.binding.as_ref().is_some_and(|b| b == "windowed"))
+            .unwrap();
+        assert_eq!(
+            graph.slides[windowed], 10_000,
+            "a window's stream has data at its slide"
+        );
+        assert!(graph.warnings.0.is_empty());
+    }
 }

@@ -18,10 +18,21 @@ pub fn check(tokens: TokenStream) -> Result<graph::Graph, Diagnostics> {
     graph::build(syntax)
 }
 
-/// The full expansion of a `stream!` block: the generated module, or the errors as `compile_error!`s.
+/// The full expansion of a `stream!` block: the generated module, or every error as a
+/// `compile_error!` beside a placeholder module of the same name (as tokio's and Hydro's macros still
+/// emit their item on error), so the program's uses of the module add no errors of their own.
 pub fn expand(tokens: TokenStream) -> TokenStream {
-    match check(tokens) {
+    let syntax = match syntax::parse(tokens) {
+        Ok(syntax) => syntax,
+        Err(error) => return Diagnostics::from(error).to_tokens(),
+    };
+    let app = syntax.app.name.clone();
+    match graph::build(syntax) {
         Ok(graph) => codegen::generate(&graph),
-        Err(diagnostics) => diagnostics.to_tokens(),
+        Err(diagnostics) => {
+            let mut tokens = diagnostics.to_tokens();
+            tokens.extend(codegen::placeholder(&app));
+            tokens
+        }
     }
 }
