@@ -38,7 +38,7 @@ address = "localhost:9999"
         test: r#"//! Feeds the pipeline over a loopback socket and checks what it prints.
 
 use streamc::app::SharedBuffer;
-use streamc::testkit::LineServer;
+use streamc::demo::LineServer;
 
 #[path = "../src/pipeline.rs"]
 mod pipeline;
@@ -157,7 +157,7 @@ address = "localhost:9999"
         test: r#"//! Feeds the pipeline over a loopback socket and checks the first window's top 3.
 
 use streamc::app::SharedBuffer;
-use streamc::testkit::LineServer;
+use streamc::demo::LineServer;
 
 #[path = "../src/pipeline.rs"]
 mod pipeline;
@@ -222,7 +222,7 @@ url = "sqlite://wordcount.db"
 "#,
         test: r#"//! Feeds the pipeline over a loopback socket and checks the table it writes (SQLite, in a temp dir).
 
-use streamc::testkit::LineServer;
+use streamc::demo::LineServer;
 
 #[path = "../src/pipeline.rs"]
 mod pipeline;

@@ -98,6 +98,15 @@ fn scaffold_and_build(template: &str) -> (PathBuf, PathBuf) {
         .map(|(path, _)| PathBuf::from(path))
         .expect("the binary's path");
     assert!(binary.exists(), "{}", binary.display());
+    // An app's own build carries no test machinery: nothing in it aborts on an environment variable.
+    let bytes = std::fs::read(&binary).unwrap();
+    assert!(
+        !bytes
+            .windows(b"STREAMC_FAILPOINT".len())
+            .any(|w| w == b"STREAMC_FAILPOINT"),
+        "{} contains the crash tests' failpoints",
+        binary.display()
+    );
     (project, binary)
 }
 

@@ -3,13 +3,13 @@
 use crate::checkpoint::JournaledBatch;
 use crate::config::AppConfig;
 use crate::context::{CollectError, Collector, Outputs};
+use crate::demo::LineServer;
 use crate::engine::{
     self, run_batch, BatchInfo, BatchInput, Checkpointer, Machinery, RunError, RunOptions,
     RunReport, StopHandle,
 };
 use crate::pipeline::Pipeline;
 use crate::source::SourceSet;
-use crate::testkit::LineServer;
 use crate::time::Time;
 use std::io::Write;
 use std::marker::PhantomData;

@@ -27,6 +27,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod context;
+pub mod demo;
 pub mod engine;
 pub mod exec;
 pub mod monitor;
@@ -38,6 +39,7 @@ pub mod source;
 pub mod state;
 pub mod stateful;
 pub mod stop;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod time;
 pub mod wal;
