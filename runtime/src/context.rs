@@ -42,20 +42,29 @@ impl BatchContext<'_> {
     }
 
     /// Runs output operation `name` (`stream.operator`), timing it for the batch's info and the
-    /// listeners.
-    pub fn run_output(&self, name: &'static str, output: impl FnOnce()) {
+    /// listeners, which also hear why it failed.
+    pub fn run_output(
+        &self,
+        name: &'static str,
+        output: impl FnOnce() -> crate::exec::OutputResult,
+    ) -> crate::exec::OutputResult {
         if self.dry_run {
             return output();
         }
         self.outputs
             .listeners
             .emit(|l| l.on_output_started(self.time, name));
-        let _timer = OutputTimer {
+        let mut timer = OutputTimer {
             ctx: self,
             name,
             started: std::time::Instant::now(),
+            error: None,
         };
-        output();
+        let result = output();
+        if let Err(e) = &result {
+            timer.error = Some(e.to_string());
+        }
+        result
     }
 
     /// The sinks opened by this run's outputs.
@@ -114,11 +123,13 @@ impl Outputs {
     }
 }
 
-/// Times one output operation and reports it, also when it fails (panics).
+/// Times one output operation and reports it, also when it fails (with its error, or as a panic in
+/// user code).
 struct OutputTimer<'a> {
     ctx: &'a BatchContext<'a>,
     name: &'static str,
     started: std::time::Instant,
+    error: Option<String>,
 }
 
 impl Drop for OutputTimer<'_> {
@@ -126,7 +137,10 @@ impl Drop for OutputTimer<'_> {
         let info = crate::monitor::OutputInfo {
             name: self.name.to_string(),
             duration: self.started.elapsed(),
-            error: std::thread::panicking().then(|| "the output failed".to_string()),
+            error: self.error.take().or_else(|| {
+                std::thread::panicking()
+                    .then(|| "a user function in the output panicked".to_string())
+            }),
         };
         let outputs = self.ctx.outputs;
         outputs

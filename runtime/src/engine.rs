@@ -310,7 +310,8 @@ pub(crate) struct Failure {
     pub output_failed: bool,
 }
 
-/// Runs one batch on the pool, turning a panic in user code into a failed batch.
+/// Runs one batch on the pool: an output that could not write it fails the batch and stops the app; a
+/// panic in user code (contained here, not used to signal anything) fails the batch alone.
 pub(crate) fn execute<P: Pipeline>(
     pipeline: &P,
     pool: &rayon::ThreadPool,
@@ -332,15 +333,15 @@ pub(crate) fn execute<P: Pipeline>(
         pool.install(|| pipeline.run_batch(&ctx, batch))
     }));
     match result {
-        Ok(()) => None,
+        Ok(Ok(())) => None,
+        Ok(Err(crate::sink::OutputFailed(message))) => {
+            tracing::error!(batch = %time, "batch failed, stopping: {message}");
+            Some(Failure {
+                message,
+                output_failed: true,
+            })
+        }
         Err(panic) => {
-            if let Some(crate::sink::OutputFailed(message)) = panic.downcast_ref() {
-                tracing::error!(batch = %time, "batch failed, stopping: {message}");
-                return Some(Failure {
-                    message: message.clone(),
-                    output_failed: true,
-                });
-            }
             let message = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())

@@ -590,22 +590,26 @@ where
     f(batch).into_partitions()
 }
 
+/// What an output operation comes to: done, or the batch could not be written (which stops the app).
+pub type OutputResult = Result<(), crate::sink::OutputFailed>;
+
 /// `print(n)`: the first `n` records, in Spark's format.
-pub fn print<D, T, B>(ctx: &BatchContext<'_>, data: D, body: B, n: usize)
+pub fn print<D, T, B>(ctx: &BatchContext<'_>, data: D, body: B, n: usize) -> OutputResult
 where
     D: Partitioned,
     T: Send + Show,
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
 {
     if ctx.dry_run {
-        return;
+        return Ok(());
     }
     let parts = collect(ctx, data, body);
     ctx.print(parts.iter().flatten(), n);
+    Ok(())
 }
 
 /// `foreach_batch`: hands the batch and its time to user code.
-pub fn foreach_batch<D, T, B, F>(ctx: &BatchContext<'_>, data: D, body: B, f: F)
+pub fn foreach_batch<D, T, B, F>(ctx: &BatchContext<'_>, data: D, body: B, f: F) -> OutputResult
 where
     D: Partitioned,
     T: Send,
@@ -613,10 +617,11 @@ where
     F: FnOnce(Batch<T>, crate::Time),
 {
     if ctx.dry_run {
-        return;
+        return Ok(());
     }
     let batch = Batch::in_context(collect(ctx, data, body), ctx);
-    f(batch, ctx.time)
+    f(batch, ctx.time);
+    Ok(())
 }
 
 /// `save_as_text_files(prefix, suffix)`: Spark's layout — each batch becomes the directory
@@ -629,13 +634,14 @@ pub fn save_as_text_files<D, T, B>(
     body: B,
     prefix: impl AsRef<str>,
     suffix: impl AsRef<str>,
-) where
+) -> OutputResult
+where
     D: Partitioned,
     T: Send + Show,
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
 {
     if ctx.dry_run {
-        return;
+        return Ok(());
     }
     let parts = collect(ctx, data, body);
     let (prefix, suffix) = (prefix.as_ref(), suffix.as_ref());
@@ -654,7 +660,7 @@ pub fn save_as_text_files<D, T, B>(
             .records
             .fetch_add(records, std::sync::atomic::Ordering::Relaxed);
         Ok(())
-    });
+    })
 }
 
 /// `foreach_partition(connect, |resource, partition| ...)`: hands each partition, with its batch time
@@ -668,7 +674,8 @@ pub fn foreach_partition<D, T, B, R, C, CE, F, E>(
     output: &'static str,
     connect: C,
     f: F,
-) where
+) -> OutputResult
+where
     D: Partitioned,
     T: Send + Sync,
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
@@ -678,27 +685,27 @@ pub fn foreach_partition<D, T, B, R, C, CE, F, E>(
     F: Fn(&mut R, &crate::sink::BatchPartition<T>) -> Result<(), E> + Sync + Send,
     E: std::fmt::Display,
 {
-    use crate::sink::{fail, BatchPartition, ResourcePool, SinkError};
+    use crate::sink::{BatchPartition, OutputFailed, ResourcePool, SinkError};
     if ctx.dry_run {
-        return;
+        return Ok(());
     }
     let parts = collect(ctx, data, body);
     let settings = ctx.sink_settings();
     let idle = settings.idle_timeout;
-    let pool = match ctx.sinks().get_or_open(output, || {
-        Ok(ResourcePool::new(idle, move || {
-            connect().map_err(|e| e.to_string())
-        }))
-    }) {
-        Ok(pool) => pool,
-        Err(e) => fail(output, e),
-    };
+    let pool = ctx
+        .sinks()
+        .get_or_open(output, || {
+            Ok(ResourcePool::new(idle, move || {
+                connect().map_err(|e| e.to_string())
+            }))
+        })
+        .map_err(|e| OutputFailed::new(output, e))?;
     pool.close_idle();
     crate::sink::write_partitions(
         ctx,
         output,
         parts,
-        |id, records| BatchPartition { id, records },
+        |id, records| Ok(BatchPartition { id, records }),
         |_, part, stats| {
             pool.with(|resource| f(resource, part))
                 .map_err(|e| SinkError::Unavailable(e.to_string()))?;
@@ -707,7 +714,7 @@ pub fn foreach_partition<D, T, B, R, C, CE, F, E>(
                 .fetch_add(part.len() as u64, std::sync::atomic::Ordering::Relaxed);
             Ok(true)
         },
-    );
+    )
 }
 
 /// `save_to_rolling_files(RollingFiles::new(dir)...)`: appends each batch, once, to a file rolled by
@@ -717,14 +724,15 @@ pub fn save_to_rolling_files<D, T, B>(
     data: D,
     body: B,
     spec: crate::sink::RollingFiles,
-) where
+) -> OutputResult
+where
     D: Partitioned,
     T: Send + Show,
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
 {
-    use crate::sink::{fail, rolling::RollingSink};
+    use crate::sink::{rolling::RollingSink, OutputFailed};
     if ctx.dry_run {
-        return;
+        return Ok(());
     }
     let parts = collect(ctx, data, body);
     let name = spec.name();
@@ -732,11 +740,11 @@ pub fn save_to_rolling_files<D, T, B>(
         .sink_settings()
         .url(&name, &spec.dir().display().to_string());
     let spec = spec.with_dir(dir);
-    let sink = match ctx.sinks().get_or_open(&name, || RollingSink::open(spec)) {
-        Ok(sink) => sink,
-        Err(e) => fail(&name, e),
-    };
-    crate::sink::write_whole_batch(ctx, &name, |at, stats| sink.write(at, &parts, stats));
+    let sink = ctx
+        .sinks()
+        .get_or_open(&name, || RollingSink::open(spec))
+        .map_err(|e| OutputFailed::new(&name, e))?;
+    crate::sink::write_whole_batch(ctx, &name, |at, stats| sink.write(at, &parts, stats))
 }
 
 /// `save_to_sql(url, table)`: each batch partition in one transaction, exactly once (see
@@ -748,16 +756,17 @@ pub fn save_to_sql<D, T, B>(
     body: B,
     url: impl AsRef<str>,
     table: crate::sink::sql::SqlTable,
-) where
+) -> OutputResult
+where
     D: Partitioned,
     T: Send + crate::sink::sql::IntoRow,
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
 {
     if ctx.dry_run {
-        return;
+        return Ok(());
     }
     let parts = collect(ctx, data, body);
-    crate::sink::sql::write_batch(ctx, url.as_ref(), table, parts);
+    crate::sink::sql::write_batch(ctx, url.as_ref(), table, parts)
 }
 
 /// `save_to_kafka(brokers, topic)`: each record a message with batch headers, at least once or, with
@@ -770,30 +779,37 @@ pub fn save_to_kafka<D, T, B>(
     body: B,
     brokers: impl AsRef<str>,
     topic: crate::sink::kafka::KafkaTopic,
-) where
+) -> OutputResult
+where
     D: Partitioned,
     T: Send + Sync + crate::sink::kafka::KafkaMessage,
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
 {
     if ctx.dry_run {
-        return;
+        return Ok(());
     }
     let parts = collect(ctx, data, body);
-    crate::sink::kafka::write_batch(ctx, brokers.as_ref(), topic, parts);
+    crate::sink::kafka::write_batch(ctx, brokers.as_ref(), topic, parts)
 }
 
 /// `collect()`: keeps each batch's records for the test driver or the embedding program.
-pub fn collect_output<D, T, B>(ctx: &BatchContext<'_>, data: D, body: B, output: &'static str)
+pub fn collect_output<D, T, B>(
+    ctx: &BatchContext<'_>,
+    data: D,
+    body: B,
+    output: &'static str,
+) -> OutputResult
 where
     D: Partitioned,
     T: Send + 'static,
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
 {
     if ctx.dry_run {
-        return;
+        return Ok(());
     }
     let records: Vec<T> = collect(ctx, data, body).into_iter().flatten().collect();
     ctx.collect(output, records);
+    Ok(())
 }
 
 /// Helpers that give each user closure its argument type (closure arguments are type-checked after the

@@ -73,6 +73,7 @@ pub mod prelude {
 pub mod __private {
     pub use crate::context::BatchContext;
     pub use crate::exec;
+    pub use crate::exec::OutputResult;
     pub use crate::pipeline::{
         AppSpec, BuildError, InvalidPipeline, OutputSpec, Pipeline, SourceSpec,
         StreamCheckpointSpec, WindowSpec,

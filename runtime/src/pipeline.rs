@@ -19,8 +19,12 @@ pub trait Pipeline: Sized + Send + Sync + 'static {
     /// The state of the pipeline's stateful operators.
     fn state(&self) -> &crate::state::StateRegistry;
 
-    /// Runs every output operation of one batch.
-    fn run_batch(&self, ctx: &BatchContext<'_>, batch: <Self::Sources as SourceSet>::Batch);
+    /// Runs every output operation of one batch; the first that cannot write the batch ends it.
+    fn run_batch(
+        &self,
+        ctx: &BatchContext<'_>,
+        batch: <Self::Sources as SourceSet>::Batch,
+    ) -> crate::exec::OutputResult;
 }
 
 /// A pipeline's declaration.
@@ -126,5 +130,11 @@ impl Pipeline for InvalidPipeline {
         &self.state
     }
 
-    fn run_batch(&self, _: &BatchContext<'_>, _: <Self::Sources as SourceSet>::Batch) {}
+    fn run_batch(
+        &self,
+        _: &BatchContext<'_>,
+        _: <Self::Sources as SourceSet>::Batch,
+    ) -> crate::exec::OutputResult {
+        Ok(())
+    }
 }

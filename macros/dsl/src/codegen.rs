@@ -290,10 +290,11 @@ impl<'g> Generator<'g> {
                         &self.state
                     }
 
-                    fn run_batch(&self, #ctx: &#p::BatchContext<'_>, #batch: <Self::Sources as #p::SourceSet>::Batch) {
+                    fn run_batch(&self, #ctx: &#p::BatchContext<'_>, #batch: <Self::Sources as #p::SourceSet>::Batch) -> #p::OutputResult {
                         let (#(#source_bindings,)*) = #batch;
                         #(#broadcast_refs)*
                         #(#steps)*
+                        ::core::result::Result::Ok(())
                     }
                 }
 
@@ -610,7 +611,7 @@ impl<'g> Generator<'g> {
         if op.kind == Kind::Output {
             // Timed and reported to the listeners under the name `--help` lists it by.
             let name = format!("{}.{}", self.graph.stream_name(*input), op.name);
-            let call = quote!(#ctx.run_output(#name, || { #call; }));
+            let call = quote!(#ctx.run_output(#name, || #call)?);
             // Downstream of a window, outputs run at the window's slide only (as in Spark).
             let slide = self.graph.slides[id];
             if slide > self.graph.app.batch_millis {

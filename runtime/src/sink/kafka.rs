@@ -10,7 +10,7 @@
 //! predecessors (`init_transactions`) and reads the progress topic, so a batch replayed after a crash
 //! that had already committed is skipped.
 
-use super::{fail, PartitionId, SinkError, SinkSettings, SinkStats};
+use super::{OutputFailed, PartitionId, SinkError, SinkSettings, SinkStats};
 use crate::context::BatchContext;
 use crate::exec::Partitions;
 use rdkafka::config::ClientConfig;
@@ -536,24 +536,21 @@ pub fn write_batch<T: KafkaMessage + Send + Sync>(
     brokers: &str,
     spec: KafkaTopic,
     parts: Partitions<T>,
-) {
+) -> Result<(), OutputFailed> {
     let name = spec.name().to_string();
     let settings = ctx.sink_settings();
     let brokers = settings.url(&name, brokers);
-    let sink = match ctx
+    let sink = ctx
         .sinks()
         .get_or_open(&name, || KafkaSink::open(&brokers, spec, settings))
-    {
-        Ok(sink) => sink,
-        Err(e) => fail(&name, e),
-    };
+        .map_err(|e| OutputFailed::new(&name, e))?;
     super::write_partitions(
         ctx,
         &name,
         parts,
-        |_, records| encode_partition(records),
+        |_, records| Ok(encode_partition(records)),
         |at, records, stats| sink.write(at, records, stats),
-    );
+    )
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! destination that is away is retried with backoff under the app's [`RetryPolicy`] (later batches wait;
 //! that is the backpressure); records the destination refuses fail the batch naming the record, or go
 //! to a dead-letter file; a misconfiguration stops the app at once. A batch that cannot be written
-//! stops the app with the reason and no checkpoint past it, so a restart writes it again.
+//! fails with [`OutputFailed`], a value the outputs return, and the app stops with the reason and no
+//! checkpoint past it, so a restart writes it again.
 
 pub mod dead_letter;
 #[cfg(feature = "kafka")]
@@ -258,25 +259,25 @@ impl SinkStats {
     }
 }
 
-/// The panic payload that stops the app: an output could not write its batch. The engine stops
-/// without checkpointing past the batch, so a restart writes it again.
-#[derive(Debug, Clone)]
+/// An output could not write its batch: the batch fails and the app stops without checkpointing past
+/// it, so a restart writes it again. Outputs return it; the engine stops on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputFailed(pub String);
 
-/// Stops the batch and the app with `message`.
-pub fn fail(output: &str, error: impl fmt::Display) -> ! {
-    // The engine logs the failure with its reason; the default hook would only print `Box<dyn Any>`.
-    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
-    QUIET_HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !info.payload().is::<OutputFailed>() {
-                previous(info);
-            }
-        }));
-    });
-    std::panic::panic_any(OutputFailed(format!("output `{output}`: {error}")))
+impl OutputFailed {
+    /// Output `output` failed with `error`.
+    pub fn new(output: &str, error: impl fmt::Display) -> Self {
+        OutputFailed(format!("output `{output}`: {error}"))
+    }
 }
+
+impl fmt::Display for OutputFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OutputFailed {}
 
 /// A sink kept open across batches.
 pub trait OpenSink: Send + Sync + 'static {
@@ -362,15 +363,16 @@ pub(crate) fn io_runtime() -> Result<&'static tokio::runtime::Runtime, SinkError
 }
 
 /// Writes a batch's partitions in parallel: `prepare` turns each partition's records into what the
-/// sink writes (once), `write` is tried under the app's retry policy; a partition that cannot be
-/// written stops the app.
+/// sink writes (once; an error there is the records' fault and is not retried), `write` is tried
+/// under the app's retry policy; a partition that cannot be written fails the batch, which stops the
+/// app.
 pub fn write_partitions<T: Send, P: Send>(
     ctx: &crate::context::BatchContext<'_>,
     output: &str,
     parts: Vec<Vec<T>>,
-    prepare: impl Fn(PartitionId, Vec<T>) -> P + Sync,
+    prepare: impl Fn(PartitionId, Vec<T>) -> Result<P, SinkError> + Sync,
     write: impl Fn(PartitionId, &P, &SinkStats) -> Result<bool, SinkError> + Sync,
-) {
+) -> Result<(), OutputFailed> {
     use rayon::prelude::*;
     let settings = ctx.sink_settings();
     let stats = ctx.sinks().stats(output);
@@ -378,29 +380,32 @@ pub fn write_partitions<T: Send, P: Send>(
     parts
         .into_par_iter()
         .enumerate()
-        .for_each(|(partition, records)| {
+        .try_for_each(|(partition, records)| {
             let at = PartitionId {
                 batch: ctx.time,
                 partition,
                 partitions,
             };
-            let prepared = prepare(at, records);
+            let failed = |e: SinkError| OutputFailed::new(output, format!("{at}: {e}"));
+            let prepared = prepare(at, records).map_err(failed)?;
             let what = format!("output `{output}` ({at})");
-            if let Err(e) = settings.retry.run(&what, &stats, &settings.stop, || {
-                write(at, &prepared, &stats)
-            }) {
-                fail(output, format!("{at}: {e}"));
-            }
-        });
+            settings
+                .retry
+                .run(&what, &stats, &settings.stop, || {
+                    write(at, &prepared, &stats)
+                })
+                .map(|_| ())
+                .map_err(failed)
+        })
 }
 
 /// Writes a whole batch as one unit (file sinks), under the app's retry policy; a batch that cannot be
-/// written stops the app.
+/// written fails, which stops the app.
 pub fn write_whole_batch(
     ctx: &crate::context::BatchContext<'_>,
     output: &str,
     mut write: impl FnMut(PartitionId, &SinkStats) -> Result<(), SinkError>,
-) {
+) -> Result<(), OutputFailed> {
     let stats = ctx.sinks().stats(output);
     let at = PartitionId {
         batch: ctx.time,
@@ -409,12 +414,10 @@ pub fn write_whole_batch(
     };
     let what = format!("output `{output}` ({at})");
     let settings = ctx.sink_settings();
-    if let Err(e) = settings
+    settings
         .retry
         .run(&what, &stats, &settings.stop, || write(at, &stats))
-    {
-        fail(output, format!("{at}: {e}"));
-    }
+        .map_err(|e| OutputFailed::new(output, format!("{at}: {e}")))
 }
 
 /// Fault injection for crash tests, with the `failpoints` feature: `STREAMC_FAILPOINT=name:n` aborts the

@@ -7,7 +7,9 @@
 //! whose answer was lost, finds its claim committed and is skipped. SQL text holds only identifiers,
 //! checked when the table is declared, and placeholders; every value is bound.
 
-use super::{fail, io_runtime, DeadLetter, PartitionId, SinkError, SinkSettings, SinkStats};
+use super::{
+    io_runtime, DeadLetter, OutputFailed, PartitionId, SinkError, SinkSettings, SinkStats,
+};
 use crate::context::BatchContext;
 use crate::exec::Partitions;
 use sqlx::any::{AnyArguments, AnyPoolOptions};
@@ -1122,41 +1124,35 @@ pub fn write_batch<T: IntoRow + Send>(
     url: &str,
     table: SqlTable,
     parts: Partitions<T>,
-) {
+) -> Result<(), OutputFailed> {
     let name = table.name().to_string();
     let settings = ctx.sink_settings();
     let url = settings.url(&name, url);
-    let sink = match ctx
+    let sink = ctx
         .sinks()
         .get_or_open(&name, || SqlSink::open(&url, table, settings, ctx.workers))
-    {
-        Ok(sink) => sink,
-        Err(e) => fail(&name, e),
-    };
+        .map_err(|e| OutputFailed::new(&name, e))?;
     let width = sink.table.columns.len();
-    let rows_of = |at: PartitionId, records: Vec<T>| -> Vec<Row> {
+    let rows_of = |_: PartitionId, records: Vec<T>| -> Result<Vec<Row>, SinkError> {
         let mut rows = Vec::with_capacity(records.len());
         for record in records {
             let mut values = Vec::with_capacity(width);
             record.into_row(&mut values);
             let row = Row { values };
             if row.values.len() != width {
-                fail(
-                    &name,
-                    format!(
-                        "{at}: record {row} has {} fields but table `{}` declares {width} columns",
-                        row.values.len(),
-                        sink.table.name
-                    ),
-                );
+                return Err(SinkError::Fatal(format!(
+                    "record {row} has {} fields but table `{}` declares {width} columns",
+                    row.values.len(),
+                    sink.table.name
+                )));
             }
             rows.push(row);
         }
-        rows
+        Ok(rows)
     };
     super::write_partitions(ctx, &name, parts, rows_of, |at, rows, stats| {
         sink.write(at, rows, stats)
-    });
+    })
 }
 
 #[cfg(test)]
