@@ -2,7 +2,7 @@
 //! `foreach_batch`. Operations run in parallel on the worker pool.
 
 use crate::context::BatchOrigin;
-use crate::exec::{
+use crate::shuffle::{
     bucketize, group_buckets, join_buckets, left_outer_emit, reduce_buckets, split_even, transpose,
     Combiner,
 };

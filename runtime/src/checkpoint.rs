@@ -18,6 +18,9 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Where each replayable source stands, by source name (an opaque position each source encodes).
+pub type Positions = Vec<(String, Vec<u8>)>;
+
 const MAGIC: &[u8; 8] = b"STREAMC\x01";
 /// Version of the checkpoint files' layout and payload; bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
@@ -215,7 +218,7 @@ impl CheckpointDir {
 
     /// The time and source positions of every checkpoint that reads back intact, oldest first: what
     /// the journal and write-ahead logs must keep so that any of them can still be resumed from.
-    pub fn kept(&self) -> Result<Vec<(u64, crate::source::Positions)>, String> {
+    pub fn kept(&self) -> Result<Vec<(u64, Positions)>, String> {
         Ok(self
             .files()?
             .iter()

@@ -1,7 +1,7 @@
 //! Application configuration: the pipeline's defaults, overridden by a TOML file, overridden by flags.
 
-use crate::pipeline::{AppSpec, StreamCheckpointSpec, WindowSpec};
 use crate::source::SocketOptions;
+use crate::spec::{AppSpec, StreamCheckpointSpec, WindowSpec};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -46,8 +46,8 @@ impl BatchContext<'_> {
     pub fn run_output(
         &self,
         name: &'static str,
-        output: impl FnOnce() -> crate::exec::OutputResult,
-    ) -> crate::exec::OutputResult {
+        output: impl FnOnce() -> crate::sink::OutputResult,
+    ) -> crate::sink::OutputResult {
         if self.dry_run {
             return output();
         }
@@ -70,6 +70,16 @@ impl BatchContext<'_> {
     /// The sinks opened by this run's outputs.
     pub fn sinks(&self) -> &crate::sink::OpenSinks {
         &self.outputs.sinks
+    }
+
+    /// What the sinks see of this batch.
+    pub fn sink_env(&self) -> crate::sink::SinkEnv<'_> {
+        crate::sink::SinkEnv {
+            time: self.time,
+            workers: self.workers,
+            sinks: &self.outputs.sinks,
+            settings: &self.outputs.sink_settings,
+        }
     }
 
     /// Destination overrides and the retry policy shared by the sinks.

@@ -10,59 +10,15 @@ use crate::context::BatchContext;
 use crate::output::Show;
 use crate::source::TextPartition;
 use rayon::prelude::*;
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 
-/// The hash maps used for combining: fast, and seeded per process.
-pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-
-/// A batch's records, one `Vec` per partition.
-pub type Partitions<T> = Vec<Vec<T>>;
-
-/// Input of a stage: a set of partitions, each handed to the stage body whole.
-pub trait Partitioned: Send {
-    type Part: Send;
-    fn into_parts(self) -> Vec<Self::Part>;
-}
-
-/// A borrowed dataset (a source's batch, or an intermediate result with several consumers).
-impl<'a, P: Sync + Send> Partitioned for &'a Vec<P> {
-    type Part = &'a P;
-    fn into_parts(self) -> Vec<&'a P> {
-        self.iter().collect()
-    }
-}
-
-/// An owned intermediate result (the output of a shuffle, used once).
-impl<T: Send> Partitioned for Vec<Vec<T>> {
-    type Part = Vec<T>;
-    fn into_parts(self) -> Vec<Vec<T>> {
-        self
-    }
-}
-
-/// How a stage body iterates its partition: sources are read by reference (text as `&str`), owned
-/// intermediate results by value.
-pub trait Records {
-    type Item;
-    type Iter: Iterator<Item = Self::Item>;
-    fn records(self) -> Self::Iter;
-}
-
-impl<'a, T> Records for &'a Vec<T> {
-    type Item = &'a T;
-    type Iter = std::slice::Iter<'a, T>;
-    fn records(self) -> Self::Iter {
-        self.iter()
-    }
-}
-
-impl<T> Records for Vec<T> {
-    type Item = T;
-    type Iter = std::vec::IntoIter<T>;
-    fn records(self) -> Self::Iter {
-        self.into_iter()
-    }
-}
+pub(crate) use crate::shuffle::{
+    bucketize, group_buckets, join_buckets, left_outer_emit, merge_into, reduce_buckets, transpose,
+};
+pub use crate::shuffle::{
+    partition_of, records, records_cloned, split_even, Combiner, Counter, FastMap, Partitioned,
+    Partitions, Records, Reducer, ValueCounter,
+};
 
 impl<'a> Records for &'a TextPartition {
     type Item = &'a str;
@@ -70,196 +26,6 @@ impl<'a> Records for &'a TextPartition {
     fn records(self) -> Self::Iter {
         self.lines()
     }
-}
-
-/// The records of one partition.
-#[inline(always)]
-pub fn records<R: Records>(part: R) -> R::Iter {
-    part.records()
-}
-
-/// The records of a partition that several consumers read: each gets its own copy.
-#[inline(always)]
-pub fn records_cloned<T: Clone>(part: &[T]) -> std::iter::Cloned<std::slice::Iter<'_, T>> {
-    part.iter().cloned()
-}
-
-/// Splits `records` into `partitions` contiguous, nearly equal parts (always exactly `partitions`).
-pub fn split_even<T>(records: Vec<T>, partitions: usize) -> Vec<Vec<T>> {
-    let partitions = partitions.max(1);
-    let per = records.len().div_ceil(partitions).max(1);
-    let mut out: Vec<Vec<T>> = Vec::with_capacity(partitions);
-    let mut iter = records.into_iter();
-    for _ in 0..partitions {
-        out.push(iter.by_ref().take(per).collect());
-    }
-    out
-}
-
-/// Map-side combiner of `reduce_by_key`: merges values per key inside one partition before the shuffle.
-pub struct Combiner<'r, K, V, R> {
-    map: FastMap<K, Option<V>>,
-    reduce: &'r R,
-}
-
-impl<'r, K: Hash + Eq, V, R: Fn(V, V) -> V> Combiner<'r, K, V, R> {
-    pub(crate) fn new(reduce: &'r R) -> Self {
-        Self {
-            map: FastMap::default(),
-            reduce,
-        }
-    }
-
-    /// Adds one `(key, value)` record.
-    #[inline]
-    pub fn push(&mut self, (key, value): (K, V)) {
-        merge_into(&mut self.map, key, value, self.reduce);
-    }
-
-    /// The combined pairs, split into `n` shuffle buckets by key.
-    pub(crate) fn into_buckets(self, n: usize) -> Partitions<(K, V)> {
-        bucketize(drain_slots(self.map), n)
-    }
-}
-
-/// Map-side counter of `count_by_value`: counts each record inside one partition before the shuffle.
-pub struct ValueCounter<T> {
-    counts: FastMap<T, u64>,
-}
-
-impl<T: Hash + Eq> ValueCounter<T> {
-    /// Counts one record.
-    #[inline]
-    pub fn push(&mut self, record: T) {
-        *self.counts.entry(record).or_insert(0) += 1;
-    }
-}
-
-/// Partition-local sink of `count`: only counts.
-#[derive(Default)]
-pub struct Counter {
-    records: u64,
-}
-
-impl Counter {
-    /// Counts one record.
-    #[inline]
-    pub fn push<T>(&mut self, _record: T) {
-        self.records += 1;
-    }
-}
-
-/// Partition-local sink of `reduce`: folds records as they come.
-pub struct Reducer<'r, T, R> {
-    acc: Option<T>,
-    reduce: &'r R,
-}
-
-impl<T, R: Fn(T, T) -> T> Reducer<'_, T, R> {
-    /// Folds one record into the partition's result.
-    #[inline]
-    pub fn push(&mut self, record: T) {
-        self.acc = Some(match self.acc.take() {
-            Some(acc) => (self.reduce)(acc, record),
-            None => record,
-        });
-    }
-}
-
-/// Merges `value` into `key`'s slot. Slots are `Option` so the old value can be moved into a by-value
-/// reduce without `V: Default` or unsafe code; a slot is `None` only while `reduce` runs.
-#[inline]
-pub(crate) fn merge_into<K: Hash + Eq, V, R: Fn(V, V) -> V>(
-    map: &mut FastMap<K, Option<V>>,
-    key: K,
-    value: V,
-    reduce: &R,
-) {
-    use std::collections::hash_map::Entry;
-    match map.entry(key) {
-        Entry::Occupied(mut slot) => {
-            let slot = slot.get_mut();
-            *slot = Some(match slot.take() {
-                Some(old) => reduce(old, value),
-                None => value,
-            });
-        }
-        Entry::Vacant(slot) => {
-            slot.insert(Some(value));
-        }
-    }
-}
-
-fn drain_slots<K, V>(map: FastMap<K, Option<V>>) -> impl Iterator<Item = (K, V)> {
-    map.into_iter().filter_map(|(k, v)| v.map(|v| (k, v)))
-}
-
-/// The partitioner: which of `n` partitions a key belongs to. Fixed-seeded so runs are reproducible.
-#[inline]
-pub fn partition_of<K: Hash>(key: &K, n: usize) -> usize {
-    let hash = foldhash::fast::FixedState::with_seed(0x5eed_5eed).hash_one(key);
-    // Multiply-shift maps the hash onto 0..n without the bias of `%` on small hash ranges.
-    ((hash as u128 * n as u128) >> 64) as usize
-}
-
-/// Splits `(key, value)` pairs into `n` buckets by key.
-pub(crate) fn bucketize<K: Hash, V>(
-    pairs: impl Iterator<Item = (K, V)>,
-    n: usize,
-) -> Vec<Vec<(K, V)>> {
-    let mut buckets: Vec<Vec<(K, V)>> = (0..n).map(|_| Vec::new()).collect();
-    for (k, v) in pairs {
-        let b = partition_of(&k, n);
-        buckets[b].push((k, v));
-    }
-    buckets
-}
-
-/// Regroups map-side buckets so reducer `j` gets bucket `j` of every map partition.
-pub(crate) fn transpose<T>(per_map: Vec<Vec<Vec<T>>>, n: usize) -> Vec<Vec<Vec<T>>> {
-    let mut per_reducer: Vec<Vec<Vec<T>>> =
-        (0..n).map(|_| Vec::with_capacity(per_map.len())).collect();
-    for buckets in per_map {
-        for (j, bucket) in buckets.into_iter().enumerate() {
-            per_reducer[j].push(bucket);
-        }
-    }
-    per_reducer
-}
-
-/// Final merge of `reduce_by_key` after the shuffle, one reducer per output partition.
-pub(crate) fn reduce_buckets<K, V, R>(
-    per_reducer: Vec<Vec<Vec<(K, V)>>>,
-    reduce: &R,
-) -> Partitions<(K, V)>
-where
-    K: Hash + Eq + Send,
-    V: Send,
-    R: Fn(V, V) -> V + Sync,
-{
-    per_reducer
-        .into_par_iter()
-        .map(|buckets| {
-            let mut buckets = buckets.into_iter();
-            let Some(first) = buckets.next() else {
-                return Vec::new();
-            };
-            let rest: Vec<_> = buckets.collect();
-            if rest.iter().all(Vec::is_empty) {
-                // Keys are already unique within one map partition's bucket.
-                return first;
-            }
-            let capacity = first
-                .len()
-                .max(rest.iter().map(Vec::len).max().unwrap_or(0));
-            let mut map: FastMap<K, Option<V>> =
-                FastMap::with_capacity_and_hasher(capacity, Default::default());
-            for (k, v) in first.into_iter().chain(rest.into_iter().flatten()) {
-                merge_into(&mut map, k, v, reduce);
-            }
-            drain_slots(map).collect()
-        })
-        .collect()
 }
 
 /// Runs `body` over every partition, collecting what it pushes: the materialization of a stream.
@@ -381,21 +147,6 @@ where
     group_buckets(shuffle_by_key(ctx, data, body))
 }
 
-pub(crate) fn group_buckets<K: Hash + Eq + Send, V: Send>(
-    per_reducer: Vec<Vec<Vec<(K, V)>>>,
-) -> Vec<Vec<(K, Vec<V>)>> {
-    per_reducer
-        .into_par_iter()
-        .map(|buckets| {
-            let mut groups: FastMap<K, Vec<V>> = FastMap::default();
-            for (k, v) in buckets.into_iter().flatten() {
-                groups.entry(k).or_default().push(v);
-            }
-            groups.into_iter().collect()
-        })
-        .collect()
-}
-
 /// `join` of two keyed streams: every pair of values with equal keys.
 pub fn join<DL, BL, DR, BR, K, V, W>(
     ctx: &BatchContext<'_>,
@@ -446,53 +197,6 @@ where
         || shuffle_by_key(ctx, right, right_body),
     );
     join_buckets(l, r, left_outer_emit)
-}
-
-pub(crate) fn left_outer_emit<K: Clone, V: Clone, W: Clone>(
-    k: K,
-    v: V,
-    ws: &[W],
-    out: &mut Vec<(K, (V, Option<W>))>,
-) {
-    match ws {
-        [] => out.push((k, (v, None))),
-        [w] => out.push((k, (v, Some(w.clone())))),
-        many => {
-            for w in many {
-                out.push((k.clone(), (v.clone(), Some(w.clone()))));
-            }
-        }
-    }
-}
-
-/// Joins reducer `j` of the left side with reducer `j` of the right side.
-pub(crate) fn join_buckets<K, V, W, O, E>(
-    left: Vec<Vec<Vec<(K, V)>>>,
-    right: Vec<Vec<Vec<(K, W)>>>,
-    emit: E,
-) -> Partitions<O>
-where
-    K: Hash + Eq + Send,
-    V: Send,
-    W: Send,
-    O: Send,
-    E: Fn(K, V, &[W], &mut Vec<O>) + Sync,
-{
-    left.into_par_iter()
-        .zip(right.into_par_iter())
-        .map(|(left_buckets, right_buckets)| {
-            let mut table: FastMap<K, Vec<W>> = FastMap::default();
-            for (k, w) in right_buckets.into_iter().flatten() {
-                table.entry(k).or_default().push(w);
-            }
-            let mut out = Vec::new();
-            for (k, v) in left_buckets.into_iter().flatten() {
-                let ws = table.get(&k).map(Vec::as_slice).unwrap_or(&[]);
-                emit(k, v, ws, &mut out);
-            }
-            out
-        })
-        .collect()
 }
 
 /// `count`: a stream with one record, the number of records in the batch.
@@ -590,8 +294,7 @@ where
     f(batch).into_partitions()
 }
 
-/// What an output operation comes to: done, or the batch could not be written (which stops the app).
-pub type OutputResult = Result<(), crate::sink::OutputFailed>;
+pub use crate::sink::OutputResult;
 
 /// `print(n)`: the first `n` records, in Spark's format.
 pub fn print<D, T, B>(ctx: &BatchContext<'_>, data: D, body: B, n: usize) -> OutputResult
@@ -651,7 +354,7 @@ where
         format!("{prefix}-{}.{suffix}", ctx.time.millis())
     };
     // A batch whose output cannot be written (after retries) stops the app, and says why.
-    crate::sink::write_whole_batch(ctx, prefix, |_, stats| {
+    crate::sink::write_whole_batch(&ctx.sink_env(), prefix, |_, stats| {
         crate::output::write_batch_dir(std::path::Path::new(&name), &parts).map_err(|e| {
             crate::sink::SinkError::Unavailable(format!("cannot write {name}: {e}"))
         })?;
@@ -702,7 +405,7 @@ where
         .map_err(|e| OutputFailed::new(output, e))?;
     pool.close_idle();
     crate::sink::write_partitions(
-        ctx,
+        &ctx.sink_env(),
         output,
         parts,
         |id, records| Ok(BatchPartition { id, records }),
@@ -744,7 +447,9 @@ where
         .sinks()
         .get_or_open(&name, || RollingSink::open(spec))
         .map_err(|e| OutputFailed::new(&name, e))?;
-    crate::sink::write_whole_batch(ctx, &name, |at, stats| sink.write(at, &parts, stats))
+    crate::sink::write_whole_batch(&ctx.sink_env(), &name, |at, stats| {
+        sink.write(at, &parts, stats)
+    })
 }
 
 /// `save_to_sql(url, table)`: each batch partition in one transaction, exactly once (see
@@ -766,7 +471,7 @@ where
         return Ok(());
     }
     let parts = collect(ctx, data, body);
-    crate::sink::sql::write_batch(ctx, url.as_ref(), table, parts)
+    crate::sink::sql::write_batch(&ctx.sink_env(), url.as_ref(), table, parts)
 }
 
 /// `save_to_kafka(brokers, topic)`: each record a message with batch headers, at least once or, with
@@ -789,7 +494,7 @@ where
         return Ok(());
     }
     let parts = collect(ctx, data, body);
-    crate::sink::kafka::write_batch(ctx, brokers.as_ref(), topic, parts)
+    crate::sink::kafka::write_batch(&ctx.sink_env(), brokers.as_ref(), topic, parts)
 }
 
 /// `collect()`: keeps each batch's records for the test driver or the embedding program.

@@ -22,6 +22,22 @@
 //! }
 //! ```
 
+//! ## Layers
+//!
+//! Each module belongs to a layer and names only modules of its own layer or below
+//! (`runtime/tests/layers.rs` checks it, and that the imports form no cycle), lowest first:
+//!
+//! 1. leaf types and kernels: [`time`], [`spec`] (what a pipeline declares), [`stop`], [`rate`],
+//!    [`wal`], [`shuffle`] (partitions, key hashing, the bucket shuffles), [`demo`];
+//! 2. data: [`state`], [`checkpoint`], [`output`] (how records are shown);
+//! 3. connectors: [`source`] and [`sink`], which never name the engine, the executor or the batch
+//!    context: receivers get a [`source::ReceiverEnv`], sinks a [`sink::SinkEnv`];
+//! 4. monitoring: [`monitor`], with the listener API's [`BatchInfo`] and [`RunReport`];
+//! 5. execution: [`context`], [`exec`] (what generated code calls), [`stateful`], [`batch`];
+//! 6. the pipeline contract and configuration: [`pipeline`], [`config`];
+//! 7. the engine: [`engine`];
+//! 8. the app: [`app`] (and `testkit`, with the `testkit` feature).
+
 pub mod app;
 pub mod batch;
 pub mod checkpoint;
@@ -34,8 +50,10 @@ pub mod monitor;
 pub mod output;
 pub mod pipeline;
 pub mod rate;
+pub mod shuffle;
 pub mod sink;
 pub mod source;
+pub mod spec;
 pub mod state;
 pub mod stateful;
 pub mod stop;
@@ -73,11 +91,11 @@ pub mod prelude {
 pub mod __private {
     pub use crate::context::BatchContext;
     pub use crate::exec;
-    pub use crate::exec::OutputResult;
     pub use crate::pipeline::{
         AppSpec, BuildError, InvalidPipeline, OutputSpec, Pipeline, SourceSpec,
         StreamCheckpointSpec, WindowSpec,
     };
+    pub use crate::sink::OutputResult;
     pub use crate::source::{
         FileOptions, QueueSource, SocketTextSource, SourceSet, TextFileSource,
     };

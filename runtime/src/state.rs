@@ -6,7 +6,7 @@
 //! until the operator first asks for it with its own types — a mismatch is a precise error, found by a
 //! dry run before the first batch.
 
-use crate::exec::{partition_of, FastMap};
+use crate::shuffle::{partition_of, FastMap};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::any::{type_name, Any};

@@ -2,7 +2,7 @@
 //! and as the JSON of the `/api/v1` endpoints.
 
 use super::{AppInfo, BatchSubmitted, StreamingListener};
-use crate::engine::{BatchInfo, RunReport};
+use crate::monitor::report::{BatchInfo, RunReport};
 use crate::source::SourceStats;
 use crate::time::Time;
 use serde_json::{json, Value};

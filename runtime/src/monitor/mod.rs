@@ -10,9 +10,11 @@
 pub mod metrics;
 pub mod server;
 
-use crate::engine::{BatchInfo, RunReport};
+pub mod report;
+
 use crate::source::SourceStats;
 use crate::time::Time;
+pub use report::{BatchInfo, RunReport};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 

@@ -11,8 +11,7 @@
 //! that had already committed is skipped.
 
 use super::{OutputFailed, PartitionId, SinkError, SinkSettings, SinkStats};
-use crate::context::BatchContext;
-use crate::exec::Partitions;
+use crate::shuffle::Partitions;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -532,20 +531,20 @@ impl super::OpenSink for KafkaSink {}
 
 /// `save_to_kafka(brokers, topic)`: the batch's partitions in parallel, retried under the app's policy.
 pub fn write_batch<T: KafkaMessage + Send + Sync>(
-    ctx: &BatchContext<'_>,
+    env: &super::SinkEnv<'_>,
     brokers: &str,
     spec: KafkaTopic,
     parts: Partitions<T>,
 ) -> Result<(), OutputFailed> {
     let name = spec.name().to_string();
-    let settings = ctx.sink_settings();
+    let settings = env.settings;
     let brokers = settings.url(&name, brokers);
-    let sink = ctx
-        .sinks()
+    let sink = env
+        .sinks
         .get_or_open(&name, || KafkaSink::open(&brokers, spec, settings))
         .map_err(|e| OutputFailed::new(&name, e))?;
     super::write_partitions(
-        ctx,
+        env,
         &name,
         parts,
         |_, records| Ok(encode_partition(records)),

@@ -279,6 +279,20 @@ impl fmt::Display for OutputFailed {
 
 impl std::error::Error for OutputFailed {}
 
+/// What an output operation comes to: done, or the batch could not be written (which stops the app).
+pub type OutputResult = Result<(), OutputFailed>;
+
+/// What a sink sees of the batch it writes: its time (the batch id), the worker count, the sinks open
+/// so far and the settings they share. Sinks get this, not the batch context, so that they stay below
+/// the execution layer, as receivers do with their environment.
+#[derive(Clone, Copy)]
+pub struct SinkEnv<'a> {
+    pub time: Time,
+    pub workers: usize,
+    pub sinks: &'a OpenSinks,
+    pub settings: &'a SinkSettings,
+}
+
 /// A sink kept open across batches.
 pub trait OpenSink: Send + Sync + 'static {
     /// Finishes what readers cannot see yet (a graceful stop).
@@ -367,22 +381,22 @@ pub(crate) fn io_runtime() -> Result<&'static tokio::runtime::Runtime, SinkError
 /// under the app's retry policy; a partition that cannot be written fails the batch, which stops the
 /// app.
 pub fn write_partitions<T: Send, P: Send>(
-    ctx: &crate::context::BatchContext<'_>,
+    env: &SinkEnv<'_>,
     output: &str,
     parts: Vec<Vec<T>>,
     prepare: impl Fn(PartitionId, Vec<T>) -> Result<P, SinkError> + Sync,
     write: impl Fn(PartitionId, &P, &SinkStats) -> Result<bool, SinkError> + Sync,
 ) -> Result<(), OutputFailed> {
     use rayon::prelude::*;
-    let settings = ctx.sink_settings();
-    let stats = ctx.sinks().stats(output);
+    let settings = env.settings;
+    let stats = env.sinks.stats(output);
     let partitions = parts.len();
     parts
         .into_par_iter()
         .enumerate()
         .try_for_each(|(partition, records)| {
             let at = PartitionId {
-                batch: ctx.time,
+                batch: env.time,
                 partition,
                 partitions,
             };
@@ -402,18 +416,18 @@ pub fn write_partitions<T: Send, P: Send>(
 /// Writes a whole batch as one unit (file sinks), under the app's retry policy; a batch that cannot be
 /// written fails, which stops the app.
 pub fn write_whole_batch(
-    ctx: &crate::context::BatchContext<'_>,
+    env: &SinkEnv<'_>,
     output: &str,
     mut write: impl FnMut(PartitionId, &SinkStats) -> Result<(), SinkError>,
 ) -> Result<(), OutputFailed> {
-    let stats = ctx.sinks().stats(output);
+    let stats = env.sinks.stats(output);
     let at = PartitionId {
-        batch: ctx.time,
+        batch: env.time,
         partition: 0,
         partitions: 1,
     };
     let what = format!("output `{output}` ({at})");
-    let settings = ctx.sink_settings();
+    let settings = env.settings;
     settings
         .retry
         .run(&what, &stats, &settings.stop, || write(at, &stats))

@@ -10,8 +10,7 @@
 use super::{
     io_runtime, DeadLetter, OutputFailed, PartitionId, SinkError, SinkSettings, SinkStats,
 };
-use crate::context::BatchContext;
-use crate::exec::Partitions;
+use crate::shuffle::Partitions;
 use sqlx::any::{AnyArguments, AnyPoolOptions};
 use sqlx::{AnyPool, Arguments, AssertSqlSafe};
 use std::fmt::{self, Write as _};
@@ -1120,17 +1119,17 @@ pub fn format_timestamp(millis: u64) -> String {
 /// `save_to_sql(url, table)`: writes a batch's partitions in parallel, each in its own transaction,
 /// retrying under the app's policy; a batch that cannot be written stops the app.
 pub fn write_batch<T: IntoRow + Send>(
-    ctx: &BatchContext<'_>,
+    env: &super::SinkEnv<'_>,
     url: &str,
     table: SqlTable,
     parts: Partitions<T>,
 ) -> Result<(), OutputFailed> {
     let name = table.name().to_string();
-    let settings = ctx.sink_settings();
+    let settings = env.settings;
     let url = settings.url(&name, url);
-    let sink = ctx
-        .sinks()
-        .get_or_open(&name, || SqlSink::open(&url, table, settings, ctx.workers))
+    let sink = env
+        .sinks
+        .get_or_open(&name, || SqlSink::open(&url, table, settings, env.workers))
         .map_err(|e| OutputFailed::new(&name, e))?;
     let width = sink.table.columns.len();
     let rows_of = |_: PartitionId, records: Vec<T>| -> Result<Vec<Row>, SinkError> {
@@ -1150,7 +1149,7 @@ pub fn write_batch<T: IntoRow + Send>(
         }
         Ok(rows)
     };
-    super::write_partitions(ctx, &name, parts, rows_of, |at, rows, stats| {
+    super::write_partitions(env, &name, parts, rows_of, |at, rows, stats| {
         sink.write(at, rows, stats)
     })
 }

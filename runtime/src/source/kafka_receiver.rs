@@ -9,8 +9,8 @@
 use super::blocks::{AfterFailure, BlockSink, Loggable, ReceivedBlocks, StoreRetry};
 use super::kafka::KafkaRecord;
 use super::{ReceiverCounters, ReceiverEnv, Source, SourceError, SourceStats};
-use crate::exec::split_even;
 use crate::rate::{Pacer, RateControl};
+use crate::shuffle::split_even;
 use crate::time::Time;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};

@@ -55,8 +55,7 @@ pub struct ReceiverEnv {
 #[derive(Clone, Debug, Default)]
 pub struct Checkpointed(Arc<Mutex<Positions>>);
 
-/// Source positions by source name.
-pub type Positions = Vec<(String, Vec<u8>)>;
+pub use crate::checkpoint::Positions;
 
 impl Checkpointed {
     pub(crate) fn set(&self, positions: Vec<(String, Vec<u8>)>) {

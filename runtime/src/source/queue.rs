@@ -60,7 +60,7 @@ impl<T: Send + 'static> Source for QueueSource<T> {
     fn cut(&mut self, _time: Time, partitions: usize) -> Self::Batch {
         let records = self.queue.pop_front().unwrap_or_default();
         self.taken += 1;
-        crate::exec::split_even(records, partitions)
+        crate::shuffle::split_even(records, partitions)
     }
 
     fn records_in(batch: &Self::Batch) -> usize {
@@ -87,7 +87,7 @@ impl<T: Send + 'static> Source for QueueSource<T> {
             records.extend(self.queue.pop_front().unwrap_or_default());
             self.taken += 1;
         }
-        Ok(crate::exec::split_even(records, partitions))
+        Ok(crate::shuffle::split_even(records, partitions))
     }
 
     fn seek(&mut self, position: &[u8]) -> Result<(), SourceError> {

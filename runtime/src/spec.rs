@@ -1,0 +1,60 @@
+//! What a pipeline declares, as the `stream!` macro writes it down: name, defaults, sources, outputs,
+//! windows and checkpoint intervals. Plain data, read by the configuration, the engine and the
+//! monitoring; a leaf.
+
+use std::time::Duration;
+
+/// A pipeline's declaration.
+#[derive(Debug)]
+pub struct AppSpec {
+    pub name: &'static str,
+    pub batch_interval: Duration,
+    pub workers: usize,
+    /// `checkpoint: "dir"` from the header.
+    pub checkpoint_dir: Option<&'static str>,
+    /// `checkpoint_every: 10s` from the header.
+    pub checkpoint_every: Option<Duration>,
+    /// The least common multiple of the batch interval and every window's slide: default checkpoints
+    /// fall on a multiple of it, as Spark's do.
+    pub state_slide: Duration,
+    pub sources: &'static [SourceSpec],
+    pub outputs: &'static [OutputSpec],
+    /// Every window, so a batch interval changed at run time can be checked against them.
+    pub windows: &'static [WindowSpec],
+    /// Every `.checkpoint(interval)` on a stream, checked again when the batch interval changes.
+    pub stream_checkpoints: &'static [StreamCheckpointSpec],
+}
+
+/// A source, by its `let` name and operator.
+#[derive(Debug)]
+pub struct SourceSpec {
+    pub name: &'static str,
+    pub kind: &'static str,
+}
+
+/// An output operation, by the stream it reads and its operator.
+#[derive(Debug)]
+pub struct OutputSpec {
+    pub stream: &'static str,
+    pub kind: &'static str,
+}
+
+/// A window, by the stream it makes and the operator the user wrote (`count_by_window`, not what it is
+/// lowered to). Length and slide are fixed in the generated code; only the batch interval can change.
+#[derive(Debug)]
+pub struct WindowSpec {
+    pub stream: &'static str,
+    pub operator: &'static str,
+    pub length: Duration,
+    pub slide: Duration,
+}
+
+/// `.checkpoint(interval)` on a stream.
+#[derive(Debug)]
+pub struct StreamCheckpointSpec {
+    pub stream: &'static str,
+    pub interval: Duration,
+    /// The slide of the window upstream of the stream; `None` when no window is, so the stream has data
+    /// every batch, whatever the batch interval is at run time.
+    pub window_slide: Option<Duration>,
+}
