@@ -495,14 +495,20 @@ impl AppConfig {
         if let Some(timeout) = args.receiver_failure_timeout {
             self.receiver_failure_timeout = timeout;
         }
-        if args.demo {
-            let rate = args.demo_rate.or(self.demo_rate);
-            self.demo_rate = Some(rate.unwrap_or(DEFAULT_DEMO_RATE));
-        } else if let (Some(rate), Some(_)) = (args.demo_rate, self.demo_rate) {
-            // The file turned the demo on; the flag only changes its rate.
-            self.demo_rate = Some(rate);
+        match args.demo {
+            Some(true) => {
+                let rate = args.demo_rate.or(self.demo_rate);
+                self.demo_rate = Some(rate.unwrap_or(DEFAULT_DEMO_RATE));
+            }
+            Some(false) => self.demo_rate = None,
+            None => {
+                if let (Some(rate), Some(_)) = (args.demo_rate, self.demo_rate) {
+                    // The file turned the demo on; the flag only changes its rate.
+                    self.demo_rate = Some(rate);
+                }
+            }
         }
-        self.report |= args.report;
+        self.report = args.report.unwrap_or(self.report);
         if let Some(dir) = args.checkpoint {
             self.checkpoint_dir = Some(dir);
         }
@@ -512,13 +518,13 @@ impl AppConfig {
         if let Some(keep) = args.keep_checkpoints {
             self.keep_checkpoints = keep.max(1);
         }
-        self.reset_state |= args.reset_state;
-        self.stop_when_drained |= args.until_drained;
+        self.reset_state = args.reset_state.unwrap_or(self.reset_state);
+        self.stop_when_drained = args.until_drained.unwrap_or(self.stop_when_drained);
         if let Some(rate) = args.receiver_max_rate {
             self.receiver_max_rate = Some(rate);
         }
-        self.backpressure |= args.backpressure;
-        self.write_ahead_log |= args.wal;
+        self.backpressure = args.backpressure.unwrap_or(self.backpressure);
+        self.write_ahead_log = args.wal.unwrap_or(self.write_ahead_log);
         #[cfg(feature = "kafka")]
         if let Some(start) = &args.kafka_start {
             self.kafka_start = start
@@ -528,7 +534,7 @@ impl AppConfig {
         if let Some(group) = &args.kafka_group {
             self.kafka_group = Some(group.clone());
         }
-        self.kafka_commit |= args.kafka_commit;
+        self.kafka_commit = args.kafka_commit.unwrap_or(self.kafka_commit);
         if let Some(rate) = args.kafka_max_rate_per_partition {
             self.kafka_max_rate_per_partition = Some(rate);
         }
@@ -572,12 +578,7 @@ fn format_duration(duration: Duration) -> String {
 }
 
 fn format_millis(millis: u128) -> String {
-    const UNITS: [(&str, u128); 3] = [("h", 3_600_000), ("min", 60_000), ("s", 1_000)];
-    UNITS
-        .iter()
-        .find(|(_, per)| millis > 0 && millis.is_multiple_of(*per))
-        .map(|(unit, per)| format!("{}{unit}", millis / per))
-        .unwrap_or_else(|| format!("{millis}ms"))
+    streamc_duration::format_millis(u64::try_from(millis).unwrap_or(u64::MAX))
 }
 
 fn check_workers(workers: usize) -> Result<(), String> {
@@ -651,14 +652,14 @@ struct AppArgs {
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     receiver_failure_timeout: Option<Duration>,
     /// Feed every socket source from a built-in local generator of words (no `nc` needed).
-    #[arg(long)]
-    demo: bool,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    demo: Option<bool>,
     /// Lines per second the demo generator writes (default 2).
     #[arg(long, value_name = "LINES")]
     demo_rate: Option<u64>,
     /// Print a summary of the run (batches, delays, records) when it stops.
-    #[arg(long)]
-    report: bool,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    report: Option<bool>,
     /// Checkpoint directory (state, source positions); replaces the pipeline's `checkpoint`.
     #[arg(long, value_name = "DIR")]
     checkpoint: Option<PathBuf>,
@@ -670,17 +671,17 @@ struct AppArgs {
     keep_checkpoints: Option<usize>,
     /// Discard the checkpoints in the checkpoint directory and start from empty state (after an
     /// incompatible pipeline change).
-    #[arg(long)]
-    reset_state: bool,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    reset_state: Option<bool>,
     /// Stop gracefully once every source is drained (queue streams).
-    #[arg(long)]
-    until_drained: bool,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    until_drained: Option<bool>,
     /// Records per second each receiver may take in.
     #[arg(long, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
     receiver_max_rate: Option<u64>,
     /// Adapt receiving rates to what the pipeline sustains (PID estimator, Spark's defaults).
-    #[arg(long)]
-    backpressure: bool,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    backpressure: Option<bool>,
     /// Kafka: where partitions without checkpointed offsets start: committed (else earliest), earliest
     /// or latest.
     #[arg(long, value_name = "WHERE")]
@@ -689,8 +690,8 @@ struct AppArgs {
     #[arg(long, value_name = "GROUP")]
     kafka_group: Option<String>,
     /// Kafka: commit each completed batch's offsets to the consumer group.
-    #[arg(long)]
-    kafka_commit: bool,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    kafka_commit: Option<bool>,
     /// Kafka: messages per second per partition.
     #[arg(long, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
     kafka_max_rate_per_partition: Option<u64>,
@@ -698,8 +699,8 @@ struct AppArgs {
     #[arg(long, value_name = "TOPIC:PARTITION=OFFSET")]
     kafka_start_offset: Vec<String>,
     /// Write received data to a write-ahead log in the checkpoint directory before using it.
-    #[arg(long)]
-    wal: bool,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    wal: Option<bool>,
     /// Under --backpressure, the receiving rate before the first estimate.
     #[arg(long, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
     backpressure_initial_rate: Option<u64>,
@@ -745,8 +746,8 @@ const DEFAULT_RECEIVER_FAILURE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Lines per second of `--demo` when no rate is given.
 const DEFAULT_DEMO_RATE: u64 = 2;
 
-/// The `--config` file. Keys are the flags' names in snake case; a flag's value replaces the key's. A
-/// boolean flag can only turn its setting on, so `report = true` in the file cannot be undone by a flag.
+/// The `--config` file. Keys are the flags' names in snake case; a flag's value replaces the key's, and
+/// a boolean set in the file can be turned either way by its flag (`--report=false`).
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
@@ -831,32 +832,11 @@ pub fn parse_ui_address(text: &str) -> Result<std::net::SocketAddr, String> {
         .ok_or_else(|| format!("`{text}` resolves to no address"))
 }
 
-/// Parses `500ms`, `1s`, `1.5s`, `10min`, `2h`.
+/// Parses `500ms`, `1s`, `1.5s`, `10min` (or `10m`), `2h`, `1d`, as the `stream!` language does.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration such as 500ms, 1s or 10min"))?;
-    let millis_per_unit = match unit.trim() {
-        "ms" => 1.0,
-        "s" => 1_000.0,
-        "min" => 60_000.0,
-        "h" => 3_600_000.0,
-        other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{text}`: use ms, s, min or h"
-            ))
-        }
-    };
-    let millis = value * millis_per_unit;
-    if !millis.is_finite() || millis < 0.0 || millis.fract() != 0.0 {
-        return Err(format!("`{text}` is not a whole number of milliseconds"));
-    }
-    Ok(Duration::from_millis(millis as u64))
+    streamc_duration::parse_millis(text)
+        .map(Duration::from_millis)
+        .map_err(|e| format!("`{}` is {e}", text.trim()))
 }
 
 #[cfg(test)]
@@ -992,6 +972,49 @@ mod tests {
         let mut config = AppConfig::from_spec(&WINDOWED);
         config.batch_interval = Duration::from_secs(3);
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn a_boolean_from_the_file_is_turned_either_way_by_its_flag() {
+        let file = config_file(
+            "booleans.toml",
+            "report = true\nbackpressure = true\nuntil_drained = true\ncheckpoint = \"ckpt\"\n\
+             graceful_stop_timeout = \"1m\"\n",
+        );
+        let path = file.to_string_lossy().into_owned();
+        let mut config = AppConfig::from_spec(&SPEC);
+        config
+            .apply_args(
+                &SPEC,
+                [
+                    "--config",
+                    path.as_str(),
+                    "--report=false",
+                    "--backpressure=false",
+                    "--wal",
+                    "--reset-state=true",
+                    "--run-for",
+                    "1d",
+                ],
+            )
+            .unwrap();
+        assert!(
+            !config.report && !config.backpressure,
+            "turned off by a flag"
+        );
+        assert!(config.stop_when_drained, "left as the file says");
+        assert!(config.write_ahead_log && config.reset_state, "turned on");
+        assert_eq!(
+            config.graceful_stop_timeout,
+            Some(Duration::from_secs(60)),
+            "Spark's `1m`"
+        );
+        assert_eq!(config.run_for, Some(Duration::from_secs(86_400)));
+        let err = AppConfig::from_spec(&SPEC)
+            .apply_args(&SPEC, ["--wal=maybe"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("maybe"), "{err}");
     }
 
     fn config_file(name: &str, text: &str) -> std::path::PathBuf {

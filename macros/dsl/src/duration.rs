@@ -1,17 +1,18 @@
-//! Duration literals of the DSL: `500ms`, `1s`, `1.5s`, `10min`, `2h` (a number with a unit suffix).
+//! Duration literals of the DSL: `500ms`, `1s`, `1.5s`, `10min` (or `10m`), `2h`, `1d`: a number with
+//! a unit suffix, read by `streamc-duration`, as the apps' flags and config files are.
 
 use crate::diagnostic::Diagnostic;
+use streamc_duration::{millis_of, DurationError, UNITS_HELP};
 use syn::{Expr, Lit};
 
-/// Units and how many milliseconds each is.
-pub const UNITS: &[(&str, u64)] = &[("ms", 1), ("s", 1_000), ("min", 60_000), ("h", 3_600_000)];
+pub use streamc_duration::{format_millis, UNITS};
 
 /// A duration literal in whole milliseconds.
 pub fn parse_duration(expr: &Expr) -> Result<u64, Diagnostic> {
     let malformed = |shown: String| {
-        Diagnostic::at(expr, format!("malformed duration `{shown}`")).help(
-            "write a number followed by ms, s, min or h, for example `500ms`, `1s` or `10min`",
-        )
+        Diagnostic::at(expr, format!("malformed duration `{shown}`")).help(format!(
+            "write a number followed by {UNITS_HELP}, for example `500ms`, `1s` or `10min`"
+        ))
     };
     let Expr::Lit(lit) = expr else {
         return Err(malformed(quote::quote!(#expr).to_string()));
@@ -29,35 +30,23 @@ pub fn parse_duration(expr: &Expr) -> Result<u64, Diagnostic> {
         ),
         other => return Err(malformed(quote::quote!(#other).to_string())),
     };
-    let Some((_, per_unit)) = UNITS.iter().find(|(unit, _)| *unit == suffix) else {
-        return Err(malformed(shown));
-    };
-    let value: f64 = digits.parse().map_err(|_| malformed(shown.clone()))?;
-    let millis = value * *per_unit as f64;
-    if millis.fract() != 0.0 || millis > u64::MAX as f64 {
-        return Err(Diagnostic::at(
-            expr,
-            format!("duration `{shown}` is not a whole number of milliseconds"),
-        )
-        .help(
-            "batch intervals and windows are counted in milliseconds; use for example `1500ms`",
-        ));
-    }
-    if millis == 0.0 {
+    let millis =
+        match millis_of(&digits, &suffix) {
+            Ok(millis) => millis,
+            Err(DurationError::Malformed) => return Err(malformed(shown)),
+            Err(DurationError::NotWholeMillis) => return Err(Diagnostic::at(
+                expr,
+                format!("duration `{shown}` is not a whole number of milliseconds"),
+            )
+            .help(
+                "batch intervals and windows are counted in milliseconds; use for example `1500ms`",
+            )),
+        };
+    if millis == 0 {
         return Err(Diagnostic::at(expr, format!("duration `{shown}` is zero"))
             .help("batch intervals, windows, slides and timeouts must be longer than zero, for example `1s`"));
     }
-    Ok(millis as u64)
-}
-
-/// Milliseconds written the way a user would: `1s`, `500ms`, `10min`, `2h`.
-pub fn format_millis(millis: u64) -> String {
-    UNITS
-        .iter()
-        .rev()
-        .find(|(_, per)| millis > 0 && millis.is_multiple_of(*per))
-        .map(|(unit, per)| format!("{}{unit}", millis / per))
-        .unwrap_or_else(|| format!("{millis}ms"))
+    Ok(millis)
 }
 
 #[cfg(test)]
@@ -76,6 +65,8 @@ mod tests {
         assert_eq!(parse("1.5s"), Ok(1500));
         assert_eq!(parse("10min"), Ok(600_000));
         assert_eq!(parse("2h"), Ok(7_200_000));
+        assert_eq!(parse("10m"), Ok(600_000), "Spark's minutes");
+        assert_eq!(parse("1d"), Ok(86_400_000));
     }
 
     #[test]
