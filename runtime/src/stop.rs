@@ -24,8 +24,8 @@ pub enum AbortReason {
 
 #[derive(Debug, Default)]
 struct State {
-    /// When the graceful stop began, and its bound.
-    stopping: Option<(Instant, Duration)>,
+    /// A graceful stop has begun (and its deadline is armed).
+    stopping: bool,
     aborted: Option<AbortReason>,
     /// Why a part of the app asked for the stop (a receiver that cannot store what it receives).
     failure: Option<String>,
@@ -106,7 +106,7 @@ impl StopSignal {
 
     /// Whether a graceful stop has begun.
     pub fn is_stopping(&self) -> bool {
-        self.state().stopping.is_some()
+        self.state().stopping
     }
 
     /// A graceful stop begins now and may take `timeout`; past it the run is aborted. Only the first
@@ -114,10 +114,10 @@ impl StopSignal {
     pub fn begin_graceful_stop(&self, timeout: Duration) {
         {
             let mut state = self.state();
-            if state.stopping.is_some() || state.finished {
+            if state.stopping || state.finished {
                 return;
             }
-            state.stopping = Some((Instant::now(), timeout));
+            state.stopping = true;
         }
         let signal = self.clone();
         let spawned = std::thread::Builder::new()
@@ -130,11 +130,6 @@ impl StopSignal {
         if let Err(e) = spawned {
             tracing::warn!("cannot start the graceful stop's timer ({e}); the stop is unbounded");
         }
-    }
-
-    /// How long the graceful stop has been going on.
-    pub fn stopping_for(&self) -> Option<Duration> {
-        self.state().stopping.map(|(since, _)| since.elapsed())
     }
 
     /// Records why the app must stop (the first failure is kept).
