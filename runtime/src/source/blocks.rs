@@ -82,6 +82,15 @@ pub(crate) enum AfterFailure {
     GiveUp(String),
 }
 
+/// Why a block was not handed over.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Unstored {
+    /// Storing failed for longer than the failure timeout: the app must stop, for this reason.
+    GaveUp(String),
+    /// The run was aborted while the receiver waited to try again.
+    Aborted,
+}
+
 const FIRST_STORE_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 const LONGEST_STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -123,6 +132,34 @@ impl StoreRetry {
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(LONGEST_STORE_RETRY);
         AfterFailure::RetryIn(wait)
+    }
+
+    /// Hands `block` to `sink`, pausing and retrying while that fails (see [`StoreRetry`]). Blocks the
+    /// calling thread: a receiver on the async runtime calls it inside `block_in_place`.
+    pub(crate) fn push<B: Loggable>(
+        &mut self,
+        sink: &BlockSink<B>,
+        block: B,
+        source: &str,
+        counters: &super::ReceiverCounters,
+        stop: &crate::stop::StopSignal,
+    ) -> Result<(), Unstored> {
+        let mut block = block;
+        loop {
+            let (returned, error) = match sink.push(block) {
+                Ok(()) => {
+                    self.succeeded(source);
+                    return Ok(());
+                }
+                Err(failed) => failed,
+            };
+            block = returned;
+            match self.failed(source, &error, counters) {
+                AfterFailure::RetryIn(wait) if stop.sleep(wait) => {}
+                AfterFailure::RetryIn(_) => return Err(Unstored::Aborted),
+                AfterFailure::GiveUp(message) => return Err(Unstored::GaveUp(message)),
+            }
+        }
     }
 
     /// A store succeeded: a pause, if there was one, is over.

@@ -6,7 +6,7 @@
 //! offset). Without the log, offsets are committed as blocks arrive and data received but not processed
 //! is lost in a crash, as with Spark's default receiver.
 
-use super::blocks::{AfterFailure, BlockSink, Loggable, ReceivedBlocks, StoreRetry};
+use super::blocks::{BlockSink, Loggable, ReceivedBlocks, StoreRetry, Unstored};
 use super::kafka::KafkaRecord;
 use super::{ReceiverCounters, ReceiverEnv, Source, SourceError, SourceStats};
 use crate::rate::{Pacer, RateControl};
@@ -88,29 +88,19 @@ impl Receiving {
     /// stops; the block's offsets were never committed, so a restart reads it again), or the run is
     /// aborted. False if the block could not be handed over.
     fn store(&mut self, block: Vec<KafkaRecord>) -> bool {
-        let mut block = block;
-        loop {
-            let (returned, error) = match self.sink.push(block) {
-                Ok(()) => {
-                    self.store_retry.succeeded(&self.name);
-                    return true;
-                }
-                Err(failed) => failed,
-            };
-            block = returned;
-            match self.store_retry.failed(&self.name, &error, &self.counters) {
-                AfterFailure::RetryIn(wait) => {
-                    if !self.app_stop.signal().sleep(wait) {
-                        return false;
-                    }
-                }
-                AfterFailure::GiveUp(message) => {
-                    self.app_stop.fail(format!(
-                        "{message}; its offsets are not committed, so a restart reads it from Kafka again"
-                    ));
-                    return false;
-                }
+        let signal = self.app_stop.signal();
+        match self
+            .store_retry
+            .push(&self.sink, block, &self.name, &self.counters, signal)
+        {
+            Ok(()) => true,
+            Err(Unstored::GaveUp(message)) => {
+                self.app_stop.fail(format!(
+                    "{message}; its offsets are not committed, so a restart reads it from Kafka again"
+                ));
+                false
             }
+            Err(Unstored::Aborted) => false,
         }
     }
 }

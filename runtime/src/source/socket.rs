@@ -5,7 +5,7 @@
 //! its size from a [`MemoryBudget`]; when processing falls behind the budget runs out, the receiver stops
 //! reading, and TCP flow control pushes back on the sender: memory stays bounded, nothing is dropped.
 
-use super::blocks::{AfterFailure, BlockSink, Loggable, ReceivedBlocks, StoreRetry};
+use super::blocks::{BlockSink, Loggable, ReceivedBlocks, StoreRetry, Unstored};
 use super::text::{MemoryBudget, TextBlock, TextPartition};
 use super::{ReceiverCounters, ReceiverEnv, Source, SourceError, SourceStats};
 use crate::rate::{Pacer, RateControl};
@@ -359,36 +359,28 @@ impl Receiver {
     /// aborted. False if the block could not be handed over.
     async fn store(&mut self, block: TextBlock) -> bool {
         let (records, bytes) = (block.len() as u64, block.bytes() as u64);
-        let mut block = block;
-        loop {
-            let failed = match tokio::task::block_in_place(|| self.sink.push(block)) {
-                Ok(()) => {
-                    self.store_retry.succeeded(&self.name);
-                    ReceiverCounters::add(&self.counters.records, records);
-                    ReceiverCounters::add(&self.counters.bytes, bytes);
-                    return true;
-                }
-                Err(failed) => failed,
-            };
-            let (returned, error) = failed;
-            block = returned;
-            let wait = match self.store_retry.failed(&self.name, &error, &self.counters) {
-                AfterFailure::RetryIn(wait) => wait,
-                AfterFailure::GiveUp(message) => {
-                    self.app_stop.fail(format!(
-                        "{message}; {records} lines read from {} but not stored are dropped (the sender \
-                         keeps what was not read)",
-                        self.address
-                    ));
-                    return false;
-                }
-            };
-            // A graceful stop waits for the store (the data was read and must not be dropped), but
-            // not past its timeout.
-            let signal = self.app_stop.signal();
-            if !tokio::task::block_in_place(|| signal.sleep(wait)) {
+        let signal = self.app_stop.signal();
+        let stored = tokio::task::block_in_place(|| {
+            self.store_retry
+                .push(&self.sink, block, &self.name, &self.counters, signal)
+        });
+        match stored {
+            Ok(()) => {
+                ReceiverCounters::add(&self.counters.records, records);
+                ReceiverCounters::add(&self.counters.bytes, bytes);
+                true
+            }
+            Err(Unstored::GaveUp(message)) => {
+                self.app_stop.fail(format!(
+                    "{message}; {records} lines read from {} but not stored are dropped (the sender \
+                     keeps what was not read)",
+                    self.address
+                ));
+                false
+            }
+            Err(Unstored::Aborted) => {
                 tracing::warn!(source = %self.name, records, "the app stops without finishing: lines read but not stored are dropped");
-                return false;
+                false
             }
         }
     }
