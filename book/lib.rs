@@ -42,6 +42,9 @@ pub mod outputs {}
 #[doc = include_str!("src/monitoring.md")]
 pub mod monitoring {}
 
+#[doc = include_str!("src/operators.md")]
+pub mod operators {}
+
 #[doc = include_str!("src/cli.md")]
 pub mod cli {}
 

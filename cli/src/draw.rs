@@ -2,7 +2,7 @@
 //! outputs — drawn from the same validated graph the macro generates code from.
 
 use streamc_dsl::graph::{Graph, NodeKind};
-use streamc_dsl::ops::{Kind, StateUse};
+use streamc_dsl::ops;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -49,27 +49,17 @@ fn describe(graph: &Graph, id: usize) -> Drawn {
                     millis(w.slide_millis)
                 ));
             }
-            let role = match (op.kind, op.state) {
-                (Kind::Output, _) => Role::Output,
-                (_, StateUse::Keyed | StateUse::Window) => Role::State,
-                (Kind::Wide, _) if SHUFFLES.contains(&op.name) => Role::Shuffle,
-                (Kind::Wide, _) => Role::Batch,
-                (Kind::Narrow, _) => Role::Narrow,
+            let role = match op.role {
+                ops::Role::Output => Role::Output,
+                ops::Role::State => Role::State,
+                ops::Role::Shuffle => Role::Shuffle,
+                ops::Role::Batch => Role::Batch,
+                ops::Role::Narrow => Role::Narrow,
             };
             Drawn { role, label }
         }
     }
 }
-
-/// Wide operators that move records between partitions.
-const SHUFFLES: &[&str] = &[
-    "reduce_by_key",
-    "group_by_key",
-    "count_by_value",
-    "join",
-    "left_outer_join",
-    "repartition",
-];
 
 fn millis(ms: u64) -> String {
     if ms.is_multiple_of(60_000) {

@@ -87,6 +87,12 @@ enum Command {
         /// A Rust file or a `.stream` file.
         file: PathBuf,
     },
+    /// List every source, transformation and output of the language, from the compiler's table.
+    Operators {
+        /// Print the book's operator reference (book/src/operators.md) in Markdown instead.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Draw the pipeline: sources, stages, shuffles, state and outputs.
     Graph {
         /// A Rust file or a `.stream` file.
@@ -135,6 +141,14 @@ fn run(command: &Command, ui: &Ui) -> Result<bool> {
         Command::Check { file } => check(file, ui),
         Command::Expand { file } => expand(file, ui),
         Command::Graph { file, format } => graph(file, *format, ui),
+        Command::Operators { markdown } => {
+            if *markdown {
+                print!("{}", streamc_dsl::ops::reference::markdown());
+            } else {
+                print!("{}", streamc_dsl::ops::reference::text());
+            }
+            Ok(true)
+        }
         Command::New {
             name,
             template,

@@ -6,6 +6,7 @@ use crate::templates::{self, Template};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use streamc_dsl::graph::NodeKind;
 
 /// Where the streamc runtime is: `--streamc-path`, `STREAMC_PATH`, or the repository this CLI was built
 /// from.
@@ -106,17 +107,13 @@ pub fn new_project(dir: &Path, template: &Template, runtime: &Path) -> Result<Ve
     }
     // The app is a Rust module: `-` is not allowed there.
     let app = package.replace('-', "_");
+    let pipeline =
+        fill(templates::PIPELINE_HEADER, &app, template) + &fill(template.pipeline, &app, template);
+    let features = pipeline_features(&pipeline)?;
     let files: Vec<(&str, String)> = vec![
-        (
-            "Cargo.toml",
-            cargo_toml(package, runtime, template.features),
-        ),
+        ("Cargo.toml", cargo_toml(package, runtime, &features)),
         ("src/main.rs", fill(templates::MAIN, &app, template)),
-        (
-            "src/pipeline.rs",
-            fill(templates::PIPELINE_HEADER, &app, template)
-                + &fill(template.pipeline, &app, template),
-        ),
+        ("src/pipeline.rs", pipeline),
         ("streamc.toml", fill(template.config, &app, template)),
         ("README.md", fill(templates::README, package, template)),
         ("tests/pipeline.rs", fill(template.test, &app, template)),
@@ -196,19 +193,31 @@ fn split_use_lines(source: &str) -> (String, String) {
     (uses, rest)
 }
 
-/// The runtime features a pipeline needs, from its sources and outputs.
+/// The runtime features the `stream!` blocks of a pipeline file need.
+fn pipeline_features(source: &str) -> Result<Vec<&'static str>> {
+    let mut all = Vec::new();
+    for block in crate::scan::blocks(Path::new("pipeline.rs"), source)? {
+        let graph = streamc_dsl::check(block.tokens)
+            .map_err(|_| anyhow::anyhow!("a template's pipeline does not check"))?;
+        all.extend(features(&graph));
+    }
+    all.sort_unstable();
+    all.dedup();
+    Ok(all)
+}
+
+/// The runtime features a pipeline needs: those its sources and operators declare in the table.
 pub fn features(graph: &streamc_dsl::graph::Graph) -> Vec<&'static str> {
-    let labels: Vec<&str> = graph.nodes.iter().map(|n| n.label()).collect();
-    let mut features = Vec::new();
-    if labels
+    let mut features: Vec<&'static str> = graph
+        .nodes
         .iter()
-        .any(|l| l.starts_with("kafka_") || *l == "save_to_kafka")
-    {
-        features.push("kafka");
-    }
-    if labels.contains(&"save_to_sql") {
-        features.push("sql");
-    }
+        .filter_map(|n| match &n.kind {
+            NodeKind::Source { def, .. } => def.feature,
+            NodeKind::Op { op, .. } => op.feature,
+        })
+        .collect();
+    features.sort_unstable();
+    features.dedup();
     features
 }
 

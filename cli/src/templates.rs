@@ -1,11 +1,11 @@
 //! The project templates of `streamc new`: a pipeline, a config file, a README and a test each.
 //! `{{name}}` is the project (and app) name, `{{streamc}}` the dependency line for the runtime.
 
-/// A template: its name, what it is, the runtime features it needs, and its files' contents.
+/// A template: its name, what it is, and its files' contents (the runtime features it needs are
+/// read from its pipeline, as `streamc build` reads them).
 pub struct Template {
     pub name: &'static str,
     pub about: &'static str,
-    pub features: &'static [&'static str],
     pub pipeline: &'static str,
     pub config: &'static str,
     pub test: &'static str,
@@ -16,7 +16,6 @@ pub const TEMPLATES: &[Template] = &[
     Template {
         name: "word-count",
         about: "words from a socket, counted per batch and printed (the seed's WordCount)",
-        features: &[],
         pipeline: r#"stream! {
     app {{name}} { batch: 1s, workers: 2 }
 
@@ -66,7 +65,6 @@ fn counts_the_words_of_a_batch() {
     Template {
         name: "kafka",
         about: "word count over a Kafka topic read with the direct approach (offsets in checkpoints)",
-        features: &["kafka"],
         pipeline: r#"stream! {
     app {{name}} { batch: 2s, workers: 2, checkpoint: "checkpoints/{{name}}" }
 
@@ -133,7 +131,6 @@ fn counts_the_words_of_the_topic() {
     Template {
         name: "window",
         about: "the 3 most frequent words of the last 60 s, every 10 s (the seed's WindowHotWord)",
-        features: &[],
         pipeline: r#"stream! {
     app {{name}} { batch: 1s, workers: 2, checkpoint: "checkpoints/{{name}}" }
 
@@ -186,7 +183,6 @@ fn prints_the_top_3_of_the_window() {
     Template {
         name: "sql",
         about: "running word counts upserted into SQLite, MySQL/MariaDB or PostgreSQL (the seed's PersistWordCount)",
-        features: &["sql"],
         pipeline: r#"stream! {
     app {{name}} { batch: 1s, workers: 2, checkpoint: "checkpoints/{{name}}" }
 

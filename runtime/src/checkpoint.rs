@@ -38,6 +38,8 @@ const JOURNAL_SUFFIX: &str = ".batch";
 /// again with exactly the same data (Spark keeps its pending batches in the checkpoint for this).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournaledBatch {
+    /// The batch's time in epoch milliseconds (the end of the interval whose data it holds); it
+    /// names the journal file.
     pub time_ms: u64,
     /// Source positions right after the batch was cut.
     pub positions: Vec<(String, Vec<u8>)>,
@@ -56,12 +58,18 @@ struct JournaledBatchV1 {
 /// Everything one checkpoint holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
+    /// The name of the app that wrote the checkpoint: an app refuses to resume from another app's
+    /// checkpoint.
     pub app: String,
+    /// The batch interval of the run that wrote it, in milliseconds. Resuming with another interval
+    /// is refused, since windows and state depend on it.
     pub batch_interval_ms: u64,
     /// The last batch whose effects the checkpoint includes.
     pub time_ms: u64,
     /// Per source name, its position after that batch (replayable sources only).
     pub positions: Vec<(String, Vec<u8>)>,
+    /// The saved state of every stateful operator that has run (or still holds state restored
+    /// earlier), keyed by the operator's stable name.
     pub states: Vec<SavedState>,
 }
 
@@ -74,7 +82,9 @@ pub struct CheckpointDir {
 
 /// What [`CheckpointDir::latest`] found.
 pub struct Found {
+    /// The newest checkpoint that read back intact, checksum verified.
     pub checkpoint: Checkpoint,
+    /// The file it was read from, for logs and messages.
     pub file: PathBuf,
     /// Newer files that were corrupt or truncated and were skipped, newest first, each with its problem.
     pub skipped: Vec<(PathBuf, String)>,
@@ -95,6 +105,7 @@ impl CheckpointDir {
         })
     }
 
+    /// The directory's path, as given to [`CheckpointDir::open`].
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -11,11 +11,19 @@ use std::time::Duration;
 /// Everything a run can be configured with.
 #[derive(Clone, Debug)]
 pub struct AppConfig {
+    /// The app's name, from the pipeline's `app` header. Checkpoints and sink progress records
+    /// carry it, and it is the default Kafka consumer group.
     pub name: String,
+    /// How often a batch is cut (`--batch`). The pipeline's windows and checkpoint intervals must
+    /// be multiples of it, which [`AppConfig::validate`] checks.
     pub batch_interval: Duration,
+    /// Worker threads, which is also the number of partitions after a shuffle (`--workers`); at
+    /// least 1.
     pub workers: usize,
     /// `HOST:PORT` per socket source name, replacing the address written in the pipeline.
     pub source_addresses: BTreeMap<String, String>,
+    /// Buffer, line-length and reconnect settings shared by every socket source
+    /// (`--receiver-buffer-bytes`, `--max-line-bytes`).
     pub socket: SocketOptions,
     /// Stop gracefully after this many batches.
     pub stop_after_batches: Option<u64>,

@@ -25,6 +25,8 @@ pub struct BatchContext<'a> {
 /// Source positions right after a batch was cut (for Kafka they describe the batch's offset ranges).
 #[derive(Clone, Debug, Default)]
 pub struct BatchOrigin {
+    /// `(source name, position)` for each replayable source, in the encoding that source uses;
+    /// sources that cannot replay have no entry.
     pub positions: Vec<(String, Vec<u8>)>,
 }
 
@@ -178,7 +180,9 @@ pub struct Collector {
 pub enum CollectError {
     /// The records are not of the requested type.
     WrongType {
+        /// The name of the `collect()` output whose records were asked for.
         output: String,
+        /// The Rust type name of the records that were asked for (from `std::any::type_name`).
         requested: &'static str,
     },
 }

@@ -34,9 +34,19 @@ pub enum RunError {
     Failed(String),
     /// The graceful stop did not finish within `--graceful-stop-timeout`; `left` says what was not
     /// finished and what a restart does with it.
-    StopTimedOut { timeout: Duration, left: String },
+    StopTimedOut {
+        /// The graceful stop timeout that ran out.
+        timeout: Duration,
+        /// What the stop left unfinished (batches not run, data receivers still held) and
+        /// what a restart does with it.
+        left: String,
+    },
     /// A stop at once was asked for (a second signal, or [`crate::RunningApp::stop_now`]).
-    StoppedAtOnce { left: String },
+    StoppedAtOnce {
+        /// What the stop left unfinished (batches not run, data receivers still held) and
+        /// what a restart does with it.
+        left: String,
+    },
 }
 
 impl RunError {

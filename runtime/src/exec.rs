@@ -520,26 +520,33 @@ where
 /// Helpers that give each user closure its argument type (closure arguments are type-checked after the
 /// others, so `|w| w.len()` infers `w` from the record), kept out of the per-record loop's way by inlining.
 pub mod op {
+    /// `map(f)` on one record. Taking the record as an argument types `f`'s parameter, so the
+    /// closure needs no annotation.
     #[inline(always)]
     pub fn map<A, B>(record: A, f: impl FnOnce(A) -> B) -> B {
         f(record)
     }
 
+    /// `flat_map(f)` on one record: the items `f` returns, as an iterator for the fused loop.
     #[inline(always)]
     pub fn flat_map<A, I: IntoIterator>(record: A, f: impl FnOnce(A) -> I) -> I::IntoIter {
         f(record).into_iter()
     }
 
+    /// `filter(f)` on one record: whether it is kept. `f` sees the record by reference.
     #[inline(always)]
     pub fn filter<A>(record: &A, f: impl FnOnce(&A) -> bool) -> bool {
         f(record)
     }
 
+    /// `map_values(f)` on one `(key, value)` record: the key is kept and `f` maps the value.
     #[inline(always)]
     pub fn map_values<K, V, W>((key, value): (K, V), f: impl FnOnce(V) -> W) -> (K, W) {
         (key, f(value))
     }
 
+    /// `flat_map_values(f)` on the value of one `(key, value)` record: the new values, which the
+    /// generated code pairs each with a clone of the key.
     #[inline(always)]
     pub fn flat_map_values<V, I: IntoIterator>(value: V, f: impl FnOnce(V) -> I) -> I::IntoIter {
         f(value).into_iter()

@@ -38,6 +38,8 @@
 //! 7. the engine: [`engine`];
 //! 8. the app: [`app`] (and `testkit`, with the `testkit` feature).
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod batch;
 pub mod checkpoint;

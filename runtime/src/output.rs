@@ -8,8 +8,10 @@ use std::sync::Arc;
 /// A record that `print` can show. Implemented for the standard types; implement it (usually through
 /// `Display`) for your own record types.
 pub trait Show {
+    /// Appends the record to `out`, in Spark's format.
     fn show(&self, out: &mut String);
 
+    /// The record as `print` shows it, in a new `String`.
     fn to_shown(&self) -> String {
         let mut s = String::new();
         self.show(&mut s);

@@ -17,6 +17,7 @@ pub struct RateControl {
 }
 
 impl RateControl {
+    /// A control whose limit and ceiling are `max_rate` records per second; `None` means unlimited.
     pub fn new(max_rate: Option<u64>) -> Self {
         let max = max_rate.unwrap_or(0);
         Self {
@@ -54,6 +55,7 @@ impl RateControls {
             .push((source.to_string(), control));
     }
 
+    /// Every registered control with its source's name, in registration order.
     pub fn all(&self) -> Vec<NamedControl> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -69,6 +71,8 @@ pub struct Pacer {
 }
 
 impl Pacer {
+    /// A pacer that follows `control`'s limit, read again at each delivery, so a new limit applies
+    /// from the next one.
     pub fn new(control: Arc<RateControl>) -> Self {
         Self {
             control,
@@ -126,6 +130,8 @@ pub struct PidRateEstimator {
 }
 
 impl PidRateEstimator {
+    /// An estimator with Spark's default gains for batches of `batch_interval`. It gives no rate
+    /// for the first batch it sees.
     pub fn new(batch_interval: Duration) -> Self {
         Self {
             batch_interval_ms: batch_interval.as_millis().max(1) as f64,

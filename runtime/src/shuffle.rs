@@ -12,7 +12,10 @@ pub type Partitions<T> = Vec<Vec<T>>;
 
 /// Input of a stage: a set of partitions, each handed to the stage body whole.
 pub trait Partitioned: Send {
+    /// What the stage body receives for one partition: a reference for borrowed data, the `Vec`
+    /// itself for owned.
     type Part: Send;
+    /// The partitions, in partition order: one stage-body call each.
     fn into_parts(self) -> Vec<Self::Part>;
 }
 
@@ -35,8 +38,12 @@ impl<T: Send> Partitioned for Vec<Vec<T>> {
 /// How a stage body iterates its partition: sources are read by reference (text as `&str`), owned
 /// intermediate results by value.
 pub trait Records {
+    /// What the body gets for each record: a reference (`&str` for text) when the partition is
+    /// borrowed, the record itself when owned.
     type Item;
+    /// The iterator over one partition's records.
     type Iter: Iterator<Item = Self::Item>;
+    /// Iterates the partition's records.
     fn records(self) -> Self::Iter;
 }
 

@@ -23,6 +23,7 @@ pub struct SavedState {
     pub kind: String,
     /// The state's types, e.g. `keyed<alloc::string::String, u64>`.
     pub types: String,
+    /// The state itself, as [`StateData::save`] encoded it.
     pub bytes: Vec<u8>,
 }
 
@@ -40,10 +41,14 @@ pub trait StateData: Send + 'static {
     fn load(bytes: &[u8], partitions: usize) -> Result<Self, String>
     where
         Self: Sized;
+    /// Encodes the state for a checkpoint (postcard), for [`StateData::load`] to read back. An
+    /// error means a key or value could not be serialized.
     fn save(&self) -> Result<Vec<u8>, String>;
     /// Keys held (for reports and metrics).
     fn keys(&self) -> usize;
+    /// The state as `Any`, so that the registry can hand it back with its concrete type.
     fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// [`StateData::describe`] of this value's type, callable on a `dyn StateData`.
     fn types(&self) -> String;
 }
 

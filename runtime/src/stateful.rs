@@ -116,6 +116,7 @@ impl<S> StateCell<S> {
         self.value.as_ref()
     }
 
+    /// Whether the key has a state now (`get` returns `Some`).
     pub fn exists(&self) -> bool {
         self.value.is_some()
     }

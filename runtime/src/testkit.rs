@@ -24,6 +24,7 @@ pub fn reference_word_counts<'a>(
 pub struct ReceiverErrors(AtomicU64);
 
 impl ReceiverErrors {
+    /// Receiver errors reported so far, summed over every source.
     pub fn count(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }

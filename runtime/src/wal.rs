@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
     Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 pub struct WalPosition {
+    /// The number of the segment file (`segment-<n>.wal`) holding the record.
     pub segment: u64,
+    /// The byte offset in that segment just past the record's end.
     pub offset: u64,
 }
 

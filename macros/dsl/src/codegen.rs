@@ -5,10 +5,11 @@
 //! calls are fused into the *stage body* handed to the call: one loop per partition, one user closure call
 //! per record and operator, no intermediate collections.
 
-use crate::graph::{live_nodes, Graph, NodeId, NodeKind};
-use crate::ops::{Kind, SourceKind};
+use crate::graph::{live_nodes, Graph, Node, NodeId, NodeKind};
+use crate::ops::{Generate, Kind};
 use proc_macro2::{Ident, Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{quote, quote_spanned};
+use syn::{Expr, Type};
 
 /// The generated module, plus the tokens of any warnings.
 /// The module of a pipeline that has errors: `Pipeline` and `app()` as a real one has them, standing
@@ -54,9 +55,9 @@ impl<'g> Generator<'g> {
         let live = live_nodes(&graph.nodes);
         let mut consumers = vec![0; graph.nodes.len()];
         for (id, node) in graph.nodes.iter().enumerate() {
-            // `state_snapshots` is the second result of its `map_with_state`, not a reader of its stream.
-            let snapshots = node.operator().is_some_and(|o| o.name == "state_snapshots");
-            if live[id] && !snapshots {
+            // A second result of another operator (`state_snapshots`) is not a reader of its stream.
+            let result = node.operator().is_some_and(|o| o.result_of.is_some());
+            if live[id] && !result {
                 for input in node.inputs() {
                     consumers[input] += 1;
                 }
@@ -117,19 +118,12 @@ impl<'g> Generator<'g> {
         let p = quote!(::streamc::__private);
 
         let sources: Vec<(NodeId, &crate::graph::Node)> = g.sources().collect();
-        let source_types = sources.iter().map(|(_, n)| match &n.kind {
-            NodeKind::Source {
-                def, record_type, ..
-            } => match def.kind {
-                SourceKind::SocketText => quote!(#p::SocketTextSource),
-                SourceKind::Queue => quote!(#p::QueueSource<#record_type>),
-                SourceKind::TextFiles => quote!(#p::TextFileSource),
-                SourceKind::KafkaDirect => quote!(#p::KafkaDirectSource),
-                SourceKind::KafkaReceiver => quote!(#p::KafkaReceiverSource),
-            },
-            NodeKind::Op { .. } => unreachable!("sources() yields sources"),
-        });
-        let source_values = sources.iter().map(|(_, n)| self.source_value(n));
+        let source_types = sources
+            .iter()
+            .map(|(_, n)| self.source_code(n, |def| def.rust_type));
+        let source_values = sources
+            .iter()
+            .map(|(_, n)| self.source_code(n, |def| def.build));
         let source_specs = sources.iter().map(|(_, n)| match &n.kind {
             NodeKind::Source { def, name, .. } => {
                 let kind = def.name;
@@ -307,9 +301,12 @@ impl<'g> Generator<'g> {
         }
     }
 
-    fn source_value(&self, node: &crate::graph::Node) -> TokenStream {
-        let p = quote!(::streamc::__private);
-        let config = Ident::new("config", Span::mixed_site());
+    /// One of a source's code-writing functions (its type, its construction), given the source.
+    fn source_code(
+        &self,
+        node: &Node,
+        write: impl Fn(&crate::ops::SourceDef) -> fn(&SourceCode) -> TokenStream,
+    ) -> TokenStream {
         let NodeKind::Source {
             def,
             name,
@@ -319,61 +316,15 @@ impl<'g> Generator<'g> {
         else {
             unreachable!("called for sources")
         };
-        let span = node.span;
-        match def.kind {
-            SourceKind::SocketText => {
-                let (host, port) = (&args[0], &args[1]);
-                quote_spanned! {span=>
-                    #p::SocketTextSource::new(
-                        #name,
-                        #config.source_address(#name, || ::std::format!("{}:{}", #host, #port)),
-                        #config.socket.clone(),
-                    )
-                }
-            }
-            SourceKind::Queue => {
-                let batches = &args[0];
-                quote_spanned!(span=> #p::QueueSource::<#record_type>::new(#name, #batches))
-            }
-            SourceKind::KafkaDirect => {
-                let (brokers, topics) = (&args[0], &args[1]);
-                quote_spanned! {span=>
-                    #p::KafkaDirectSource::new(
-                        #name,
-                        #config.source_address(#name, || ::std::string::ToString::to_string(&#brokers)),
-                        ::std::iter::IntoIterator::into_iter(#topics).map(|topic| ::std::string::ToString::to_string(&topic)).collect(),
-                        #config.kafka_options(),
-                    )
-                }
-            }
-            SourceKind::KafkaReceiver => {
-                let (brokers, topics) = (&args[0], &args[1]);
-                quote_spanned! {span=>
-                    #p::KafkaReceiverSource::new(
-                        #name,
-                        #config.source_address(#name, || ::std::string::ToString::to_string(&#brokers)),
-                        ::std::iter::IntoIterator::into_iter(#topics).map(|topic| ::std::string::ToString::to_string(&topic)).collect(),
-                        #config.kafka_options().group,
-                    )
-                }
-            }
-            SourceKind::TextFiles => {
-                let dir = &args[0];
-                let pattern = match args.get(1) {
-                    Some(pattern) => {
-                        quote!(::core::option::Option::Some(::std::string::ToString::to_string(&#pattern)))
-                    }
-                    None => quote!(::core::option::Option::None),
-                };
-                quote_spanned! {span=>
-                    #p::TextFileSource::new(
-                        #name,
-                        #config.source_address(#name, || ::std::string::ToString::to_string(&#dir)),
-                        #p::FileOptions { pattern: #pattern, max_line_bytes: #config.socket.max_line_bytes, ..::core::default::Default::default() },
-                    )
-                }
-            }
-        }
+        let code = SourceCode {
+            runtime: quote!(::streamc::__private),
+            config: Ident::new("config", Span::mixed_site()),
+            name,
+            args,
+            record_type: record_type.as_deref(),
+            span: node.span,
+        };
+        write(def)(&code)
     }
 
     /// How a stage reads stream `id`, which must be materialized.
@@ -439,37 +390,16 @@ impl<'g> Generator<'g> {
         let NodeKind::Op { op, args, .. } = &node.kind else {
             unreachable!("chains hold operators")
         };
-        let f = &args[0];
-        let op_fn = format_ident!("{}", op.name, span = node.span);
-        let exec = &self.exec;
-        match op.name {
-            "map" | "map_values" => quote! {
-                let #record = #exec::op::#op_fn(#record, #f);
-                #inner
-            },
-            "filter" => quote! {
-                if #exec::op::#op_fn(&#record, #f) {
-                    #inner
-                }
-            },
-            "flat_map" => quote! {
-                for #record in #exec::op::#op_fn(#record, #f) {
-                    #inner
-                }
-            },
-            "flat_map_values" => {
-                let key = Ident::new("key", Span::mixed_site());
-                let value = Ident::new("value", Span::mixed_site());
-                quote! {
-                    let (#key, #value) = #record;
-                    for #value in #exec::op::#op_fn(#value, #f) {
-                        let #record = (::core::clone::Clone::clone(&#key), #value);
-                        #inner
-                    }
-                }
-            }
-            other => unreachable!("`{other}` is not narrow"),
-        }
+        let Generate::Fuse(write) = op.generate else {
+            unreachable!("`{}` is not fused", op.name)
+        };
+        write(&FuseCode {
+            exec: &self.exec,
+            record,
+            function: &args[0],
+            inner,
+            span: node.span,
+        })
     }
 
     /// The statement computing node `id`, if it is materialized or an output.
@@ -484,130 +414,35 @@ impl<'g> Generator<'g> {
         else {
             return None;
         };
-        if (op.kind == Kind::Narrow && !self.materialized(id)) || op.name == "state_snapshots" {
+        if (op.kind == Kind::Narrow && !self.materialized(id)) || op.result_of.is_some() {
             return None;
         }
-        let exec = &self.exec;
-        let stateful = quote!(::streamc::__private::stateful);
-        let ctx = &self.ctx;
         let span = node.span;
-        let function = format_ident!("{}", op.name, span = span);
-        let (root, body) = if op.kind == Kind::Narrow {
+        let ((root, body), other) = if op.kind == Kind::Narrow {
             // A narrow operator materialized for its several consumers includes itself in the stage.
-            self.stage_with(vec![id], *input)
+            (self.stage_with(vec![id], *input), None)
         } else {
-            self.stage(*input)
+            (self.stage(*input), other.map(|other| self.stage(other)))
         };
-        let call = match (op.kind, op.name) {
-            // `persist`/`cache` materialize the stream once per batch; every consumer then reads that.
-            (Kind::Narrow, _) | (_, "persist" | "cache") => {
+        let code = StepCode {
+            id,
+            node,
+            args,
+            root,
+            body,
+            other,
+            generator: self,
+        };
+        let call = match op.generate {
+            Generate::Fuse(_) => {
+                let (exec, ctx, root, body) = (&self.exec, &self.ctx, &code.root, &code.body);
                 quote_spanned!(span=> #exec::collect(#ctx, #root, #body))
             }
-            (_, "union" | "join" | "left_outer_join") => {
-                let (other_root, other_body) = self.stage(other.expect("stream argument"));
-                quote_spanned!(span=> #exec::#function(#ctx, #root, #body, #other_root, #other_body))
-            }
-            (_, "print") => {
-                let n = args
-                    .first()
-                    .map(|n| quote!(#n))
-                    .unwrap_or_else(|| quote!(10));
-                quote_spanned!(span=> #exec::print(#ctx, #root, #body, #n))
-            }
-            (_, "save_as_text_files") => {
-                let prefix = &args[0];
-                let suffix = args
-                    .get(1)
-                    .map(|s| quote!(#s))
-                    .unwrap_or_else(|| quote!(""));
-                quote_spanned!(span=> #exec::save_as_text_files(#ctx, #root, #body, #prefix, #suffix))
-            }
-            (_, "save_to_sql") => {
-                let (url, table) = (&args[0], &args[1]);
-                quote_spanned!(span=> #exec::save_to_sql(#ctx, #root, #body, #url, #table))
-            }
-            (_, "save_to_kafka") => {
-                let (brokers, topic) = (&args[0], &args[1]);
-                quote_spanned!(span=> #exec::save_to_kafka(#ctx, #root, #body, #brokers, #topic))
-            }
-            (_, "save_to_rolling_files") => {
-                let spec = &args[0];
-                quote_spanned!(span=> #exec::save_to_rolling_files(#ctx, #root, #body, #spec))
-            }
-            (_, "foreach_partition") => {
-                let (connect, f) = (&args[0], &args[1]);
-                let output = format!("{}.foreach_partition#{id}", self.graph.stream_name(*input));
-                quote_spanned!(span=> #exec::foreach_partition(#ctx, #root, #body, #output, #connect, #f))
-            }
-            (_, "collect") => {
-                let name = crate::graph::collect_name(&self.graph.nodes, id);
-                quote_spanned!(span=> #exec::collect_output(#ctx, #root, #body, #name))
-            }
-            (_, "group_by_key" | "count_by_value" | "count") => {
-                quote_spanned!(span=> #exec::#function(#ctx, #root, #body))
-            }
-            (_, "reduce_by_key" | "reduce" | "repartition" | "transform" | "foreach_batch") => {
-                let f = &args[0];
-                quote_spanned!(span=> #exec::#function(#ctx, #root, #body, #f))
-            }
-            (_, "update_state_by_key") => {
-                let (slot, f) = (node.slot.expect("stateful"), &args[0]);
-                let initial = initial_state(node);
-                quote_spanned!(span=> #stateful::update_state_by_key(#ctx, &self.state, #slot, #root, #body, #f, #initial))
-            }
-            (_, "map_with_state") => {
-                let (slot, f, timeout) =
-                    (node.slot.expect("stateful"), &args[0], node.timeout_millis);
-                let mapped = if self.consumers[id] > 0 {
-                    self.var(id)
-                } else {
-                    Ident::new("_", Span::mixed_site())
-                };
-                let snapshots = self.graph.nodes.iter().enumerate().find(|(s, n)| {
-                    self.live[*s]
-                        && n.operator().is_some_and(|o| o.name == "state_snapshots")
-                        && n.inputs() == [id]
-                });
-                let (wanted, snapshot_var) = match snapshots {
-                    Some((s, _)) => (true, self.var(s)),
-                    None => (false, Ident::new("_", Span::mixed_site())),
-                };
-                let initial = initial_state(node);
-                return Some(quote_spanned! {span=>
-                    let (#mapped, #snapshot_var) =
-                        #stateful::map_with_state(#ctx, &self.state, #slot, #root, #body, #f, #timeout, #wanted, #initial);
-                });
-            }
-            (_, "window") => {
-                let slot = node.slot.expect("stateful");
-                let w = node.window.expect("window");
-                let (length, slide) = (w.length_millis, w.slide_millis);
-                quote_spanned!(span=> #stateful::window(#ctx, &self.state, #slot, #root, #body, #length, #slide))
-            }
-            (_, "reduce_by_key_and_window") => {
-                let slot = node.slot.expect("stateful");
-                let w = node.window.expect("window");
-                let (length, slide) = (w.length_millis, w.slide_millis);
-                match &args[..] {
-                    [f] => quote_spanned! {span=>
-                        #stateful::reduce_by_key_and_window(#ctx, &self.state, #slot, #root, #body, #f, #length, #slide)
-                    },
-                    [f, inverse, keep @ ..] => {
-                        let keep = keep
-                            .first()
-                            .map(|k| quote!(#k))
-                            .unwrap_or_else(|| quote!(|_, _| true));
-                        quote_spanned! {span=>
-                            #stateful::reduce_by_key_and_window_inv(
-                                #ctx, &self.state, #slot, #root, #body, #f, #inverse, #keep, #length, #slide
-                            )
-                        }
-                    }
-                    [] => unreachable!("checked when the graph was built"),
-                }
-            }
-            (_, other) => unreachable!("no code generation for `{other}`"),
+            Generate::Call(write) => write(&code),
+            Generate::Statement(write) => return Some(write(&code)),
+            Generate::Nothing => unreachable!("`{}` generates no code", op.name),
         };
+        let ctx = &self.ctx;
         if op.kind == Kind::Output {
             // Timed and reported to the listeners under the name `--help` lists it by.
             let name = format!("{}.{}", self.graph.stream_name(*input), op.name);
@@ -623,6 +458,192 @@ impl<'g> Generator<'g> {
             let var = self.var(id);
             Some(quote!(let #var = #call;))
         }
+    }
+}
+
+/// What a narrow operator's code is written from (see [`Generate::Fuse`]).
+pub struct FuseCode<'a> {
+    exec: &'a TokenStream,
+    /// The variable holding the record, in and out.
+    pub record: &'a Ident,
+    /// The user's function.
+    pub function: &'a Expr,
+    /// The code consuming what the operator makes of the record, found in `record`.
+    pub inner: TokenStream,
+    /// Where the user wrote the operator.
+    pub span: Span,
+}
+
+impl FuseCode<'_> {
+    /// `exec::op::<function>(record, f)` (or `(&record, f)`), the runtime's helper that calls the
+    /// user's function with the types spelled out, so that a type error points at the operator.
+    pub fn call(&self, function: &str, by_reference: bool) -> TokenStream {
+        let record = self.record;
+        if by_reference {
+            self.call_with(quote!(&#record), function)
+        } else {
+            self.call_with(quote!(#record), function)
+        }
+    }
+
+    /// `exec::op::<function>(value, f)` for a part of the record.
+    pub fn call_on(&self, value: &Ident, function: &str) -> TokenStream {
+        self.call_with(quote!(#value), function)
+    }
+
+    fn call_with(&self, value: TokenStream, function: &str) -> TokenStream {
+        let (exec, f) = (self.exec, self.function);
+        let function = Ident::new(function, self.span);
+        quote!(#exec::op::#function(#value, #f))
+    }
+}
+
+/// What a whole-batch operator's or an output's code is written from (see [`Generate::Call`]).
+pub struct StepCode<'a> {
+    /// The operator's node.
+    pub id: NodeId,
+    pub node: &'a Node,
+    /// Its arguments, without a stream argument.
+    pub args: &'a [Expr],
+    root: TokenStream,
+    body: TokenStream,
+    other: Option<(TokenStream, TokenStream)>,
+    generator: &'a Generator<'a>,
+}
+
+impl StepCode<'_> {
+    /// Where the user wrote the operator.
+    pub fn span(&self) -> Span {
+        self.node.span
+    }
+
+    /// Argument `i`, which the operator's shape guarantees.
+    pub fn arg(&self, i: usize) -> TokenStream {
+        let arg = &self.args[i];
+        quote!(#arg)
+    }
+
+    pub fn optional_arg(&self, i: usize) -> Option<TokenStream> {
+        self.args.get(i).map(|arg| quote!(#arg))
+    }
+
+    /// `exec::<function>(ctx, input, stage, extra...)`: the runtime function running the operator
+    /// over the batch of its input stream, whose records come through the fused `stage`.
+    pub fn exec_call(&self, function: &str, extra: &[TokenStream]) -> TokenStream {
+        let (exec, ctx, root, body) = (
+            &self.generator.exec,
+            &self.generator.ctx,
+            &self.root,
+            &self.body,
+        );
+        let span = self.span();
+        let function = Ident::new(function, span);
+        quote_spanned!(span=> #exec::#function(#ctx, #root, #body #(, #extra)*))
+    }
+
+    /// `exec::<function>(ctx, input, stage, other_input, other_stage)`, for an operator combining
+    /// its stream with the stream argument.
+    pub fn exec_call_with_other(&self, function: &str) -> TokenStream {
+        let (other_root, other_body) = self
+            .other
+            .clone()
+            .expect("an operator with a stream argument");
+        self.exec_call(function, &[other_root, other_body])
+    }
+
+    /// `stateful::<function>(ctx, &self.state, slot, input, stage, extra...)`: a stateful operator
+    /// reading and updating its state slot.
+    pub fn stateful_call(&self, function: &str, extra: &[TokenStream]) -> TokenStream {
+        let (ctx, root, body) = (&self.generator.ctx, &self.root, &self.body);
+        let slot = self.node.slot.expect("stateful operators have a slot");
+        let span = self.span();
+        let function = Ident::new(function, span);
+        quote_spanned! {span=>
+            ::streamc::__private::stateful::#function(#ctx, &self.state, #slot, #root, #body #(, #extra)*)
+        }
+    }
+
+    /// A window's length and slide, in milliseconds.
+    pub fn window(&self) -> (u64, u64) {
+        let w = self.node.window.expect("a window node");
+        (w.length_millis, w.slide_millis)
+    }
+
+    /// The function giving a keyed state operator's initial state.
+    pub fn initial_state(&self) -> TokenStream {
+        initial_state(self.node)
+    }
+
+    /// The name of the stream the operator reads.
+    pub fn input_name(&self) -> String {
+        self.generator.graph.stream_name(self.node.inputs()[0])
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.generator.graph.nodes
+    }
+
+    /// The variable holding node `id`'s stream.
+    pub fn var(&self, id: NodeId) -> Ident {
+        self.generator.var(id)
+    }
+
+    /// How many live operators read node `id`'s stream.
+    pub fn consumers(&self, id: NodeId) -> usize {
+        self.generator.consumers[id]
+    }
+
+    /// The live nodes that are second results of node `id` (see `Operator::result_of`).
+    pub fn results_of(&self, id: NodeId) -> impl Iterator<Item = NodeId> + '_ {
+        let g = self.generator;
+        g.graph
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(move |(n, node)| {
+                let result = node.operator().is_some_and(|o| o.result_of.is_some());
+                (g.live[n] && result && node.inputs() == [id]).then_some(n)
+            })
+    }
+}
+
+/// What a source's code is written from (see [`crate::ops::SourceDef`]).
+pub struct SourceCode<'a> {
+    /// `::streamc::__private`, where the source types are.
+    pub runtime: TokenStream,
+    /// The `&AppConfig` variable of `Pipeline::build`.
+    pub config: Ident,
+    /// The source's name (its `let` binding), which its flags and metrics use.
+    pub name: &'a str,
+    pub args: &'a [Expr],
+    /// The record type written as `source::<T>(..)`.
+    pub record_type: Option<&'a Type>,
+    pub span: Span,
+}
+
+impl SourceCode<'_> {
+    /// `Source::new(name, address, rest...)`: a receiver-backed source whose address (the
+    /// pipeline's `address` expression) the app's `--source name=ADDRESS` can replace.
+    pub fn new_source(
+        &self,
+        source: TokenStream,
+        address: TokenStream,
+        rest: &[TokenStream],
+    ) -> TokenStream {
+        let (p, config, name) = (&self.runtime, &self.config, self.name);
+        quote_spanned! {self.span=>
+            #p::#source::new(
+                #name,
+                #config.source_address(#name, || #address),
+                #(#rest,)*
+            )
+        }
+    }
+
+    /// A source type of the runtime, by its path under `__private`.
+    pub fn runtime_type(&self, path: TokenStream) -> TokenStream {
+        let p = &self.runtime;
+        quote!(#p::#path)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::diagnostic::{nearest, Diagnostic, Diagnostics};
 use crate::duration::parse_duration;
-use crate::ops::{self, Kind, Operator, SourceDef, SourceKind};
+use crate::ops::{self, CheckpointRule, Kind, Operator, Shape, SourceDef};
 use crate::syntax::{AppHeader, PipelineSyntax, Statement};
 use proc_macro2::Span;
 use std::collections::HashMap;
@@ -210,8 +210,11 @@ pub fn build(syntax: PipelineSyntax) -> Result<Graph, Diagnostics> {
         return Err(errors);
     }
     let mut nodes = builder.nodes;
-    errors.collect(check_collect_names(&nodes));
-    errors.collect(check_snapshots(&nodes));
+    for id in 0..nodes.len() {
+        if let Some(check) = nodes[id].operator().and_then(|op| op.check) {
+            errors.collect(check(&nodes, id).map_err(Diagnostics::from));
+        }
+    }
     if app.checkpoint.is_none() {
         errors.collect(require_checkpoint(&nodes, &app));
     }
@@ -249,10 +252,10 @@ fn is_broadcast(init: &Expr) -> bool {
 /// inverse function (Spark refuses both without a checkpoint directory).
 pub fn needs_checkpoint(node: &Node) -> bool {
     match &node.kind {
-        NodeKind::Op { op, args, .. } => match op.state {
-            ops::StateUse::Keyed => true,
-            ops::StateUse::Window => op.name == "reduce_by_key_and_window" && args.len() >= 2,
-            ops::StateUse::None => false,
+        NodeKind::Op { op, args, .. } => match op.checkpoint {
+            CheckpointRule::Always => true,
+            CheckpointRule::WithInverse => args.len() >= 2,
+            CheckpointRule::Never => false,
         },
         NodeKind::Source { .. } => false,
     }
@@ -329,27 +332,6 @@ fn stream_checkpoints(
     Ok(shortest)
 }
 
-/// At most one `state_snapshots` per `map_with_state`.
-fn check_snapshots(nodes: &[Node]) -> Result<(), Diagnostics> {
-    let mut seen: Vec<NodeId> = Vec::new();
-    for node in nodes {
-        if let NodeKind::Op { op, input, .. } = &node.kind {
-            if op.name == "state_snapshots" {
-                if seen.contains(input) {
-                    return Err(Diagnostic::error(
-                        node.span,
-                        "this `map_with_state` stream already has a `state_snapshots`",
-                    )
-                    .help("bind the snapshots once with `let` and use that stream in both places")
-                    .into());
-                }
-                seen.push(*input);
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Gives every stateful node a slot and a stable name: the `let` name of the stream the user sees, else
 /// the upstream stream's name and the operator.
 fn assign_slots(nodes: &mut [Node]) -> Vec<StateSlot> {
@@ -422,48 +404,6 @@ fn slides(nodes: &[Node], batch_millis: u64) -> Result<Vec<u64>, Diagnostics> {
         };
     }
     Ok(slides)
-}
-
-/// `collect()` outputs are taken by name, so names must be string literals and unique.
-fn check_collect_names(nodes: &[Node]) -> Result<(), Diagnostics> {
-    let mut seen: Vec<String> = Vec::new();
-    for (id, node) in nodes.iter().enumerate() {
-        let NodeKind::Op { op, args, .. } = &node.kind else {
-            continue;
-        };
-        if op.name != "collect" {
-            continue;
-        }
-        if let Some(arg) = args.first() {
-            if !matches!(
-                arg,
-                Expr::Lit(syn::ExprLit {
-                    lit: syn::Lit::Str(_),
-                    ..
-                })
-            ) {
-                return Err(Diagnostic::at(
-                    arg,
-                    "`collect` takes the output's name as a string literal",
-                )
-                .help("write `.collect(\"name\")`, or `.collect()` to use the stream's name")
-                .into());
-            }
-        }
-        let name = collect_name(nodes, id);
-        if seen.contains(&name) {
-            return Err(Diagnostic::error(
-                node.span,
-                format!("a `collect` output named `{name}` already exists"),
-            )
-            .help(format!(
-                "give this one its own name: `.collect(\"{name}_2\")`"
-            ))
-            .into());
-        }
-        seen.push(name);
-    }
-    Ok(())
 }
 
 /// The name a `collect` output is taken by: its literal argument, else the stream's name.
@@ -625,7 +565,7 @@ impl Builder {
                 }
                 let args: Vec<Expr> = call.args.iter().cloned().collect();
                 check_arity(method, op, args.len())?;
-                if op.name == "checkpoint" {
+                if op.shape == Shape::CheckpointInterval {
                     // Not a step of its own: how often the stream it follows is checkpointed.
                     let millis = parse_duration(&args[0])?;
                     if self.nodes[input].checkpoint.is_some() {
@@ -636,14 +576,14 @@ impl Builder {
                     self.nodes[input].checkpoint = Some((millis, method.span()));
                     return Ok(input);
                 }
-                if op.state != ops::StateUse::None {
+                if let Shape::Stateful { .. } = op.shape {
                     return self.stateful(method, op, input, args);
                 }
-                if op.name == "state_snapshots" {
-                    let from_map_with_state = self.nodes[input].operator().is_some_and(|o| o.name == "map_with_state");
-                    if !from_map_with_state {
-                        return Err(Diagnostic::at(method, "`state_snapshots` reads the state of a `map_with_state` stream")
-                            .help("apply it directly to the stream `map_with_state` returns: `let snapshots = mapped.state_snapshots();`")
+                if let Some(of) = op.result_of {
+                    let follows = self.nodes[input].operator().is_some_and(|o| o.name == of);
+                    if !follows {
+                        return Err(Diagnostic::at(method, format!("`{name}` reads the state of a `{of}` stream"))
+                            .help(format!("apply it directly to the stream `{of}` returns: `let snapshots = mapped.{name}();`"))
                             .into());
                     }
                 }
@@ -690,17 +630,19 @@ impl Builder {
                 .help("durations are literals such as `60s` or `500ms`, after the functions")
                 .into()
         };
-        let (min_closures, max_closures, max_durations, filter_allowed) = match op.name {
-            "update_state_by_key" => (1, 1, 0, false),
-            "map_with_state" => (1, 1, 1, false),
-            "reduce_by_window" => (1, 2, 2, false),
-            "reduce_by_key_and_window" => (1, 2, 2, true),
-            _ => (0, 0, 2, false),
+        let Shape::Stateful {
+            functions: (min_closures, max_closures),
+            durations: max_durations,
+            trailing_filter,
+            ..
+        } = op.shape
+        else {
+            unreachable!("called for stateful shapes")
         };
         let window_op = op.state == ops::StateUse::Window;
         // Only an inverse window takes a trailing filter: `f, inverse, window, slide, keep`.
         let trailing_ok =
-            trailing.is_empty() || (filter_allowed && closures.len() == 2 && trailing.len() == 1);
+            trailing.is_empty() || (trailing_filter && closures.len() == 2 && trailing.len() == 1);
         if closures.len() < min_closures
             || closures.len() > max_closures
             || durations.len() > max_durations
@@ -713,7 +655,8 @@ impl Builder {
             .iter()
             .map(|d| parse_duration(d))
             .collect::<Result<_, _>>()?;
-        if op.name == "map_with_state" {
+        if !window_op {
+            // Keyed state: its functions, an optional timeout and initial state.
             let id = self.push(
                 NodeKind::Op {
                     op,
@@ -727,25 +670,11 @@ impl Builder {
             self.nodes[id].initial_state = initial_state;
             return Ok(id);
         }
-        if !window_op {
-            let id = self.push(
-                NodeKind::Op {
-                    op,
-                    input,
-                    other: None,
-                    args: closures,
-                },
-                span,
-            );
-            self.nodes[id].initial_state = initial_state;
-            return Ok(id);
-        }
         let window = self.window_spec(&durations, &millis)?;
-        let rbkaw = ops::operator("reduce_by_key_and_window").expect("in the catalog");
-        let map = ops::operator("map").expect("in the catalog");
-        let origin = Some(op.name);
-        let lowered = |b: &mut Self, op: &'static Operator, input: NodeId, args: Vec<Expr>| {
-            let id = b.push(
+        let Some(lowering) = op.lowering else {
+            let mut args = closures;
+            args.extend(trailing);
+            let id = self.push(
                 NodeKind::Op {
                     op,
                     input,
@@ -754,109 +683,28 @@ impl Builder {
                 },
                 span,
             );
-            b.nodes[id].origin = origin;
-            id
+            self.nodes[id].window = Some(window);
+            return Ok(id);
         };
-        let id = match op.name {
-            "window" | "reduce_by_key_and_window" => {
-                let mut args = closures;
-                args.extend(trailing);
-                let id = self.push(
-                    NodeKind::Op {
-                        op,
-                        input,
-                        other: None,
-                        args,
-                    },
-                    span,
-                );
+        // A shorthand: the chain of operators it stands for, each marked with its origin.
+        let mut id = input;
+        for step in lowering(span, closures) {
+            let lowered =
+                ops::operator(step.operator).expect("lowerings name operators of the table");
+            id = self.push(
+                NodeKind::Op {
+                    op: lowered,
+                    input: id,
+                    other: None,
+                    args: step.args,
+                },
+                span,
+            );
+            self.nodes[id].origin = Some(op.name);
+            if step.windowed {
                 self.nodes[id].window = Some(window);
-                return Ok(id);
             }
-            "count_by_window" => {
-                let pairs = lowered(
-                    self,
-                    map,
-                    input,
-                    vec![syn::parse_quote_spanned!(span=> |_| ((), 1u64))],
-                );
-                let counts = lowered(
-                    self,
-                    rbkaw,
-                    pairs,
-                    vec![
-                        syn::parse_quote_spanned!(span=> |a: u64, b: u64| a + b),
-                        syn::parse_quote_spanned!(span=> |a: u64, b: u64| a - b),
-                    ],
-                );
-                self.nodes[counts].window = Some(window);
-                lowered(
-                    self,
-                    map,
-                    counts,
-                    vec![syn::parse_quote_spanned!(span=> |(_, count): ((), u64)| count)],
-                )
-            }
-            "reduce_by_window" => {
-                let pairs = lowered(
-                    self,
-                    map,
-                    input,
-                    vec![syn::parse_quote_spanned!(span=> |record| ((), record))],
-                );
-                let reduced = lowered(self, rbkaw, pairs, closures);
-                self.nodes[reduced].window = Some(window);
-                lowered(
-                    self,
-                    map,
-                    reduced,
-                    vec![syn::parse_quote_spanned!(span=> |((), value)| value)],
-                )
-            }
-            "count_by_value_and_window" => {
-                let pairs = lowered(
-                    self,
-                    map,
-                    input,
-                    vec![syn::parse_quote_spanned!(span=> |record| (record, 1u64))],
-                );
-                let counts = lowered(
-                    self,
-                    rbkaw,
-                    pairs,
-                    vec![
-                        syn::parse_quote_spanned!(span=> |a: u64, b: u64| a + b),
-                        syn::parse_quote_spanned!(span=> |a: u64, b: u64| a - b),
-                        syn::parse_quote_spanned!(span=> |_, count: &u64| *count != 0),
-                    ],
-                );
-                self.nodes[counts].window = Some(window);
-                counts
-            }
-            "group_by_key_and_window" => {
-                let map_values = ops::operator("map_values").expect("in the catalog");
-                let lists = lowered(
-                    self,
-                    map_values,
-                    input,
-                    vec![syn::parse_quote_spanned!(span=> |value| ::std::vec![value])],
-                );
-                let grouped = lowered(
-                    self,
-                    rbkaw,
-                    lists,
-                    vec![
-                        syn::parse_quote_spanned!(span=> |mut all: ::std::vec::Vec<_>, more| {
-                            all.extend(more);
-                            all
-                        }),
-                    ],
-                );
-                self.nodes[grouped].window = Some(window);
-                grouped
-            }
-            other => unreachable!("`{other}` is not a window shorthand"),
-        };
+        }
         Ok(id)
     }
 
@@ -991,10 +839,15 @@ impl Builder {
             },
             _ => None,
         };
-        if def.kind == SourceKind::Queue && record_type.is_none() {
-            return Err(Diagnostic::at(&segment.ident, "`queue_stream` needs its record type")
-                .help("write `queue_stream::<T>(batches)`, e.g. `queue_stream::<String>(test_batches())`")
-                .into());
+        if def.needs_record_type && record_type.is_none() {
+            return Err(
+                Diagnostic::at(&segment.ident, format!("`{name}` needs its record type"))
+                    .help(format!(
+                        "write `{}`, e.g. `{name}::<String>(..)`",
+                        def.signature
+                    ))
+                    .into(),
+            );
         }
         let taken: Vec<String> = self
             .nodes
@@ -1059,7 +912,7 @@ fn initial_state_argument(
     op: &Operator,
     mut args: Vec<Expr>,
 ) -> Result<(Vec<Expr>, Option<Expr>), Diagnostics> {
-    let takes_initial = matches!(op.name, "update_state_by_key" | "map_with_state");
+    let takes_initial = matches!(op.shape, Shape::Stateful { initial: true, .. });
     for (i, arg) in args.iter().enumerate() {
         let Expr::Assign(assign) = arg else { continue };
         let name = match &*assign.left {
@@ -1086,7 +939,7 @@ fn initial_state_argument(
                 &assign.left,
                 format!("`{}` has no initial state", op.name),
             )
-            .help("`initial = pairs` seeds `update_state_by_key` and `map_with_state`")
+            .help(format!("`initial = pairs` seeds {}", seeded_operators()))
             .into());
         }
         if i + 1 != args.len() {
@@ -1104,6 +957,15 @@ fn initial_state_argument(
         }
     };
     Ok((args, initial))
+}
+
+/// The operators that take `initial = pairs`, for messages: "`a` and `b`".
+fn seeded_operators() -> String {
+    let names: Vec<String> = ops::operators()
+        .filter(|o| matches!(o.shape, Shape::Stateful { initial: true, .. }))
+        .map(|o| format!("`{}`", o.name))
+        .collect();
+    names.join(" and ")
 }
 
 fn check_arity(method: &Ident, op: &Operator, found: usize) -> Result<(), Diagnostic> {

@@ -26,6 +26,8 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// Records one duration: counted in the first bucket whose bound (in seconds) it does not
+    /// exceed, and added to the sum.
     pub fn observe(&mut self, value: Duration) {
         let seconds = value.as_secs_f64();
         if self.counts.is_empty() {
@@ -38,6 +40,7 @@ impl Histogram {
         self.sum += seconds;
     }
 
+    /// How many durations were observed.
     pub fn count(&self) -> u64 {
         self.count
     }

@@ -21,9 +21,14 @@ use std::time::{Duration, SystemTime};
 /// The app, as it starts.
 #[derive(Clone, Debug)]
 pub struct AppInfo {
+    /// The app's name, from the pipeline's `app` header.
     pub name: String,
+    /// The batch interval this run uses: the pipeline's, or the one the configuration set.
     pub batch_interval: Duration,
+    /// Worker threads, which is also the number of partitions after a shuffle.
     pub workers: usize,
+    /// Wall-clock time at which the app started: its sources had started and no batch had been cut
+    /// yet.
     pub started: SystemTime,
     /// `(name, kind)` of each source.
     pub sources: Vec<(String, String)>,
@@ -34,7 +39,9 @@ pub struct AppInfo {
 /// A batch cut from the sources and queued for processing.
 #[derive(Clone, Debug)]
 pub struct BatchSubmitted {
+    /// The batch's time: the end of the interval whose data it holds.
     pub time: Time,
+    /// Wall-clock time at which the batch was cut and queued for processing.
     pub submitted: SystemTime,
     /// Records per source in this batch.
     pub records: Vec<(String, usize)>,
@@ -47,6 +54,7 @@ pub struct BatchSubmitted {
 pub struct OutputInfo {
     /// `stream.operator`, as `--help` lists outputs.
     pub name: String,
+    /// Wall-clock time the output operation took, retries included.
     pub duration: Duration,
     /// Why it failed, if it did.
     pub error: Option<String>,
@@ -55,18 +63,28 @@ pub struct OutputInfo {
 /// Receives the app's events. Every method has an empty default; implement those you need. Methods
 /// are called on the engine's threads: keep them short (hand work off if it is slow).
 pub trait StreamingListener: Send + Sync {
+    /// The app started: its sources are running and no batch has been cut yet. Called once.
     fn on_app_started(&self, _app: &AppInfo) {}
+    /// The run is over, with its summary. Called once, after the sinks were closed, also when the
+    /// stop did not finish.
     fn on_app_stopped(&self, _report: &RunReport) {}
     /// A receiver connected to its source (again, after a reconnection).
     fn on_receiver_started(&self, _source: &str) {}
     /// The receiver failed `count` times (refused or broken connections, failed reads) since the last
     /// event; `error` is the newest message, as receivers keep only that one.
     fn on_receiver_error(&self, _source: &str, _error: &str, _count: u64) {}
+    /// The app is stopping: called once for each receiving source, after the receivers were shut
+    /// down.
     fn on_receiver_stopped(&self, _source: &str) {}
+    /// A batch was cut from the sources and queued; it starts once the batches before it are done.
     fn on_batch_submitted(&self, _batch: &BatchSubmitted) {}
+    /// Processing of batch `time` started, at `started` on the wall clock.
     fn on_batch_started(&self, _time: Time, _started: SystemTime) {}
+    /// A batch's processing ended, with its figures; `BatchInfo::failure` says whether it failed.
     fn on_batch_completed(&self, _batch: &BatchInfo) {}
+    /// Output operation `output` (`stream.operator`) of batch `batch` is starting.
     fn on_output_started(&self, _batch: Time, _output: &str) {}
+    /// An output operation of batch `batch` ended: its duration, and its error if it failed.
     fn on_output_completed(&self, _batch: Time, _output: &OutputInfo) {}
 }
 
@@ -75,10 +93,12 @@ pub trait StreamingListener: Send + Sync {
 pub struct Listeners(Vec<Arc<dyn StreamingListener>>);
 
 impl Listeners {
+    /// Adds a listener; it hears every event from then on, after the listeners added before it.
     pub fn add(&mut self, listener: Arc<dyn StreamingListener>) {
         self.0.push(listener);
     }
 
+    /// Whether no listener was added, so that the engine can skip building events.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -136,6 +156,7 @@ pub struct StatsReport {
 }
 
 impl StatsReport {
+    /// A listener that prints a summary to standard error every `every` batches (0 counts as 1).
     pub fn new(every: usize) -> Self {
         Self {
             every: every.max(1),

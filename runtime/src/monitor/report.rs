@@ -11,6 +11,7 @@ pub const RETAINED_BATCHES: usize = 1000;
 /// What happened to one batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchInfo {
+    /// The batch's time, which identifies it: the end of the interval whose data it holds.
     pub time: Time,
     /// When it was cut and queued.
     pub submitted: SystemTime,
@@ -77,18 +78,28 @@ impl BatchInfo {
 /// A summary of a run.
 #[derive(Clone, Debug, Default)]
 pub struct RunReport {
+    /// Batches that ran without a failure.
     pub batches_completed: u64,
+    /// Batches in which a user function panicked or an output could not write (see
+    /// `BatchInfo::failure`).
     pub batches_failed: u64,
+    /// Records of every batch, failed ones included, summed over the sources.
     pub records: u64,
     /// The most recent batches, oldest first.
     pub recent_batches: VecDeque<BatchInfo>,
+    /// Each source's counters at the end of the run (sources that keep none are left out); empty
+    /// when the sources did not stop in time.
     pub sources: Vec<(String, SourceStats)>,
     /// From start until the first batch was completed.
     pub time_to_first_batch: Option<Duration>,
     /// The rate each receiver was held to at the end (0: unlimited).
     pub rate_limits: Vec<(String, u64)>,
+    /// Checkpoints written during the run.
     pub checkpoints_written: u64,
+    /// Checkpoints that could not be written (a full disk, say); the run went on with the previous
+    /// one in force.
     pub checkpoints_failed: u64,
+    /// How long the most recent successful checkpoint took to write; `None` if none was written.
     pub last_checkpoint_duration: Option<Duration>,
     /// Per sink output: records written, replays skipped, retries, records set aside.
     pub outputs: Vec<(String, crate::sink::SinkCounts)>,

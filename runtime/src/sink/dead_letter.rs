@@ -37,6 +37,8 @@ impl std::fmt::Debug for Listed {
 }
 
 impl DeadLetter {
+    /// A dead-letter output appending to the file at `path`. Nothing is opened before the first
+    /// refused record; the file and its parent directories are then created if missing.
     pub fn file(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
@@ -44,6 +46,7 @@ impl DeadLetter {
         }
     }
 
+    /// The file the refused records go to.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -43,6 +43,8 @@ pub struct KafkaTopic {
 }
 
 impl KafkaTopic {
+    /// Writes to `topic`: at least once, progress in `streamc_progress`, 30 s per delivery. The
+    /// builder methods below change these.
     pub fn new(topic: impl Into<String>) -> Self {
         Self {
             topic: topic.into(),
@@ -77,6 +79,8 @@ impl KafkaTopic {
         self
     }
 
+    /// The output's name: the `output_name`, else the topic. Transactional progress is kept under
+    /// it, and it is the `NAME` of `--sink NAME=BROKERS`.
     pub fn name(&self) -> &str {
         self.output.as_deref().unwrap_or(&self.topic)
     }
@@ -84,6 +88,8 @@ impl KafkaTopic {
 
 /// A record field that can be a message key or payload.
 pub trait KafkaPart {
+    /// Appends this field's bytes to `out`: strings as UTF-8, numbers and `bool` as their `Display`
+    /// text, byte vectors as they are.
     fn put(&self, out: &mut Vec<u8>);
 }
 
@@ -217,6 +223,8 @@ pub struct KafkaSink {
 const STOPPING: &str = "the app is stopping without finishing";
 
 impl KafkaSink {
+    /// Checks the topic names and prepares a sink writing to `brokers`; producers are created per
+    /// partition at the first write. An invalid topic name is a [`SinkError::Fatal`].
     pub fn open(
         brokers: &str,
         spec: KafkaTopic,

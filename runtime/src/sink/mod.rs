@@ -49,27 +49,35 @@ impl fmt::Display for PartitionId {
 /// One partition of a batch, handed to `foreach_partition`.
 #[derive(Debug)]
 pub struct BatchPartition<T> {
+    /// Which batch and partition these records are, and how many partitions the batch has.
     pub id: PartitionId,
+    /// The records of this partition of the batch.
     pub records: Vec<T>,
 }
 
 impl<T> BatchPartition<T> {
+    /// The batch's time, which is its id: stable across a crash and a replay, so it can key
+    /// exactly-once writes.
     pub fn batch_time(&self) -> Time {
         self.id.batch
     }
 
+    /// This partition's index, `0..partitions`.
     pub fn index(&self) -> usize {
         self.id.partition
     }
 
+    /// Iterates the records by reference.
     pub fn iter(&self) -> std::slice::Iter<'_, T> {
         self.records.iter()
     }
 
+    /// How many records the partition holds.
     pub fn len(&self) -> usize {
         self.records.len()
     }
 
+    /// Whether the partition holds no records.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
@@ -90,7 +98,13 @@ pub enum SinkError {
     Unavailable(String),
     /// The destination refused a record for what it holds (a constraint, a value too long): retrying
     /// cannot help. `record` shows the offending record.
-    Rejected { record: String, reason: String },
+    Rejected {
+        /// The refused record as the sink shows it in messages; empty when the sink could not
+        /// tell which record it was.
+        record: String,
+        /// Why the destination refused it.
+        reason: String,
+    },
     /// The sink is misconfigured (no such table, wrong credentials, a bad statement): stop.
     Fatal(String),
 }
@@ -194,9 +208,12 @@ impl RetryPolicy {
 /// overrides from the configuration, and the retry policy.
 #[derive(Clone, Debug)]
 pub struct SinkSettings {
+    /// The app's name. Sink progress records and Kafka transactional ids include it, so that two
+    /// apps writing to one destination stay apart.
     pub pipeline: String,
     /// `--sink NAME=URL`: replaces the destination written in the pipeline for the sink named `NAME`.
     pub urls: BTreeMap<String, String>,
+    /// How long a sink retries an unavailable destination before the batch fails and the app stops.
     pub retry: RetryPolicy,
     /// Pooled connections unused for this long are closed.
     pub idle_timeout: Duration,
@@ -242,13 +259,18 @@ pub struct SinkStats {
 /// A snapshot of [`SinkStats`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SinkCounts {
+    /// Records written (committed, for transactional sinks).
     pub records: u64,
+    /// Batch partitions skipped because the destination already held them (a replay after a crash).
     pub skipped: u64,
+    /// Write attempts that failed and were retried.
     pub retries: u64,
+    /// Records the destination refused that went to the dead-letter output.
     pub dead_lettered: u64,
 }
 
 impl SinkStats {
+    /// The counters' current values, for the run report and the metrics.
     pub fn counts(&self) -> SinkCounts {
         SinkCounts {
             records: self.records.load(Ordering::Relaxed),
@@ -287,9 +309,14 @@ pub type OutputResult = Result<(), OutputFailed>;
 /// the execution layer, as receivers do with their environment.
 #[derive(Clone, Copy)]
 pub struct SinkEnv<'a> {
+    /// The batch's time: the batch id that sinks record, so that a replayed batch is skipped.
     pub time: Time,
+    /// Worker threads, which is also the number of partitions of a shuffled batch.
     pub workers: usize,
+    /// The sinks opened so far in the run, by output name, reused across batches.
     pub sinks: &'a OpenSinks,
+    /// What the run's sinks share: destination overrides, retry policy, idle timeout and stop
+    /// state.
     pub settings: &'a SinkSettings,
 }
 

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 type Factory<R> = Box<dyn Fn() -> Result<R, String> + Send + Sync>;
 
+/// Resources (connections, clients) for `foreach_partition`: created by a factory on the worker
+/// that needs one, lent for a whole partition, reused by later partitions and batches, and closed
+/// once idle past a timeout.
 pub struct ResourcePool<R> {
     factory: Factory<R>,
     idle: Mutex<Vec<(R, Instant)>>,
@@ -111,7 +114,10 @@ impl<R: Send + 'static> super::OpenSink for ResourcePool<R> {}
 /// `foreach_partition` failed: the resource could not be created, or the user's function failed.
 #[derive(Debug)]
 pub enum PoolError<E> {
+    /// The factory could not create a resource; the message is the factory's.
     Create(String),
+    /// The user's function failed with this error; the resource it used was dropped, not returned
+    /// to the pool.
     Use(E),
 }
 

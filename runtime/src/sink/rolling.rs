@@ -44,11 +44,13 @@ impl RollingFiles {
         }
     }
 
+    /// The start of finished files' names (default `part`).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
     }
 
+    /// The end of finished files' names, after the batch times (default `.txt`).
     pub fn suffix(mut self, suffix: impl Into<String>) -> Self {
         self.suffix = suffix.into();
         self
@@ -73,6 +75,8 @@ impl RollingFiles {
         self
     }
 
+    /// The output's name: the `output_name`, else the directory's last component; it is the `NAME`
+    /// of `--sink NAME=DIRECTORY`.
     pub fn name(&self) -> String {
         self.output.clone().unwrap_or_else(|| {
             self.dir
@@ -82,6 +86,8 @@ impl RollingFiles {
         })
     }
 
+    /// The directory the files go to, as declared; `--sink NAME=DIRECTORY` can replace it for a
+    /// run.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

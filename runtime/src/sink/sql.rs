@@ -28,17 +28,22 @@ pub enum SqlType {
     BigInt,
     /// A 64-bit float.
     Double,
+    /// A boolean (`BOOLEAN`).
     Bool,
 }
 
 /// A value bound to a statement.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SqlValue {
+    /// A signed integer: from the signed types, and from unsigned ones up to 32 bits.
     Int(i64),
     /// Unsigned values are stored as `BIGINT`; above `i64::MAX` the record is refused.
     UInt(u64),
+    /// A float, from `f32` or `f64`.
     Float(f64),
+    /// Text; a value longer than its column is refused by the database.
     Text(String),
+    /// A boolean.
     Bool(bool),
 }
 
@@ -56,6 +61,7 @@ impl fmt::Display for SqlValue {
 
 /// A record field that can be stored in a column.
 pub trait IntoSqlValue {
+    /// Converts the field into the value bound for its column.
     fn into_sql_value(self) -> SqlValue;
 }
 
@@ -110,6 +116,7 @@ impl IntoSqlValue for crate::Time {
 
 /// A record that is one table row: a tuple whose fields are the table's columns, in order.
 pub trait IntoRow {
+    /// Appends the record's fields to `row`, one value per column, in the order of the columns.
     fn into_row(self, row: &mut Vec<SqlValue>);
 }
 
@@ -162,6 +169,8 @@ pub struct SqlTable {
 }
 
 impl SqlTable {
+    /// A table named `name` (letters, digits and `_`, or `schema.table`) with no columns yet:
+    /// created if missing, and rows appended, unless the builder methods say otherwise.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -226,6 +235,8 @@ impl SqlTable {
         self
     }
 
+    /// The output's name: the `output_name`, else the table name. Progress is recorded under it,
+    /// and it is the `NAME` of `--sink NAME=URL`.
     pub fn name(&self) -> &str {
         self.output.as_deref().unwrap_or(&self.name)
     }
@@ -307,12 +318,17 @@ const MYSQL_BINARY_TEXT: &str = "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin";
 /// The database behind a URL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
+    /// SQLite, for `sqlite:` URLs.
     Sqlite,
+    /// MySQL or MariaDB, for `mysql:` and `mariadb:` URLs.
     MySql,
+    /// PostgreSQL, for `postgres:` and `postgresql:` URLs.
     Postgres,
 }
 
 impl Dialect {
+    /// The database a URL's scheme names. Any other scheme is an error, whose message shows the URL
+    /// without its password.
     pub fn of(url: &str) -> Result<Dialect, String> {
         let scheme = url.split(':').next().unwrap_or_default();
         match scheme {
@@ -687,6 +703,7 @@ impl SqlSink {
         })
     }
 
+    /// The database the sink's URL names, which decides the SQL it writes.
     pub fn dialect(&self) -> Dialect {
         self.statements.dialect
     }

@@ -27,7 +27,9 @@ pub trait FileSystem: Send + Sync + 'static {
 /// A file found in a directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileEntry {
+    /// The file's name inside the directory, without the directory.
     pub name: String,
+    /// The file's size in bytes when it was listed.
     pub len: u64,
 }
 
@@ -67,6 +69,7 @@ pub struct FileOptions {
     pub pattern: Option<String>,
     /// Files larger than this are read in chunks of this size, in parallel.
     pub chunk_bytes: u64,
+    /// Longer lines are skipped and counted as oversized.
     pub max_line_bytes: usize,
 }
 
@@ -92,10 +95,13 @@ pub struct TextFileSource {
 }
 
 impl TextFileSource {
+    /// A source named `name` reading the text files that appear in the local directory `dir`.
     pub fn new(name: &str, dir: impl Into<PathBuf>, options: FileOptions) -> Self {
         Self::with_file_system(name, dir, options, Arc::new(LocalFileSystem))
     }
 
+    /// Like [`TextFileSource::new`], but reading `dir` through `fs` instead of the local file
+    /// system (for tests, or other stores).
     pub fn with_file_system(
         name: &str,
         dir: impl Into<PathBuf>,

@@ -18,12 +18,17 @@ use std::time::{Duration, Instant};
 /// One Kafka message.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KafkaRecord {
+    /// The topic the message was read from.
     pub topic: String,
+    /// The topic partition it was read from.
     pub partition: i32,
+    /// Its offset in that partition.
     pub offset: i64,
     /// Milliseconds since the epoch, when the message has a timestamp.
     pub timestamp: Option<i64>,
+    /// The message key's bytes; `None` for a message without a key.
     pub key: Option<Vec<u8>>,
+    /// The payload's bytes; `None` for a message without a value (a tombstone).
     pub value: Option<Vec<u8>>,
 }
 
@@ -46,7 +51,9 @@ impl KafkaRecord {
 /// Where a source without committed or checkpointed offsets starts.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum StartAt {
+    /// The oldest offset the brokers still hold.
     Earliest,
+    /// The partition's end: only messages produced after the source starts are read.
     Latest,
     /// The consumer group's committed offsets, else the earliest.
     Committed,
@@ -67,6 +74,7 @@ impl std::str::FromStr for StartAt {
 /// Options of a direct Kafka source.
 #[derive(Clone, Debug)]
 pub struct KafkaOptions {
+    /// Where a partition without a checkpointed or explicit starting offset starts.
     pub start: StartAt,
     /// Consumer group, for committed offsets.
     pub group: String,
@@ -85,9 +93,14 @@ pub struct KafkaOptions {
 /// The offset range one batch reads from one topic-partition: `[from, until)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OffsetRange {
+    /// The topic read.
     pub topic: String,
+    /// The partition read.
     pub partition: i32,
+    /// The first offset of the range (included).
     pub from: i64,
+    /// The offset after the last one of the range (excluded): the range holds `until - from`
+    /// offsets.
     pub until: i64,
 }
 
@@ -117,6 +130,9 @@ pub struct KafkaDirectSource {
 }
 
 impl KafkaDirectSource {
+    /// A source named `name` reading `topics` from `brokers` (`host:port`, comma-separated). A
+    /// topic starting with `^` is a regular expression, matched against the brokers' topics at each
+    /// batch. Nothing connects before the source starts.
     pub fn new(name: &str, brokers: String, topics: Vec<String>, options: KafkaOptions) -> Self {
         Self {
             name: name.to_string(),

@@ -36,6 +36,9 @@ pub struct KafkaReceiverSource {
 }
 
 impl KafkaReceiverSource {
+    /// A receiver named `name` that joins consumer group `group` on `brokers` and subscribes to
+    /// `topics`; a partition without committed offsets starts at the earliest. Nothing connects
+    /// before the source starts.
     pub fn new(name: &str, brokers: String, topics: Vec<String>, group: String) -> Self {
         Self {
             name: name.to_string(),

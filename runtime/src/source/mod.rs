@@ -143,6 +143,7 @@ pub trait Source: Send + 'static {
 
 /// One batch cut from all sources.
 pub struct Cut<B> {
+    /// One batch per source, as a tuple in the source set's order.
     pub batch: B,
     /// Records per source.
     pub records: Vec<(String, usize)>,
@@ -153,7 +154,9 @@ pub struct Cut<B> {
 /// A source failed to start.
 #[derive(Debug)]
 pub struct SourceError {
+    /// The name the pipeline gave the source (its `let` binding).
     pub source_name: String,
+    /// What went wrong, for the user.
     pub message: String,
 }
 
@@ -168,12 +171,21 @@ impl std::error::Error for SourceError {}
 /// A receiver's counters, as a snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SourceStats {
+    /// Records taken in so far: lines for text sources, messages for a Kafka receiver (a direct
+    /// Kafka source counts none here).
     pub records: u64,
+    /// Bytes of those records, for text sources (0 for Kafka).
     pub bytes: u64,
+    /// Lines skipped because they were not valid UTF-8.
     pub invalid_utf8_lines: u64,
+    /// Lines skipped because they were longer than the source's `max_line_bytes`.
     pub oversized_lines: u64,
+    /// Connections made to the source, reconnections included (socket receivers).
     pub connections: u64,
+    /// Failures met: refused or broken connections, failed reads or directory listings, and pauses
+    /// while what was received could not be stored.
     pub connection_errors: u64,
+    /// The message of the most recent failure; `None` if there was none.
     pub last_error: Option<String>,
     /// Kafka: messages behind the high watermark, per (topic, partition), at the last cut.
     pub lag: Vec<(String, i32, i64)>,
@@ -227,7 +239,10 @@ impl ReceiverCounters {
 pub trait SourceSet: Send + 'static {
     /// A tuple with one batch per source; `Default` is the empty batch.
     type Batch: Send + Default;
+    /// Starts every source's receivers, in order; the first failure ends the start and is returned.
     fn start(&mut self, env: &ReceiverEnv) -> Result<(), SourceError>;
+    /// Cuts every source at `time` into `partitions` partitions: the batches, each source's record
+    /// count, and the replayable sources' positions.
     fn cut(&mut self, time: Time, partitions: usize) -> Cut<Self::Batch>;
     /// Moves every source named in `positions` to its checkpointed position.
     fn seek(&mut self, positions: &[(String, Vec<u8>)]) -> Result<(), SourceError>;
@@ -244,8 +259,12 @@ pub trait SourceSet: Send + 'static {
     fn completed(&mut self, positions: &[(String, Vec<u8>)]);
     /// The run is over (see [`Source::finish`]).
     fn finish(&mut self);
+    /// Stops every source's receivers (see [`Source::stop`]).
     fn stop(&mut self);
+    /// Whether every source is finished (see [`Source::is_finished`]): a run set to stop once its
+    /// sources are drained stops then.
     fn all_finished(&self) -> bool;
+    /// The counters of every source that keeps them, by source name.
     fn stats(&self) -> Vec<(String, SourceStats)>;
 }
 

@@ -26,6 +26,7 @@ pub struct SocketOptions {
     pub max_line_bytes: usize,
     /// First reconnect delay; doubles up to `reconnect_max`.
     pub reconnect_min: Duration,
+    /// The longest delay between reconnect attempts.
     pub reconnect_max: Duration,
 }
 

@@ -1,0 +1,170 @@
+//! Sources: the functions that start a chain. Each names the runtime type that reads it and writes
+//! the expression that builds one from the app's configuration.
+
+use crate::codegen::SourceCode;
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+
+/// A source (called as a function).
+pub struct SourceDef {
+    pub name: &'static str,
+    /// Fewest and most arguments.
+    pub args: (usize, usize),
+    pub signature: &'static str,
+    /// The records it gives, for the reference.
+    pub records: &'static str,
+    pub summary: &'static str,
+    /// Spark Streaming's name for it.
+    pub spark: Option<&'static str>,
+    /// The runtime's cargo feature an app using it needs.
+    pub feature: Option<&'static str>,
+    /// Whether the record type must be written (`queue_stream::<T>(...)`): nothing else tells it.
+    pub needs_record_type: bool,
+    /// The Rust type of the source, one field of the pipeline's `Sources` tuple.
+    pub rust_type: fn(&SourceCode) -> TokenStream,
+    /// The expression building the source in `Pipeline::build`.
+    pub build: fn(&SourceCode) -> TokenStream,
+}
+
+pub const SOURCES: &[SourceDef] = &[
+    SourceDef {
+        name: "socket_text_stream",
+        args: (2, 2),
+        signature: "socket_text_stream(host, port)",
+        records: "`&str`, one per line",
+        summary:
+            "Lines read from a TCP server by a receiver that reconnects with backoff; invalid \
+                  UTF-8 and over-long lines are counted and skipped; backpressure through a memory \
+                  budget.",
+        spark: Some("socketTextStream"),
+        feature: None,
+        needs_record_type: false,
+        rust_type: |code| code.runtime_type(quote!(SocketTextSource)),
+        build: socket_text_stream,
+    },
+    SourceDef {
+        name: "queue_stream",
+        args: (1, 1),
+        signature: "queue_stream::<T>(batches)",
+        records: "`&T`",
+        summary: "Spark's test source: one `Vec<T>` per batch, in order; empty batches once \
+                  drained.",
+        spark: Some("queueStream"),
+        feature: None,
+        needs_record_type: true,
+        rust_type: |code| {
+            let record = code.record_type;
+            code.runtime_type(quote!(QueueSource<#record>))
+        },
+        build: queue_stream,
+    },
+    SourceDef {
+        name: "kafka_direct_stream",
+        args: (2, 2),
+        signature: "kafka_direct_stream(\"host:9092\", [\"topic\"])",
+        records: "`&KafkaRecord`",
+        summary: "Spark's direct approach: each batch reads a range of offsets per partition, the \
+                  ranges checkpointed with the state, so a restart reads them again exactly.",
+        spark: Some("KafkaUtils.createDirectStream"),
+        feature: Some("kafka"),
+        needs_record_type: false,
+        rust_type: |code| code.runtime_type(quote!(KafkaDirectSource)),
+        build: kafka_direct_stream,
+    },
+    SourceDef {
+        name: "kafka_receiver_stream",
+        args: (2, 2),
+        signature: "kafka_receiver_stream(\"host:9092\", [\"topic\"])",
+        records: "`&KafkaRecord`",
+        summary: "Spark's receiver approach: a consumer group member stores what it reads in the \
+                  write-ahead log and commits offsets once it is there.",
+        spark: Some("KafkaUtils.createStream"),
+        feature: Some("kafka"),
+        needs_record_type: false,
+        rust_type: |code| code.runtime_type(quote!(KafkaReceiverSource)),
+        build: kafka_receiver_stream,
+    },
+    SourceDef {
+        name: "text_file_stream",
+        args: (1, 2),
+        signature: "text_file_stream(directory) or text_file_stream(directory, \"*.log\")",
+        records: "`&str`, one per line",
+        summary: "The lines of each new file moved into a directory (optionally matching a \
+                  pattern), each file read once across restarts.",
+        spark: Some("textFileStream"),
+        feature: None,
+        needs_record_type: false,
+        rust_type: |code| code.runtime_type(quote!(TextFileSource)),
+        build: text_file_stream,
+    },
+];
+
+fn socket_text_stream(code: &SourceCode) -> TokenStream {
+    let (host, port, config) = (&code.args[0], &code.args[1], &code.config);
+    code.new_source(
+        quote!(SocketTextSource),
+        quote!(::std::format!("{}:{}", #host, #port)),
+        &[quote!(#config.socket.clone())],
+    )
+}
+
+fn queue_stream(code: &SourceCode) -> TokenStream {
+    let SourceCode {
+        runtime: p,
+        name,
+        span,
+        record_type,
+        ..
+    } = code;
+    let batches = &code.args[0];
+    quote_spanned!(*span=> #p::QueueSource::<#record_type>::new(#name, #batches))
+}
+
+fn kafka_direct_stream(code: &SourceCode) -> TokenStream {
+    let config = &code.config;
+    kafka_source(
+        code,
+        quote!(KafkaDirectSource),
+        quote!(#config.kafka_options()),
+    )
+}
+
+fn kafka_receiver_stream(code: &SourceCode) -> TokenStream {
+    let config = &code.config;
+    kafka_source(
+        code,
+        quote!(KafkaReceiverSource),
+        quote!(#config.kafka_options().group),
+    )
+}
+
+/// A Kafka source of `brokers` (movable by `--source name=...`) and `topics`: any iterable of
+/// displayable names, read into the `Vec<String>` the sources take.
+fn kafka_source(code: &SourceCode, source: TokenStream, options: TokenStream) -> TokenStream {
+    let (brokers, topics) = (&code.args[0], &code.args[1]);
+    let topics = quote_spanned! {code.span=>
+        ::std::iter::IntoIterator::into_iter(#topics).map(|topic| ::std::string::ToString::to_string(&topic)).collect()
+    };
+    code.new_source(
+        source,
+        quote!(::std::string::ToString::to_string(&#brokers)),
+        &[topics, options],
+    )
+}
+
+fn text_file_stream(code: &SourceCode) -> TokenStream {
+    let (dir, p, config) = (&code.args[0], &code.runtime, &code.config);
+    let pattern = match code.args.get(1) {
+        Some(pattern) => {
+            quote!(::core::option::Option::Some(::std::string::ToString::to_string(&#pattern)))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    code.new_source(
+        quote!(TextFileSource),
+        quote!(::std::string::ToString::to_string(&#dir)),
+        &[quote! {
+            #p::FileOptions { pattern: #pattern, max_line_bytes: #config.socket.max_line_bytes, ..::core::default::Default::default() }
+        }],
+    )
+}
