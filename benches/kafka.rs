@@ -54,7 +54,7 @@ fn main() {
 
         let mut driver = ingest::app()
             .source_address("records", brokers.clone())
-            .configure(|c| c.kafka_start = streamc::source::StartAt::Earliest)
+            .configure(|c| c.kafka.start = streamc::source::StartAt::Earliest)
             .test_driver()
             .expect("driver");
         let started = Instant::now();

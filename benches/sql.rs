@@ -66,7 +66,8 @@ fn run(label: &str, url: &str, count: usize) {
     BATCHES.with(|b| *b.borrow_mut() = batches(count));
     let mut driver = sql_bench::app()
         .configure(|c| {
-            c.sink_urls
+            c.sinks
+                .urls
                 .insert("bench_wordcount".into(), url.to_string());
         })
         .test_driver()

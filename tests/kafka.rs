@@ -141,7 +141,7 @@ fn direct_word_count_equals_the_reference() {
     run_word_count(&brokers, "words", 3, || {
         apps::kafka_counts::app()
             .source_address("records", brokers.clone())
-            .configure(|c| c.kafka_start = streamc::source::StartAt::Earliest)
+            .configure(|c| c.kafka.start = streamc::source::StartAt::Earliest)
             .start()
             .unwrap()
     });
@@ -165,7 +165,7 @@ fn direct_word_count_on_a_real_broker_when_one_is_given() {
     run_word_count(&brokers, &fresh, 0, || {
         apps::real_broker_counts::app()
             .source_address("records", brokers.clone())
-            .configure(|c| c.kafka_start = streamc::source::StartAt::Earliest)
+            .configure(|c| c.kafka.start = streamc::source::StartAt::Earliest)
             .start()
             .unwrap()
     });
@@ -186,8 +186,8 @@ fn max_rate_per_partition_bounds_every_batch_including_the_first() {
     let mut driver = rate_bounded::app()
         .source_address("records", brokers.clone())
         .configure(|c| {
-            c.kafka_start = streamc::source::StartAt::Earliest;
-            c.kafka_max_rate_per_partition = Some(150);
+            c.kafka.start = streamc::source::StartAt::Earliest;
+            c.kafka.max_rate_per_partition = Some(150);
         })
         .test_driver()
         .unwrap();
@@ -242,7 +242,7 @@ fn kafka_child() {
         .source_address("records", setting(PEER))
         .configure(|c| {
             c.checkpoint_dir = Some(setting(CHECKPOINTS).into());
-            c.kafka_start = streamc::source::StartAt::Earliest;
+            c.kafka.start = streamc::source::StartAt::Earliest;
         })
         .stop_on_signals()
         .run()
@@ -308,10 +308,10 @@ fn batches_see_their_offset_ranges_and_offsets_are_committed_after_completion() 
     let mut driver = ranged::app()
         .source_address("records", brokers.clone())
         .configure(|c| {
-            c.kafka_start = streamc::source::StartAt::Earliest;
-            c.kafka_max_rate_per_partition = Some(100);
-            c.kafka_group = Some("ranged-group".into());
-            c.kafka_commit = true;
+            c.kafka.start = streamc::source::StartAt::Earliest;
+            c.kafka.max_rate_per_partition = Some(100);
+            c.kafka.group = Some("ranged-group".into());
+            c.kafka.commit = true;
         })
         .test_driver()
         .unwrap();
@@ -377,8 +377,8 @@ fn topic_patterns_and_explicit_starting_offsets() {
     let mut driver = patterned::app()
         .source_address("records", brokers)
         .configure(|c| {
-            c.kafka_start = streamc::source::StartAt::Earliest;
-            c.kafka_start_offsets.insert(("logs-a".into(), 0), 5);
+            c.kafka.start = streamc::source::StartAt::Earliest;
+            c.kafka.start_offsets.insert(("logs-a".into(), 0), 5);
         })
         .test_driver()
         .unwrap();
@@ -412,7 +412,7 @@ fn a_broker_down_mid_run_delays_batches_and_loses_nothing() {
     produce(&producer, "words", 2, &first);
     let app = apps::kafka_counts::app()
         .source_address("records", brokers.clone())
-        .configure(|c| c.kafka_start = streamc::source::StartAt::Earliest)
+        .configure(|c| c.kafka.start = streamc::source::StartAt::Earliest)
         .start()
         .unwrap();
     let mut got = BTreeMap::new();
@@ -448,7 +448,7 @@ fn the_backpressure_initial_rate_bounds_the_first_batch_of_a_backlog() {
     let mut driver = rate_bounded::app()
         .source_address("records", brokers)
         .configure(|c| {
-            c.kafka_start = streamc::source::StartAt::Earliest;
+            c.kafka.start = streamc::source::StartAt::Earliest;
             c.backpressure = true;
             c.backpressure_initial_rate = Some(200);
         })

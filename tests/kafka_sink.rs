@@ -175,9 +175,10 @@ fn run_kafka_out(brokers: &str) -> streamc::RunReport {
     apps::kafka_out::app()
         .configure(|c| {
             c.stop_when_drained = true;
-            c.sink_urls
+            c.sinks
+                .urls
                 .insert("counts_plain".into(), brokers.to_string());
-            c.sink_urls.insert("counts_tx".into(), brokers.to_string());
+            c.sinks.urls.insert("counts_tx".into(), brokers.to_string());
         })
         .run()
         .unwrap()
@@ -245,9 +246,10 @@ fn kafka_sink_child() {
         .source_address("lines", setting(PEER))
         .configure(|c| {
             c.checkpoint_dir = Some(setting(CHECKPOINTS).into());
-            c.sink_urls
+            c.sinks
+                .urls
                 .insert("totals_tx".into(), setting("STREAMC_TEST_BROKERS"));
-            c.sink_retry.initial_backoff = Duration::from_millis(20);
+            c.sinks.retry.initial_backoff = Duration::from_millis(20);
         })
         .stop_on_signals()
         .run()
@@ -362,10 +364,10 @@ fn outage_app(
     apps::kafka_outage::app().configure(move |c| {
         c.stop_when_drained = true;
         c.checkpoint_dir = Some(checkpoints);
-        c.sink_urls.insert("outage".into(), brokers);
-        c.sink_retry.attempts = attempts;
-        c.sink_retry.initial_backoff = Duration::from_millis(100);
-        c.sink_retry.max_backoff = Duration::from_millis(500);
+        c.sinks.urls.insert("outage".into(), brokers);
+        c.sinks.retry.attempts = attempts;
+        c.sinks.retry.initial_backoff = Duration::from_millis(100);
+        c.sinks.retry.max_backoff = Duration::from_millis(500);
     })
 }
 

@@ -100,8 +100,8 @@ stream! {
 fn an_unwritable_destination_is_retried_then_stops_the_app_with_the_reason() {
     let mut driver = unwritable::app()
         .configure(|c| {
-            c.sink_retry.attempts = 3;
-            c.sink_retry.initial_backoff = std::time::Duration::from_millis(1);
+            c.sinks.retry.attempts = 3;
+            c.sinks.retry.initial_backoff = std::time::Duration::from_millis(1);
         })
         .test_driver()
         .unwrap();
@@ -165,7 +165,7 @@ stream! {
 #[test]
 fn foreach_partition_reuses_pooled_connections_and_retries_with_a_fresh_one() {
     let mut driver = pooled::app()
-        .configure(|c| c.sink_retry.initial_backoff = std::time::Duration::from_millis(1))
+        .configure(|c| c.sinks.retry.initial_backoff = std::time::Duration::from_millis(1))
         .test_driver()
         .unwrap();
     let infos = driver.run_batches(6);

@@ -228,10 +228,11 @@ fn sql_crash_child() {
         .source_address("lines", setting(PEER))
         .configure(|c| {
             c.checkpoint_dir = Some(setting(CHECKPOINTS).into());
-            c.sink_urls
+            c.sinks
+                .urls
                 .insert("crash_totals".into(), setting("STREAMC_TEST_SINK_URL"));
-            c.sink_urls.insert("sql_totals_words".into(), setting(OUT));
-            c.sink_retry.initial_backoff = Duration::from_millis(20);
+            c.sinks.urls.insert("sql_totals_words".into(), setting(OUT));
+            c.sinks.retry.initial_backoff = Duration::from_millis(20);
         })
         .stop_on_signals()
         .run()
@@ -515,7 +516,7 @@ fn run_short_words(
     refused::short_words::app()
         .configure(|c| {
             c.stop_when_drained = true;
-            c.sink_urls.insert("short_words".into(), url.to_string());
+            c.sinks.urls.insert("short_words".into(), url.to_string());
         })
         .run()
 }
@@ -712,10 +713,10 @@ fn outage_app(
     outage::outage_totals::app().configure(move |c| {
         c.stop_when_drained = true;
         c.checkpoint_dir = Some(checkpoints);
-        c.sink_urls.insert("outage_totals".into(), url);
-        c.sink_retry.attempts = attempts;
-        c.sink_retry.initial_backoff = Duration::from_millis(50);
-        c.sink_retry.max_backoff = Duration::from_millis(400);
+        c.sinks.urls.insert("outage_totals".into(), url);
+        c.sinks.retry.attempts = attempts;
+        c.sinks.retry.initial_backoff = Duration::from_millis(50);
+        c.sinks.retry.max_backoff = Duration::from_millis(400);
     })
 }
 
@@ -807,10 +808,11 @@ fn kafka_sql_child() {
         .source_address("records", setting(PEER))
         .configure(|c| {
             c.checkpoint_dir = Some(setting(CHECKPOINTS).into());
-            c.kafka_start = streamc::source::StartAt::Earliest;
-            c.sink_urls
+            c.kafka.start = streamc::source::StartAt::Earliest;
+            c.sinks
+                .urls
                 .insert("kafka_totals".into(), setting("STREAMC_TEST_SINK_URL"));
-            c.sink_retry.initial_backoff = Duration::from_millis(20);
+            c.sinks.retry.initial_backoff = Duration::from_millis(20);
         })
         .stop_on_signals()
         .run()
@@ -957,7 +959,7 @@ fn append_mode_writes_every_record_once_with_its_batch_time_even_after_a_replay(
         let at = |c: &mut streamc::AppConfig| {
             c.checkpoint_dir = Some(checkpoints.clone());
             c.checkpoint_every = Some(Duration::from_secs(2));
-            c.sink_urls.insert("click_log".into(), db.url.clone());
+            c.sinks.urls.insert("click_log".into(), db.url.clone());
         };
         // Batches 1–3 written; the checkpoint covers 2, so the crash leaves batch 3 to be replayed.
         let mut first = appended::click_log::app()
@@ -1117,7 +1119,7 @@ fn the_seeds_own_wordcount_table_refuses_upserts_by_name_and_takes_appends() {
         seed_append::seed_append::app()
             .configure(|c| {
                 c.stop_when_drained = true;
-                c.sink_urls.insert("wordcount".into(), db.url.clone());
+                c.sinks.urls.insert("wordcount".into(), db.url.clone());
             })
             .run()
             .unwrap_or_else(|e| panic!("{}: {e}", db.label));

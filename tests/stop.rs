@@ -61,9 +61,9 @@ fn app_at(peer: &str, checkpoints: &Path) -> streamc::App<stop_counts::Pipeline>
         c.checkpoint_dir = Some(checkpoints);
         c.write_ahead_log = true;
         // A destination that stays away: retried for minutes, longer than any stop may take.
-        c.sink_retry.attempts = 100_000;
-        c.sink_retry.initial_backoff = Duration::from_millis(20);
-        c.sink_retry.max_backoff = Duration::from_millis(100);
+        c.sinks.retry.attempts = 100_000;
+        c.sinks.retry.initial_backoff = Duration::from_millis(20);
+        c.sinks.retry.max_backoff = Duration::from_millis(100);
     })
 }
 

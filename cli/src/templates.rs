@@ -115,7 +115,7 @@ fn counts_the_words_of_the_topic() {
         .configure(|c| {
             c.batch_interval = std::time::Duration::from_millis(300);
             c.checkpoint_dir = Some(checkpoints.clone());
-            c.kafka_start = streamc::source::StartAt::Earliest;
+            c.kafka.start = streamc::source::StartAt::Earliest;
             c.stop_after_batches = Some(10);
         })
         .run()
@@ -234,7 +234,7 @@ fn stores_the_running_counts() {
         .configure(|c| {
             c.batch_interval = std::time::Duration::from_millis(300);
             c.checkpoint_dir = Some(dir.join("checkpoints"));
-            c.sink_urls.insert("wordcount".into(), format!("sqlite://{}", db.display()));
+            c.sinks.urls.insert("wordcount".into(), format!("sqlite://{}", db.display()));
             c.stop_after_batches = Some(10);
         })
         .run()

@@ -171,7 +171,7 @@ impl<P: Pipeline> App<P> {
 
     /// With `--demo`, every socket source reads from a local generator instead of its address.
     fn start_demo_feeds(&mut self) -> Result<Vec<LineServer>, RunError> {
-        let Some(rate) = self.config.demo_rate else {
+        let Some(rate) = self.config.demo_rate() else {
             return Ok(Vec::new());
         };
         let mut servers = Vec::new();

@@ -1,9 +1,8 @@
 //! Application configuration: the pipeline's defaults, overridden by a TOML file, overridden by flags.
 
+use crate::settings::{setting, Raw, RawValue, Setting};
 use crate::source::SocketOptions;
 use crate::spec::{AppSpec, StreamCheckpointSpec, WindowSpec};
-use clap::{CommandFactory, FromArgMatches, Parser};
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,8 +22,14 @@ pub struct AppConfig {
     /// `HOST:PORT` per socket source name, replacing the address written in the pipeline.
     pub source_addresses: BTreeMap<String, String>,
     /// Buffer, line-length and reconnect settings shared by every socket source
-    /// (`--receiver-buffer-bytes`, `--max-line-bytes`).
+    /// (`--receiver-buffer-bytes`, `--max-line-bytes`; declared in the socket source's module).
     pub socket: SocketOptions,
+    /// The Kafka sources' settings (`--kafka-*`, `[kafka]`; declared in the Kafka source's module).
+    #[cfg(feature = "kafka")]
+    pub kafka: crate::source::KafkaSettings,
+    /// Where sinks write and how they retry (`--sink`, `--sink-retries`, ...; declared in the sink
+    /// module).
+    pub sinks: crate::sink::SinkOptions,
     /// Stop gracefully after this many batches.
     pub stop_after_batches: Option<u64>,
     /// Stop gracefully after this long.
@@ -32,8 +37,11 @@ pub struct AppConfig {
     /// How long a graceful stop may take before the app stops without finishing (Spark's
     /// `spark.streaming.gracefulStopTimeout`); `None`: 10 batch intervals, at least 10 s.
     pub graceful_stop_timeout: Option<Duration>,
-    /// Feed every socket source from a built-in local generator (lines per second).
-    pub demo_rate: Option<u64>,
+    /// Feed every socket source from a built-in local generator (`--demo`): on, off, or, when not
+    /// said, on exactly when a rate is given.
+    pub demo: Option<bool>,
+    /// The demo generator's lines per second (`--demo-rate`).
+    pub demo_lines_per_second: Option<u64>,
     /// Print a summary of the run when it ends.
     pub report: bool,
     /// Where checkpoints go; `None` disables them.
@@ -55,29 +63,12 @@ pub struct AppConfig {
     pub backpressure: bool,
     /// Under backpressure, the rate before the first estimate.
     pub backpressure_initial_rate: Option<u64>,
-    /// Kafka: where a partition without checkpointed offsets starts.
-    #[cfg(feature = "kafka")]
-    pub kafka_start: crate::source::StartAt,
-    /// Kafka: the consumer group (default: the app name).
-    pub kafka_group: Option<String>,
-    /// Kafka: commit each completed batch's offsets to the group.
-    pub kafka_commit: bool,
-    /// Kafka: messages per second per partition.
-    pub kafka_max_rate_per_partition: Option<u64>,
-    /// Kafka: explicit starting offsets per (topic, partition).
-    pub kafka_start_offsets: BTreeMap<(String, i32), i64>,
     /// Receivers write what they receive to a write-ahead log in the checkpoint directory before it is
     /// used, so a crash loses nothing already received.
     pub write_ahead_log: bool,
     /// How long a receiver may keep failing to store what it received (a full disk under the
     /// write-ahead log) before the app stops; meanwhile it pauses and retries.
     pub receiver_failure_timeout: Duration,
-    /// `URL` per sink name (`--sink NAME=URL`), replacing the destination written in the pipeline.
-    pub sink_urls: BTreeMap<String, String>,
-    /// How long sinks retry a destination that is away before the app stops.
-    pub sink_retry: crate::sink::RetryPolicy,
-    /// Pooled sink connections unused this long are closed.
-    pub sink_idle_timeout: Duration,
     /// Serve the dashboard, `/metrics` and `/api/v1` here (off when `None`).
     pub ui: Option<std::net::SocketAddr>,
     /// Print a summary of delays every this many batches (Spark's StatsReportListener).
@@ -101,10 +92,14 @@ impl AppConfig {
             workers: spec.workers,
             source_addresses: BTreeMap::new(),
             socket: SocketOptions::default(),
+            #[cfg(feature = "kafka")]
+            kafka: Default::default(),
+            sinks: Default::default(),
             stop_after_batches: None,
             run_for: None,
             graceful_stop_timeout: None,
-            demo_rate: None,
+            demo: None,
+            demo_lines_per_second: None,
             report: false,
             checkpoint_dir: spec.checkpoint_dir.map(PathBuf::from),
             checkpoint_every: spec.checkpoint_every,
@@ -117,18 +112,9 @@ impl AppConfig {
             backpressure_initial_rate: None,
             write_ahead_log: false,
             receiver_failure_timeout: DEFAULT_RECEIVER_FAILURE_TIMEOUT,
-            sink_urls: BTreeMap::new(),
-            sink_retry: crate::sink::RetryPolicy::default(),
-            sink_idle_timeout: Duration::from_secs(60),
             ui: None,
             stats_every: None,
             batch_history: 1000,
-            #[cfg(feature = "kafka")]
-            kafka_start: crate::source::StartAt::Committed,
-            kafka_group: None,
-            kafka_commit: false,
-            kafka_max_rate_per_partition: None,
-            kafka_start_offsets: BTreeMap::new(),
             windows: spec.windows,
             stream_checkpoints: spec.stream_checkpoints,
         }
@@ -138,9 +124,9 @@ impl AppConfig {
     pub fn sink_settings(&self) -> crate::sink::SinkSettings {
         crate::sink::SinkSettings {
             pipeline: self.name.clone(),
-            urls: self.sink_urls.clone(),
-            retry: self.sink_retry,
-            idle_timeout: self.sink_idle_timeout,
+            urls: self.sinks.urls.clone(),
+            retry: self.sinks.retry,
+            idle_timeout: self.sinks.idle_timeout,
             stop: Default::default(),
         }
     }
@@ -157,16 +143,26 @@ impl AppConfig {
     #[cfg(feature = "kafka")]
     pub fn kafka_options(&self) -> crate::source::KafkaOptions {
         crate::source::KafkaOptions {
-            start: self.kafka_start,
+            start: self.kafka.start,
             group: self
-                .kafka_group
+                .kafka
+                .group
                 .clone()
                 .unwrap_or_else(|| self.name.clone()),
-            commit: self.kafka_commit,
-            max_rate_per_partition: self.kafka_max_rate_per_partition,
+            commit: self.kafka.commit,
+            max_rate_per_partition: self.kafka.max_rate_per_partition,
             batch_interval: self.batch_interval,
             request_timeout: Duration::from_secs(5),
-            start_offsets: self.kafka_start_offsets.clone(),
+            start_offsets: self.kafka.start_offsets.clone(),
+        }
+    }
+
+    /// The demo generator's lines per second, when the demo is on.
+    pub fn demo_rate(&self) -> Option<u64> {
+        match self.demo {
+            Some(false) => None,
+            Some(true) => Some(self.demo_lines_per_second.unwrap_or(DEFAULT_DEMO_RATE)),
+            None => self.demo_lines_per_second,
         }
     }
 
@@ -247,162 +243,39 @@ impl AppConfig {
     pub fn apply_file(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-        let file: ConfigFile = toml::from_str(&text)
+        let file: toml::Table = toml::from_str(&text)
             .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
-        self.apply_config_file(file)
+        self.apply_config_file(&file)
             .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
     }
 
-    fn apply_config_file(&mut self, file: ConfigFile) -> Result<(), String> {
-        let duration =
-            |key: &str, text: &str| parse_duration(text).map_err(|e| format!("`{key}`: {e}"));
-        // The flags refuse 0 for these; so does the file.
-        let positive = |key: &str, value: u64| {
-            if value == 0 {
-                Err(format!("`{key}` must be at least 1"))
-            } else {
-                Ok(value)
-            }
+    /// Each key of the file goes to the setting declared under it; a key no setting declares is an
+    /// error, so a typo is never silently ignored.
+    fn apply_config_file(&mut self, file: &toml::Table) -> Result<(), String> {
+        let settings = settings();
+        let find = |section: &str, key: &str| {
+            settings
+                .iter()
+                .find(|s| s.section == section && s.key == key)
         };
-        if let Some(batch) = file.batch {
-            let interval = duration("batch", &batch)?;
-            check_batch_interval(interval).map_err(|e| format!("`batch`: {e}"))?;
-            self.batch_interval = interval;
-        }
-        if let Some(workers) = file.workers {
-            check_workers(workers).map_err(|e| format!("`workers`: {e}"))?;
-            self.workers = workers;
-        }
-        if let Some(dir) = file.checkpoint {
-            self.checkpoint_dir = Some(dir);
-        }
-        if let Some(every) = file.checkpoint_every {
-            let every = duration("checkpoint_every", &every)?;
-            if every.is_zero() {
-                return Err("`checkpoint_every` must be longer than zero".into());
+        for (key, value) in file {
+            let section = settings.iter().any(|s| s.section == key.as_str());
+            match (value, section) {
+                (toml::Value::Table(table), true) => {
+                    for (inner, value) in table {
+                        let setting = find(key, inner)
+                            .ok_or_else(|| format!("unknown field `{key}.{inner}`"))?;
+                        setting.apply_file(self, value)?;
+                    }
+                }
+                (_, true) => {
+                    return Err(format!("`{key}`: invalid type: expected a table ([{key}])"))
+                }
+                (_, false) => {
+                    let setting = find("", key).ok_or_else(|| format!("unknown field `{key}`"))?;
+                    setting.apply_file(self, value)?;
+                }
             }
-            self.checkpoint_every = Some(every);
-        }
-        if let Some(keep) = file.keep_checkpoints {
-            self.keep_checkpoints = positive("keep_checkpoints", keep as u64)? as usize;
-        }
-        if let Some(reset) = file.reset_state {
-            self.reset_state = reset;
-        }
-        if let Some(wal) = file.wal {
-            self.write_ahead_log = wal;
-        }
-        if let Some(batches) = file.batches {
-            self.stop_after_batches = Some(batches);
-        }
-        if let Some(run_for) = file.run_for {
-            self.run_for = Some(duration("run_for", &run_for)?);
-        }
-        if let Some(timeout) = file.graceful_stop_timeout {
-            self.graceful_stop_timeout = Some(duration("graceful_stop_timeout", &timeout)?);
-        }
-        if let Some(drained) = file.until_drained {
-            self.stop_when_drained = drained;
-        }
-        // `demo_rate` alone turns the demo on: a rate is only ever given to be used.
-        match (file.demo, file.demo_rate) {
-            (Some(false), _) => self.demo_rate = None,
-            (Some(true), rate) => self.demo_rate = Some(rate.unwrap_or(DEFAULT_DEMO_RATE)),
-            (None, Some(rate)) => self.demo_rate = Some(rate),
-            (None, None) => {}
-        }
-        if let Some(report) = file.report {
-            self.report = report;
-        }
-        if let Some(ui) = file.ui {
-            self.ui = Some(parse_ui_address(&ui).map_err(|e| format!("`ui`: {e}"))?);
-        }
-        if let Some(every) = file.stats_every {
-            self.stats_every = Some(every);
-        }
-        if let Some(history) = file.batch_history {
-            self.batch_history = positive("batch_history", history as u64)? as usize;
-        }
-        if let Some(enabled) = file.backpressure {
-            self.backpressure = enabled;
-        }
-        if let Some(rate) = file.backpressure_initial_rate {
-            self.backpressure_initial_rate = Some(positive("backpressure_initial_rate", rate)?);
-        }
-        for (name, sink) in file.sinks {
-            if let Some(url) = sink.url {
-                self.sink_urls.insert(name, url);
-            }
-        }
-        if let Some(retry) = file.sink_retry {
-            if let Some(attempts) = retry.attempts {
-                self.sink_retry.attempts = attempts.max(1);
-            }
-            if let Some(backoff) = retry.initial_backoff {
-                self.sink_retry.initial_backoff = duration("sink_retry.initial_backoff", &backoff)?;
-            }
-            if let Some(backoff) = retry.max_backoff {
-                self.sink_retry.max_backoff = duration("sink_retry.max_backoff", &backoff)?;
-            }
-        }
-        for (name, source) in file.sources {
-            if let Some(address) = source.address {
-                self.source_addresses.insert(name, address);
-            }
-        }
-        if let Some(receiver) = file.receiver {
-            if let Some(bytes) = receiver.buffer_bytes {
-                self.socket.buffer_bytes = bytes;
-            }
-            if let Some(bytes) = receiver.max_line_bytes {
-                self.socket.max_line_bytes = bytes;
-            }
-            if let Some(rate) = receiver.max_rate {
-                self.receiver_max_rate = Some(positive("receiver.max_rate", rate)?);
-            }
-            if let Some(timeout) = receiver.failure_timeout {
-                self.receiver_failure_timeout = duration("receiver.failure_timeout", &timeout)?;
-            }
-        }
-        if let Some(kafka) = file.kafka {
-            self.apply_kafka_file(kafka)?;
-        }
-        Ok(())
-    }
-
-    fn apply_kafka_file(&mut self, kafka: KafkaFile) -> Result<(), String> {
-        #[cfg(feature = "kafka")]
-        if let Some(start) = &kafka.start {
-            self.kafka_start = start
-                .parse()
-                .map_err(|e: String| format!("`kafka.start`: {e}"))?;
-        }
-        // Without Kafka support there is no Kafka source to start; `--kafka-start` is ignored too.
-        #[cfg(not(feature = "kafka"))]
-        let _ = &kafka.start;
-        if let Some(group) = kafka.group {
-            self.kafka_group = Some(group);
-        }
-        if let Some(commit) = kafka.commit {
-            self.kafka_commit = commit;
-        }
-        if let Some(rate) = kafka.max_rate_per_partition {
-            if rate == 0 {
-                return Err("`kafka.max_rate_per_partition` must be at least 1".into());
-            }
-            self.kafka_max_rate_per_partition = Some(rate);
-        }
-        for (key, offset) in kafka.start_offsets {
-            let Some((topic, partition)) = key
-                .rsplit_once(':')
-                .and_then(|(topic, p)| Some((topic, p.parse::<i32>().ok()?)))
-            else {
-                return Err(format!(
-                    "`kafka.start_offsets`: `{key}` is not TOPIC:PARTITION (e.g. \"events:0\" = 42)"
-                ));
-            };
-            self.kafka_start_offsets
-                .insert((topic.to_string(), partition), offset);
         }
         Ok(())
     }
@@ -429,144 +302,413 @@ impl AppConfig {
              without finishing (exit 124), and a second Ctrl-C or SIGTERM stops at once (exit 130). \
              Either way a restart with the same checkpoint directory resumes what was left.\n",
         );
-        let command = AppArgs::command()
-            .name(spec.name)
+        let settings = settings();
+        let mut command = clap::Command::new(spec.name)
             .about(format!("streamc pipeline `{}`", spec.name))
-            .after_help(sources_help);
+            .after_help(sources_help)
+            .arg(
+                clap::Arg::new(CONFIG_FLAG)
+                    .long(CONFIG_FLAG)
+                    .value_name("FILE")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .help(CONFIG_HELP),
+            );
+        for setting in &settings {
+            command = command.arg(setting.arg());
+        }
         let program = std::iter::once(std::ffi::OsString::from(spec.name));
         let matches =
             command.try_get_matches_from(program.chain(args.into_iter().map(Into::into)))?;
-        let args = AppArgs::from_arg_matches(&matches)?;
         let invalid = |message: String| {
             clap::Error::raw(clap::error::ErrorKind::InvalidValue, message + "\n")
         };
-        if let Some(path) = &args.config {
+        if let Some(path) = matches.get_one::<PathBuf>(CONFIG_FLAG) {
             self.apply_file(path).map_err(|e| invalid(e.0))?;
         }
-        if let Some(batch) = args.batch {
-            self.batch_interval = batch;
-        }
-        if let Some(workers) = args.workers {
-            self.workers = workers;
-        }
-        for source in &args.source {
-            let Some((name, address)) = source.split_once('=') else {
-                return Err(invalid(format!(
-                    "--source expects NAME=ADDRESS, got `{source}`"
-                )));
-            };
-            if !spec.sources.iter().any(|s| s.name == name) {
-                let known: Vec<&str> = spec.sources.iter().map(|s| s.name).collect();
-                return Err(invalid(format!(
-                    "--source: the pipeline has no source `{name}` (it has: {})",
-                    known.join(", ")
-                )));
-            }
-            self.source_addresses
-                .insert(name.to_string(), address.to_string());
-        }
-        if let Some(ui) = args.ui {
-            self.ui = Some(ui);
-        }
-        if let Some(every) = args.stats_every {
-            self.stats_every = Some(every);
-        }
-        if let Some(history) = args.batch_history {
-            self.batch_history = history;
-        }
-        for sink in &args.sink {
-            let Some((name, url)) = sink.split_once('=') else {
-                return Err(invalid(format!("--sink expects NAME=URL, got `{sink}`")));
-            };
-            self.sink_urls.insert(name.to_string(), url.to_string());
-        }
-        if let Some(attempts) = args.sink_retries {
-            self.sink_retry.attempts = attempts;
-        }
-        if let Some(backoff) = args.sink_backoff {
-            self.sink_retry.initial_backoff = backoff;
-        }
-        if let Some(backoff) = args.sink_max_backoff {
-            self.sink_retry.max_backoff = backoff;
-        }
-        if let Some(bytes) = args.receiver_buffer_bytes {
-            self.socket.buffer_bytes = bytes;
-        }
-        if let Some(bytes) = args.max_line_bytes {
-            self.socket.max_line_bytes = bytes;
-        }
-        self.stop_after_batches = args.batches.or(self.stop_after_batches);
-        self.run_for = args.run_for.or(self.run_for);
-        if let Some(timeout) = args.graceful_stop_timeout {
-            self.graceful_stop_timeout = Some(timeout);
-        }
-        if let Some(timeout) = args.receiver_failure_timeout {
-            self.receiver_failure_timeout = timeout;
-        }
-        match args.demo {
-            Some(true) => {
-                let rate = args.demo_rate.or(self.demo_rate);
-                self.demo_rate = Some(rate.unwrap_or(DEFAULT_DEMO_RATE));
-            }
-            Some(false) => self.demo_rate = None,
-            None => {
-                if let (Some(rate), Some(_)) = (args.demo_rate, self.demo_rate) {
-                    // The file turned the demo on; the flag only changes its rate.
-                    self.demo_rate = Some(rate);
+        if let Some(sources) = matches.get_many::<String>(SOURCE_FLAG) {
+            for source in sources {
+                let name = source
+                    .split_once('=')
+                    .map_or(source.as_str(), |(name, _)| name);
+                if !spec.sources.iter().any(|s| s.name == name) {
+                    let known: Vec<&str> = spec.sources.iter().map(|s| s.name).collect();
+                    return Err(invalid(format!(
+                        "--source: the pipeline has no source `{name}` (it has: {})",
+                        known.join(", ")
+                    )));
                 }
             }
         }
-        self.report = args.report.unwrap_or(self.report);
-        if let Some(dir) = args.checkpoint {
-            self.checkpoint_dir = Some(dir);
-        }
-        if let Some(every) = args.checkpoint_every {
-            self.checkpoint_every = Some(every);
-        }
-        if let Some(keep) = args.keep_checkpoints {
-            self.keep_checkpoints = keep.max(1);
-        }
-        self.reset_state = args.reset_state.unwrap_or(self.reset_state);
-        self.stop_when_drained = args.until_drained.unwrap_or(self.stop_when_drained);
-        if let Some(rate) = args.receiver_max_rate {
-            self.receiver_max_rate = Some(rate);
-        }
-        self.backpressure = args.backpressure.unwrap_or(self.backpressure);
-        self.write_ahead_log = args.wal.unwrap_or(self.write_ahead_log);
-        #[cfg(feature = "kafka")]
-        if let Some(start) = &args.kafka_start {
-            self.kafka_start = start
-                .parse()
-                .map_err(|e: String| invalid(format!("--kafka-start: {e}")))?;
-        }
-        if let Some(group) = &args.kafka_group {
-            self.kafka_group = Some(group.clone());
-        }
-        self.kafka_commit = args.kafka_commit.unwrap_or(self.kafka_commit);
-        if let Some(rate) = args.kafka_max_rate_per_partition {
-            self.kafka_max_rate_per_partition = Some(rate);
-        }
-        for spec in &args.kafka_start_offset {
-            let parsed = spec.rsplit_once('=').and_then(|(tp, offset)| {
-                let (topic, partition) = tp.rsplit_once(':')?;
-                Some((
-                    (topic.to_string(), partition.parse::<i32>().ok()?),
-                    offset.parse::<i64>().ok()?,
-                ))
-            });
-            let Some((tp, offset)) = parsed else {
-                return Err(invalid(format!(
-                    "--kafka-start-offset expects TOPIC:PARTITION=OFFSET, got `{spec}`"
-                )));
-            };
-            self.kafka_start_offsets.insert(tp, offset);
-        }
-        if let Some(rate) = args.backpressure_initial_rate {
-            self.backpressure_initial_rate = Some(rate);
+        // Flags in the order they are declared, each after the file: a flag wins over its key.
+        for setting in &settings {
+            for value in matches
+                .get_many::<String>(setting.flag)
+                .into_iter()
+                .flatten()
+            {
+                setting.apply_flag(self, value).map_err(invalid)?;
+            }
         }
         self.validate().map_err(|e| invalid(e.0))
     }
 }
+
+/// `--config`, read before every other flag.
+const CONFIG_FLAG: &str = "config";
+const CONFIG_HELP: &str = "TOML configuration file: every flag's setting, under the flag's name in \
+    snake case (batch = \"500ms\", workers = 4, ...), grouped in [sources.NAME], [receiver], [kafka], \
+    [sinks.NAME] and [sink_retry] tables (see the book's Running chapter); flags override it.";
+const SOURCE_FLAG: &str = "source";
+
+/// A setting of some options struct inside [`AppConfig`], applied to the whole configuration.
+struct AnySetting {
+    section: &'static str,
+    key: &'static str,
+    flag: &'static str,
+    value_name: &'static str,
+    help: &'static str,
+    switch: bool,
+    entries: bool,
+    apply: Box<ApplyToConfig>,
+}
+
+/// A setting's `apply`, reaching its options struct inside the configuration.
+type ApplyToConfig = dyn Fn(&mut AppConfig, Raw<'_>) -> Result<(), String>;
+
+impl AnySetting {
+    fn arg(&self) -> clap::Arg {
+        let arg = clap::Arg::new(self.flag)
+            .long(self.flag)
+            .value_name(self.value_name)
+            .help(self.help);
+        if self.switch {
+            arg.num_args(0..=1)
+                .require_equals(true)
+                .default_missing_value("true")
+        } else if self.entries {
+            arg.action(clap::ArgAction::Append)
+        } else {
+            arg
+        }
+    }
+
+    fn apply_flag(&self, config: &mut AppConfig, text: &str) -> Result<(), String> {
+        (self.apply)(
+            config,
+            Raw {
+                name: format!("--{}", self.flag),
+                value: RawValue::Flag(text),
+            },
+        )
+    }
+
+    fn apply_file(&self, config: &mut AppConfig, value: &toml::Value) -> Result<(), String> {
+        let path = if self.section.is_empty() {
+            self.key.to_string()
+        } else {
+            format!("{}.{}", self.section, self.key)
+        };
+        (self.apply)(
+            config,
+            Raw {
+                name: format!("`{path}`"),
+                value: RawValue::File(value),
+            },
+        )
+    }
+}
+
+/// The settings of the options struct `place` gives, applied through it.
+fn lift<T: 'static>(
+    settings: &'static [Setting<T>],
+    place: fn(&mut AppConfig) -> &mut T,
+    all: &mut Vec<AnySetting>,
+) {
+    for setting in settings {
+        all.push(AnySetting {
+            section: setting.section,
+            key: setting.key,
+            flag: setting.flag,
+            value_name: setting.value_name,
+            help: setting.help,
+            switch: setting.switch,
+            entries: setting.entries,
+            apply: Box::new(move |config, raw| (setting.apply)(place(config), raw)),
+        });
+    }
+}
+
+/// Every setting of an app: the engine's, then each connector's, in `--help` order.
+fn settings() -> Vec<AnySetting> {
+    let mut all = Vec::new();
+    lift(SETTINGS, |config| config, &mut all);
+    lift(
+        SocketOptions::SETTINGS,
+        |config| &mut config.socket,
+        &mut all,
+    );
+    lift(RECEIVER_SETTINGS, |config| config, &mut all);
+    #[cfg(feature = "kafka")]
+    lift(
+        crate::source::KafkaSettings::SETTINGS,
+        |config| &mut config.kafka,
+        &mut all,
+    );
+    lift(WAL_SETTINGS, |config| config, &mut all);
+    lift(
+        crate::sink::SinkOptions::SETTINGS,
+        |config| &mut config.sinks,
+        &mut all,
+    );
+    lift(MONITOR_SETTINGS, |config| config, &mut all);
+    all
+}
+
+/// How a run is shaped, where it reads and checkpoints, and when it stops.
+const SETTINGS: &[Setting<AppConfig>] = &[
+    setting!(AppConfig {
+        key: "batch",
+        flag: "batch",
+        value: "DURATION",
+        help: "Batch interval, e.g. 500ms, 1s, 2min.",
+    } |config, raw| {
+        let interval = raw.get()?;
+        check_batch_interval(interval).map_err(|e| format!("{}: {e}", raw.name))?;
+        config.batch_interval = interval;
+        Ok(())
+    }),
+    setting!(AppConfig {
+        key: "workers",
+        flag: "workers",
+        value: "N",
+        help: "Worker threads (and partitions after a shuffle).",
+    } |config, raw| {
+        let workers = raw.get()?;
+        check_workers(workers).map_err(|e| format!("{}: {e}", raw.name))?;
+        config.workers = workers;
+        Ok(())
+    }),
+    setting!(AppConfig {
+        key: "sources",
+        flag: "source",
+        value: "NAME=ADDRESS",
+        entries: true,
+        help: "Where a source reads, replacing the pipeline's: HOST:PORT for a socket, a directory \
+               for a file stream ([sources.NAME] address = ... in the file). Repeatable.",
+    } |config, raw| {
+        for (name, address) in raw.entries(Some("address"))? {
+            config.source_addresses.insert(name, address.get()?);
+        }
+        Ok(())
+    }),
+    setting!(AppConfig {
+        key: "batches",
+        flag: "batches",
+        value: "N",
+        help: "Stop gracefully after N batches.",
+    } |config, raw| {
+        config.stop_after_batches = Some(raw.get()?);
+        Ok(())
+    }),
+    setting!(AppConfig {
+        key: "run_for",
+        flag: "run-for",
+        value: "DURATION",
+        help: "Stop gracefully after this long, e.g. 30s.",
+    } |config, raw| {
+        config.run_for = Some(raw.get()?);
+        Ok(())
+    }),
+    setting!(AppConfig {
+        key: "graceful_stop_timeout",
+        flag: "graceful-stop-timeout",
+        value: "DURATION",
+        help: "How long a graceful stop (Ctrl-C, SIGTERM, --run-for, --batches) may take to finish \
+               the data already received (default: 10 batch intervals, at least 10s). Past it the app \
+               stops without finishing and exits 124; a second Ctrl-C or SIGTERM stops at once and \
+               exits 130. Either way a restart with the same checkpoint directory resumes what was \
+               left (under --wal, or from Kafka).",
+    } |config, raw| {
+        config.graceful_stop_timeout = Some(raw.get()?);
+        Ok(())
+    }),
+    setting!(AppConfig {
+        key: "demo",
+        flag: "demo",
+        value: "BOOL",
+        switch: true,
+        help: "Feed every socket source from a built-in local generator of words (no `nc` needed).",
+    } |config, raw| {
+        config.demo = Some(raw.get()?);
+        Ok(())
+    }),
+    setting!(AppConfig {
+        key: "demo_rate",
+        flag: "demo-rate",
+        value: "LINES",
+        help: "Lines per second the demo generator writes (default 2); a rate alone turns the demo \
+               on.",
+    } |config, raw| {
+        config.demo_lines_per_second = Some(raw.positive()?);
+        Ok(())
+    }),
+    setting!(AppConfig {
+        key: "report",
+        flag: "report",
+        value: "BOOL",
+        switch: true,
+        help: "Print a summary of the run (batches, delays, records) when it stops.",
+    } |config, raw| {
+        config.report = raw.get()?;
+        Ok(())
+    }),
+    setting!(AppConfig {
+        key: "checkpoint",
+        flag: "checkpoint",
+        value: "DIR",
+        help: "Checkpoint directory (state, source positions); replaces the pipeline's `checkpoint`.",
+    } |config, raw| {
+        config.checkpoint_dir = Some(raw.get()?);
+        Ok(())
+    }),
+    setting!(AppConfig {
+        key: "checkpoint_every",
+        flag: "checkpoint-every",
+        value: "DURATION",
+        help: "How often to checkpoint, a multiple of the batch interval (default: at least 10 s).",
+    } |config, raw| {
+        let every: Duration = raw.get()?;
+        if every.is_zero() {
+            return Err(format!("{} must be longer than zero", raw.name));
+        }
+        config.checkpoint_every = Some(every);
+        Ok(())
+    }),
+    setting!(AppConfig {
+        key: "keep_checkpoints",
+        flag: "keep-checkpoints",
+        value: "N",
+        help: "How many complete checkpoints to keep (default 3).",
+    } |config, raw| {
+        config.keep_checkpoints = raw.positive()?;
+        Ok(())
+    }),
+    setting!(AppConfig {
+        key: "reset_state",
+        flag: "reset-state",
+        value: "BOOL",
+        switch: true,
+        help: "Discard the checkpoints in the checkpoint directory and start from empty state (after \
+               an incompatible pipeline change).",
+    } |config, raw| {
+        config.reset_state = raw.get()?;
+        Ok(())
+    }),
+    setting!(AppConfig {
+        key: "until_drained",
+        flag: "until-drained",
+        value: "BOOL",
+        switch: true,
+        help: "Stop gracefully once every source is drained (queue streams).",
+    } |config, raw| {
+        config.stop_when_drained = raw.get()?;
+        Ok(())
+    }),
+];
+
+/// What every receiver obeys, whatever it reads.
+const RECEIVER_SETTINGS: &[Setting<AppConfig>] = &[
+    setting!(AppConfig {
+        section: "receiver",
+        key: "max_rate",
+        flag: "receiver-max-rate",
+        value: "RECORDS",
+        help: "Records per second each receiver may take in.",
+    } |config, raw| {
+        config.receiver_max_rate = Some(raw.positive()?);
+        Ok(())
+    }),
+    setting!(AppConfig {
+        section: "receiver",
+        key: "failure_timeout",
+        flag: "receiver-failure-timeout",
+        value: "DURATION",
+        help: "How long a receiver may keep failing to store what it received (a full disk under \
+               --wal) before the app stops and exits 1; meanwhile receiving pauses and retries \
+               (default 60s).",
+    } |config, raw| {
+        config.receiver_failure_timeout = raw.get()?;
+        Ok(())
+    }),
+    setting!(AppConfig {
+        key: "backpressure",
+        flag: "backpressure",
+        value: "BOOL",
+        switch: true,
+        help: "Adapt receiving rates to what the pipeline sustains (PID estimator, Spark's defaults).",
+    } |config, raw| {
+        config.backpressure = raw.get()?;
+        Ok(())
+    }),
+    setting!(AppConfig {
+        key: "backpressure_initial_rate",
+        flag: "backpressure-initial-rate",
+        value: "RECORDS",
+        help: "Under --backpressure, the receiving rate before the first estimate.",
+    } |config, raw| {
+        config.backpressure_initial_rate = Some(raw.positive()?);
+        Ok(())
+    }),
+];
+
+const WAL_SETTINGS: &[Setting<AppConfig>] =
+    &[setting!(AppConfig {
+    key: "wal",
+    flag: "wal",
+    value: "BOOL",
+    switch: true,
+    help: "Write received data to a write-ahead log in the checkpoint directory before using it.",
+} |config, raw| {
+    config.write_ahead_log = raw.get()?;
+    Ok(())
+})];
+
+const MONITOR_SETTINGS: &[Setting<AppConfig>] = &[
+    setting!(AppConfig {
+        key: "ui",
+        flag: "ui",
+        value: "ADDR",
+        help: "Serve the live dashboard, /metrics (Prometheus) and /api/v1 (JSON) at this address, \
+               e.g. 127.0.0.1:4040 (or a bare port, on loopback).",
+    } |config, raw| {
+        config.ui = Some(raw.get()?);
+        Ok(())
+    }),
+    setting!(
+        AppConfig {
+            key: "stats_every",
+            flag: "stats-every",
+            value: "N",
+            help: "Print a summary of processing time and delays every N batches.",
+        } | config,
+        raw | {
+            config.stats_every = Some(raw.get()?);
+            Ok(())
+        }
+    ),
+    setting!(
+        AppConfig {
+            key: "batch_history",
+            flag: "batch-history",
+            value: "N",
+            help: "Batches the monitoring (--ui) keeps for its pages and API (default 1000).",
+        } | config,
+        raw | {
+            config.batch_history = raw.positive()?;
+            Ok(())
+        }
+    ),
+];
 
 fn lcm(a: u64, b: u64) -> u64 {
     a / gcd(u128::from(a), u128::from(b)) as u64 * b
@@ -618,133 +760,6 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The flags every streamc application accepts.
-#[derive(Parser, Debug)]
-struct AppArgs {
-    /// TOML configuration file: every flag's setting, under the flag's name in snake case (batch =
-    /// "500ms", workers = 4, ...), grouped in [sources.NAME], [receiver], [kafka], [sinks.NAME] and
-    /// [sink_retry] tables (see the book's Running chapter); flags override it.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Batch interval, e.g. 500ms, 1s, 2min.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    batch: Option<Duration>,
-    /// Worker threads (and partitions after a shuffle).
-    #[arg(long, value_name = "N")]
-    workers: Option<usize>,
-    /// Where a source reads, replacing the pipeline's: HOST:PORT for a socket, a directory for a file
-    /// stream. Repeatable.
-    #[arg(long, value_name = "NAME=ADDRESS")]
-    source: Vec<String>,
-    /// Bytes a receiver may hold before it stops reading (backpressure).
-    #[arg(long, value_name = "BYTES")]
-    receiver_buffer_bytes: Option<usize>,
-    /// Longer lines are skipped and counted.
-    #[arg(long, value_name = "BYTES")]
-    max_line_bytes: Option<usize>,
-    /// Stop gracefully after N batches.
-    #[arg(long, value_name = "N")]
-    batches: Option<u64>,
-    /// Stop gracefully after this long, e.g. 30s.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    run_for: Option<Duration>,
-    /// How long a graceful stop (Ctrl-C, SIGTERM, --run-for, --batches) may take to finish the data
-    /// already received (default: 10 batch intervals, at least 10s). Past it the app stops without
-    /// finishing and
-    /// exits 124; a second Ctrl-C or SIGTERM stops at once and exits 130. Either way a restart with the
-    /// same checkpoint directory resumes what was left (under --wal, or from Kafka).
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    graceful_stop_timeout: Option<Duration>,
-    /// How long a receiver may keep failing to store what it received (a full disk under --wal)
-    /// before the app stops and exits 1; meanwhile receiving pauses and retries (default 60s).
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    receiver_failure_timeout: Option<Duration>,
-    /// Feed every socket source from a built-in local generator of words (no `nc` needed).
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
-    demo: Option<bool>,
-    /// Lines per second the demo generator writes (default 2).
-    #[arg(long, value_name = "LINES")]
-    demo_rate: Option<u64>,
-    /// Print a summary of the run (batches, delays, records) when it stops.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
-    report: Option<bool>,
-    /// Checkpoint directory (state, source positions); replaces the pipeline's `checkpoint`.
-    #[arg(long, value_name = "DIR")]
-    checkpoint: Option<PathBuf>,
-    /// How often to checkpoint, a multiple of the batch interval (default: at least 10 s).
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    checkpoint_every: Option<Duration>,
-    /// How many complete checkpoints to keep (default 3).
-    #[arg(long, value_name = "N")]
-    keep_checkpoints: Option<usize>,
-    /// Discard the checkpoints in the checkpoint directory and start from empty state (after an
-    /// incompatible pipeline change).
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
-    reset_state: Option<bool>,
-    /// Stop gracefully once every source is drained (queue streams).
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
-    until_drained: Option<bool>,
-    /// Records per second each receiver may take in.
-    #[arg(long, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
-    receiver_max_rate: Option<u64>,
-    /// Adapt receiving rates to what the pipeline sustains (PID estimator, Spark's defaults).
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
-    backpressure: Option<bool>,
-    /// Kafka: where partitions without checkpointed offsets start: committed (else earliest), earliest
-    /// or latest.
-    #[arg(long, value_name = "WHERE")]
-    kafka_start: Option<String>,
-    /// Kafka: the consumer group (default: the app name).
-    #[arg(long, value_name = "GROUP")]
-    kafka_group: Option<String>,
-    /// Kafka: commit each completed batch's offsets to the consumer group.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
-    kafka_commit: Option<bool>,
-    /// Kafka: messages per second per partition.
-    #[arg(long, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
-    kafka_max_rate_per_partition: Option<u64>,
-    /// Kafka: start a partition at an explicit offset (repeatable).
-    #[arg(long, value_name = "TOPIC:PARTITION=OFFSET")]
-    kafka_start_offset: Vec<String>,
-    /// Write received data to a write-ahead log in the checkpoint directory before using it.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
-    wal: Option<bool>,
-    /// Under --backpressure, the receiving rate before the first estimate.
-    #[arg(long, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
-    backpressure_initial_rate: Option<u64>,
-    /// Where a sink writes, replacing the pipeline's (e.g. wordcount=postgres://user@host/db). The
-    /// name is the sink's output name: for SQL, the table. Repeatable.
-    #[arg(long, value_name = "NAME=URL")]
-    sink: Vec<String>,
-    /// Tries a sink makes to write a batch before the app stops (default 10).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    sink_retries: Option<u32>,
-    /// A sink's wait after its first failed try; it doubles after each further one (default 100ms).
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    sink_backoff: Option<Duration>,
-    /// The longest wait between a sink's tries (default 8s).
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    sink_max_backoff: Option<Duration>,
-    /// Serve the live dashboard, /metrics (Prometheus) and /api/v1 (JSON) at this address, e.g.
-    /// 127.0.0.1:4040 (or a bare port, on loopback).
-    #[arg(long, value_parser = parse_ui_address, value_name = "ADDR")]
-    ui: Option<std::net::SocketAddr>,
-    /// Print a summary of processing time and delays every N batches.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
-    stats_every: Option<usize>,
-    /// Batches the monitoring (--ui) keeps for its pages and API (default 1000).
-    #[arg(long, value_name = "N", value_parser = parse_positive_count)]
-    batch_history: Option<usize>,
-}
-
-fn parse_positive_count(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("`{text}` is not a whole number")),
-    }
-}
-
 /// The default graceful stop timeout is never shorter than this.
 const MIN_DEFAULT_GRACEFUL_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -754,98 +769,7 @@ const DEFAULT_RECEIVER_FAILURE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Lines per second of `--demo` when no rate is given.
 const DEFAULT_DEMO_RATE: u64 = 2;
 
-/// The `--config` file. Keys are the flags' names in snake case; a flag's value replaces the key's, and
-/// a boolean set in the file can be turned either way by its flag (`--report=false`).
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    batch: Option<String>,
-    workers: Option<usize>,
-    checkpoint: Option<PathBuf>,
-    checkpoint_every: Option<String>,
-    keep_checkpoints: Option<usize>,
-    reset_state: Option<bool>,
-    wal: Option<bool>,
-    batches: Option<u64>,
-    run_for: Option<String>,
-    graceful_stop_timeout: Option<String>,
-    until_drained: Option<bool>,
-    demo: Option<bool>,
-    demo_rate: Option<u64>,
-    report: Option<bool>,
-    ui: Option<String>,
-    stats_every: Option<usize>,
-    batch_history: Option<usize>,
-    backpressure: Option<bool>,
-    backpressure_initial_rate: Option<u64>,
-    #[serde(default)]
-    sources: BTreeMap<String, SourceFile>,
-    receiver: Option<ReceiverFile>,
-    kafka: Option<KafkaFile>,
-    #[serde(default)]
-    sinks: BTreeMap<String, SinkFile>,
-    sink_retry: Option<SinkRetryFile>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KafkaFile {
-    start: Option<String>,
-    group: Option<String>,
-    commit: Option<bool>,
-    max_rate_per_partition: Option<u64>,
-    /// `"TOPIC:PARTITION" = OFFSET`.
-    #[serde(default)]
-    start_offsets: BTreeMap<String, i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SinkFile {
-    url: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SinkRetryFile {
-    attempts: Option<u32>,
-    initial_backoff: Option<String>,
-    max_backoff: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SourceFile {
-    address: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReceiverFile {
-    buffer_bytes: Option<usize>,
-    max_line_bytes: Option<usize>,
-    max_rate: Option<u64>,
-    failure_timeout: Option<String>,
-}
-
-/// `HOST:PORT`, or a bare port on the loopback interface (monitoring stays local unless asked).
-pub fn parse_ui_address(text: &str) -> Result<std::net::SocketAddr, String> {
-    if let Ok(port) = text.parse::<u16>() {
-        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    use std::net::ToSocketAddrs;
-    text.to_socket_addrs()
-        .map_err(|e| format!("`{text}` is not an address (HOST:PORT or PORT): {e}"))?
-        .next()
-        .ok_or_else(|| format!("`{text}` resolves to no address"))
-}
-
-/// Parses `500ms`, `1s`, `1.5s`, `10min` (or `10m`), `2h`, `1d`, as the `stream!` language does.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    streamc_duration::parse_millis(text)
-        .map(Duration::from_millis)
-        .map_err(|e| format!("`{}` is {e}", text.trim()))
-}
+pub use crate::settings::{parse_duration, parse_ui_address};
 
 #[cfg(test)]
 mod tests {
@@ -1056,13 +980,17 @@ mod tests {
         assert_eq!(config.stats_every, Some(10));
         assert_eq!(config.batch_history, 50);
         assert_eq!(config.backpressure_initial_rate, Some(100));
-        assert_eq!(config.demo_rate, Some(9));
+        assert_eq!(config.demo_rate(), Some(9));
         assert_eq!(config.receiver_max_rate, Some(1000));
-        assert_eq!(config.kafka_group.as_deref(), Some("g"));
-        assert!(config.kafka_commit);
-        assert_eq!(config.kafka_max_rate_per_partition, Some(20));
+        #[cfg(feature = "kafka")]
+        assert_eq!(config.kafka.group.as_deref(), Some("g"));
+        #[cfg(feature = "kafka")]
+        assert!(config.kafka.commit);
+        #[cfg(feature = "kafka")]
+        assert_eq!(config.kafka.max_rate_per_partition, Some(20));
+        #[cfg(feature = "kafka")]
         assert_eq!(
-            config.kafka_start_offsets.get(&("events".to_string(), 1)),
+            config.kafka.start_offsets.get(&("events".to_string(), 1)),
             Some(&42)
         );
         let mut config = AppConfig::from_spec(&SPEC);
@@ -1086,7 +1014,7 @@ mod tests {
         assert_eq!(config.stop_after_batches, Some(2));
         assert_eq!(config.receiver_max_rate, Some(5));
         assert_eq!(config.batch_history, 3);
-        assert_eq!(config.demo_rate, Some(4));
+        assert_eq!(config.demo_rate(), Some(4));
         std::fs::remove_file(&file).ok();
     }
 

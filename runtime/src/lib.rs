@@ -27,7 +27,8 @@
 //! Each module belongs to a layer and names only modules of its own layer or below
 //! (`runtime/tests/layers.rs` checks it, and that the imports form no cycle), lowest first:
 //!
-//! 1. leaf types and kernels: [`time`], [`spec`] (what a pipeline declares), [`stop`], [`rate`],
+//! 1. leaf types and kernels: [`time`], [`spec`] (what a pipeline declares), [`settings`] (how a
+//!    setting is declared once for its flag and its config key), [`stop`], [`rate`],
 //!    [`wal`], [`shuffle`] (partitions, key hashing, the bucket shuffles), [`demo`];
 //! 2. data: [`state`], [`checkpoint`], [`output`] (how records are shown);
 //! 3. connectors: [`source`] and [`sink`], which never name the engine, the executor or the batch
@@ -52,6 +53,7 @@ pub mod monitor;
 pub mod output;
 pub mod pipeline;
 pub mod rate;
+pub mod settings;
 pub mod shuffle;
 pub mod sink;
 pub mod source;

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "leaf types and kernels",
-        &["time", "spec", "stop", "rate", "wal", "shuffle", "demo"],
+        &[
+            "time", "spec", "settings", "stop", "rate", "wal", "shuffle", "demo",
+        ],
     ),
     ("data", &["state", "checkpoint", "output"]),
     ("connectors", &["source", "sink"]),

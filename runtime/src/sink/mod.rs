@@ -17,6 +17,7 @@ pub mod rolling;
 #[cfg(feature = "sql")]
 pub mod sql;
 
+use crate::settings::{setting, Setting};
 use crate::stop::StopSignal;
 use crate::time::Time;
 use std::collections::BTreeMap;
@@ -202,6 +203,78 @@ impl RetryPolicy {
             }
         }
     }
+}
+
+/// The sinks' configuration: destination overrides and how they retry and pool.
+#[derive(Clone, Debug)]
+pub struct SinkOptions {
+    /// `--sink NAME=URL`: replaces the destination written in the pipeline for the sink named `NAME`.
+    pub urls: BTreeMap<String, String>,
+    /// How long a sink retries an unavailable destination before the batch fails and the app stops.
+    pub retry: RetryPolicy,
+    /// Pooled connections unused for this long are closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for SinkOptions {
+    fn default() -> Self {
+        Self {
+            urls: BTreeMap::new(),
+            retry: RetryPolicy::default(),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl SinkOptions {
+    /// The sinks' settings: `[sinks.NAME]` and `[sink_retry]`.
+    pub const SETTINGS: &'static [Setting<SinkOptions>] = &[
+        setting!(SinkOptions {
+            key: "sinks",
+            flag: "sink",
+            value: "NAME=URL",
+            entries: true,
+            help: "Where a sink writes, replacing the pipeline's (e.g. \
+                   wordcount=postgres://user@host/db). The name is the sink's output name: for SQL, \
+                   the table. Repeatable.",
+        } |options, raw| {
+            for (name, url) in raw.entries(Some("url"))? {
+                options.urls.insert(name, url.get()?);
+            }
+            Ok(())
+        }),
+        setting!(SinkOptions {
+            section: "sink_retry",
+            key: "attempts",
+            flag: "sink-retries",
+            value: "N",
+            help: "Tries a sink makes to write a batch before the app stops (default 10).",
+        } |options, raw| {
+            options.retry.attempts = raw.positive()?;
+            Ok(())
+        }),
+        setting!(SinkOptions {
+            section: "sink_retry",
+            key: "initial_backoff",
+            flag: "sink-backoff",
+            value: "DURATION",
+            help: "A sink's wait after its first failed try; it doubles after each further one \
+                   (default 100ms).",
+        } |options, raw| {
+            options.retry.initial_backoff = raw.get()?;
+            Ok(())
+        }),
+        setting!(SinkOptions {
+            section: "sink_retry",
+            key: "max_backoff",
+            flag: "sink-max-backoff",
+            value: "DURATION",
+            help: "The longest wait between a sink's tries (default 8s).",
+        } |options, raw| {
+            options.retry.max_backoff = raw.get()?;
+            Ok(())
+        }),
+    ];
 }
 
 /// What the app's sinks share: the pipeline's name (part of every progress record), destination

@@ -5,6 +5,7 @@
 //! once. Offsets can also be committed to Kafka (consumer group) once their batch is complete.
 
 use super::{Source, SourceError};
+use crate::settings::{setting, Setting};
 use crate::time::Time;
 use rayon::prelude::*;
 use rdkafka::config::ClientConfig;
@@ -69,6 +70,120 @@ impl std::str::FromStr for StartAt {
             other => Err(format!("`{other}` is not earliest, latest or committed")),
         }
     }
+}
+
+/// The Kafka sources' settings, as the app's flags and `[kafka]` table give them.
+#[derive(Clone, Debug)]
+pub struct KafkaSettings {
+    /// Where a partition without checkpointed offsets starts.
+    pub start: StartAt,
+    /// The consumer group (default: the app name).
+    pub group: Option<String>,
+    /// Commit each completed batch's offsets to the group.
+    pub commit: bool,
+    /// Messages per second per partition.
+    pub max_rate_per_partition: Option<u64>,
+    /// Explicit starting offsets per (topic, partition).
+    pub start_offsets: BTreeMap<(String, i32), i64>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            start: StartAt::Committed,
+            group: None,
+            commit: false,
+            max_rate_per_partition: None,
+            start_offsets: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaSettings {
+    /// The `--kafka-*` flags and the `[kafka]` keys.
+    pub const SETTINGS: &'static [Setting<KafkaSettings>] =
+        &[
+            setting!(KafkaSettings {
+            section: "kafka",
+            key: "start",
+            flag: "kafka-start",
+            value: "WHERE",
+            help: "Kafka: where partitions without checkpointed offsets start: committed (else \
+                   earliest), earliest or latest.",
+        } |kafka, raw| {
+            let start: String = raw.get()?;
+            kafka.start = start.parse().map_err(|e| format!("{}: {e}", raw.name))?;
+            Ok(())
+        }),
+            setting!(
+                KafkaSettings {
+                    section: "kafka",
+                    key: "group",
+                    flag: "kafka-group",
+                    value: "GROUP",
+                    help: "Kafka: the consumer group (default: the app name).",
+                } | kafka,
+                raw | {
+                    kafka.group = Some(raw.get()?);
+                    Ok(())
+                }
+            ),
+            setting!(
+                KafkaSettings {
+                    section: "kafka",
+                    key: "commit",
+                    flag: "kafka-commit",
+                    value: "BOOL",
+                    switch: true,
+                    help: "Kafka: commit each completed batch's offsets to the consumer group.",
+                } | kafka,
+                raw | {
+                    kafka.commit = raw.get()?;
+                    Ok(())
+                }
+            ),
+            setting!(
+                KafkaSettings {
+                    section: "kafka",
+                    key: "max_rate_per_partition",
+                    flag: "kafka-max-rate-per-partition",
+                    value: "RECORDS",
+                    help: "Kafka: messages per second per partition.",
+                } | kafka,
+                raw | {
+                    kafka.max_rate_per_partition = Some(raw.positive()?);
+                    Ok(())
+                }
+            ),
+            setting!(
+                KafkaSettings {
+                    section: "kafka",
+                    key: "start_offsets",
+                    flag: "kafka-start-offset",
+                    value: "TOPIC:PARTITION=OFFSET",
+                    entries: true,
+                    help: "Kafka: start a partition at an explicit offset (repeatable; \
+                   [kafka.start_offsets] \"TOPIC:PARTITION\" = OFFSET in the file).",
+                } | kafka,
+                raw | {
+                    for (key, offset) in raw.entries(None)? {
+                        let Some((topic, partition)) = key
+                            .rsplit_once(':')
+                            .and_then(|(topic, p)| Some((topic, p.parse::<i32>().ok()?)))
+                        else {
+                            return Err(format!(
+                                "{}: `{key}` is not TOPIC:PARTITION (e.g. \"events:0\" = 42)",
+                                raw.name
+                            ));
+                        };
+                        kafka
+                            .start_offsets
+                            .insert((topic.to_string(), partition), offset.get()?);
+                    }
+                    Ok(())
+                }
+            ),
+        ];
 }
 
 /// Options of a direct Kafka source.

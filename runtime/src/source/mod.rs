@@ -19,7 +19,8 @@ pub use files::{
 };
 #[cfg(feature = "kafka")]
 pub use kafka::{
-    offset_ranges, KafkaDirectSource, KafkaOptions, KafkaRecord, OffsetRange, StartAt,
+    offset_ranges, KafkaDirectSource, KafkaOptions, KafkaRecord, KafkaSettings, OffsetRange,
+    StartAt,
 };
 #[cfg(feature = "kafka")]
 pub use kafka_receiver::KafkaReceiverSource;

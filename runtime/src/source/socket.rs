@@ -9,6 +9,7 @@ use super::blocks::{BlockSink, Loggable, ReceivedBlocks, StoreRetry, Unstored};
 use super::text::{MemoryBudget, TextBlock, TextPartition};
 use super::{ReceiverCounters, ReceiverEnv, Source, SourceError, SourceStats};
 use crate::rate::{Pacer, RateControl};
+use crate::settings::{setting, Setting};
 use crate::time::Time;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,38 @@ impl Default for SocketOptions {
             reconnect_max: Duration::from_secs(5),
         }
     }
+}
+
+impl SocketOptions {
+    /// The socket receivers' settings, in `[receiver]`.
+    pub const SETTINGS: &'static [Setting<SocketOptions>] = &[
+        setting!(
+            SocketOptions {
+                section: "receiver",
+                key: "buffer_bytes",
+                flag: "receiver-buffer-bytes",
+                value: "BYTES",
+                help: "Bytes a receiver may hold before it stops reading (backpressure).",
+            } | options,
+            raw | {
+                options.buffer_bytes = raw.get()?;
+                Ok(())
+            }
+        ),
+        setting!(
+            SocketOptions {
+                section: "receiver",
+                key: "max_line_bytes",
+                flag: "max-line-bytes",
+                value: "BYTES",
+                help: "Longer lines are skipped and counted.",
+            } | options,
+            raw | {
+                options.max_line_bytes = raw.get()?;
+                Ok(())
+            }
+        ),
+    ];
 }
 
 /// A TCP text-line source.
