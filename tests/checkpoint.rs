@@ -252,6 +252,46 @@ fn upgrades_resume_when_state_types_match_and_are_refused_otherwise() {
     assert_eq!(time.millis(), 1000, "--reset-state starts over");
 }
 
+#[test]
+fn a_caller_tells_a_bad_setting_from_a_checkpoint_that_does_not_fit() {
+    let refused = v1::counter::app()
+        .configure(|c| c.workers = 0)
+        .test_driver()
+        .err();
+    assert!(
+        matches!(refused, Some(streamc::RunError::Config(ref m)) if m.contains("workers")),
+        "{refused:?}"
+    );
+    let dir = temp_dir("kinds");
+    let at = |c: &mut streamc::AppConfig| {
+        c.checkpoint_dir = Some(dir.clone());
+        c.checkpoint_every = Some(Duration::from_secs(1));
+    };
+    let mut first = v1::counter::app().configure(at).test_driver().unwrap();
+    first.run_batches(2);
+    drop(first);
+    let refused = v2_changed_type::counter::app()
+        .configure(at)
+        .test_driver()
+        .err();
+    assert!(
+        matches!(refused, Some(streamc::RunError::Checkpoint(ref m)) if m.contains("--reset-state")),
+        "{refused:?}"
+    );
+    let refused = v1::counter::app()
+        .configure(|c| {
+            at(c);
+            c.batch_interval = Duration::from_secs(2);
+            c.checkpoint_every = Some(Duration::from_secs(2));
+        })
+        .test_driver()
+        .err();
+    assert!(
+        matches!(refused, Some(streamc::RunError::Checkpoint(ref m)) if m.contains("batch interval changed")),
+        "{refused:?}"
+    );
+}
+
 /// Cuts the checkpoint of batch `time_ms` in `dir` to `length(its length)` bytes, as a crash mid-write
 /// on a file system without atomic renames, or a bad disk, would leave it.
 fn truncate_checkpoint(dir: &Path, time_ms: u64, length: impl Fn(u64) -> u64) {

@@ -116,6 +116,25 @@ fn an_unwritable_destination_is_retried_then_stops_the_app_with_the_reason() {
     );
 }
 
+#[test]
+fn a_run_whose_output_gives_up_ends_with_an_output_failure() {
+    let result = unwritable::app()
+        .configure(|c| {
+            c.sinks.retry.attempts = 2;
+            c.sinks.retry.initial_backoff = std::time::Duration::from_millis(1);
+            c.batch_interval = std::time::Duration::from_millis(50);
+            c.stop_when_drained = true;
+        })
+        .run();
+    match result {
+        Err(e @ streamc::RunError::OutputFailed(_)) => {
+            assert_eq!(e.exit_code(), 1);
+            assert!(e.to_string().contains("gave up after 2 attempts"), "{e}");
+        }
+        other => panic!("expected an output failure, got {other:?}"),
+    }
+}
+
 fn pool_batches() -> Vec<Vec<String>> {
     (0..6)
         .map(|b| (0..20).map(|i| format!("r{b}-{i}")).collect())

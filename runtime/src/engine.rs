@@ -29,8 +29,21 @@ pub use crate::monitor::report::{BatchInfo, RunReport, RETAINED_BATCHES};
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum RunError {
-    /// The app could not start, or a part of it failed for good (an output that gave up, a receiver
-    /// that could not store what it received).
+    /// A setting is wrong (set by a flag, the config file or [`crate::App::configure`]), or does not
+    /// fit the pipeline (a batch interval that does not divide its windows).
+    Config(String),
+    /// The checkpoint directory cannot be used: it cannot be read or written, or its checkpoint does
+    /// not fit this app (another app's, another batch interval, state of another shape, batches cut
+    /// for another number of workers). `--reset-state` or another directory is the way out.
+    Checkpoint(String),
+    /// An output gave up on a batch: its destination stayed away through every retry, or refused
+    /// the batch for good. The checkpoint covers only the batches before it.
+    OutputFailed(String),
+    /// A receiver failed for good: it could not store what it received within
+    /// `--receiver-failure-timeout`.
+    ReceiverFailed(String),
+    /// Anything else that stopped the app: it could not start (its threads, the pipeline's own
+    /// build, the monitoring server, a source), or a thread of the runtime panicked.
     Failed(String),
     /// The graceful stop did not finish within `--graceful-stop-timeout`; `left` says what was not
     /// finished and what a restart does with it.
@@ -54,7 +67,11 @@ impl RunError {
     /// (as `timeout(1)` does), 130 for a stop at once (as a shell reports a second Ctrl-C).
     pub fn exit_code(&self) -> u8 {
         match self {
-            RunError::Failed(_) => 1,
+            RunError::Config(_)
+            | RunError::Checkpoint(_)
+            | RunError::OutputFailed(_)
+            | RunError::ReceiverFailed(_)
+            | RunError::Failed(_) => 1,
             RunError::StopTimedOut { .. } => 124,
             RunError::StoppedAtOnce { .. } => 130,
         }
@@ -64,7 +81,11 @@ impl RunError {
 impl std::fmt::Display for RunError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RunError::Failed(message) => f.write_str(message),
+            RunError::Config(message)
+            | RunError::Checkpoint(message)
+            | RunError::OutputFailed(message)
+            | RunError::ReceiverFailed(message)
+            | RunError::Failed(message) => f.write_str(message),
             RunError::StopTimedOut { timeout, left } => write!(
                 f,
                 "the graceful stop did not finish within {timeout:?} (--graceful-stop-timeout): {left}"
@@ -99,7 +120,7 @@ impl Machinery {
     }
 
     pub(crate) fn new(config: &AppConfig) -> Result<Self, RunError> {
-        config.validate().map_err(|e| RunError::Failed(e.0))?;
+        config.validate().map_err(|e| RunError::Config(e.0))?;
         let receivers = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("streamc-receiver")
@@ -229,12 +250,13 @@ impl Checkpointer {
         let Some(path) = &config.checkpoint_dir else {
             return Ok(None);
         };
-        let dir = CheckpointDir::open(path, config.keep_checkpoints).map_err(RunError::Failed)?;
+        let dir =
+            CheckpointDir::open(path, config.keep_checkpoints).map_err(RunError::Checkpoint)?;
         if config.reset_state {
-            let removed = dir.reset().map_err(RunError::Failed)?;
+            let removed = dir.reset().map_err(RunError::Checkpoint)?;
             tracing::warn!(dir = %path.display(), removed, "--reset-state: discarded the existing checkpoints");
         }
-        let kept = dir.kept().map_err(RunError::Failed)?.into();
+        let kept = dir.kept().map_err(RunError::Checkpoint)?.into();
         Ok(Some(Self {
             dir,
             every_ms: config.checkpoint_interval().as_millis().max(1) as u64,
@@ -260,10 +282,10 @@ impl Checkpointer {
         outputs: &Outputs,
         workers: usize,
     ) -> Result<Option<Recovered>, RunError> {
-        let Some(found) = self.dir.latest().map_err(RunError::Failed)? else {
+        let Some(found) = self.dir.latest().map_err(RunError::Checkpoint)? else {
             // No checkpoint yet, but batches may have run (and written their outputs) before the crash:
             // they are cut again from the sources' start, with the same data and times.
-            let pending = self.dir.journaled_after(0).map_err(RunError::Failed)?;
+            let pending = self.dir.journaled_after(0).map_err(RunError::Checkpoint)?;
             let Some(first) = pending.first() else {
                 return Ok(None);
             };
@@ -293,7 +315,7 @@ impl Checkpointer {
             self.dir.path().display()
         );
         if ckpt.app != self.app {
-            return Err(RunError::Failed(format!(
+            return Err(RunError::Checkpoint(format!(
                 "the checkpoint in {} belongs to app `{}`, not `{}`; {way_out}",
                 self.dir.path().display(),
                 ckpt.app,
@@ -301,7 +323,7 @@ impl Checkpointer {
             )));
         }
         if ckpt.batch_interval_ms != self.interval_ms {
-            return Err(RunError::Failed(format!(
+            return Err(RunError::Checkpoint(format!(
                 "the batch interval changed from {} ms to {} ms since the checkpoint; windows and state depend on it; {way_out}",
                 ckpt.batch_interval_ms, self.interval_ms
             )));
@@ -309,10 +331,10 @@ impl Checkpointer {
         pipeline
             .state()
             .restore(ckpt.states)
-            .map_err(|e| RunError::Failed(format!("{e}; {way_out}")))?;
+            .map_err(|e| RunError::Checkpoint(format!("{e}; {way_out}")))?;
         sources
             .seek(&ckpt.positions)
-            .map_err(|e| RunError::Failed(format!("{e}; {way_out}")))?;
+            .map_err(|e| RunError::Checkpoint(format!("{e}; {way_out}")))?;
         let time = Time(ckpt.time_ms);
         let dry = BatchMode {
             dry_run: true,
@@ -327,14 +349,14 @@ impl Checkpointer {
             Default::default(),
             dry,
         ) {
-            return Err(RunError::Failed(format!(
+            return Err(RunError::Checkpoint(format!(
                 "checking the restored state failed: {}",
                 failure.message
             )));
         }
         let problems = pipeline.state().take_problems();
         if !problems.is_empty() {
-            return Err(RunError::Failed(format!(
+            return Err(RunError::Checkpoint(format!(
                 "the checkpoint does not fit this pipeline: {}; {way_out}",
                 problems.join("; ")
             )));
@@ -342,7 +364,7 @@ impl Checkpointer {
         let pending = self
             .dir
             .journaled_after(time.millis())
-            .map_err(RunError::Failed)?;
+            .map_err(RunError::Checkpoint)?;
         check_replay_partitions(&pending, workers)?;
         tracing::info!(checkpoint = %found.file.display(), batch = %time, pending = pending.len(), "resumed from checkpoint");
         Ok(Some(Recovered { time, pending }))
@@ -395,7 +417,7 @@ fn check_replay_partitions(pending: &[JournaledBatch], workers: usize) -> Result
     else {
         return Ok(());
     };
-    Err(RunError::Failed(format!(
+    Err(RunError::Checkpoint(format!(
         "{} batch(es) from {} ms on were cut into {} partitions before the app stopped, and must be \
          replayed the same way for exactly-once outputs; restart with --workers {}, let it catch up \
          and stop it gracefully (Ctrl-C or SIGTERM), then change --workers",
@@ -726,13 +748,13 @@ pub(crate) fn run<P: Pipeline>(
         });
     }
     if let Some(message) = output_failure {
-        return Err(RunError::Failed(format!(
+        return Err(RunError::OutputFailed(format!(
             "stopped because a batch could not be written: {message}. The checkpoint covers only \
              completed batches: fix the destination and restart to write this batch again"
         )));
     }
     if let Some(message) = signal.failure() {
-        return Err(RunError::Failed(format!(
+        return Err(RunError::ReceiverFailed(format!(
             "stopped because {message}. Every batch cut before the stop was processed and \
              checkpointed: fix the cause and restart"
         )));
