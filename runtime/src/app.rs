@@ -55,7 +55,27 @@ impl<P: Pipeline> App<P> {
         &self.config
     }
 
-    /// Changes the configuration in code.
+    /// Changes the configuration in code, as flags and the config file would (they are applied
+    /// later, by [`App::main`] or [`App::with_args`], and win).
+    ///
+    /// ```no_run
+    /// # use streamc::prelude::*;
+    /// # stream! {
+    /// #     app word_count { batch: 1s }
+    /// #     let lines = socket_text_stream("localhost", 9999);
+    /// #     lines.print();
+    /// # }
+    /// # fn main() -> Result<(), streamc::RunError> {
+    /// let report = word_count::app()
+    ///     .configure(|c| {
+    ///         c.workers = 4;
+    ///         c.run_for = Some(std::time::Duration::from_secs(30));
+    ///     })
+    ///     .run()?;
+    /// println!("{} batches", report.batches_completed);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn configure(mut self, f: impl FnOnce(&mut AppConfig)) -> Self {
         f(&mut self.config);
         self
@@ -175,11 +195,7 @@ impl<P: Pipeline> App<P> {
             return Ok(Vec::new());
         };
         let mut servers = Vec::new();
-        for source in P::spec()
-            .sources
-            .iter()
-            .filter(|s| s.kind == "socket_text_stream")
-        {
+        for source in P::spec().sources.iter().filter(|s| s.demo) {
             let server = LineServer::generated(rate, 42)
                 .map_err(|e| RunError::Failed(format!("cannot start the demo generator: {e}")))?;
             tracing::info!(source = source.name, address = %server.address(), "demo: feeding the source from a local generator");
@@ -192,6 +208,21 @@ impl<P: Pipeline> App<P> {
     }
 
     /// Runs in real time on a background thread.
+    ///
+    /// ```no_run
+    /// # use streamc::prelude::*;
+    /// # stream! {
+    /// #     app word_count { batch: 1s }
+    /// #     let lines = socket_text_stream("localhost", 9999);
+    /// #     lines.print();
+    /// # }
+    /// # fn main() -> Result<(), streamc::RunError> {
+    /// let running = word_count::app().start()?;
+    /// // ... later, from this thread or with `running.stop_handle()` from another:
+    /// let report = running.stop()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn start(self) -> Result<RunningApp, RunError> {
         let collector: Arc<Collector> = Arc::default();
         let (stop, rx) = StopHandle::new();
@@ -213,7 +244,35 @@ impl<P: Pipeline> App<P> {
         })
     }
 
-    /// A driver that runs batches on demand with a manual clock: deterministic tests.
+    /// A driver that runs batches on demand with a manual clock: deterministic tests. Batch `k`
+    /// has time `k` × the batch interval.
+    ///
+    /// ```
+    /// use streamc::prelude::*;
+    ///
+    /// fn batches() -> Vec<Vec<String>> {
+    ///     vec![vec!["to be or not to be".to_string()]]
+    /// }
+    ///
+    /// stream! {
+    ///     app words { batch: 1s, workers: 2 }
+    ///     let lines = queue_stream::<String>(crate::batches());
+    ///     let counts = lines
+    ///         .flat_map(|line: &String| line.split(' ').map(str::to_string).collect::<Vec<_>>())
+    ///         .map(|word| (word, 1u64))
+    ///         .reduce_by_key(|a, b| a + b);
+    ///     counts.collect();
+    /// }
+    ///
+    /// fn main() {
+    ///     let mut driver = words::app().test_driver().unwrap();
+    ///     driver.run_batch();
+    ///     let (time, mut counts) = driver.take::<(String, u64)>("counts").unwrap().remove(0);
+    ///     counts.sort();
+    ///     assert_eq!(time.millis(), 1000);
+    ///     assert_eq!(counts[0], ("be".to_string(), 2));
+    /// }
+    /// ```
     pub fn test_driver(mut self) -> Result<TestDriver<P>, RunError> {
         let machinery = Machinery::new(&self.config)?;
         let (mut sources, pipeline) = P::build(&self.config)

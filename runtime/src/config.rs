@@ -786,6 +786,7 @@ mod tests {
         sources: &[SourceSpec {
             name: "lines",
             kind: "socket_text_stream",
+            demo: true,
         }],
         outputs: &[OutputSpec {
             stream: "counts",

@@ -23,7 +23,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-pub use crate::monitor::report::{BatchInfo, RunReport, RETAINED_BATCHES};
+pub use crate::monitor::report::{BatchInfo, RunReport};
 
 /// A run could not start, or did not end with a complete graceful stop.
 #[derive(Debug)]

@@ -8,7 +8,6 @@
 use crate::batch::Batch;
 use crate::context::BatchContext;
 use crate::output::Show;
-use crate::source::TextPartition;
 use rayon::prelude::*;
 use std::hash::Hash;
 
@@ -19,14 +18,6 @@ pub use crate::shuffle::{
     partition_of, records, records_cloned, split_even, Combiner, Counter, FastMap, Partitioned,
     Partitions, Records, Reducer, ValueCounter,
 };
-
-impl<'a> Records for &'a TextPartition {
-    type Item = &'a str;
-    type Iter = crate::source::TextLines<'a>;
-    fn records(self) -> Self::Iter {
-        self.lines()
-    }
-}
 
 /// Runs `body` over every partition, collecting what it pushes: the materialization of a stream.
 pub fn collect<D, T, B>(_ctx: &BatchContext<'_>, data: D, body: B) -> Partitions<T>
@@ -420,81 +411,20 @@ where
     )
 }
 
-/// `save_to_rolling_files(RollingFiles::new(dir)...)`: appends each batch, once, to a file rolled by
-/// size or age (see [`crate::sink::rolling`]).
-pub fn save_to_rolling_files<D, T, B>(
-    ctx: &BatchContext<'_>,
-    data: D,
-    body: B,
-    spec: crate::sink::RollingFiles,
-) -> OutputResult
+/// `save_to_rolling_files`, `save_to_sql`, `save_to_kafka`, and any other sink: each batch written
+/// to `destination` by its connector (see [`crate::sink::BatchDestination`]).
+pub fn save_to<D, T, B, S>(ctx: &BatchContext<'_>, data: D, body: B, destination: S) -> OutputResult
 where
     D: Partitioned,
-    T: Send + Show,
+    T: Send,
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
-{
-    use crate::sink::{rolling::RollingSink, OutputFailed};
-    if ctx.dry_run {
-        return Ok(());
-    }
-    let parts = collect(ctx, data, body);
-    let name = spec.name();
-    let dir = ctx
-        .sink_settings()
-        .url(&name, &spec.dir().display().to_string());
-    let spec = spec.with_dir(dir);
-    let sink = ctx
-        .sinks()
-        .get_or_open(&name, || RollingSink::open(spec))
-        .map_err(|e| OutputFailed::new(&name, e))?;
-    crate::sink::write_whole_batch(&ctx.sink_env(), &name, |at, stats| {
-        sink.write(at, &parts, stats)
-    })
-}
-
-/// `save_to_sql(url, table)`: each batch partition in one transaction, exactly once (see
-/// [`crate::sink::sql`]).
-#[cfg(feature = "sql")]
-pub fn save_to_sql<D, T, B>(
-    ctx: &BatchContext<'_>,
-    data: D,
-    body: B,
-    url: impl AsRef<str>,
-    table: crate::sink::sql::SqlTable,
-) -> OutputResult
-where
-    D: Partitioned,
-    T: Send + crate::sink::sql::IntoRow,
-    B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
+    S: crate::sink::BatchDestination<T>,
 {
     if ctx.dry_run {
         return Ok(());
     }
     let parts = collect(ctx, data, body);
-    crate::sink::sql::write_batch(&ctx.sink_env(), url.as_ref(), table, parts)
-}
-
-/// `save_to_kafka(brokers, topic)`: each record a message with batch headers, at least once or, with
-/// `KafkaTopic::transactional()`, exactly once for `read_committed` readers (see
-/// [`crate::sink::kafka`]).
-#[cfg(feature = "kafka")]
-pub fn save_to_kafka<D, T, B>(
-    ctx: &BatchContext<'_>,
-    data: D,
-    body: B,
-    brokers: impl AsRef<str>,
-    topic: crate::sink::kafka::KafkaTopic,
-) -> OutputResult
-where
-    D: Partitioned,
-    T: Send + Sync + crate::sink::kafka::KafkaMessage,
-    B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
-{
-    if ctx.dry_run {
-        return Ok(());
-    }
-    let parts = collect(ctx, data, body);
-    crate::sink::kafka::write_batch(&ctx.sink_env(), brokers.as_ref(), topic, parts)
+    destination.write_batch(&ctx.sink_env(), parts)
 }
 
 /// `collect()`: keeps each batch's records for the test driver or the embedding program.

@@ -1,10 +1,10 @@
 //! # streamc
 //!
-//! Spark Streaming's model — micro-batches, receivers, DStream operators, outputs — compiled ahead of time.
-//! Write a pipeline with [`stream!`]; it expands into a module whose `app()` returns an [`App`] to
-//! configure and run, and whose per-batch code is fused, monomorphized Rust calling the [`exec`] functions.
+//! Spark Streaming's model — micro-batches, receivers, DStream operators, outputs — compiled ahead of
+//! time. Write a pipeline with [`stream!`]; it expands into a module whose `app()` returns an [`App`]
+//! to configure and run, and whose per-batch code is fused, monomorphized Rust calling the runtime.
 //!
-//! ```ignore
+//! ```no_run
 //! use streamc::prelude::*;
 //!
 //! stream! {
@@ -21,50 +21,67 @@
 //!     word_count::app().main()
 //! }
 //! ```
-
+//!
+//! ## The public API
+//!
+//! - [`prelude`]: what a pipeline file needs in scope (the macro, [`Batch`], [`Show`], [`Time`],
+//!   [`StateCell`], the sink builders);
+//! - [`App`] to configure ([`AppConfig`], [`App::configure`], flags through [`App::main`]) and run
+//!   an app, [`RunningApp`] to stop or wait for one started in the background, [`TestDriver`] to
+//!   run batches one at a time in tests; a failed run is a [`RunError`];
+//! - [`monitor`]: the listener API ([`StreamingListener`], [`BatchInfo`], [`RunReport`]);
+//! - [`source`] and [`sink`]: the connectors' option types and records ([`source::KafkaRecord`],
+//!   [`sink::RollingFiles`], ...); [`output`]: how records are shown and written as text;
+//! - [`stop`]: stopping an app from another thread ([`StopHandle`]); [`demo`]: the `--demo` line
+//!   generator; `testkit` (with the `testkit` feature): helpers for test suites.
+//!
+//! Generated code reaches the rest through a hidden `__private` module; it is not a stable API.
+//!
 //! ## Layers
 //!
 //! Each module belongs to a layer and names only modules of its own layer or below
 //! (`runtime/tests/layers.rs` checks it, and that the imports form no cycle), lowest first:
 //!
-//! 1. leaf types and kernels: [`time`], [`spec`] (what a pipeline declares), [`settings`] (how a
-//!    setting is declared once for its flag and its config key), [`stop`], [`rate`],
-//!    [`wal`], [`shuffle`] (partitions, key hashing, the bucket shuffles), [`demo`];
-//! 2. data: [`state`], [`checkpoint`], [`output`] (how records are shown);
-//! 3. connectors: [`source`] and [`sink`], which never name the engine, the executor or the batch
-//!    context: receivers get a [`source::ReceiverEnv`], sinks a [`sink::SinkEnv`];
-//! 4. monitoring: [`monitor`], with the listener API's [`BatchInfo`] and [`RunReport`];
-//! 5. execution: [`context`], [`exec`] (what generated code calls), [`stateful`], [`batch`];
-//! 6. the pipeline contract and configuration: [`pipeline`], [`config`];
-//! 7. the engine: [`engine`];
-//! 8. the app: [`app`] (and `testkit`, with the `testkit` feature).
+//! 1. leaf types and kernels: `time`, `spec` (what a pipeline declares), `settings` (a setting
+//!    declared once for its flag and its config key), `stop`, `rate`, `wal`, `shuffle`
+//!    (partitions, key hashing, the bucket shuffles), `demo`;
+//! 2. data: `state`, `checkpoint`, `output` (how records are shown);
+//! 3. connectors: `source` and `sink`, which never name the engine, the executor or the batch
+//!    context: receivers get a `ReceiverEnv`, sinks a `SinkEnv`;
+//! 4. monitoring: `monitor`, with the listener API's `BatchInfo` and `RunReport`;
+//! 5. execution: `context`, `exec` (what generated code calls), `stateful`, `batch`;
+//! 6. the pipeline contract and configuration: `pipeline`, `config`;
+//! 7. the engine: `engine`;
+//! 8. the app: `app` (and `testkit`, with the `testkit` feature).
 
 #![warn(missing_docs)]
 
 pub mod app;
 pub mod batch;
-pub mod checkpoint;
+mod checkpoint;
 pub mod config;
-pub mod context;
+mod context;
 pub mod demo;
-pub mod engine;
+mod engine;
+#[doc(hidden)]
 pub mod exec;
 pub mod monitor;
 pub mod output;
-pub mod pipeline;
-pub mod rate;
-pub mod settings;
-pub mod shuffle;
+mod pipeline;
+mod rate;
+mod settings;
+mod shuffle;
 pub mod sink;
 pub mod source;
-pub mod spec;
-pub mod state;
+mod spec;
+mod state;
+#[doc(hidden)]
 pub mod stateful;
 pub mod stop;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod time;
-pub mod wal;
+mod wal;
 
 pub use app::{App, RunningApp, TestDriver};
 pub use batch::Batch;
@@ -99,7 +116,11 @@ pub mod __private {
         AppSpec, BuildError, InvalidPipeline, OutputSpec, Pipeline, SourceSpec,
         StreamCheckpointSpec, WindowSpec,
     };
-    pub use crate::sink::OutputResult;
+    #[cfg(feature = "kafka")]
+    pub use crate::sink::kafka::KafkaDestination;
+    #[cfg(feature = "sql")]
+    pub use crate::sink::sql::SqlDestination;
+    pub use crate::sink::{OutputResult, RollingFiles};
     pub use crate::source::{
         FileOptions, QueueSource, SocketTextSource, SourceSet, TextFileSource,
     };

@@ -32,17 +32,6 @@ pub struct Setting<T: 'static> {
     pub apply: fn(&mut T, Raw<'_>) -> Result<(), String>,
 }
 
-impl<T> Setting<T> {
-    /// The key as a file names it: `receiver.max_rate`.
-    pub fn path(&self) -> String {
-        if self.section.is_empty() {
-            self.key.to_string()
-        } else {
-            format!("{}.{}", self.section, self.key)
-        }
-    }
-}
-
 /// A value as given: flag text or a TOML value, with the name to blame in errors.
 pub struct Raw<'a> {
     /// `--batch` for a flag, `` `batch` `` for a file key.

@@ -37,6 +37,9 @@ pub struct SourceSpec {
     pub name: &'static str,
     /// The source operator, e.g. `socket_text_stream`.
     pub kind: &'static str,
+    /// Whether it reads text lines from an address, so that `--demo` can feed it from a local
+    /// generator instead.
+    pub demo: bool,
 }
 
 /// An output operation, by the stream it reads and its operator.

@@ -217,7 +217,8 @@ impl WriteAheadLog {
     }
 
     /// Bytes in the current segment.
-    pub fn current_len(&self) -> u64 {
+    #[cfg(test)]
+    fn current_len(&self) -> u64 {
         self.len
     }
 }

@@ -126,8 +126,8 @@ impl<'g> Generator<'g> {
             .map(|(_, n)| self.source_code(n, |def| def.build));
         let source_specs = sources.iter().map(|(_, n)| match &n.kind {
             NodeKind::Source { def, name, .. } => {
-                let kind = def.name;
-                quote!(#p::SourceSpec { name: #name, kind: #kind })
+                let (kind, demo) = (def.name, def.demo);
+                quote!(#p::SourceSpec { name: #name, kind: #kind, demo: #demo })
             }
             NodeKind::Op { .. } => unreachable!("sources() yields sources"),
         });
@@ -561,6 +561,18 @@ impl StepCode<'_> {
         quote_spanned! {span=>
             ::streamc::__private::stateful::#function(#ctx, &self.state, #slot, #root, #body #(, #extra)*)
         }
+    }
+
+    /// `__private::<path>(args...)`: a runtime constructor, spanned at the operator so that a
+    /// wrong argument type is reported there.
+    pub fn runtime_call(&self, path: &str, args: &[TokenStream]) -> TokenStream {
+        let span = self.span();
+        let path: syn::Path = syn::parse_str(path).expect("a runtime path written in the table");
+        let path = path
+            .segments
+            .iter()
+            .map(|s| Ident::new(&s.ident.to_string(), span));
+        quote_spanned!(span=> ::streamc::__private #(::#path)*(#(#args),*))
     }
 
     /// A window's length and slide, in milliseconds.

@@ -538,7 +538,31 @@ impl KafkaSink {
 impl super::OpenSink for KafkaSink {}
 
 /// `save_to_kafka(brokers, topic)`: the batch's partitions in parallel, retried under the app's policy.
-pub fn write_batch<T: KafkaMessage + Send + Sync>(
+/// `save_to_kafka(brokers, topic)`: the topic at a bootstrap broker list.
+pub struct KafkaDestination {
+    brokers: String,
+    topic: KafkaTopic,
+}
+
+impl KafkaDestination {
+    /// `topic` at `brokers` (which `--sink TOPIC=BROKERS` can replace).
+    pub fn new(brokers: impl AsRef<str>, topic: KafkaTopic) -> Self {
+        Self {
+            brokers: brokers.as_ref().to_string(),
+            topic,
+        }
+    }
+}
+
+/// Each record a message with batch headers, at least once or, with
+/// `KafkaTopic::transactional()`, exactly once for `read_committed` readers.
+impl<T: KafkaMessage + Send + Sync> super::BatchDestination<T> for KafkaDestination {
+    fn write_batch(self, env: &super::SinkEnv<'_>, parts: Partitions<T>) -> super::OutputResult {
+        write_batch(env, &self.brokers, self.topic, parts)
+    }
+}
+
+fn write_batch<T: KafkaMessage + Send + Sync>(
     env: &super::SinkEnv<'_>,
     brokers: &str,
     spec: KafkaTopic,

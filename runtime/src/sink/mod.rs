@@ -228,7 +228,7 @@ impl Default for SinkOptions {
 
 impl SinkOptions {
     /// The sinks' settings: `[sinks.NAME]` and `[sink_retry]`.
-    pub const SETTINGS: &'static [Setting<SinkOptions>] = &[
+    pub(crate) const SETTINGS: &'static [Setting<SinkOptions>] = &[
         setting!(SinkOptions {
             key: "sinks",
             flag: "sink",
@@ -376,6 +376,15 @@ impl std::error::Error for OutputFailed {}
 
 /// What an output operation comes to: done, or the batch could not be written (which stops the app).
 pub type OutputResult = Result<(), OutputFailed>;
+
+/// Where an output writes each batch: what a sink connector implements for the value its output
+/// operator is given (`RollingFiles`, a SQL table at a URL, a Kafka topic at brokers), so that one
+/// `save_to` of the execution layer runs every sink, and a new sink adds no code there.
+pub trait BatchDestination<T>: Send {
+    /// Writes one batch's partitions, each once: a batch replayed after a crash that was already
+    /// written is skipped by the sink's own progress records.
+    fn write_batch(self, env: &SinkEnv<'_>, parts: crate::shuffle::Partitions<T>) -> OutputResult;
+}
 
 /// What a sink sees of the batch it writes: its time (the batch id), the worker count, the sinks open
 /// so far and the settings they share. Sinks get this, not the batch context, so that they stay below

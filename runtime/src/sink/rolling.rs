@@ -8,7 +8,9 @@
 //! file is cut back to that length and batches up to the last one are skipped, so every batch lands
 //! exactly once whatever the moment of the crash.
 
-use super::{PartitionId, SinkError, SinkStats};
+use super::{
+    BatchDestination, OutputFailed, OutputResult, PartitionId, SinkEnv, SinkError, SinkStats,
+};
 use crate::output::Show;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -29,6 +31,21 @@ pub struct RollingFiles {
     suffix: String,
     max_bytes: u64,
     max_age: Duration,
+}
+
+/// `save_to_rolling_files(RollingFiles::new(dir)...)`: appends each batch, once, to a file rolled by
+/// size or age.
+impl<T: Show + Send> BatchDestination<T> for RollingFiles {
+    fn write_batch(self, env: &SinkEnv<'_>, parts: crate::shuffle::Partitions<T>) -> OutputResult {
+        let name = self.name();
+        let dir = env.settings.url(&name, &self.dir().display().to_string());
+        let spec = self.with_dir(dir);
+        let sink = env
+            .sinks
+            .get_or_open(&name, || RollingSink::open(spec))
+            .map_err(|e| OutputFailed::new(&name, e))?;
+        super::write_whole_batch(env, &name, |at, stats| sink.write(at, &parts, stats))
+    }
 }
 
 impl RollingFiles {

@@ -1135,7 +1135,30 @@ pub fn format_timestamp(millis: u64) -> String {
 
 /// `save_to_sql(url, table)`: writes a batch's partitions in parallel, each in its own transaction,
 /// retrying under the app's policy; a batch that cannot be written stops the app.
-pub fn write_batch<T: IntoRow + Send>(
+/// `save_to_sql(url, table)`: the table at a database URL.
+pub struct SqlDestination {
+    url: String,
+    table: SqlTable,
+}
+
+impl SqlDestination {
+    /// The table `table` of the database at `url` (which `--sink TABLE=URL` can replace).
+    pub fn new(url: impl AsRef<str>, table: SqlTable) -> Self {
+        Self {
+            url: url.as_ref().to_string(),
+            table,
+        }
+    }
+}
+
+/// Each batch partition in one transaction, exactly once.
+impl<T: IntoRow + Send> super::BatchDestination<T> for SqlDestination {
+    fn write_batch(self, env: &super::SinkEnv<'_>, parts: Partitions<T>) -> super::OutputResult {
+        write_batch(env, &self.url, self.table, parts)
+    }
+}
+
+fn write_batch<T: IntoRow + Send>(
     env: &super::SinkEnv<'_>,
     url: &str,
     table: SqlTable,

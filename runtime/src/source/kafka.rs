@@ -101,7 +101,7 @@ impl Default for KafkaSettings {
 
 impl KafkaSettings {
     /// The `--kafka-*` flags and the `[kafka]` keys.
-    pub const SETTINGS: &'static [Setting<KafkaSettings>] =
+    pub(crate) const SETTINGS: &'static [Setting<KafkaSettings>] =
         &[
             setting!(KafkaSettings {
             section: "kafka",

@@ -44,7 +44,7 @@ impl Default for SocketOptions {
 
 impl SocketOptions {
     /// The socket receivers' settings, in `[receiver]`.
-    pub const SETTINGS: &'static [Setting<SocketOptions>] = &[
+    pub(crate) const SETTINGS: &'static [Setting<SocketOptions>] = &[
         setting!(
             SocketOptions {
                 section: "receiver",

@@ -100,6 +100,15 @@ pub struct TextPartition {
     blocks: Vec<TextBlock>,
 }
 
+/// A stage reads a text partition's lines, borrowed from its blocks.
+impl<'a> crate::shuffle::Records for &'a TextPartition {
+    type Item = &'a str;
+    type Iter = TextLines<'a>;
+    fn records(self) -> Self::Iter {
+        self.lines()
+    }
+}
+
 impl TextPartition {
     /// Lines of all blocks, in arrival order.
     pub fn lines(&self) -> TextLines<'_> {

@@ -6,8 +6,8 @@ use super::{Generate, Kind, Operator, Role, BASE};
 use crate::codegen::StepCode;
 use crate::diagnostic::Diagnostic;
 use crate::graph::{collect_name, Node, NodeId, NodeKind};
-use proc_macro2::TokenStream;
-use quote::quote;
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::{quote, quote_spanned};
 use syn::Expr;
 
 const OUTPUT: Operator = Operator {
@@ -121,15 +121,26 @@ fn foreach_partition(code: &StepCode) -> TokenStream {
 }
 
 fn save_to_rolling_files(code: &StepCode) -> TokenStream {
-    code.exec_call("save_to_rolling_files", &[code.arg(0)])
+    // Typed here, so that a wrong argument is "expected `RollingFiles`" at the argument.
+    let (files, span) = (code.arg(0), code.span());
+    let destination = Ident::new("destination", Span::mixed_site());
+    let typed = quote_spanned! {span=>
+        {
+            let #destination: ::streamc::__private::RollingFiles = #files;
+            #destination
+        }
+    };
+    code.exec_call("save_to", &[typed])
 }
 
 fn save_to_kafka(code: &StepCode) -> TokenStream {
-    code.exec_call("save_to_kafka", &[code.arg(0), code.arg(1)])
+    let destination = code.runtime_call("KafkaDestination::new", &[code.arg(0), code.arg(1)]);
+    code.exec_call("save_to", &[destination])
 }
 
 fn save_to_sql(code: &StepCode) -> TokenStream {
-    code.exec_call("save_to_sql", &[code.arg(0), code.arg(1)])
+    let destination = code.runtime_call("SqlDestination::new", &[code.arg(0), code.arg(1)]);
+    code.exec_call("save_to", &[destination])
 }
 
 fn collect(code: &StepCode) -> TokenStream {

@@ -18,6 +18,9 @@ pub struct SourceDef {
     pub spark: Option<&'static str>,
     /// The runtime's cargo feature an app using it needs.
     pub feature: Option<&'static str>,
+    /// Whether `--demo` can feed it from a local line generator (it reads text lines from an
+    /// address).
+    pub demo: bool,
     /// Whether the record type must be written (`queue_stream::<T>(...)`): nothing else tells it.
     pub needs_record_type: bool,
     /// The Rust type of the source, one field of the pipeline's `Sources` tuple.
@@ -38,6 +41,7 @@ pub const SOURCES: &[SourceDef] = &[
                   budget.",
         spark: Some("socketTextStream"),
         feature: None,
+        demo: true,
         needs_record_type: false,
         rust_type: |code| code.runtime_type(quote!(SocketTextSource)),
         build: socket_text_stream,
@@ -51,6 +55,7 @@ pub const SOURCES: &[SourceDef] = &[
                   drained.",
         spark: Some("queueStream"),
         feature: None,
+        demo: false,
         needs_record_type: true,
         rust_type: |code| {
             let record = code.record_type;
@@ -67,6 +72,7 @@ pub const SOURCES: &[SourceDef] = &[
                   ranges checkpointed with the state, so a restart reads them again exactly.",
         spark: Some("KafkaUtils.createDirectStream"),
         feature: Some("kafka"),
+        demo: false,
         needs_record_type: false,
         rust_type: |code| code.runtime_type(quote!(KafkaDirectSource)),
         build: kafka_direct_stream,
@@ -80,6 +86,7 @@ pub const SOURCES: &[SourceDef] = &[
                   write-ahead log and commits offsets once it is there.",
         spark: Some("KafkaUtils.createStream"),
         feature: Some("kafka"),
+        demo: false,
         needs_record_type: false,
         rust_type: |code| code.runtime_type(quote!(KafkaReceiverSource)),
         build: kafka_receiver_stream,
@@ -93,6 +100,7 @@ pub const SOURCES: &[SourceDef] = &[
                   pattern), each file read once across restarts.",
         spark: Some("textFileStream"),
         feature: None,
+        demo: false,
         needs_record_type: false,
         rust_type: |code| code.runtime_type(quote!(TextFileSource)),
         build: text_file_stream,
