@@ -50,3 +50,36 @@ pub mod cli {}
 
 #[doc = include_str!("src/performance.md")]
 pub mod performance {}
+
+#[doc = include_str!("src/contributing.md")]
+pub mod contributing {}
+
+#[cfg(test)]
+mod tests {
+    /// The contributors' recipe names files by path; each one it names must exist, so that a move
+    /// or a rename updates the recipe too.
+    #[test]
+    fn every_file_the_contributor_recipe_names_exists() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let chapter = include_str!("src/contributing.md");
+        let mut named = 0;
+        for span in chapter.split('`').skip(1).step_by(2) {
+            let is_path = span.contains('/')
+                && !span.contains(['<', ' ', '*'])
+                && [".rs", ".md", ".toml"]
+                    .iter()
+                    .any(|ext| span.ends_with(ext));
+            if is_path {
+                named += 1;
+                assert!(
+                    root.join(span).exists(),
+                    "the recipe names `{span}`, which does not exist"
+                );
+            }
+        }
+        assert!(
+            named >= 10,
+            "the recipe names files by path ({named} found)"
+        );
+    }
+}
