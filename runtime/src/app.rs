@@ -284,17 +284,13 @@ impl<P: Pipeline> App<P> {
         };
         let collector: Arc<Collector> = Arc::default();
         let outputs = Outputs::new(print, collector.clone(), self.config.sink_settings());
-        let checkpointer = Checkpointer::from_config(&self.config)?;
-        let recovered = match &checkpointer {
-            Some(c) => c.recover(
-                &pipeline,
-                &mut sources,
-                &machinery,
-                &outputs,
-                self.config.workers,
-            )?,
-            None => None,
-        };
+        let (checkpointer, recovered) = Checkpointer::open_and_recover(
+            &self.config,
+            &pipeline,
+            &mut sources,
+            &machinery,
+            &outputs,
+        )?;
         sources
             .start(&machinery.env(&self.config, &StopHandle::new().0))
             .map_err(|e| RunError::Failed(e.to_string()))?;

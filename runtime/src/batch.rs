@@ -3,8 +3,8 @@
 
 use crate::context::BatchOrigin;
 use crate::shuffle::{
-    bucketize, group_buckets, join_buckets, left_outer_emit, reduce_buckets, split_even, transpose,
-    Combiner,
+    bucketize, group_buckets, inner_emit, join_buckets, left_outer_emit, reduce_buckets,
+    split_even, transpose, Combiner, Partitions,
 };
 use crate::time::Time;
 use rayon::prelude::*;
@@ -203,21 +203,28 @@ impl<T: Send> Batch<T> {
 
     /// The `k` records with the largest `score`, best first, in one partition (the seed's "top 3").
     pub fn top_k<O: Ord + Send>(self, k: usize, score: impl Fn(&T) -> O + Sync + Send) -> Batch<T> {
+        self.with_parts(|parts| {
+            // Each partition keeps its own best k; only those meet in the final sort.
+            let mut best: Vec<(O, T)> = parts
+                .into_par_iter()
+                .flat_map_iter(|part| best_of(part.into_iter().map(|r| (score(&r), r)), k))
+                .collect();
+            best.sort_by(|a, b| b.0.cmp(&a.0));
+            best.truncate(k);
+            vec![best.into_iter().map(|(_, r)| r).collect()]
+        })
+    }
+
+    /// The same batch (time, workers, origin) with its partitions replaced by `f`'s.
+    fn with_parts<U>(self, f: impl FnOnce(Partitions<T>) -> Partitions<U>) -> Batch<U> {
         let Batch {
             parts,
             time,
             workers,
             origin,
         } = self;
-        // Each partition keeps its own best k; only those meet in the final sort.
-        let mut best: Vec<(O, T)> = parts
-            .into_par_iter()
-            .flat_map_iter(|part| best_of(part.into_iter().map(|r| (score(&r), r)), k))
-            .collect();
-        best.sort_by(|a, b| b.0.cmp(&a.0));
-        best.truncate(k);
         Batch {
-            parts: vec![best.into_iter().map(|(_, r)| r).collect()],
+            parts: f(parts),
             time,
             workers,
             origin,
@@ -226,18 +233,7 @@ impl<T: Send> Batch<T> {
 
     /// Rebuilds every partition in parallel.
     fn remap<U: Send>(self, f: impl Fn(Vec<T>) -> Vec<U> + Sync + Send) -> Batch<U> {
-        let Batch {
-            parts,
-            time,
-            workers,
-            origin,
-        } = self;
-        Batch {
-            parts: parts.into_par_iter().map(f).collect(),
-            time,
-            workers,
-            origin,
-        }
+        self.with_parts(|parts| parts.into_par_iter().map(f).collect())
     }
 }
 
@@ -306,19 +302,7 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
         V: Clone,
         W: Clone + Send + Sync,
     {
-        let (time, workers, origin) = (self.time, self.workers, self.origin.clone());
-        let (left, right) = self.co_partition(other);
-        let parts = join_buckets(left, right, |k, v, ws: &[W], out| {
-            for w in ws {
-                out.push((k.clone(), (v.clone(), w.clone())));
-            }
-        });
-        Batch {
-            parts,
-            time,
-            workers,
-            origin,
-        }
+        self.joined(other, inner_emit)
     }
 
     /// Every record of `self`, with each matching value of `other` or `None` (the seed's blacklist filter).
@@ -328,10 +312,22 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
         V: Clone,
         W: Clone + Send + Sync,
     {
+        self.joined(other, left_outer_emit)
+    }
+
+    /// Both batches partitioned by key, then each record of `self` emitted with the values of its
+    /// key in `other`.
+    fn joined<W, O, E>(self, other: &Batch<(K, W)>, emit: E) -> Batch<O>
+    where
+        K: Clone + Sync,
+        W: Clone + Send + Sync,
+        O: Send,
+        E: Fn(K, V, &[W], &mut Vec<O>) + Sync,
+    {
         let (time, workers, origin) = (self.time, self.workers, self.origin.clone());
         let (left, right) = self.co_partition(other);
         Batch {
-            parts: join_buckets(left, right, left_outer_emit),
+            parts: join_buckets(left, right, emit),
             time,
             workers,
             origin,

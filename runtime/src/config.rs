@@ -465,249 +465,100 @@ fn settings() -> Vec<AnySetting> {
 }
 
 /// How a run is shaped, where it reads and checkpoints, and when it stops.
+#[rustfmt::skip]
 const SETTINGS: &[Setting<AppConfig>] = &[
-    setting!(AppConfig {
-        key: "batch",
-        flag: "batch",
-        value: "DURATION",
-        help: "Batch interval, e.g. 500ms, 1s, 2min.",
-    } |config, raw| {
-        let interval = raw.get()?;
-        check_batch_interval(interval).map_err(|e| format!("{}: {e}", raw.name))?;
-        config.batch_interval = interval;
-        Ok(())
-    }),
-    setting!(AppConfig {
-        key: "workers",
-        flag: "workers",
-        value: "N",
-        help: "Worker threads (and partitions after a shuffle).",
-    } |config, raw| {
-        let workers = raw.get()?;
-        check_workers(workers).map_err(|e| format!("{}: {e}", raw.name))?;
-        config.workers = workers;
-        Ok(())
-    }),
-    setting!(AppConfig {
-        key: "sources",
-        flag: "source",
-        value: "NAME=ADDRESS",
-        entries: true,
+    setting!(AppConfig { key: "batch", flag: "batch", value: "DURATION",
+        help: "Batch interval, e.g. 500ms, 1s, 2min." }
+        => checked(check_batch_interval) batch_interval),
+    setting!(AppConfig { key: "workers", flag: "workers", value: "N",
+        help: "Worker threads (and partitions after a shuffle)." }
+        => checked(check_workers) workers),
+    setting!(AppConfig { key: "sources", flag: "source", value: "NAME=ADDRESS", entries: true,
         help: "Where a source reads, replacing the pipeline's: HOST:PORT for a socket, a directory \
-               for a file stream ([sources.NAME] address = ... in the file). Repeatable.",
-    } |config, raw| {
-        for (name, address) in raw.entries(Some("address"))? {
-            config.source_addresses.insert(name, address.get()?);
-        }
-        Ok(())
-    }),
-    setting!(AppConfig {
-        key: "batches",
-        flag: "batches",
-        value: "N",
-        help: "Stop gracefully after N batches.",
-    } |config, raw| {
-        config.stop_after_batches = Some(raw.get()?);
-        Ok(())
-    }),
-    setting!(AppConfig {
-        key: "run_for",
-        flag: "run-for",
-        value: "DURATION",
-        help: "Stop gracefully after this long, e.g. 30s.",
-    } |config, raw| {
-        config.run_for = Some(raw.get()?);
-        Ok(())
-    }),
-    setting!(AppConfig {
-        key: "graceful_stop_timeout",
-        flag: "graceful-stop-timeout",
+               for a file stream ([sources.NAME] address = ... in the file). Repeatable." }
+        |config, raw| raw.insert_entries("address", &mut config.source_addresses)),
+    setting!(AppConfig { key: "batches", flag: "batches", value: "N",
+        help: "Stop gracefully after N batches." } => Some(stop_after_batches)),
+    setting!(AppConfig { key: "run_for", flag: "run-for", value: "DURATION",
+        help: "Stop gracefully after this long, e.g. 30s." } => Some(run_for)),
+    setting!(AppConfig { key: "graceful_stop_timeout", flag: "graceful-stop-timeout",
         value: "DURATION",
         help: "How long a graceful stop (Ctrl-C, SIGTERM, --run-for, --batches) may take to finish \
-               the data already received (default: 10 batch intervals, at least 10s). Past it the app \
-               stops without finishing and exits 124; a second Ctrl-C or SIGTERM stops at once and \
-               exits 130. Either way a restart with the same checkpoint directory resumes what was \
-               left (under --wal, or from Kafka).",
-    } |config, raw| {
-        config.graceful_stop_timeout = Some(raw.get()?);
-        Ok(())
-    }),
-    setting!(AppConfig {
-        key: "demo",
-        flag: "demo",
-        value: "BOOL",
-        switch: true,
-        help: "Feed every socket source from a built-in local generator of words (no `nc` needed).",
-    } |config, raw| {
-        config.demo = Some(raw.get()?);
-        Ok(())
-    }),
-    setting!(AppConfig {
-        key: "demo_rate",
-        flag: "demo-rate",
-        value: "LINES",
-        help: "Lines per second the demo generator writes (default 2); a rate alone turns the demo \
-               on.",
-    } |config, raw| {
-        config.demo_lines_per_second = Some(raw.positive()?);
-        Ok(())
-    }),
-    setting!(AppConfig {
-        key: "report",
-        flag: "report",
-        value: "BOOL",
-        switch: true,
-        help: "Print a summary of the run (batches, delays, records) when it stops.",
-    } |config, raw| {
-        config.report = raw.get()?;
-        Ok(())
-    }),
-    setting!(AppConfig {
-        key: "checkpoint",
-        flag: "checkpoint",
-        value: "DIR",
-        help: "Checkpoint directory (state, source positions); replaces the pipeline's `checkpoint`.",
-    } |config, raw| {
-        config.checkpoint_dir = Some(raw.get()?);
-        Ok(())
-    }),
-    setting!(AppConfig {
-        key: "checkpoint_every",
-        flag: "checkpoint-every",
-        value: "DURATION",
-        help: "How often to checkpoint, a multiple of the batch interval (default: at least 10 s).",
-    } |config, raw| {
-        let every: Duration = raw.get()?;
-        if every.is_zero() {
-            return Err(format!("{} must be longer than zero", raw.name));
-        }
-        config.checkpoint_every = Some(every);
-        Ok(())
-    }),
-    setting!(AppConfig {
-        key: "keep_checkpoints",
-        flag: "keep-checkpoints",
-        value: "N",
-        help: "How many complete checkpoints to keep (default 3).",
-    } |config, raw| {
-        config.keep_checkpoints = raw.positive()?;
-        Ok(())
-    }),
-    setting!(AppConfig {
-        key: "reset_state",
-        flag: "reset-state",
-        value: "BOOL",
-        switch: true,
-        help: "Discard the checkpoints in the checkpoint directory and start from empty state (after \
-               an incompatible pipeline change).",
-    } |config, raw| {
-        config.reset_state = raw.get()?;
-        Ok(())
-    }),
-    setting!(AppConfig {
-        key: "until_drained",
-        flag: "until-drained",
-        value: "BOOL",
-        switch: true,
-        help: "Stop gracefully once every source is drained (queue streams).",
-    } |config, raw| {
-        config.stop_when_drained = raw.get()?;
-        Ok(())
-    }),
+               the data already received (default: 10 batch intervals, at least 10s). Past it the \
+               app stops without finishing and exits 124; a second Ctrl-C or SIGTERM stops at once \
+               and exits 130. Either way a restart with the same checkpoint directory resumes what \
+               was left (under --wal, or from Kafka)." } => Some(graceful_stop_timeout)),
+    setting!(AppConfig { key: "demo", flag: "demo", value: "BOOL", switch: true,
+        help: "Feed every socket source from a built-in local generator of words (no `nc` \
+               needed)." } => Some(demo)),
+    setting!(AppConfig { key: "demo_rate", flag: "demo-rate", value: "LINES",
+        help: "Lines per second the demo generator writes (default 2); a rate alone turns the \
+               demo on." } => Some(positive demo_lines_per_second)),
+    setting!(AppConfig { key: "report", flag: "report", value: "BOOL", switch: true,
+        help: "Print a summary of the run (batches, delays, records) when it stops." } => report),
+    setting!(AppConfig { key: "checkpoint", flag: "checkpoint", value: "DIR",
+        help: "Checkpoint directory (state, source positions); replaces the pipeline's \
+               `checkpoint`." } => Some(checkpoint_dir)),
+    setting!(AppConfig { key: "checkpoint_every", flag: "checkpoint-every", value: "DURATION",
+        help: "How often to checkpoint, a multiple of the batch interval (default: at least \
+               10 s)." }
+        |config, raw| {
+            let every: Duration = raw.get()?;
+            if every.is_zero() {
+                return Err(format!("{} must be longer than zero", raw.name));
+            }
+            config.checkpoint_every = Some(every);
+            Ok(())
+        }),
+    setting!(AppConfig { key: "keep_checkpoints", flag: "keep-checkpoints", value: "N",
+        help: "How many complete checkpoints to keep (default 3)." } => positive keep_checkpoints),
+    setting!(AppConfig { key: "reset_state", flag: "reset-state", value: "BOOL", switch: true,
+        help: "Discard the checkpoints in the checkpoint directory and start from empty state \
+               (after an incompatible pipeline change)." } => reset_state),
+    setting!(AppConfig { key: "until_drained", flag: "until-drained", value: "BOOL", switch: true,
+        help: "Stop gracefully once every source is drained (queue streams)." }
+        => stop_when_drained),
 ];
 
 /// What every receiver obeys, whatever it reads.
+#[rustfmt::skip]
 const RECEIVER_SETTINGS: &[Setting<AppConfig>] = &[
-    setting!(AppConfig {
-        section: "receiver",
-        key: "max_rate",
-        flag: "receiver-max-rate",
+    setting!(AppConfig { section: "receiver", key: "max_rate", flag: "receiver-max-rate",
         value: "RECORDS",
-        help: "Records per second each receiver may take in.",
-    } |config, raw| {
-        config.receiver_max_rate = Some(raw.positive()?);
-        Ok(())
-    }),
-    setting!(AppConfig {
-        section: "receiver",
-        key: "failure_timeout",
-        flag: "receiver-failure-timeout",
-        value: "DURATION",
+        help: "Records per second each receiver may take in." }
+        => Some(positive receiver_max_rate)),
+    setting!(AppConfig { section: "receiver", key: "failure_timeout",
+        flag: "receiver-failure-timeout", value: "DURATION",
         help: "How long a receiver may keep failing to store what it received (a full disk under \
                --wal) before the app stops and exits 1; meanwhile receiving pauses and retries \
-               (default 60s).",
-    } |config, raw| {
-        config.receiver_failure_timeout = raw.get()?;
-        Ok(())
-    }),
-    setting!(AppConfig {
-        key: "backpressure",
-        flag: "backpressure",
-        value: "BOOL",
-        switch: true,
-        help: "Adapt receiving rates to what the pipeline sustains (PID estimator, Spark's defaults).",
-    } |config, raw| {
-        config.backpressure = raw.get()?;
-        Ok(())
-    }),
-    setting!(AppConfig {
-        key: "backpressure_initial_rate",
-        flag: "backpressure-initial-rate",
+               (default 60s)." } => receiver_failure_timeout),
+    setting!(AppConfig { key: "backpressure", flag: "backpressure", value: "BOOL", switch: true,
+        help: "Adapt receiving rates to what the pipeline sustains (PID estimator, Spark's \
+               defaults)." } => backpressure),
+    setting!(AppConfig { key: "backpressure_initial_rate", flag: "backpressure-initial-rate",
         value: "RECORDS",
-        help: "Under --backpressure, the receiving rate before the first estimate.",
-    } |config, raw| {
-        config.backpressure_initial_rate = Some(raw.positive()?);
-        Ok(())
-    }),
+        help: "Under --backpressure, the receiving rate before the first estimate." }
+        => Some(positive backpressure_initial_rate)),
 ];
 
-const WAL_SETTINGS: &[Setting<AppConfig>] =
-    &[setting!(AppConfig {
-    key: "wal",
-    flag: "wal",
-    value: "BOOL",
-    switch: true,
-    help: "Write received data to a write-ahead log in the checkpoint directory before using it.",
-} |config, raw| {
-    config.write_ahead_log = raw.get()?;
-    Ok(())
-})];
+#[rustfmt::skip]
+const WAL_SETTINGS: &[Setting<AppConfig>] = &[
+    setting!(AppConfig { key: "wal", flag: "wal", value: "BOOL", switch: true,
+        help: "Write received data to a write-ahead log in the checkpoint directory before using \
+               it." } => write_ahead_log),
+];
 
+#[rustfmt::skip]
 const MONITOR_SETTINGS: &[Setting<AppConfig>] = &[
-    setting!(AppConfig {
-        key: "ui",
-        flag: "ui",
-        value: "ADDR",
-        help: "Serve the live dashboard, /metrics (Prometheus) and /api/v1 (JSON) at this address, \
-               e.g. 127.0.0.1:4040 (or a bare port, on loopback).",
-    } |config, raw| {
-        config.ui = Some(raw.get()?);
-        Ok(())
-    }),
-    setting!(
-        AppConfig {
-            key: "stats_every",
-            flag: "stats-every",
-            value: "N",
-            help: "Print a summary of processing time and delays every N batches.",
-        } | config,
-        raw | {
-            config.stats_every = Some(raw.get()?);
-            Ok(())
-        }
-    ),
-    setting!(
-        AppConfig {
-            key: "batch_history",
-            flag: "batch-history",
-            value: "N",
-            help: "Batches the monitoring (--ui) keeps for its pages and API (default 1000).",
-        } | config,
-        raw | {
-            config.batch_history = raw.positive()?;
-            Ok(())
-        }
-    ),
+    setting!(AppConfig { key: "ui", flag: "ui", value: "ADDR",
+        help: "Serve the live dashboard, /metrics (Prometheus) and /api/v1 (JSON) at this \
+               address, e.g. 127.0.0.1:4040 (or a bare port, on loopback)." } => Some(ui)),
+    setting!(AppConfig { key: "stats_every", flag: "stats-every", value: "N",
+        help: "Print a summary of processing time and delays every N batches." }
+        => Some(stats_every)),
+    setting!(AppConfig { key: "batch_history", flag: "batch-history", value: "N",
+        help: "Batches the monitoring (--ui) keeps for its pages and API (default 1000)." }
+        => positive batch_history),
 ];
 
 fn lcm(a: u64, b: u64) -> u64 {
@@ -915,22 +766,16 @@ mod tests {
              graceful_stop_timeout = \"1m\"\n",
         );
         let path = file.to_string_lossy().into_owned();
-        let mut config = AppConfig::from_spec(&SPEC);
-        config
-            .apply_args(
-                &SPEC,
-                [
-                    "--config",
-                    path.as_str(),
-                    "--report=false",
-                    "--backpressure=false",
-                    "--wal",
-                    "--reset-state=true",
-                    "--run-for",
-                    "1d",
-                ],
-            )
-            .unwrap();
+        let config = configured(&[
+            "--config",
+            path.as_str(),
+            "--report=false",
+            "--backpressure=false",
+            "--wal",
+            "--reset-state=true",
+            "--run-for",
+            "1d",
+        ]);
         assert!(
             !config.report && !config.backpressure,
             "turned off by a flag"
@@ -948,6 +793,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("maybe"), "{err}");
+    }
+
+    /// The configuration `args` give the test app.
+    fn configured(args: &[&str]) -> AppConfig {
+        let mut config = AppConfig::from_spec(&SPEC);
+        config.apply_args(&SPEC, args).unwrap();
+        config
     }
 
     fn config_file(name: &str, text: &str) -> std::path::PathBuf {
@@ -994,24 +846,18 @@ mod tests {
             config.kafka.start_offsets.get(&("events".to_string(), 1)),
             Some(&42)
         );
-        let mut config = AppConfig::from_spec(&SPEC);
-        config
-            .apply_args(
-                &SPEC,
-                [
-                    "--config",
-                    path.as_str(),
-                    "--batches",
-                    "2",
-                    "--receiver-max-rate",
-                    "5",
-                    "--batch-history",
-                    "3",
-                    "--demo-rate",
-                    "4",
-                ],
-            )
-            .unwrap();
+        let config = configured(&[
+            "--config",
+            path.as_str(),
+            "--batches",
+            "2",
+            "--receiver-max-rate",
+            "5",
+            "--batch-history",
+            "3",
+            "--demo-rate",
+            "4",
+        ]);
         assert_eq!(config.stop_after_batches, Some(2));
         assert_eq!(config.receiver_max_rate, Some(5));
         assert_eq!(config.batch_history, 3);

@@ -274,6 +274,23 @@ impl Checkpointer {
     /// Restores the newest usable checkpoint into the pipeline and sources and checks, with a dry run,
     /// that the pipeline's state types still match. Returns the time of the checkpointed batch and the
     /// batches cut after it that never completed, to be cut again identically.
+    /// The configured checkpoint directory, if any, and what it brings back: a real run and the
+    /// test driver start the same way.
+    pub(crate) fn open_and_recover<P: Pipeline>(
+        config: &AppConfig,
+        pipeline: &P,
+        sources: &mut P::Sources,
+        machinery: &Machinery,
+        outputs: &Outputs,
+    ) -> Result<(Option<Self>, Option<Recovered>), RunError> {
+        let Some(checkpointer) = Self::from_config(config)? else {
+            return Ok((None, None));
+        };
+        let recovered =
+            checkpointer.recover(pipeline, sources, machinery, outputs, config.workers)?;
+        Ok((Some(checkpointer), recovered))
+    }
+
     pub(crate) fn recover<P: Pipeline>(
         &self,
         pipeline: &P,
@@ -559,17 +576,8 @@ pub(crate) fn run<P: Pipeline>(
     sink_settings.stop = signal.clone();
     let outputs = Outputs::new(options.print, options.collector, sink_settings)
         .with_listeners(listeners.clone());
-    let checkpointer = Checkpointer::from_config(&config)?;
-    let recovered = match &checkpointer {
-        Some(c) => c.recover(
-            &pipeline,
-            &mut sources,
-            &machinery,
-            &outputs,
-            config.workers,
-        )?,
-        None => None,
-    };
+    let (checkpointer, recovered) =
+        Checkpointer::open_and_recover(&config, &pipeline, &mut sources, &machinery, &outputs)?;
     sources
         .start(&machinery.env(&config, &stop_handle))
         .map_err(|e| RunError::Failed(e.to_string()))?;

@@ -12,11 +12,11 @@ use rayon::prelude::*;
 use std::hash::Hash;
 
 pub(crate) use crate::shuffle::{
-    bucketize, group_buckets, join_buckets, left_outer_emit, merge_into, reduce_buckets, transpose,
+    bucketize, group_buckets, join_buckets, merge_into, reduce_buckets, transpose,
 };
 pub use crate::shuffle::{
-    partition_of, records, records_cloned, split_even, Combiner, Counter, FastMap, Partitioned,
-    Partitions, Records, Reducer, ValueCounter,
+    inner_emit, left_outer_emit, partition_of, records, records_cloned, split_even, Combiner,
+    Counter, FastMap, Partitioned, Partitions, Records, Reducer, ValueCounter,
 };
 
 /// Runs `body` over every partition, collecting what it pushes: the materialization of a stream.
@@ -138,56 +138,32 @@ where
     group_buckets(shuffle_by_key(ctx, data, body))
 }
 
-/// `join` of two keyed streams: every pair of values with equal keys.
-pub fn join<DL, BL, DR, BR, K, V, W>(
+/// `join` (with [`inner_emit`]) and `left_outer_join` (with [`left_outer_emit`]) of two keyed
+/// streams: both shuffled by key, then each left record emitted with the right values of its key.
+pub fn join_with<DL, BL, DR, BR, K, V, W, O, E>(
     ctx: &BatchContext<'_>,
     left: DL,
     left_body: BL,
     right: DR,
     right_body: BR,
-) -> Partitions<(K, (V, W))>
+    emit: E,
+) -> Partitions<O>
 where
     DL: Partitioned,
     DR: Partitioned,
     K: Hash + Eq + Clone + Send + Sync,
     V: Clone + Send,
     W: Clone + Send + Sync,
+    O: Send,
     BL: Fn(DL::Part, &mut Vec<(K, V)>) + Sync + Send,
     BR: Fn(DR::Part, &mut Vec<(K, W)>) + Sync + Send,
+    E: Fn(K, V, &[W], &mut Vec<O>) + Sync,
 {
     let (l, r) = rayon::join(
         || shuffle_by_key(ctx, left, left_body),
         || shuffle_by_key(ctx, right, right_body),
     );
-    join_buckets(l, r, |k, v, ws, out| {
-        for w in ws {
-            out.push((k.clone(), (v.clone(), w.clone())));
-        }
-    })
-}
-
-/// `left_outer_join`: every left record, with each matching right value or `None`.
-pub fn left_outer_join<DL, BL, DR, BR, K, V, W>(
-    ctx: &BatchContext<'_>,
-    left: DL,
-    left_body: BL,
-    right: DR,
-    right_body: BR,
-) -> Partitions<(K, (V, Option<W>))>
-where
-    DL: Partitioned,
-    DR: Partitioned,
-    K: Hash + Eq + Clone + Send + Sync,
-    V: Clone + Send,
-    W: Clone + Send + Sync,
-    BL: Fn(DL::Part, &mut Vec<(K, V)>) + Sync + Send,
-    BR: Fn(DR::Part, &mut Vec<(K, W)>) + Sync + Send,
-{
-    let (l, r) = rayon::join(
-        || shuffle_by_key(ctx, left, left_body),
-        || shuffle_by_key(ctx, right, right_body),
-    );
-    join_buckets(l, r, left_outer_emit)
+    join_buckets(l, r, emit)
 }
 
 /// `count`: a stream with one record, the number of records in the batch.
@@ -287,6 +263,17 @@ where
 
 pub use crate::sink::OutputResult;
 
+/// An output's records, or `None` in the dry run that checks restored state: outputs write nothing
+/// then.
+fn output_parts<D, T, B>(ctx: &BatchContext<'_>, data: D, body: B) -> Option<Partitions<T>>
+where
+    D: Partitioned,
+    T: Send,
+    B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
+{
+    (!ctx.dry_run).then(|| collect(ctx, data, body))
+}
+
 /// `print(n)`: the first `n` records, in Spark's format.
 pub fn print<D, T, B>(ctx: &BatchContext<'_>, data: D, body: B, n: usize) -> OutputResult
 where
@@ -294,10 +281,9 @@ where
     T: Send + Show,
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
 {
-    if ctx.dry_run {
+    let Some(parts) = output_parts(ctx, data, body) else {
         return Ok(());
-    }
-    let parts = collect(ctx, data, body);
+    };
     ctx.print(parts.iter().flatten(), n);
     Ok(())
 }
@@ -310,10 +296,10 @@ where
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
     F: FnOnce(Batch<T>, crate::Time),
 {
-    if ctx.dry_run {
+    let Some(parts) = output_parts(ctx, data, body) else {
         return Ok(());
-    }
-    let batch = Batch::in_context(collect(ctx, data, body), ctx);
+    };
+    let batch = Batch::in_context(parts, ctx);
     f(batch, ctx.time);
     Ok(())
 }
@@ -334,10 +320,9 @@ where
     T: Send + Show,
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
 {
-    if ctx.dry_run {
+    let Some(parts) = output_parts(ctx, data, body) else {
         return Ok(());
-    }
-    let parts = collect(ctx, data, body);
+    };
     let (prefix, suffix) = (prefix.as_ref(), suffix.as_ref());
     let name = if suffix.is_empty() {
         format!("{prefix}-{}", ctx.time.millis())
@@ -380,10 +365,9 @@ where
     E: std::fmt::Display,
 {
     use crate::sink::{BatchPartition, OutputFailed, ResourcePool, SinkError};
-    if ctx.dry_run {
+    let Some(parts) = output_parts(ctx, data, body) else {
         return Ok(());
-    }
-    let parts = collect(ctx, data, body);
+    };
     let settings = ctx.sink_settings();
     let idle = settings.idle_timeout;
     let pool = ctx
@@ -420,10 +404,9 @@ where
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
     S: crate::sink::BatchDestination<T>,
 {
-    if ctx.dry_run {
+    let Some(parts) = output_parts(ctx, data, body) else {
         return Ok(());
-    }
-    let parts = collect(ctx, data, body);
+    };
     destination.write_batch(&ctx.sink_env(), parts)
 }
 
@@ -439,10 +422,10 @@ where
     T: Send + 'static,
     B: Fn(D::Part, &mut Vec<T>) + Sync + Send,
 {
-    if ctx.dry_run {
+    let Some(parts) = output_parts(ctx, data, body) else {
         return Ok(());
-    }
-    let records: Vec<T> = collect(ctx, data, body).into_iter().flatten().collect();
+    };
+    let records: Vec<T> = parts.into_iter().flatten().collect();
     ctx.collect(output, records);
     Ok(())
 }

@@ -116,6 +116,30 @@ impl<'a> Raw<'a> {
     }
 }
 
+impl Raw<'_> {
+    /// The value, refused with the name in front when `check` refuses it.
+    pub fn checked<V: SettingValue + Copy>(
+        &self,
+        check: impl FnOnce(V) -> Result<(), String>,
+    ) -> Result<V, String> {
+        let value = self.get()?;
+        check(value).map_err(|e| format!("{}: {e}", self.name))?;
+        Ok(value)
+    }
+
+    /// Each `NAME=VALUE` entry (see [`Raw::entries`]) into `map`, the value read as text.
+    pub fn insert_entries(
+        &self,
+        field: &str,
+        map: &mut std::collections::BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        for (name, value) in self.entries(Some(field))? {
+            map.insert(name, value.get()?);
+        }
+        Ok(())
+    }
+}
+
 /// A type a setting can hold, read from flag text or from TOML.
 pub trait SettingValue: Sized {
     /// Reads flag text.
@@ -142,15 +166,16 @@ macro_rules! whole_number {
     ($($ty:ty),*) => {$(
         impl SettingValue for $ty {
             fn from_text(text: &str) -> Result<Self, String> {
-                text.trim()
-                    .parse()
-                    .map_err(|_| format!("`{text}` is not a whole number (0 to {})", <$ty>::MAX))
+                text.trim().parse().map_err(|_| {
+                    format!("`{text}` is not a whole number from {} to {}", <$ty>::MIN, <$ty>::MAX)
+                })
             }
 
             fn from_toml(value: &toml::Value) -> Result<Self, String> {
                 match value {
-                    toml::Value::Integer(n) => <$ty>::try_from(*n)
-                        .map_err(|_| format!("{n} is out of range (0 to {})", <$ty>::MAX)),
+                    toml::Value::Integer(n) => <$ty>::try_from(*n).map_err(|_| {
+                        format!("{n} is out of range ({} to {})", <$ty>::MIN, <$ty>::MAX)
+                    }),
                     other => Err(invalid_type("a whole number", other)),
                 }
             }
@@ -158,22 +183,7 @@ macro_rules! whole_number {
     )*};
 }
 
-whole_number!(u32, u64, usize);
-
-impl SettingValue for i64 {
-    fn from_text(text: &str) -> Result<Self, String> {
-        text.trim()
-            .parse()
-            .map_err(|_| format!("`{text}` is not a whole number"))
-    }
-
-    fn from_toml(value: &toml::Value) -> Result<Self, String> {
-        match value {
-            toml::Value::Integer(n) => Ok(*n),
-            other => Err(invalid_type("a whole number", other)),
-        }
-    }
-}
+whole_number!(u32, u64, usize, i64);
 
 impl SettingValue for bool {
     fn from_text(text: &str) -> Result<Self, String> {
@@ -267,8 +277,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{}` is {e}", text.trim()))
 }
 
-/// Declares a [`Setting`] of options struct `$target`: its place in the file, its flag, and the
-/// body that applies `raw` (a [`Raw`]) to `target`.
+/// Declares a [`Setting`] of options struct `$target`: its place in the file, its flag, and how
+/// it is applied: a body applying `raw` (a [`Raw`]) to `target`, or, for a plain field, `=> field`,
+/// `=> Some(field)`, `=> positive field` (at least 1), `=> Some(positive field)` or
+/// `=> checked(check) field` (refused when `check` refuses it).
 macro_rules! setting {
     (
         $target:ty {
@@ -278,7 +290,7 @@ macro_rules! setting {
             value: $value_name:literal,
             $(switch: $switch:literal,)?
             $(entries: $entries:literal,)?
-            help: $help:expr,
+            help: $help:expr $(,)?
         }
         |$t:ident, $raw:ident| $body:expr
     ) => {
@@ -297,6 +309,36 @@ macro_rules! setting {
                 apply
             },
         }
+    };
+    ($target:ty { $($fields:tt)* } => Some(positive $($field:ident).+)) => {
+        setting!($target { $($fields)* } |t, raw| {
+            t.$($field).+ = Some(raw.positive()?);
+            Ok(())
+        })
+    };
+    ($target:ty { $($fields:tt)* } => Some($($field:ident).+)) => {
+        setting!($target { $($fields)* } |t, raw| {
+            t.$($field).+ = Some(raw.get()?);
+            Ok(())
+        })
+    };
+    ($target:ty { $($fields:tt)* } => checked($check:path) $($field:ident).+) => {
+        setting!($target { $($fields)* } |t, raw| {
+            t.$($field).+ = raw.checked($check)?;
+            Ok(())
+        })
+    };
+    ($target:ty { $($fields:tt)* } => positive $($field:ident).+) => {
+        setting!($target { $($fields)* } |t, raw| {
+            t.$($field).+ = raw.positive()?;
+            Ok(())
+        })
+    };
+    ($target:ty { $($fields:tt)* } => $($field:ident).+) => {
+        setting!($target { $($fields)* } |t, raw| {
+            t.$($field).+ = raw.get()?;
+            Ok(())
+        })
     };
 }
 

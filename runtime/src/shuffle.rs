@@ -268,7 +268,15 @@ pub(crate) fn group_buckets<K: Hash + Eq + Send, V: Send>(
         .collect()
 }
 
-pub(crate) fn left_outer_emit<K: Clone, V: Clone, W: Clone>(
+/// What `join` makes of a left record and the right values of its key: a pair per value.
+pub fn inner_emit<K: Clone, V: Clone, W: Clone>(k: K, v: V, ws: &[W], out: &mut Vec<(K, (V, W))>) {
+    for w in ws {
+        out.push((k.clone(), (v.clone(), w.clone())));
+    }
+}
+
+/// What `left_outer_join` makes of them: a pair per value, or the record with `None`.
+pub fn left_outer_emit<K: Clone, V: Clone, W: Clone>(
     k: K,
     v: V,
     ws: &[W],

@@ -541,14 +541,23 @@ impl StepCode<'_> {
         quote_spanned!(span=> #exec::#function(#ctx, #root, #body #(, #extra)*))
     }
 
-    /// `exec::<function>(ctx, input, stage, other_input, other_stage)`, for an operator combining
-    /// its stream with the stream argument.
-    pub fn exec_call_with_other(&self, function: &str) -> TokenStream {
+    /// `exec::<function>(ctx, input, stage, other_input, other_stage, extra...)`, for an operator
+    /// combining its stream with the stream argument.
+    pub fn exec_call_with_other(&self, function: &str, extra: &[TokenStream]) -> TokenStream {
         let (other_root, other_body) = self
             .other
             .clone()
             .expect("an operator with a stream argument");
-        self.exec_call(function, &[other_root, other_body])
+        let mut all = vec![other_root, other_body];
+        all.extend_from_slice(extra);
+        self.exec_call(function, &all)
+    }
+
+    /// `exec::join_with(..., exec::<emit>)`: a join of the two streams by key, each left record
+    /// emitted with the right values of its key by `emit`.
+    pub fn exec_join(&self, emit: &str) -> TokenStream {
+        let (exec, emit) = (&self.generator.exec, Ident::new(emit, self.span()));
+        self.exec_call_with_other("join_with", &[quote!(#exec::#emit)])
     }
 
     /// `stateful::<function>(ctx, &self.state, slot, input, stage, extra...)`: a stateful operator

@@ -228,52 +228,24 @@ impl Default for SinkOptions {
 
 impl SinkOptions {
     /// The sinks' settings: `[sinks.NAME]` and `[sink_retry]`.
+    #[rustfmt::skip]
     pub(crate) const SETTINGS: &'static [Setting<SinkOptions>] = &[
-        setting!(SinkOptions {
-            key: "sinks",
-            flag: "sink",
-            value: "NAME=URL",
-            entries: true,
+        setting!(SinkOptions { key: "sinks", flag: "sink", value: "NAME=URL", entries: true,
             help: "Where a sink writes, replacing the pipeline's (e.g. \
-                   wordcount=postgres://user@host/db). The name is the sink's output name: for SQL, \
-                   the table. Repeatable.",
-        } |options, raw| {
-            for (name, url) in raw.entries(Some("url"))? {
-                options.urls.insert(name, url.get()?);
-            }
-            Ok(())
-        }),
-        setting!(SinkOptions {
-            section: "sink_retry",
-            key: "attempts",
-            flag: "sink-retries",
+                   wordcount=postgres://user@host/db). The name is the sink's output name: for \
+                   SQL, the table. Repeatable." }
+            |options, raw| raw.insert_entries("url", &mut options.urls)),
+        setting!(SinkOptions { section: "sink_retry", key: "attempts", flag: "sink-retries",
             value: "N",
-            help: "Tries a sink makes to write a batch before the app stops (default 10).",
-        } |options, raw| {
-            options.retry.attempts = raw.positive()?;
-            Ok(())
-        }),
-        setting!(SinkOptions {
-            section: "sink_retry",
-            key: "initial_backoff",
-            flag: "sink-backoff",
-            value: "DURATION",
+            help: "Tries a sink makes to write a batch before the app stops (default 10)." }
+            => positive retry.attempts),
+        setting!(SinkOptions { section: "sink_retry", key: "initial_backoff",
+            flag: "sink-backoff", value: "DURATION",
             help: "A sink's wait after its first failed try; it doubles after each further one \
-                   (default 100ms).",
-        } |options, raw| {
-            options.retry.initial_backoff = raw.get()?;
-            Ok(())
-        }),
-        setting!(SinkOptions {
-            section: "sink_retry",
-            key: "max_backoff",
-            flag: "sink-max-backoff",
-            value: "DURATION",
-            help: "The longest wait between a sink's tries (default 8s).",
-        } |options, raw| {
-            options.retry.max_backoff = raw.get()?;
-            Ok(())
-        }),
+                   (default 100ms)." } => retry.initial_backoff),
+        setting!(SinkOptions { section: "sink_retry", key: "max_backoff",
+            flag: "sink-max-backoff", value: "DURATION",
+            help: "The longest wait between a sink's tries (default 8s)." } => retry.max_backoff),
     ];
 }
 

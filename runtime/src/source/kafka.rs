@@ -101,89 +101,48 @@ impl Default for KafkaSettings {
 
 impl KafkaSettings {
     /// The `--kafka-*` flags and the `[kafka]` keys.
-    pub(crate) const SETTINGS: &'static [Setting<KafkaSettings>] =
-        &[
-            setting!(KafkaSettings {
-            section: "kafka",
-            key: "start",
-            flag: "kafka-start",
+    #[rustfmt::skip]
+    pub(crate) const SETTINGS: &'static [Setting<KafkaSettings>] = &[
+        setting!(KafkaSettings { section: "kafka", key: "start", flag: "kafka-start",
             value: "WHERE",
             help: "Kafka: where partitions without checkpointed offsets start: committed (else \
-                   earliest), earliest or latest.",
-        } |kafka, raw| {
-            let start: String = raw.get()?;
-            kafka.start = start.parse().map_err(|e| format!("{}: {e}", raw.name))?;
-            Ok(())
-        }),
-            setting!(
-                KafkaSettings {
-                    section: "kafka",
-                    key: "group",
-                    flag: "kafka-group",
-                    value: "GROUP",
-                    help: "Kafka: the consumer group (default: the app name).",
-                } | kafka,
-                raw | {
-                    kafka.group = Some(raw.get()?);
-                    Ok(())
+                   earliest), earliest or latest." }
+            |kafka, raw| {
+                let start: String = raw.get()?;
+                kafka.start = start.parse().map_err(|e| format!("{}: {e}", raw.name))?;
+                Ok(())
+            }),
+        setting!(KafkaSettings { section: "kafka", key: "group", flag: "kafka-group",
+            value: "GROUP",
+            help: "Kafka: the consumer group (default: the app name)." } => Some(group)),
+        setting!(KafkaSettings { section: "kafka", key: "commit", flag: "kafka-commit",
+            value: "BOOL", switch: true,
+            help: "Kafka: commit each completed batch's offsets to the consumer group." }
+            => commit),
+        setting!(KafkaSettings { section: "kafka", key: "max_rate_per_partition",
+            flag: "kafka-max-rate-per-partition", value: "RECORDS",
+            help: "Kafka: messages per second per partition." }
+            => Some(positive max_rate_per_partition)),
+        setting!(KafkaSettings { section: "kafka", key: "start_offsets",
+            flag: "kafka-start-offset", value: "TOPIC:PARTITION=OFFSET", entries: true,
+            help: "Kafka: start a partition at an explicit offset (repeatable; \
+                   [kafka.start_offsets] \"TOPIC:PARTITION\" = OFFSET in the file)." }
+            |kafka, raw| {
+                for (key, offset) in raw.entries(None)? {
+                    let Some((topic, partition)) = key
+                        .rsplit_once(':')
+                        .and_then(|(topic, p)| Some((topic, p.parse::<i32>().ok()?)))
+                    else {
+                        return Err(format!(
+                            "{}: `{key}` is not TOPIC:PARTITION (e.g. \"events:0\" = 42)",
+                            raw.name
+                        ));
+                    };
+                    kafka.start_offsets.insert((topic.to_string(), partition), offset.get()?);
                 }
-            ),
-            setting!(
-                KafkaSettings {
-                    section: "kafka",
-                    key: "commit",
-                    flag: "kafka-commit",
-                    value: "BOOL",
-                    switch: true,
-                    help: "Kafka: commit each completed batch's offsets to the consumer group.",
-                } | kafka,
-                raw | {
-                    kafka.commit = raw.get()?;
-                    Ok(())
-                }
-            ),
-            setting!(
-                KafkaSettings {
-                    section: "kafka",
-                    key: "max_rate_per_partition",
-                    flag: "kafka-max-rate-per-partition",
-                    value: "RECORDS",
-                    help: "Kafka: messages per second per partition.",
-                } | kafka,
-                raw | {
-                    kafka.max_rate_per_partition = Some(raw.positive()?);
-                    Ok(())
-                }
-            ),
-            setting!(
-                KafkaSettings {
-                    section: "kafka",
-                    key: "start_offsets",
-                    flag: "kafka-start-offset",
-                    value: "TOPIC:PARTITION=OFFSET",
-                    entries: true,
-                    help: "Kafka: start a partition at an explicit offset (repeatable; \
-                   [kafka.start_offsets] \"TOPIC:PARTITION\" = OFFSET in the file).",
-                } | kafka,
-                raw | {
-                    for (key, offset) in raw.entries(None)? {
-                        let Some((topic, partition)) = key
-                            .rsplit_once(':')
-                            .and_then(|(topic, p)| Some((topic, p.parse::<i32>().ok()?)))
-                        else {
-                            return Err(format!(
-                                "{}: `{key}` is not TOPIC:PARTITION (e.g. \"events:0\" = 42)",
-                                raw.name
-                            ));
-                        };
-                        kafka
-                            .start_offsets
-                            .insert((topic.to_string(), partition), offset.get()?);
-                    }
-                    Ok(())
-                }
-            ),
-        ];
+                Ok(())
+            }),
+    ];
 }
 
 /// Options of a direct Kafka source.

@@ -44,33 +44,15 @@ impl Default for SocketOptions {
 
 impl SocketOptions {
     /// The socket receivers' settings, in `[receiver]`.
+    #[rustfmt::skip]
     pub(crate) const SETTINGS: &'static [Setting<SocketOptions>] = &[
-        setting!(
-            SocketOptions {
-                section: "receiver",
-                key: "buffer_bytes",
-                flag: "receiver-buffer-bytes",
-                value: "BYTES",
-                help: "Bytes a receiver may hold before it stops reading (backpressure).",
-            } | options,
-            raw | {
-                options.buffer_bytes = raw.get()?;
-                Ok(())
-            }
-        ),
-        setting!(
-            SocketOptions {
-                section: "receiver",
-                key: "max_line_bytes",
-                flag: "max-line-bytes",
-                value: "BYTES",
-                help: "Longer lines are skipped and counted.",
-            } | options,
-            raw | {
-                options.max_line_bytes = raw.get()?;
-                Ok(())
-            }
-        ),
+        setting!(SocketOptions { section: "receiver", key: "buffer_bytes",
+            flag: "receiver-buffer-bytes", value: "BYTES",
+            help: "Bytes a receiver may hold before it stops reading (backpressure)." }
+            => buffer_bytes),
+        setting!(SocketOptions { section: "receiver", key: "max_line_bytes",
+            flag: "max-line-bytes", value: "BYTES",
+            help: "Longer lines are skipped and counted." } => max_line_bytes),
     ];
 }
 

@@ -150,15 +150,15 @@ fn reduce(code: &StepCode) -> TokenStream {
 }
 
 fn join(code: &StepCode) -> TokenStream {
-    code.exec_call_with_other("join")
+    code.exec_join("inner_emit")
 }
 
 fn left_outer_join(code: &StepCode) -> TokenStream {
-    code.exec_call_with_other("left_outer_join")
+    code.exec_join("left_outer_emit")
 }
 
 fn union(code: &StepCode) -> TokenStream {
-    code.exec_call_with_other("union")
+    code.exec_call_with_other("union", &[])
 }
 
 fn repartition(code: &StepCode) -> TokenStream {
