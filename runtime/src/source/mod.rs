@@ -8,8 +8,6 @@ mod blocks;
 mod files;
 #[cfg(feature = "kafka")]
 mod kafka;
-#[cfg(feature = "kafka")]
-mod kafka_receiver;
 mod queue;
 mod socket;
 mod text;
@@ -18,12 +16,12 @@ pub use files::{
     glob_matches, FileEntry, FileOptions, FileSystem, LocalFileSystem, TextFileSource,
 };
 #[cfg(feature = "kafka")]
+pub use kafka::KafkaReceiverSource;
+#[cfg(feature = "kafka")]
 pub use kafka::{
     offset_ranges, KafkaDirectSource, KafkaOptions, KafkaRecord, KafkaSettings, OffsetRange,
     StartAt,
 };
-#[cfg(feature = "kafka")]
-pub use kafka_receiver::KafkaReceiverSource;
 pub use queue::QueueSource;
 pub use socket::{SocketOptions, SocketTextSource};
 pub use text::{MemoryBudget, TextBlock, TextLines, TextPartition};

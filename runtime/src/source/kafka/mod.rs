@@ -3,9 +3,16 @@
 //! read in parallel, one batch partition per Kafka partition. The ranges are the source's position:
 //! they go into checkpoints and the batch journal, so after a crash every message is processed exactly
 //! once. Offsets can also be committed to Kafka (consumer group) once their batch is complete.
+//!
+//! The Kafka room: this direct source, the receiver source (`receiver.rs`) and the settings both
+//! share (`KafkaSettings`, the `--kafka-*` flags and `[kafka]` keys).
 
-use super::{Source, SourceError};
+mod receiver;
+
+pub use receiver::KafkaReceiverSource;
+
 use crate::settings::{setting, Setting};
+use crate::source::{Source, SourceError};
 use crate::time::Time;
 use rayon::prelude::*;
 use rdkafka::config::ClientConfig;
@@ -404,6 +411,7 @@ impl KafkaDirectSource {
                     Mutex::new(Reader {
                         consumer: reader,
                         next: None,
+                        assigned: false,
                     }),
                 );
             }
@@ -488,6 +496,10 @@ struct Reader {
     /// whose teardown has a known race (librdkafka issue 5573, an assertion in
     /// `rd_kafka_assignment_partition_stopped`).
     next: Option<i64>,
+    /// Whether the partition is assigned. It is assigned once, and a range that does not continue
+    /// the last one seeks instead: a second assignment stops the fetcher while the first stop may
+    /// still be pending, which is the race above (it aborted a CI run even with the churn reduced).
+    assigned: bool,
 }
 
 fn read_range(
@@ -499,13 +511,26 @@ fn read_range(
     // Until this range has been read in full, where the consumer stands is not known.
     reader.next = None;
     if !continues {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&range.topic, range.partition, Offset::Offset(range.from))
-            .map_err(|e| e.to_string())?;
-        reader
-            .consumer
-            .assign(&tpl)
-            .map_err(|e| format!("cannot assign {}/{}: {e}", range.topic, range.partition))?;
+        let sought = reader.assigned
+            && reader
+                .consumer
+                .seek(
+                    &range.topic,
+                    range.partition,
+                    Offset::Offset(range.from),
+                    timeout,
+                )
+                .is_ok();
+        if !sought {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&range.topic, range.partition, Offset::Offset(range.from))
+                .map_err(|e| e.to_string())?;
+            reader
+                .consumer
+                .assign(&tpl)
+                .map_err(|e| format!("cannot assign {}/{}: {e}", range.topic, range.partition))?;
+            reader.assigned = true;
+        }
     }
     let consumer = &reader.consumer;
     let mut overran = false;

@@ -6,11 +6,11 @@
 //! offset). Without the log, offsets are committed as blocks arrive and data received but not processed
 //! is lost in a crash, as with Spark's default receiver.
 
-use super::blocks::{BlockSink, Loggable, ReceivedBlocks, StoreRetry, Unstored};
-use super::kafka::KafkaRecord;
-use super::{ReceiverCounters, ReceiverEnv, Source, SourceError, SourceStats};
+use super::KafkaRecord;
 use crate::rate::{Pacer, RateControl};
 use crate::shuffle::split_even;
+use crate::source::blocks::{BlockSink, Loggable, ReceivedBlocks, StoreRetry, Unstored};
+use crate::source::{ReceiverCounters, ReceiverEnv, Source, SourceError, SourceStats};
 use crate::time::Time;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
