@@ -225,3 +225,20 @@ fn check_says_what_the_macro_says_for_every_ui_case() {
     }
     assert!(cases >= 18, "{cases} UI cases");
 }
+
+#[test]
+fn operators_lists_every_source_and_operator_and_writes_the_books_reference() {
+    let out = streamc(&["operators"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in streamc_dsl::ops::source_names().chain(streamc_dsl::ops::operator_names()) {
+        assert!(text.contains(name), "`{name}` missing from:\n{text}");
+    }
+    let out = streamc(&["operators", "--markdown"]);
+    assert!(out.status.success());
+    let page = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../book/src/operators.md"),
+    )
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), page);
+}
