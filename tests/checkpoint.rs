@@ -176,6 +176,14 @@ mod v3_renamed {
     }
 }
 
+/// Checkpoints into `dir` after every batch (of the tests' 1 s interval).
+fn checkpointed_every_batch(dir: &Path) -> impl Fn(&mut streamc::AppConfig) + Copy + '_ {
+    move |c| {
+        c.checkpoint_dir = Some(dir.to_path_buf());
+        c.checkpoint_every = Some(Duration::from_secs(1));
+    }
+}
+
 fn error_of<T>(result: Result<T, streamc::RunError>) -> String {
     match result {
         Ok(_) => panic!("expected the start to be refused"),
@@ -186,10 +194,7 @@ fn error_of<T>(result: Result<T, streamc::RunError>) -> String {
 #[test]
 fn upgrades_resume_when_state_types_match_and_are_refused_otherwise() {
     let dir = temp_dir("upgrade");
-    let at = |c: &mut streamc::AppConfig| {
-        c.checkpoint_dir = Some(dir.clone());
-        c.checkpoint_every = Some(Duration::from_secs(1));
-    };
+    let at = checkpointed_every_batch(&dir);
     let mut first = v1::counter::app().configure(at).test_driver().unwrap();
     first.run_batches(5);
     let five = first
@@ -263,10 +268,7 @@ fn a_caller_tells_a_bad_setting_from_a_checkpoint_that_does_not_fit() {
         "{refused:?}"
     );
     let dir = temp_dir("kinds");
-    let at = |c: &mut streamc::AppConfig| {
-        c.checkpoint_dir = Some(dir.clone());
-        c.checkpoint_every = Some(Duration::from_secs(1));
-    };
+    let at = checkpointed_every_batch(&dir);
     let mut first = v1::counter::app().configure(at).test_driver().unwrap();
     first.run_batches(2);
     drop(first);
@@ -308,10 +310,7 @@ fn truncate_checkpoint(dir: &Path, time_ms: u64, length: impl Fn(u64) -> u64) {
 #[test]
 fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     let dir = temp_dir("damaged");
-    let at = |c: &mut streamc::AppConfig| {
-        c.checkpoint_dir = Some(dir.clone());
-        c.checkpoint_every = Some(Duration::from_secs(1));
-    };
+    let at = checkpointed_every_batch(&dir);
     let mut first = v1::counter::app().configure(at).test_driver().unwrap();
     first.run_batches(4);
     drop(first);

@@ -1,6 +1,6 @@
 //! Application configuration: the pipeline's defaults, overridden by a TOML file, overridden by flags.
 
-use crate::settings::{setting, Raw, RawValue, Setting};
+use crate::settings::{setting, Raw, Setting, SettingInfo};
 use crate::source::SocketOptions;
 use crate::spec::{AppSpec, StreamCheckpointSpec, WindowSpec};
 use std::collections::BTreeMap;
@@ -256,16 +256,16 @@ impl AppConfig {
         let find = |section: &str, key: &str| {
             settings
                 .iter()
-                .find(|s| s.section == section && s.key == key)
+                .find(|s| s.info.section == section && s.info.key == key)
         };
         for (key, value) in file {
-            let section = settings.iter().any(|s| s.section == key.as_str());
+            let section = settings.iter().any(|s| s.info.section == key.as_str());
             match (value, section) {
                 (toml::Value::Table(table), true) => {
                     for (inner, value) in table {
                         let setting = find(key, inner)
                             .ok_or_else(|| format!("unknown field `{key}.{inner}`"))?;
-                        setting.apply_file(self, value)?;
+                        (setting.apply)(self, setting.info.file_value(value))?;
                     }
                 }
                 (_, true) => {
@@ -273,7 +273,7 @@ impl AppConfig {
                 }
                 (_, false) => {
                     let setting = find("", key).ok_or_else(|| format!("unknown field `{key}`"))?;
-                    setting.apply_file(self, value)?;
+                    (setting.apply)(self, setting.info.file_value(value))?;
                 }
             }
         }
@@ -314,7 +314,7 @@ impl AppConfig {
                     .help(CONFIG_HELP),
             );
         for setting in &settings {
-            command = command.arg(setting.arg());
+            command = command.arg(setting.info.arg());
         }
         let program = std::iter::once(std::ffi::OsString::from(spec.name));
         let matches =
@@ -342,11 +342,11 @@ impl AppConfig {
         // Flags in the order they are declared, each after the file: a flag wins over its key.
         for setting in &settings {
             for value in matches
-                .get_many::<String>(setting.flag)
+                .get_many::<String>(setting.info.flag)
                 .into_iter()
                 .flatten()
             {
-                setting.apply_flag(self, value).map_err(invalid)?;
+                (setting.apply)(self, setting.info.flag_value(value)).map_err(invalid)?;
             }
         }
         self.validate().map_err(|e| invalid(e.0))
@@ -362,61 +362,12 @@ const SOURCE_FLAG: &str = "source";
 
 /// A setting of some options struct inside [`AppConfig`], applied to the whole configuration.
 struct AnySetting {
-    section: &'static str,
-    key: &'static str,
-    flag: &'static str,
-    value_name: &'static str,
-    help: &'static str,
-    switch: bool,
-    entries: bool,
+    info: &'static SettingInfo,
     apply: Box<ApplyToConfig>,
 }
 
 /// A setting's `apply`, reaching its options struct inside the configuration.
 type ApplyToConfig = dyn Fn(&mut AppConfig, Raw<'_>) -> Result<(), String>;
-
-impl AnySetting {
-    fn arg(&self) -> clap::Arg {
-        let arg = clap::Arg::new(self.flag)
-            .long(self.flag)
-            .value_name(self.value_name)
-            .help(self.help);
-        if self.switch {
-            arg.num_args(0..=1)
-                .require_equals(true)
-                .default_missing_value("true")
-        } else if self.entries {
-            arg.action(clap::ArgAction::Append)
-        } else {
-            arg
-        }
-    }
-
-    fn apply_flag(&self, config: &mut AppConfig, text: &str) -> Result<(), String> {
-        (self.apply)(
-            config,
-            Raw {
-                name: format!("--{}", self.flag),
-                value: RawValue::Flag(text),
-            },
-        )
-    }
-
-    fn apply_file(&self, config: &mut AppConfig, value: &toml::Value) -> Result<(), String> {
-        let path = if self.section.is_empty() {
-            self.key.to_string()
-        } else {
-            format!("{}.{}", self.section, self.key)
-        };
-        (self.apply)(
-            config,
-            Raw {
-                name: format!("`{path}`"),
-                value: RawValue::File(value),
-            },
-        )
-    }
-}
 
 /// The settings of the options struct `place` gives, applied through it.
 fn lift<T: 'static>(
@@ -426,13 +377,7 @@ fn lift<T: 'static>(
 ) {
     for setting in settings {
         all.push(AnySetting {
-            section: setting.section,
-            key: setting.key,
-            flag: setting.flag,
-            value_name: setting.value_name,
-            help: setting.help,
-            switch: setting.switch,
-            entries: setting.entries,
+            info: &setting.info,
             apply: Box::new(move |config, raw| (setting.apply)(place(config), raw)),
         });
     }

@@ -11,8 +11,16 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// One setting of an options struct `T`.
+/// One setting of an options struct `T`: what it is, and how it is applied.
 pub struct Setting<T: 'static> {
+    /// Its flag, key and help.
+    pub info: SettingInfo,
+    /// Reads a value and puts it in place; errors name the flag or key (see [`Raw`]).
+    pub apply: fn(&mut T, Raw<'_>) -> Result<(), String>,
+}
+
+/// A setting's flag, config-file key and help.
+pub struct SettingInfo {
     /// The table of the config file it is in (`"receiver"` for `[receiver]`), or `""` for the top
     /// level.
     pub section: &'static str,
@@ -28,8 +36,46 @@ pub struct Setting<T: 'static> {
     pub switch: bool,
     /// `NAME=VALUE` per entry, repeatable on the command line; a table of entries in the file.
     pub entries: bool,
-    /// Reads a value and puts it in place; errors name the flag or key (see [`Raw`]).
-    pub apply: fn(&mut T, Raw<'_>) -> Result<(), String>,
+}
+
+impl SettingInfo {
+    /// Its command-line argument.
+    pub fn arg(&self) -> clap::Arg {
+        let arg = clap::Arg::new(self.flag)
+            .long(self.flag)
+            .value_name(self.value_name)
+            .help(self.help);
+        if self.switch {
+            arg.num_args(0..=1)
+                .require_equals(true)
+                .default_missing_value("true")
+        } else if self.entries {
+            arg.action(clap::ArgAction::Append)
+        } else {
+            arg
+        }
+    }
+
+    /// A value given by its flag.
+    pub fn flag_value<'a>(&self, text: &'a str) -> Raw<'a> {
+        Raw {
+            name: format!("--{}", self.flag),
+            value: RawValue::Flag(text),
+        }
+    }
+
+    /// A value given under its key in the config file.
+    pub fn file_value<'a>(&self, value: &'a toml::Value) -> Raw<'a> {
+        let path = if self.section.is_empty() {
+            self.key.to_string()
+        } else {
+            format!("{}.{}", self.section, self.key)
+        };
+        Raw {
+            name: format!("`{path}`"),
+            value: RawValue::File(value),
+        }
+    }
 }
 
 /// A value as given: flag text or a TOML value, with the name to blame in errors.
@@ -295,13 +341,15 @@ macro_rules! setting {
         |$t:ident, $raw:ident| $body:expr
     ) => {
         $crate::settings::Setting::<$target> {
-            section: $crate::settings::section(&[$($section)?]),
-            key: $key,
-            flag: $flag,
-            value_name: $value_name,
-            help: $help,
-            switch: false $(|| $switch)?,
-            entries: false $(|| $entries)?,
+            info: $crate::settings::SettingInfo {
+                section: $crate::settings::section(&[$($section)?]),
+                key: $key,
+                flag: $flag,
+                value_name: $value_name,
+                help: $help,
+                switch: false $(|| $switch)?,
+                entries: false $(|| $entries)?,
+            },
             apply: {
                 fn apply($t: &mut $target, $raw: $crate::settings::Raw<'_>) -> Result<(), String> {
                     $body
