@@ -21,6 +21,9 @@ pub struct AppConfig {
     pub workers: usize,
     /// `HOST:PORT` per socket source name, replacing the address written in the pipeline.
     pub source_addresses: BTreeMap<String, String>,
+    /// A Kafka source's own librdkafka properties (`[sources.NAME.properties]`), over the shared
+    /// `[kafka.properties]`.
+    pub source_properties: BTreeMap<String, BTreeMap<String, String>>,
     /// Buffer, line-length and reconnect settings shared by every socket source
     /// (`--receiver-buffer-bytes`, `--max-line-bytes`; declared in the socket source's module).
     pub socket: SocketOptions,
@@ -91,6 +94,7 @@ impl AppConfig {
             batch_interval: spec.batch_interval,
             workers: spec.workers,
             source_addresses: BTreeMap::new(),
+            source_properties: BTreeMap::new(),
             socket: SocketOptions::default(),
             #[cfg(feature = "kafka")]
             kafka: Default::default(),
@@ -125,6 +129,9 @@ impl AppConfig {
         crate::sink::SinkSettings {
             pipeline: self.name.clone(),
             urls: self.sinks.urls.clone(),
+            properties: self.sinks.properties.clone(),
+            #[cfg(feature = "kafka")]
+            kafka: self.kafka.properties.clone(),
             retry: self.sinks.retry,
             idle_timeout: self.sinks.idle_timeout,
             stop: Default::default(),
@@ -139,9 +146,17 @@ impl AppConfig {
             .unwrap_or_else(declared)
     }
 
-    /// Options for a direct Kafka source.
+    /// Options for Kafka source `name`: the `[kafka]` settings, its client properties those of
+    /// `[kafka.properties]` and `--kafka-property` with `[sources.NAME.properties]` over them.
     #[cfg(feature = "kafka")]
-    pub fn kafka_options(&self) -> crate::source::KafkaOptions {
+    pub fn kafka_options(&self, name: &str) -> crate::source::KafkaOptions {
+        let own: crate::kafka_client::KafkaProperties = self
+            .source_properties
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         crate::source::KafkaOptions {
             start: self.kafka.start,
             group: self
@@ -154,6 +169,7 @@ impl AppConfig {
             batch_interval: self.batch_interval,
             request_timeout: Duration::from_secs(5),
             start_offsets: self.kafka.start_offsets.clone(),
+            properties: self.kafka.properties.overridden_by(&own),
         }
     }
 
@@ -222,6 +238,7 @@ impl AppConfig {
                 )));
             }
         }
+        self.check_secrets_and_properties()?;
         if self.write_ahead_log && self.checkpoint_dir.is_none() {
             return Err(ConfigError(
                 "the write-ahead log lives in the checkpoint directory: set one (`checkpoint:` in the app header, or --checkpoint DIR)".into(),
@@ -235,6 +252,37 @@ impl AppConfig {
                     every.as_millis()
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// Every Kafka property layer refused or accepted as a client would be (owned keys, librdkafka's
+    /// checks, `${NAME}` and `@/path` references), and every sink URL's references readable: a
+    /// mistake stops the app before anything connects.
+    fn check_secrets_and_properties(&self) -> Result<(), ConfigError> {
+        #[cfg(feature = "kafka")]
+        {
+            self.kafka
+                .properties
+                .resolved("[kafka.properties] / --kafka-property")
+                .map_err(ConfigError)?;
+            for (name, own) in &self.source_properties {
+                let own: crate::kafka_client::KafkaProperties =
+                    own.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                own.resolved(&format!("[sources.{name}.properties]"))
+                    .map_err(ConfigError)?;
+            }
+            for name in self.sinks.properties.keys() {
+                self.sinks
+                    .kafka_properties(name)
+                    .resolved(&format!("[sinks.{name}.properties]"))
+                    .map_err(ConfigError)?;
+            }
+        }
+        for (name, url) in &self.sinks.urls {
+            let expanded = crate::secret::expand(url, &format!("sink `{name}` URL"))
+                .map_err(ConfigError)?;
+            crate::secret::register_url_password(&expanded);
         }
         Ok(())
     }
@@ -349,6 +397,22 @@ impl AppConfig {
                 (setting.apply)(self, setting.info.flag_value(value)).map_err(invalid)?;
             }
         }
+        for name in self.source_properties.keys() {
+            match spec.sources.iter().find(|s| s.name == name) {
+                None => {
+                    return Err(invalid(format!(
+                        "[sources.{name}.properties]: the pipeline has no source `{name}`"
+                    )))
+                }
+                Some(source) if !source.kind.starts_with("kafka") => {
+                    return Err(invalid(format!(
+                        "[sources.{name}.properties]: client properties are for Kafka sources; `{name}` is a {}",
+                        source.kind
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
         self.validate().map_err(|e| invalid(e.0))
     }
 }
@@ -419,9 +483,19 @@ const SETTINGS: &[Setting<AppConfig>] = &[
         help: "Worker threads (and partitions after a shuffle)." }
         => checked(check_workers) workers),
     setting!(AppConfig { key: "sources", flag: "source", value: "NAME=ADDRESS", entries: true,
-        help: "Where a source reads, replacing the pipeline's: HOST:PORT for a socket, a directory \
-               for a file stream ([sources.NAME] address = ... in the file). Repeatable." }
-        |config, raw| raw.insert_entries("address", &mut config.source_addresses)),
+        help: "Where a source reads, replacing the pipeline's: HOST:PORT for a socket, brokers for \
+               Kafka, a directory for a file stream ([sources.NAME] address = ... in the file, and \
+               a Kafka source's own client properties in [sources.NAME.properties]). Repeatable." }
+        |config, raw| {
+            for (name, field, value) in raw.entry_fields(&["address", "properties"])? {
+                if field == "address" {
+                    config.source_addresses.insert(name, value.get()?);
+                } else {
+                    config.source_properties.entry(name).or_default().extend(value.properties()?);
+                }
+            }
+            Ok(())
+        }),
     setting!(AppConfig { key: "batches", flag: "batches", value: "N",
         help: "Stop gracefully after N batches." } => Some(stop_after_batches)),
     setting!(AppConfig { key: "run_for", flag: "run-for", value: "DURATION",

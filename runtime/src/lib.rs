@@ -44,7 +44,9 @@
 //!
 //! 1. leaf types and kernels: `time`, `spec` (what a pipeline declares), `settings` (a setting
 //!    declared once for its flag and its config key), `stop`, `rate`, `wal`, `shuffle`
-//!    (partitions, key hashing, the bucket shuffles), `demo`;
+//!    (partitions, key hashing, the bucket shuffles), `demo`, `secret` (references to secrets and
+//!    their redaction), `kafka_client` (what every Kafka client shares: properties, owned keys,
+//!    librdkafka's log);
 //! 2. data: `state`, `checkpoint`, `output` (how records are shown);
 //! 3. connectors: `source` and `sink`, which never name the engine, the executor or the batch
 //!    context: receivers get a `ReceiverEnv`, sinks a `SinkEnv`;
@@ -62,6 +64,8 @@ mod checkpoint;
 pub mod config;
 mod context;
 pub mod demo;
+#[cfg(feature = "kafka")]
+pub mod kafka_client;
 mod engine;
 #[doc(hidden)]
 pub mod exec;
@@ -69,6 +73,7 @@ pub mod monitor;
 pub mod output;
 mod pipeline;
 mod rate;
+pub mod secret;
 mod settings;
 mod shuffle;
 pub mod sink;

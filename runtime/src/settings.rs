@@ -162,7 +162,7 @@ impl<'a> Raw<'a> {
     }
 }
 
-impl Raw<'_> {
+impl<'a> Raw<'a> {
     /// The value, refused with the name in front when `check` refuses it.
     pub fn checked<V: SettingValue + Copy>(
         &self,
@@ -173,17 +173,113 @@ impl Raw<'_> {
         Ok(value)
     }
 
-    /// Each `NAME=VALUE` entry (see [`Raw::entries`]) into `map`, the value read as text.
-    pub fn insert_entries(
+    /// Per-name tables with several fields: a flag's `NAME=VALUE` sets `fields[0]`; the file's
+    /// `[table.NAME]` may hold any of `fields`. Each value comes with its name and field.
+    pub fn entry_fields(
         &self,
-        field: &str,
-        map: &mut std::collections::BTreeMap<String, String>,
-    ) -> Result<(), String> {
-        for (name, value) in self.entries(Some(field))? {
-            map.insert(name, value.get()?);
+        fields: &[&'static str],
+    ) -> Result<Vec<(String, &'static str, Raw<'a>)>, String> {
+        match self.value {
+            RawValue::Flag(_) => Ok(self
+                .entries(None)?
+                .into_iter()
+                .map(|(name, value)| (name, fields[0], value))
+                .collect()),
+            RawValue::File(toml::Value::Table(table)) => {
+                let mut found = Vec::new();
+                for (name, value) in table {
+                    let toml::Value::Table(inner) = value else {
+                        return Err(format!(
+                            "{}: `{name}` must be a table with {}",
+                            self.name,
+                            quoted(fields)
+                        ));
+                    };
+                    for (key, value) in inner {
+                        let Some(field) = fields.iter().find(|f| **f == key.as_str()) else {
+                            return Err(format!(
+                                "{}.{name}: unknown field `{key}`, expected {}",
+                                self.name,
+                                quoted(fields)
+                            ));
+                        };
+                        found.push((
+                            name.clone(),
+                            *field,
+                            Raw {
+                                name: format!("{}.{name}.{field}", self.name.trim_end_matches('`'))
+                                    + "`",
+                                value: RawValue::File(value),
+                            },
+                        ));
+                    }
+                }
+                Ok(found)
+            }
+            RawValue::File(other) => {
+                Err(format!("{}: {}", self.name, invalid_type("a table", other)))
+            }
         }
-        Ok(())
     }
+
+    /// `KEY=VALUE` properties: one from a flag, or every key of a file's table, nested tables
+    /// flattened into dotted keys (`ssl.ca.location = "..."` is TOML for `ssl = { ca = ... }`).
+    /// Strings, numbers and booleans are taken as their text.
+    pub fn properties(&self) -> Result<Vec<(String, String)>, String> {
+        fn flatten(
+            prefix: &str,
+            table: &toml::Table,
+            name: &str,
+            out: &mut Vec<(String, String)>,
+        ) -> Result<(), String> {
+            for (key, value) in table {
+                let key = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                let text = match value {
+                    toml::Value::Table(inner) => {
+                        flatten(&key, inner, name, out)?;
+                        continue;
+                    }
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    other => {
+                        return Err(format!(
+                            "{name}: `{key}`: {}",
+                            invalid_type("a string, number or boolean", other)
+                        ))
+                    }
+                };
+                out.push((key, text));
+            }
+            Ok(())
+        }
+        match self.value {
+            RawValue::Flag(text) => {
+                let (key, value) = text.split_once('=').ok_or_else(|| {
+                    format!("{} expects KEY=VALUE, got `{text}`", self.name)
+                })?;
+                Ok(vec![(key.trim().to_string(), value.to_string())])
+            }
+            RawValue::File(toml::Value::Table(table)) => {
+                let mut out = Vec::new();
+                flatten("", table, &self.name, &mut out)?;
+                Ok(out)
+            }
+            RawValue::File(other) => {
+                Err(format!("{}: {}", self.name, invalid_type("a table", other)))
+            }
+        }
+    }
+}
+
+fn quoted(fields: &[&str]) -> String {
+    let quoted: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+    quoted.join(" or ")
 }
 
 /// A type a setting can hold, read from flag text or from TOML.

@@ -11,7 +11,16 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "leaf types and kernels",
         &[
-            "time", "spec", "settings", "stop", "rate", "wal", "shuffle", "demo",
+            "time",
+            "spec",
+            "settings",
+            "stop",
+            "rate",
+            "wal",
+            "shuffle",
+            "demo",
+            "secret",
+            "kafka_client",
         ],
     ),
     ("data", &["state", "checkpoint", "output"]),

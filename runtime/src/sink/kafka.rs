@@ -12,7 +12,7 @@
 
 use super::{OutputFailed, PartitionId, SinkError, SinkSettings, SinkStats};
 use crate::shuffle::Partitions;
-use rdkafka::config::ClientConfig;
+use crate::kafka_client::{client_config, describe, ClientLog, KafkaProperties};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -40,6 +40,7 @@ pub struct KafkaTopic {
     transactional: bool,
     progress_topic: String,
     timeout: Duration,
+    properties: KafkaProperties,
 }
 
 impl KafkaTopic {
@@ -52,7 +53,16 @@ impl KafkaTopic {
             transactional: false,
             progress_topic: "streamc_progress".into(),
             timeout: Duration::from_secs(30),
+            properties: KafkaProperties::new(),
         }
+    }
+
+    /// A librdkafka property fixed in the pipeline for every client of this sink (its producers and
+    /// progress reader); `[kafka.properties]`, `--kafka-property` and `[sinks.NAME.properties]`
+    /// override it.
+    pub fn property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.set(key, value);
+        self
     }
 
     /// Exactly once for `read_committed` readers (see the module docs).
@@ -162,13 +172,22 @@ impl<K: KafkaPart, V: KafkaPart> KafkaMessage for (K, V) {
     }
 }
 
-/// Collects the first delivery failure of the current attempt.
-#[derive(Default)]
+/// Collects the first delivery failure of the current attempt; logs through the producer's
+/// [`ClientLog`].
 struct DeliveryTracker {
     failure: Mutex<Option<String>>,
+    log: ClientLog,
 }
 
-impl ClientContext for DeliveryTracker {}
+impl ClientContext for DeliveryTracker {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        self.log.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(error, reason);
+    }
+}
 
 impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = ();
@@ -211,6 +230,8 @@ struct Lane {
 pub struct KafkaSink {
     brokers: String,
     spec: KafkaTopic,
+    /// The properties every client of the sink is made with, resolved when it opened.
+    properties: Vec<(String, String)>,
     pipeline: String,
     /// Per sink partition; `None` until first used, and again after a failure (the next attempt
     /// starts a fresh producer, which fences the failed one).
@@ -243,9 +264,15 @@ impl KafkaSink {
                 )));
             }
         }
+        let name = spec.name().to_string();
+        let properties = settings
+            .kafka_properties(&name, &spec.properties)
+            .resolved(&format!("Kafka sink `{name}`"))
+            .map_err(SinkError::Fatal)?;
         Ok(Self {
             brokers: brokers.to_string(),
             spec,
+            properties,
             pipeline: settings.pipeline.clone(),
             lanes: Mutex::new(Vec::new()),
             stop: settings.stop.clone(),
@@ -283,24 +310,29 @@ impl KafkaSink {
         let unavailable = |what: &str, e: KafkaError| {
             SinkError::Unavailable(format!("{what} ({}): {e}", self.brokers))
         };
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.brokers)
-            .set(
-                "message.timeout.ms",
-                self.spec.timeout.as_millis().to_string(),
-            )
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5");
+        let timeout = self.spec.timeout.as_millis().to_string();
+        let transactional_id = format!("{}.{}.{partition}", self.pipeline, self.spec.name());
+        let mut owns = vec![("enable.idempotence", "true")];
         if self.spec.transactional {
-            config.set(
-                "transactional.id",
-                format!("{}.{}.{partition}", self.pipeline, self.spec.name()),
-            );
+            owns.push(("transactional.id", &transactional_id));
         }
-        let producer: TrackedProducer = config
-            .create_with_context(DeliveryTracker::default())
-            .map_err(|e| SinkError::Fatal(format!("cannot create a Kafka producer: {e}")))?;
+        let log = ClientLog::new(format!(
+            "sink {} producer {partition}",
+            self.spec.name()
+        ));
+        let producer: TrackedProducer = client_config(
+            &self.brokers,
+            &[("message.timeout.ms", &timeout), ("linger.ms", "5")],
+            &self.properties,
+            &owns,
+        )
+        .create_with_context(DeliveryTracker {
+            failure: Mutex::default(),
+            log,
+        })
+        .map_err(|e| {
+            SinkError::Fatal(format!("cannot create a Kafka producer: {}", describe(&e)))
+        })?;
         let mut committed = None;
         if self.spec.transactional {
             producer
@@ -318,14 +350,22 @@ impl KafkaSink {
 
     /// The last batch committed under `key`, from the progress topic, read `read_committed` to its end.
     fn read_progress(&self, key: &str) -> Result<Option<u64>, String> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", "streamc-progress-reader")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .set("isolation.level", "read_committed")
-            .create()
-            .map_err(|e| format!("cannot create a Kafka consumer: {e}"))?;
+        let consumer: BaseConsumer<ClientLog> = client_config(
+            &self.brokers,
+            &[],
+            &self.properties,
+            &[
+                ("group.id", "streamc-progress-reader"),
+                ("enable.auto.commit", "false"),
+                ("enable.partition.eof", "false"),
+                ("isolation.level", "read_committed"),
+            ],
+        )
+        .create_with_context(ClientLog::new(format!(
+            "sink {} progress reader",
+            self.spec.name()
+        )))
+        .map_err(|e| format!("cannot create a Kafka consumer: {}", describe(&e)))?;
         let topic = self.spec.progress_topic.as_str();
         let metadata = consumer
             .fetch_metadata(Some(topic), self.spec.timeout)
@@ -570,7 +610,9 @@ fn write_batch<T: KafkaMessage + Send + Sync>(
 ) -> Result<(), OutputFailed> {
     let name = spec.name().to_string();
     let settings = env.settings;
-    let brokers = settings.url(&name, brokers);
+    let brokers = settings
+        .url(&name, brokers)
+        .map_err(|e| OutputFailed::new(&name, e))?;
     let sink = env
         .sinks
         .get_or_open(&name, || KafkaSink::open(&brokers, spec, settings))

@@ -210,6 +210,8 @@ impl RetryPolicy {
 pub struct SinkOptions {
     /// `--sink NAME=URL`: replaces the destination written in the pipeline for the sink named `NAME`.
     pub urls: BTreeMap<String, String>,
+    /// A Kafka sink's own librdkafka properties (`[sinks.NAME.properties]`).
+    pub properties: BTreeMap<String, BTreeMap<String, String>>,
     /// How long a sink retries an unavailable destination before the batch fails and the app stops.
     pub retry: RetryPolicy,
     /// Pooled connections unused for this long are closed.
@@ -220,6 +222,7 @@ impl Default for SinkOptions {
     fn default() -> Self {
         Self {
             urls: BTreeMap::new(),
+            properties: BTreeMap::new(),
             retry: RetryPolicy::default(),
             idle_timeout: Duration::from_secs(60),
         }
@@ -227,14 +230,36 @@ impl Default for SinkOptions {
 }
 
 impl SinkOptions {
+    /// Sink `name`'s own Kafka properties (`[sinks.NAME.properties]`).
+    #[cfg(feature = "kafka")]
+    pub fn kafka_properties(&self, name: &str) -> crate::kafka_client::KafkaProperties {
+        self.properties
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// The sinks' settings: `[sinks.NAME]` and `[sink_retry]`.
     #[rustfmt::skip]
     pub(crate) const SETTINGS: &'static [Setting<SinkOptions>] = &[
         setting!(SinkOptions { key: "sinks", flag: "sink", value: "NAME=URL", entries: true,
             help: "Where a sink writes, replacing the pipeline's (e.g. \
                    wordcount=postgres://user@host/db). The name is the sink's output name: for \
-                   SQL, the table. Repeatable." }
-            |options, raw| raw.insert_entries("url", &mut options.urls)),
+                   SQL, the table. A URL may hold ${ENV_VAR} or be @/path/to/file, read at start. \
+                   Repeatable ([sinks.NAME] url = ..., and a Kafka sink's client properties in \
+                   [sinks.NAME.properties])." }
+            |options, raw| {
+                for (name, field, value) in raw.entry_fields(&["url", "properties"])? {
+                    if field == "url" {
+                        options.urls.insert(name, value.get()?);
+                    } else {
+                        options.properties.entry(name).or_default().extend(value.properties()?);
+                    }
+                }
+                Ok(())
+            }),
         setting!(SinkOptions { section: "sink_retry", key: "attempts", flag: "sink-retries",
             value: "N",
             help: "Tries a sink makes to write a batch before the app stops (default 10)." }
@@ -258,6 +283,11 @@ pub struct SinkSettings {
     pub pipeline: String,
     /// `--sink NAME=URL`: replaces the destination written in the pipeline for the sink named `NAME`.
     pub urls: BTreeMap<String, String>,
+    /// Each sink's own client properties (`[sinks.NAME.properties]`; Kafka sinks only).
+    pub properties: BTreeMap<String, BTreeMap<String, String>>,
+    /// The Kafka properties of every client (`[kafka.properties]`, `--kafka-property`).
+    #[cfg(feature = "kafka")]
+    pub kafka: crate::kafka_client::KafkaProperties,
     /// How long a sink retries an unavailable destination before the batch fails and the app stops.
     pub retry: RetryPolicy,
     /// Pooled connections unused for this long are closed.
@@ -267,12 +297,42 @@ pub struct SinkSettings {
 }
 
 impl SinkSettings {
-    /// The destination of sink `name`: the configured override, or what the pipeline says.
-    pub fn url(&self, name: &str, declared: &str) -> String {
-        self.urls
+    /// The destination of sink `name`: the configured override, or what the pipeline says, with its
+    /// `${NAME}` and `@/path` references read and its password registered for redaction.
+    pub fn url(&self, name: &str, declared: &str) -> Result<String, SinkError> {
+        let given = self.urls.get(name).map_or(declared, String::as_str);
+        let url = crate::secret::expand(given, &format!("sink `{name}` URL"))
+            .map_err(SinkError::Fatal)?;
+        crate::secret::register_url_password(&url);
+        Ok(url)
+    }
+
+    /// The properties of Kafka sink `name`: `code` (the pipeline's), the shared ones over them, the
+    /// sink's own over those.
+    #[cfg(feature = "kafka")]
+    pub fn kafka_properties(
+        &self,
+        name: &str,
+        code: &crate::kafka_client::KafkaProperties,
+    ) -> crate::kafka_client::KafkaProperties {
+        let own: crate::kafka_client::KafkaProperties = self
+            .properties
             .get(name)
-            .cloned()
-            .unwrap_or_else(|| declared.to_string())
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        code.overridden_by(&self.kafka).overridden_by(&own)
+    }
+
+    /// Refuses client properties given for a sink that is not a Kafka sink.
+    pub fn refuse_properties(&self, name: &str, kind: &str) -> Result<(), SinkError> {
+        if self.properties.contains_key(name) {
+            return Err(SinkError::Fatal(format!(
+                "[sinks.{name}.properties]: client properties are for Kafka sinks; `{name}` is a {kind} sink"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -281,6 +341,9 @@ impl Default for SinkSettings {
         Self {
             pipeline: String::new(),
             urls: BTreeMap::new(),
+            properties: BTreeMap::new(),
+            #[cfg(feature = "kafka")]
+            kafka: Default::default(),
             retry: RetryPolicy::default(),
             idle_timeout: Duration::from_secs(60),
             stop: StopSignal::default(),

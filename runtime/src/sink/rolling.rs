@@ -38,7 +38,11 @@ pub struct RollingFiles {
 impl<T: Show + Send> BatchDestination<T> for RollingFiles {
     fn write_batch(self, env: &SinkEnv<'_>, parts: crate::shuffle::Partitions<T>) -> OutputResult {
         let name = self.name();
-        let dir = env.settings.url(&name, &self.dir().display().to_string());
+        let dir = env
+            .settings
+            .url(&name, &self.dir().display().to_string())
+            .and_then(|dir| env.settings.refuse_properties(&name, "rolling files").map(|()| dir))
+            .map_err(|e| OutputFailed::new(&name, e))?;
         let spec = self.with_dir(dir);
         let sink = env
             .sinks

@@ -337,7 +337,7 @@ impl Dialect {
             "postgres" | "postgresql" => Ok(Dialect::Postgres),
             _ => Err(format!(
                 "unsupported database URL `{}`: use sqlite://FILE, mysql://USER@HOST/DB or postgres://USER@HOST/DB",
-                redact(url)
+                crate::secret::redact_url(url)
             )),
         }
     }
@@ -436,20 +436,6 @@ impl Dialect {
             Dialect::MySql => "DATETIME(3)",
             Dialect::Postgres => "TIMESTAMP(3)",
         }
-    }
-}
-
-/// The URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
     }
 }
 
@@ -648,7 +634,7 @@ impl fmt::Debug for SqlSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqlSink")
             .field("table", &self.table.name)
-            .field("url", &redact(&self.url))
+            .field("url", &crate::secret::redact_url(&self.url))
             .finish()
     }
 }
@@ -688,7 +674,7 @@ impl SqlSink {
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_lazy(&url)
                 .map_err(|e| {
-                    SinkError::Fatal(format!("bad database URL `{}`: {e}", redact(&url)))
+                    SinkError::Fatal(format!("bad database URL `{}`: {e}", crate::secret::redact_url(&url)))
                 })?
         };
         Ok(SqlSink {
@@ -1076,6 +1062,14 @@ fn classify(error: sqlx::Error, record: Option<String>) -> SinkError {
                 SinkError::Fatal(reason)
             }
         }
+        sqlx::Error::Tls(_) | sqlx::Error::Io(_) if is_certificate_failure(&error) => {
+            SinkError::Fatal(format!(
+                "TLS to the database failed: {error}. The server's certificate could not be \
+                 verified: give the CA that signed it (PostgreSQL: sslrootcert=FILE with \
+                 sslmode=verify-full; MySQL/MariaDB: ssl-ca=FILE with ssl-mode=VERIFY_IDENTITY) \
+                 and connect by the name the certificate carries"
+            ))
+        }
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
@@ -1084,6 +1078,14 @@ fn classify(error: sqlx::Error, record: Option<String>) -> SinkError {
         | sqlx::Error::WorkerCrashed => SinkError::Unavailable(error.to_string()),
         _ => SinkError::Fatal(error.to_string()),
     }
+}
+
+/// A failed certificate check, which no retry fixes (unlike a connection reset mid-handshake).
+fn is_certificate_failure(error: &sqlx::Error) -> bool {
+    let text = error.to_string().to_ascii_lowercase();
+    ["certificate", "unknownissuer", "notvalidforname", "invalid peer"]
+        .iter()
+        .any(|sign| text.contains(sign))
 }
 
 /// MySQL/MariaDB errors that pass once the server, the network or a competing transaction does, so
@@ -1166,7 +1168,10 @@ fn write_batch<T: IntoRow + Send>(
 ) -> Result<(), OutputFailed> {
     let name = table.name().to_string();
     let settings = env.settings;
-    let url = settings.url(&name, url);
+    let url = settings
+        .url(&name, url)
+        .and_then(|url| settings.refuse_properties(&name, "SQL").map(|()| url))
+        .map_err(|e| OutputFailed::new(&name, e))?;
     let sink = env
         .sinks
         .get_or_open(&name, || SqlSink::open(&url, table, settings, env.workers))
@@ -1300,11 +1305,11 @@ mod tests {
         );
         assert_eq!(format_timestamp(951_782_400_000), "2000-02-29 00:00:00.000");
         assert_eq!(
-            redact("postgres://app:secret@db/test"),
+            crate::secret::redact_url("postgres://app:secret@db/test"),
             "postgres://app:***@db/test"
         );
         assert_eq!(
-            redact("mysql://root@127.0.0.1/test"),
+            crate::secret::redact_url("mysql://root@127.0.0.1/test"),
             "mysql://root@127.0.0.1/test"
         );
     }

@@ -65,11 +65,13 @@ pub const SOURCES: &[SourceDef] = &[
     },
     SourceDef {
         name: "kafka_direct_stream",
-        args: (2, 2),
-        signature: "kafka_direct_stream(\"host:9092\", [\"topic\"])",
+        args: (2, 3),
+        signature: "kafka_direct_stream(\"host:9092\", [\"topic\"]) or kafka_direct_stream(\"host:9092\", [\"topic\"], [(\"security.protocol\", \"ssl\")])",
         records: "`&KafkaRecord`",
         summary: "Spark's direct approach: each batch reads a range of offsets per partition, the \
-                  ranges checkpointed with the state, so a restart reads them again exactly.",
+                  ranges checkpointed with the state, so a restart reads them again exactly. The \
+                  optional third argument: librdkafka properties fixed in code, under the \
+                  configured ones.",
         spark: Some("KafkaUtils.createDirectStream"),
         feature: Some("kafka"),
         demo: false,
@@ -79,11 +81,12 @@ pub const SOURCES: &[SourceDef] = &[
     },
     SourceDef {
         name: "kafka_receiver_stream",
-        args: (2, 2),
-        signature: "kafka_receiver_stream(\"host:9092\", [\"topic\"])",
+        args: (2, 3),
+        signature: "kafka_receiver_stream(\"host:9092\", [\"topic\"]) or kafka_receiver_stream(\"host:9092\", [\"topic\"], [(\"key\", \"value\")])",
         records: "`&KafkaRecord`",
         summary: "Spark's receiver approach: a consumer group member stores what it reads in the \
-                  write-ahead log and commits offsets once it is there.",
+                  write-ahead log and commits offsets once it is there. The optional third \
+                  argument: librdkafka properties fixed in code.",
         spark: Some("KafkaUtils.createStream"),
         feature: Some("kafka"),
         demo: false,
@@ -129,27 +132,24 @@ fn queue_stream(code: &SourceCode) -> TokenStream {
 }
 
 fn kafka_direct_stream(code: &SourceCode) -> TokenStream {
-    let config = &code.config;
-    kafka_source(
-        code,
-        quote!(KafkaDirectSource),
-        quote!(#config.kafka_options()),
-    )
+    kafka_source(code, quote!(KafkaDirectSource))
 }
 
 fn kafka_receiver_stream(code: &SourceCode) -> TokenStream {
-    let config = &code.config;
-    kafka_source(
-        code,
-        quote!(KafkaReceiverSource),
-        quote!(#config.kafka_options().group),
-    )
+    kafka_source(code, quote!(KafkaReceiverSource))
 }
 
 /// A Kafka source of `brokers` (movable by `--source name=...`) and `topics`: any iterable of
-/// displayable names, read into the `Vec<String>` the sources take.
-fn kafka_source(code: &SourceCode, source: TokenStream, options: TokenStream) -> TokenStream {
-    let (brokers, topics) = (&code.args[0], &code.args[1]);
+/// displayable names, read into the `Vec<String>` the sources take; its options from the app's
+/// configuration, over the properties of the third argument (pairs of strings), if any.
+fn kafka_source(code: &SourceCode, source: TokenStream) -> TokenStream {
+    let (brokers, topics, config, name) = (&code.args[0], &code.args[1], &code.config, code.name);
+    let options = match code.args.get(2) {
+        Some(properties) => quote_spanned! {code.span=>
+            #config.kafka_options(#name).with_code_properties(#properties)
+        },
+        None => quote!(#config.kafka_options(#name)),
+    };
     let topics = quote_spanned! {code.span=>
         ::std::iter::IntoIterator::into_iter(#topics).map(|topic| ::std::string::ToString::to_string(&topic)).collect()
     };

@@ -11,11 +11,11 @@ mod receiver;
 
 pub use receiver::KafkaReceiverSource;
 
+use crate::kafka_client::{client_config, describe, ClientLog, KafkaProperties};
 use crate::settings::{setting, Setting};
 use crate::source::{Source, SourceError};
 use crate::time::Time;
 use rayon::prelude::*;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -92,6 +92,9 @@ pub struct KafkaSettings {
     pub max_rate_per_partition: Option<u64>,
     /// Explicit starting offsets per (topic, partition).
     pub start_offsets: BTreeMap<(String, i32), i64>,
+    /// librdkafka properties for every Kafka client of the app (`[kafka.properties]`,
+    /// `--kafka-property`).
+    pub properties: KafkaProperties,
 }
 
 impl Default for KafkaSettings {
@@ -102,6 +105,7 @@ impl Default for KafkaSettings {
             commit: false,
             max_rate_per_partition: None,
             start_offsets: BTreeMap::new(),
+            properties: KafkaProperties::new(),
         }
     }
 }
@@ -149,6 +153,18 @@ impl KafkaSettings {
                 }
                 Ok(())
             }),
+        setting!(KafkaSettings { section: "kafka", key: "properties", flag: "kafka-property",
+            value: "KEY=VALUE", entries: true,
+            help: "Kafka: a librdkafka property for every Kafka client (security.protocol, \
+                   sasl.*, ssl.*, timeouts, compression...; repeatable; [kafka.properties] in the \
+                   file, [sources.NAME.properties] and [sinks.NAME.properties] for one client). \
+                   A value may be ${ENV_VAR} or @/path/to/file." }
+            |kafka, raw| {
+                for (key, value) in raw.properties()? {
+                    kafka.properties.set(key, value);
+                }
+                Ok(())
+            }),
     ];
 }
 
@@ -169,6 +185,23 @@ pub struct KafkaOptions {
     pub request_timeout: Duration,
     /// Explicit starting offsets, which win over `start` for the partitions they name.
     pub start_offsets: BTreeMap<(String, i32), i64>,
+    /// librdkafka properties for every client of the source: the pipeline's, then
+    /// `[kafka.properties]` and `--kafka-property`, then `[sources.NAME.properties]`.
+    pub properties: KafkaProperties,
+}
+
+impl KafkaOptions {
+    /// With properties fixed in the pipeline (the source's third argument) under the configured
+    /// ones, which override them.
+    pub fn with_code_properties<K, V>(mut self, properties: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let code: KafkaProperties = properties.into_iter().collect();
+        self.properties = code.overridden_by(&self.properties);
+        self
+    }
 }
 
 /// The offset range one batch reads from one topic-partition: `[from, until)`.
@@ -187,13 +220,23 @@ pub struct OffsetRange {
 
 type TopicPartition = (String, i32);
 
+/// Every client of the source logs through `tracing`, naming the source.
+type Client = BaseConsumer<ClientLog>;
+
 /// A Kafka topic set read in offset ranges.
 pub struct KafkaDirectSource {
     name: String,
     brokers: String,
     topics: Vec<String>,
     options: KafkaOptions,
-    metadata: Option<BaseConsumer>,
+    metadata: Option<Client>,
+    /// The properties every client of the source is made with, resolved at start.
+    client_properties: Vec<(String, String)>,
+    /// Batches planned with the brokers' answers, and plans that failed (the source's
+    /// connection figures).
+    plans: u64,
+    failed_plans: u64,
+    last_error: Option<String>,
     /// The rate backpressure sets for this source (records per second, all partitions).
     rate: Option<std::sync::Arc<crate::rate::RateControl>>,
     /// Topic patterns (`^...`).
@@ -221,6 +264,10 @@ impl KafkaDirectSource {
             topics,
             options,
             metadata: None,
+            client_properties: Vec::new(),
+            plans: 0,
+            failed_plans: 0,
+            last_error: None,
             rate: None,
             patterns: Vec::new(),
             readers: BTreeMap::new(),
@@ -239,25 +286,37 @@ impl KafkaDirectSource {
         }
     }
 
-    fn consumer(&self) -> Result<BaseConsumer, SourceError> {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", &self.options.group)
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .set("socket.timeout.ms", "10000")
-            .create()
-            .map_err(|e| {
-                self.error(format!(
-                    "cannot create a Kafka client for {}: {e}",
-                    self.brokers
-                ))
-            })
+    fn note_failure(&mut self, problem: &str) {
+        self.failed_plans += 1;
+        self.last_error = Some(problem.to_string());
+    }
+
+    /// A client of the source (`role`: `metadata`, `reader topic/partition`), with the resolved
+    /// properties of its start.
+    fn consumer(&self, role: &str) -> Result<Client, SourceError> {
+        client_config(
+            &self.brokers,
+            &[("socket.timeout.ms", "10000")],
+            &self.client_properties,
+            &[
+                ("group.id", &self.options.group),
+                ("enable.auto.commit", "false"),
+                ("enable.partition.eof", "false"),
+            ],
+        )
+        .create_with_context(ClientLog::new(format!("source {} {role}", self.name)))
+        .map_err(|e| {
+            self.error(format!(
+                "cannot create a Kafka client for {}: {}",
+                self.brokers,
+                describe(&e)
+            ))
+        })
     }
 
     /// The topics to read: the named ones, and those matching the patterns (names starting with `^`,
     /// as librdkafka's subscriptions do), looked up anew each batch so new topics are picked up.
-    fn topic_names(&self, consumer: &BaseConsumer) -> Result<Vec<String>, String> {
+    fn topic_names(&self, consumer: &Client) -> Result<Vec<String>, String> {
         let mut names: Vec<String> = self
             .topics
             .iter()
@@ -405,7 +464,9 @@ impl KafkaDirectSource {
         for range in ranges {
             let tp = (range.topic.clone(), range.partition);
             if !self.readers.contains_key(&tp) {
-                let reader = self.consumer().map_err(|e| e.message)?;
+                let reader = self
+                    .consumer(&format!("reader {}/{}", range.topic, range.partition))
+                    .map_err(|e| e.message)?;
                 self.readers.insert(
                     tp,
                     Mutex::new(Reader {
@@ -490,7 +551,7 @@ impl KafkaDirectSource {
 
 /// An assign-only consumer of one partition, and the offset it will return next when known.
 struct Reader {
-    consumer: BaseConsumer,
+    consumer: Client,
     /// Where the consumer stands after the last range it read in full. A range starting there is read
     /// on without a new assignment: reassigning every batch churns librdkafka's fetcher start/stop,
     /// whose teardown has a known race (librdkafka issue 5573, an assertion in
@@ -641,6 +702,9 @@ impl Source for KafkaDirectSource {
                 .iter()
                 .map(|((topic, partition), lag)| (topic.clone(), *partition, *lag))
                 .collect(),
+            connections: self.plans,
+            connection_errors: self.failed_plans,
+            last_error: self.last_error.clone(),
             ..Default::default()
         })
     }
@@ -660,24 +724,54 @@ impl Source for KafkaDirectSource {
             })?;
             self.patterns.push(regex);
         }
-        self.metadata = Some(self.consumer()?);
-        // Fail fast on a topic that does not exist; an unreachable broker only delays (retried per batch).
-        match self.partitions() {
+        self.client_properties = self
+            .options
+            .properties
+            .resolved(&format!("Kafka source `{}`", self.name))
+            .map_err(|e| self.error(e))?;
+        let metadata = self.consumer("metadata")?;
+        let log = metadata.context().clone();
+        self.metadata = Some(metadata);
+        // Fail fast on a topic that does not exist or a broker that refuses our credentials or
+        // certificate; an unreachable broker only delays (retried per batch).
+        let checked = self.partitions();
+        if let Some(failure) = log.security_failure() {
+            return Err(self.error(format!(
+                "cannot connect to Kafka at {} securely: {failure} (check security.protocol, \
+                 ssl.* and sasl.* in the Kafka properties)",
+                self.brokers
+            )));
+        }
+        match checked {
             Err(problem) if problem.contains("does not exist") => Err(self.error(problem)),
             Err(problem) => {
+                self.note_failure(&problem);
                 tracing::warn!(source = %self.name, "Kafka not reachable yet, batches will retry: {problem}");
                 Ok(())
             }
-            Ok(_) => Ok(()),
+            Ok(partitions) => {
+                self.plans += 1;
+                tracing::info!(
+                    source = %self.name,
+                    brokers = %self.brokers,
+                    partitions = partitions.len(),
+                    "connected to Kafka: every topic found"
+                );
+                Ok(())
+            }
         }
     }
 
     fn cut(&mut self, _time: Time, _partitions: usize) -> Self::Batch {
         self.commit_completed();
         match self.next_batch(None) {
-            Ok(records) => records,
+            Ok(records) => {
+                self.plans += 1;
+                records
+            }
             Err(problem) => {
                 self.last_from.clear();
+                self.note_failure(&problem);
                 tracing::warn!(source = %self.name, "Kafka unavailable, this batch is empty and the next one retries: {problem}");
                 Vec::new()
             }

@@ -12,7 +12,8 @@ use crate::shuffle::split_even;
 use crate::source::blocks::{BlockSink, Loggable, ReceivedBlocks, StoreRetry, Unstored};
 use crate::source::{ReceiverCounters, ReceiverEnv, Source, SourceError, SourceStats};
 use crate::time::Time;
-use rdkafka::config::ClientConfig;
+use super::KafkaOptions;
+use crate::kafka_client::{client_config, describe, ClientLog};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -22,12 +23,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// The receiver's consumer logs through `tracing`, naming the source.
+type Client = BaseConsumer<ClientLog>;
+
 /// A consumer-group receiver.
 pub struct KafkaReceiverSource {
     name: String,
     brokers: String,
     topics: Vec<String>,
-    group: String,
+    options: KafkaOptions,
     blocks: ReceivedBlocks<Vec<KafkaRecord>>,
     counters: Arc<ReceiverCounters>,
     stop: Arc<AtomicBool>,
@@ -36,15 +40,15 @@ pub struct KafkaReceiverSource {
 }
 
 impl KafkaReceiverSource {
-    /// A receiver named `name` that joins consumer group `group` on `brokers` and subscribes to
-    /// `topics`; a partition without committed offsets starts at the earliest. Nothing connects
-    /// before the source starts.
-    pub fn new(name: &str, brokers: String, topics: Vec<String>, group: String) -> Self {
+    /// A receiver named `name` that joins the consumer group of `options` on `brokers` and
+    /// subscribes to `topics`, its client made with the options' properties; a partition without
+    /// committed offsets starts at the earliest. Nothing connects before the source starts.
+    pub fn new(name: &str, brokers: String, topics: Vec<String>, options: KafkaOptions) -> Self {
         Self {
             name: name.to_string(),
             brokers,
             topics,
-            group,
+            options,
             blocks: ReceivedBlocks::new(name),
             counters: Arc::default(),
             stop: Arc::default(),
@@ -110,7 +114,7 @@ impl Receiving {
 
 /// The receiving loop: poll, gather a block (at most 50 ms, 10,000 messages, or what the rate allows),
 /// make it durable, hand it over, then commit its offsets.
-fn receive(consumer: Arc<BaseConsumer>, mut r: Receiving) {
+fn receive(consumer: Arc<Client>, mut r: Receiving) {
     while !r.stop.load(Ordering::Relaxed) {
         let mut block = Vec::new();
         let started = Instant::now();
@@ -172,10 +176,24 @@ const LAG_EVERY: Duration = Duration::from_secs(2);
 
 /// Measures the lag every [`LAG_EVERY`] on its own thread, so that watermark requests to a slow broker
 /// never hold up receiving.
-fn watch_lag(consumer: Arc<BaseConsumer>, counters: Arc<ReceiverCounters>, stop: Arc<AtomicBool>) {
+fn watch_lag(consumer: Arc<Client>, counters: Arc<ReceiverCounters>, stop: Arc<AtomicBool>) {
     let mut measured = Instant::now();
+    // Connected once the group gave the receiver partitions; a TLS or authentication failure
+    // librdkafka reports counts as a connection error until the next assignment.
+    let (mut connected, mut failure) = (false, None);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
+        let latest = consumer.context().security_failure();
+        if latest.is_some() && latest != failure {
+            failure.clone_from(&latest);
+            connected = false;
+            ReceiverCounters::add(&counters.connection_errors, 1);
+            counters.set_error(latest.unwrap_or_default());
+        }
+        if !connected && consumer.assignment().is_ok_and(|a| a.count() > 0) {
+            connected = true;
+            ReceiverCounters::add(&counters.connections, 1);
+        }
         if measured.elapsed() >= LAG_EVERY {
             measure_lag(&consumer, &counters);
             measured = Instant::now();
@@ -184,7 +202,7 @@ fn watch_lag(consumer: Arc<BaseConsumer>, counters: Arc<ReceiverCounters>, stop:
 }
 
 /// Messages between the consumer's position and each assigned partition's high watermark.
-fn measure_lag(consumer: &BaseConsumer, counters: &ReceiverCounters) {
+fn measure_lag(consumer: &Client, counters: &ReceiverCounters) {
     let Ok(positions) = consumer.position() else {
         return;
     };
@@ -217,19 +235,29 @@ impl Source for KafkaReceiverSource {
 
     fn start(&mut self, env: &ReceiverEnv) -> Result<(), SourceError> {
         let sink = self.blocks.start(env)?;
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", &self.group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            .create()
-            .map_err(|e| {
-                self.error(format!(
-                    "cannot create a Kafka consumer for {}: {e}",
-                    self.brokers
-                ))
-            })?;
+        let properties = self
+            .options
+            .properties
+            .resolved(&format!("Kafka source `{}`", self.name))
+            .map_err(|e| self.error(e))?;
+        let consumer: Client = client_config(
+            &self.brokers,
+            &[("session.timeout.ms", "6000")],
+            &properties,
+            &[
+                ("group.id", &self.options.group),
+                ("enable.auto.commit", "false"),
+                ("auto.offset.reset", "earliest"),
+            ],
+        )
+        .create_with_context(ClientLog::new(format!("source {} group consumer", self.name)))
+        .map_err(|e| {
+            self.error(format!(
+                "cannot create a Kafka consumer for {}: {}",
+                self.brokers,
+                describe(&e)
+            ))
+        })?;
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| {
             self.error(format!(
