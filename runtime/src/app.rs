@@ -127,16 +127,17 @@ impl<P: Pipeline> App<P> {
     pub fn main(self) -> ExitCode {
         let app = match self.with_args(std::env::args_os().skip(1)) {
             Ok(app) => app,
+            Err(e) if e.use_stderr() => {
+                // A refused value may be a secret that was meant for another flag.
+                eprint!("{}", crate::secret::redact(&e.render().to_string()));
+                return ExitCode::from(2);
+            }
             Err(e) => {
                 let _ = e.print();
-                return if e.use_stderr() {
-                    ExitCode::from(2)
-                } else {
-                    ExitCode::SUCCESS
-                };
+                return ExitCode::SUCCESS;
             }
         };
-        init_logging();
+        init_logging_as(app.config.log_format);
         ExitCode::from(app.run_as_process())
     }
 
@@ -158,7 +159,7 @@ impl<P: Pipeline> App<P> {
                 0
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", crate::secret::redact(&e.to_string()));
                 e.exit_code()
             }
         }
@@ -561,18 +562,65 @@ impl Write for SharedBuffer {
     }
 }
 
-/// Logs to standard error; `STREAMC_LOG` (error, warn, info, debug, trace) sets the level, `info` by default.
+/// Logs to standard error as text (see [`init_logging_as`]).
 pub fn init_logging() {
-    let level = std::env::var("STREAMC_LOG")
+    init_logging_as(crate::config::LogFormat::Text);
+}
+
+/// Logs to standard error, as text or JSON lines, every line passed through
+/// [`crate::secret::redact`]. `RUST_LOG` (or `STREAMC_LOG`) filters: a level (`debug`) or per-target
+/// directives (`info,librdkafka=debug,streamc::sink=trace`); `info` by default.
+pub fn init_logging_as(format: crate::config::LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let directives = std::env::var("RUST_LOG")
+        .or_else(|_| std::env::var("STREAMC_LOG"))
+        .unwrap_or_default();
+    let filter = directives
+        .parse::<tracing_subscriber::filter::Targets>()
         .ok()
-        .and_then(|l| l.parse::<tracing::Level>().ok())
-        .unwrap_or(tracing::Level::INFO);
+        .filter(|_| !directives.trim().is_empty())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
+        });
     // Colours only on a terminal: a log redirected to a file or a collector stays plain text.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .with_max_level(level)
-        .with_target(false)
-        .try_init();
+    let builder = tracing_subscriber::fmt()
+        .with_writer(|| RedactedStderr(Vec::new()))
+        .with_max_level(tracing::Level::TRACE);
+    let _ = match format {
+        crate::config::LogFormat::Text => builder
+            .with_ansi(colour)
+            .with_target(false)
+            .finish()
+            .with(filter)
+            .try_init(),
+        crate::config::LogFormat::Json => builder
+            .json()
+            .with_current_span(false)
+            .finish()
+            .with(filter)
+            .try_init(),
+    };
+}
+
+/// One log line, written to standard error with its secrets masked once it is complete.
+struct RedactedStderr(Vec<u8>);
+
+impl Write for RedactedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactedStderr {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.0);
+        let _ = std::io::stderr().write_all(crate::secret::redact(&text).as_bytes());
+    }
 }

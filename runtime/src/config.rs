@@ -72,8 +72,15 @@ pub struct AppConfig {
     /// How long a receiver may keep failing to store what it received (a full disk under the
     /// write-ahead log) before the app stops; meanwhile it pauses and retries.
     pub receiver_failure_timeout: Duration,
-    /// Serve the dashboard, `/metrics` and `/api/v1` here (off when `None`).
+    /// Serve the dashboard, `/metrics`, `/api/v1`, `/healthz` and `/readyz` here (off when `None`).
     pub ui: Option<std::net::SocketAddr>,
+    /// `/healthz` answers 503 once the engine has shown no progress (no batch cut or completed) for
+    /// this long; `None`: 10 batch intervals, at least 60 s.
+    pub health_stuck_after: Option<Duration>,
+    /// `/readyz` answers 503 while more batches than this wait to be processed.
+    pub ready_max_queued_batches: usize,
+    /// How log lines are written: text for people, JSON (one object per line) for log shippers.
+    pub log_format: LogFormat,
     /// Print a summary of delays every this many batches (Spark's StatsReportListener).
     pub stats_every: Option<usize>,
     /// Batches the monitoring keeps (Spark: 1000).
@@ -117,6 +124,9 @@ impl AppConfig {
             write_ahead_log: false,
             receiver_failure_timeout: DEFAULT_RECEIVER_FAILURE_TIMEOUT,
             ui: None,
+            health_stuck_after: None,
+            ready_max_queued_batches: 10,
+            log_format: LogFormat::Text,
             stats_every: None,
             batch_history: 1000,
             windows: spec.windows,
@@ -190,6 +200,16 @@ impl AppConfig {
             self.batch_interval
                 .saturating_mul(10)
                 .max(MIN_DEFAULT_GRACEFUL_STOP_TIMEOUT)
+        })
+    }
+
+    /// How long without progress `/healthz` tolerates: the setting, else 10 batch intervals and at
+    /// least 60 s, so a long batch or a checkpoint is not taken for a hang.
+    pub fn health_stuck_after(&self) -> Duration {
+        self.health_stuck_after.unwrap_or_else(|| {
+            self.batch_interval
+                .saturating_mul(10)
+                .max(Duration::from_secs(60))
         })
     }
 
@@ -280,8 +300,8 @@ impl AppConfig {
             }
         }
         for (name, url) in &self.sinks.urls {
-            let expanded = crate::secret::expand(url, &format!("sink `{name}` URL"))
-                .map_err(ConfigError)?;
+            let expanded =
+                crate::secret::expand(url, &format!("sink `{name}` URL")).map_err(ConfigError)?;
             crate::secret::register_url_password(&expanded);
         }
         Ok(())
@@ -421,7 +441,7 @@ impl AppConfig {
 const CONFIG_FLAG: &str = "config";
 const CONFIG_HELP: &str = "TOML configuration file: every flag's setting, under the flag's name in \
     snake case (batch = \"500ms\", workers = 4, ...), grouped in [sources.NAME], [receiver], [kafka], \
-    [sinks.NAME] and [sink_retry] tables (see the book's Running chapter); flags override it.";
+    [sinks.NAME], [sink_retry] and [health] tables (see the book's Running chapter); flags override it.";
 const SOURCE_FLAG: &str = "source";
 
 /// A setting of some options struct inside [`AppConfig`], applied to the whole configuration.
@@ -578,7 +598,38 @@ const MONITOR_SETTINGS: &[Setting<AppConfig>] = &[
     setting!(AppConfig { key: "batch_history", flag: "batch-history", value: "N",
         help: "Batches the monitoring (--ui) keeps for its pages and API (default 1000)." }
         => positive batch_history),
+    setting!(AppConfig { section: "health", key: "stuck_after", flag: "health-stuck-after",
+        value: "DURATION",
+        help: "With --ui: /healthz answers 503 once no batch was cut or completed for this long \
+               (default 10 batch intervals, at least 60s)." } => Some(health_stuck_after)),
+    setting!(AppConfig { section: "health", key: "ready_max_queued_batches",
+        flag: "ready-max-queued-batches", value: "N",
+        help: "With --ui: /readyz answers 503 while more batches than this wait to be processed \
+               (default 10)." } => ready_max_queued_batches),
+    setting!(AppConfig { key: "log_format", flag: "log-format", value: "FORMAT",
+        help: "Log lines as text (default) or json, one object per line, for log shippers. \
+               RUST_LOG (or STREAMC_LOG) filters them: info, or per target as \
+               info,librdkafka=debug." }
+        |config, raw| {
+            let format: String = raw.get()?;
+            config.log_format = match format.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => return Err(format!("{}: `{other}` is not text or json", raw.name)),
+            };
+            Ok(())
+        }),
 ];
+
+/// How log lines are written.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line: time, level, target, fields and message.
+    Json,
+}
 
 fn lcm(a: u64, b: u64) -> u64 {
     a / gcd(u128::from(a), u128::from(b)) as u64 * b

@@ -565,7 +565,14 @@ pub(crate) fn run<P: Pipeline>(
         listeners.add(Arc::new(crate::monitor::StatsReport::new(every)));
     }
     if let Some(address) = config.ui {
-        let metrics = Arc::new(crate::monitor::metrics::Metrics::new(config.batch_history));
+        let limits = crate::monitor::metrics::HealthLimits {
+            stuck_after: config.health_stuck_after(),
+            max_queued_batches: config.ready_max_queued_batches,
+        };
+        let metrics = Arc::new(
+            crate::monitor::metrics::Metrics::new(config.batch_history)
+                .with_health(limits, signal.clone()),
+        );
         listeners.add(metrics.clone());
         let wal_dir = config.checkpoint_dir.as_ref().map(|d| d.join("wal"));
         let bound = crate::monitor::server::start(&machinery.receivers, address, metrics, wal_dir)

@@ -125,7 +125,11 @@ impl std::fmt::Debug for KafkaProperties {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map()
             .entries(self.entries.iter().map(|(k, v)| {
-                let shown = if is_secret(k) { secret::MASK } else { v.as_str() };
+                let shown = if is_secret(k) {
+                    secret::MASK
+                } else {
+                    v.as_str()
+                };
                 (k, shown)
             }))
             .finish()
@@ -236,18 +240,25 @@ fn is_security_failure(facility: &str, message: &str) -> bool {
         || lower.contains("sasl authentication error")
 }
 
-/// `ssl://127.0.0.1:9093/bootstrap: ...` → the broker, as librdkafka prefixes its broker messages.
-fn broker_of(message: &str) -> &str {
-    match message.split_once(": ") {
-        Some((head, _)) if head.contains("://") => head,
-        _ => "",
-    }
+/// librdkafka prefixes a line with the thread that logged it, `[thrd:127.0.0.1:9093/bootstrap]: `
+/// (`ssl://` before the host when the connection is TLS): a broker thread's name is the broker. The
+/// broker, if any, and the message without the prefix.
+fn split_broker(message: &str) -> (&str, &str) {
+    let Some(rest) = message.strip_prefix("[thrd:") else {
+        return ("", message);
+    };
+    let Some((thread, text)) = rest.split_once("]: ") else {
+        return ("", message);
+    };
+    let broker = if thread.contains('/') { thread } else { "" };
+    (broker, text)
 }
 
 impl ClientContext for ClientLog {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         let message = secret::redact(message);
-        let (client, broker) = (&*self.client, broker_of(&message));
+        let (broker, message) = split_broker(&message);
+        let client = &*self.client;
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
@@ -273,21 +284,22 @@ impl ClientContext for ClientLog {
                 | RDKafkaLogLevel::Error
                 | RDKafkaLogLevel::Warning
         );
-        if serious && is_security_failure(facility, &message) {
-            self.note_security(&message);
+        if serious && is_security_failure(facility, message) {
+            self.note_security(message);
         }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
         let reason = secret::redact(reason);
-        let (client, broker) = (&*self.client, broker_of(&reason));
+        let (broker, reason) = split_broker(&reason);
+        let client = &*self.client;
         tracing::error!(target: "librdkafka", client, broker, "{error}: {reason}");
         let security = matches!(
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::SSL) | Some(RDKafkaErrorCode::Authentication)
         );
-        if security || is_security_failure("", &reason) {
-            self.note_security(&reason);
+        if security || is_security_failure("", reason) {
+            self.note_security(reason);
         }
     }
 }
@@ -370,10 +382,15 @@ mod tests {
             "FAIL",
             "ssl://127.0.0.1:9093/bootstrap: SSL handshake failed: error:0A000086:SSL routines::certificate verify failed"
         ));
-        assert!(!is_security_failure("FAIL", "Connect to ipv4#127.0.0.1:1 failed: Connection refused"));
+        assert!(!is_security_failure(
+            "FAIL",
+            "Connect to ipv4#127.0.0.1:1 failed: Connection refused"
+        ));
         assert_eq!(
-            broker_of("ssl://127.0.0.1:9093/bootstrap: SSL handshake failed"),
-            "ssl://127.0.0.1:9093/bootstrap"
+            split_broker("[thrd:ssl://127.0.0.1:9093/bootstrap]: ssl://127.0.0.1:9093/bootstrap: SSL handshake failed"),
+            ("ssl://127.0.0.1:9093/bootstrap", "ssl://127.0.0.1:9093/bootstrap: SSL handshake failed")
         );
+        assert_eq!(split_broker("[thrd:main]: Starting"), ("", "Starting"));
+        assert_eq!(split_broker("plain"), ("", "plain"));
     }
 }

@@ -64,11 +64,11 @@ mod checkpoint;
 pub mod config;
 mod context;
 pub mod demo;
-#[cfg(feature = "kafka")]
-pub mod kafka_client;
 mod engine;
 #[doc(hidden)]
 pub mod exec;
+#[cfg(feature = "kafka")]
+pub mod kafka_client;
 pub mod monitor;
 pub mod output;
 mod pipeline;

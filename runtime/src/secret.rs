@@ -180,12 +180,17 @@ mod tests {
             expand("pw=${STREAMC_SECRET_TEST_A}!", "x").unwrap(),
             "pw=s3cr3t!"
         );
-        assert_eq!(expand("cost $5 and $${HOME}", "x").unwrap(), "cost $5 and ${HOME}");
+        assert_eq!(
+            expand("cost $5 and $${HOME}", "x").unwrap(),
+            "cost $5 and ${HOME}"
+        );
         let missing = expand("${STREAMC_SECRET_TEST_MISSING}", "sink `t` URL").unwrap_err();
         assert!(missing.contains("sink `t` URL"), "{missing}");
         assert!(missing.contains("STREAMC_SECRET_TEST_MISSING"), "{missing}");
         assert!(expand("${unclosed", "x").unwrap_err().contains("closing"));
-        assert!(expand("${a-b}", "x").unwrap_err().contains("not an environment"));
+        assert!(expand("${a-b}", "x")
+            .unwrap_err()
+            .contains("not an environment"));
     }
 
     #[test]
@@ -200,7 +205,10 @@ mod tests {
         );
         assert_eq!(expand("@@literal", "x").unwrap(), "@literal");
         let unreadable = expand("@/nonexistent/streamc/secret", "Kafka property `p`").unwrap_err();
-        assert!(unreadable.contains("/nonexistent/streamc/secret"), "{unreadable}");
+        assert!(
+            unreadable.contains("/nonexistent/streamc/secret"),
+            "{unreadable}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -219,7 +227,10 @@ mod tests {
             "mysql://root@127.0.0.1/test"
         );
         register_url_password("postgres://u:p%40ssw0rd@h/db");
-        assert_eq!(redact("the password p@ssw0rd was wrong"), "the password *** was wrong");
+        assert_eq!(
+            redact("the password p@ssw0rd was wrong"),
+            "the password *** was wrong"
+        );
         assert!(matches!(redact("nothing to hide"), Cow::Borrowed(_)));
     }
 }

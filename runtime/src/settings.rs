@@ -260,9 +260,9 @@ impl<'a> Raw<'a> {
         }
         match self.value {
             RawValue::Flag(text) => {
-                let (key, value) = text.split_once('=').ok_or_else(|| {
-                    format!("{} expects KEY=VALUE, got `{text}`", self.name)
-                })?;
+                let (key, value) = text
+                    .split_once('=')
+                    .ok_or_else(|| format!("{} expects KEY=VALUE, got `{text}`", self.name))?;
                 Ok(vec![(key.trim().to_string(), value.to_string())])
             }
             RawValue::File(toml::Value::Table(table)) => {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Bucket bounds of the delay histograms, in seconds.
 const BUCKETS: &[f64] = &[
@@ -116,6 +116,14 @@ struct Figures {
 #[derive(Default)]
 struct State {
     figures: Figures,
+    /// When the engine last showed progress (started, cut or completed a batch); `None`: since
+    /// the metrics were made.
+    progress: Option<Instant>,
+    /// Whether each source that reports connection figures is connected (receivers and direct
+    /// sources alike), for `/readyz`.
+    sources: BTreeMap<String, Receiver>,
+    /// Batches cut since the app started.
+    submitted: u64,
     /// Batches cut but not completed yet.
     queued: BTreeSet<Time>,
     /// Shared, so that a reader copies pointers under the lock rather than whole batches.
@@ -126,6 +134,37 @@ struct State {
 pub struct Metrics {
     state: Mutex<State>,
     history: usize,
+    created: Instant,
+    limits: HealthLimits,
+    /// The run's stop state: a stopping app is neither live nor ready.
+    stop: Option<crate::stop::StopSignal>,
+}
+
+/// What `/healthz` and `/readyz` tolerate.
+#[derive(Clone, Copy, Debug)]
+pub struct HealthLimits {
+    /// No progress for this long: the engine is stuck.
+    pub stuck_after: Duration,
+    /// More batches than this waiting: the app is falling behind, so not ready.
+    pub max_queued_batches: usize,
+}
+
+impl Default for HealthLimits {
+    fn default() -> Self {
+        Self {
+            stuck_after: Duration::from_secs(60),
+            max_queued_batches: 10,
+        }
+    }
+}
+
+/// A health answer: good or not, and why, as JSON for the body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    /// 200 when true, 503 when false.
+    pub ok: bool,
+    /// `{"status": ..., ...}`.
+    pub body: Value,
 }
 
 impl Metrics {
@@ -134,6 +173,80 @@ impl Metrics {
         Self {
             state: Mutex::new(State::default()),
             history: history.max(1),
+            created: Instant::now(),
+            limits: HealthLimits::default(),
+            stop: None,
+        }
+    }
+
+    /// With health limits, and the run's stop state.
+    pub fn with_health(mut self, limits: HealthLimits, stop: crate::stop::StopSignal) -> Self {
+        self.limits = limits;
+        self.stop = Some(stop);
+        self
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.is_stopping() || s.is_aborted())
+    }
+
+    /// Liveness (`/healthz`): the engine loop makes progress. Not live once it has shown none for
+    /// `stuck_after` (a batch or a sink hanging), nor once the app is stopping or stopped, so that a
+    /// supervisor restarts it.
+    pub fn health(&self) -> Verdict {
+        let s = self.lock();
+        let since = s.progress.unwrap_or(self.created).elapsed();
+        let (ok, status) = if s.figures.stopped {
+            (false, "stopped")
+        } else if self.stopping() {
+            (false, "stopping")
+        } else if since > self.limits.stuck_after {
+            (false, "stuck")
+        } else {
+            (true, "alive")
+        };
+        Verdict {
+            ok,
+            body: json!({
+                "status": status,
+                "seconds_since_progress": since.as_secs_f64(),
+                "stuck_after_seconds": self.limits.stuck_after.as_secs_f64(),
+            }),
+        }
+    }
+
+    /// Readiness (`/readyz`): started, a batch cut, every source connected, and at most
+    /// `max_queued_batches` batches waiting.
+    pub fn readiness(&self) -> Verdict {
+        let s = self.lock();
+        let queued = s.queued.len();
+        let waiting: Vec<&str> = s
+            .sources
+            .iter()
+            .filter(|(_, r)| !r.connected)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let (ok, status) = if s.figures.stopped || self.stopping() {
+            (false, "stopping")
+        } else if s.figures.app.is_none() || s.submitted == 0 {
+            (false, "starting")
+        } else if !waiting.is_empty() {
+            (false, "sources not connected")
+        } else if queued > self.limits.max_queued_batches {
+            (false, "falling behind")
+        } else {
+            (true, "ready")
+        };
+        Verdict {
+            ok,
+            body: json!({
+                "status": status,
+                "sources_not_connected": waiting,
+                "queued_batches": queued,
+                "max_queued_batches": self.limits.max_queued_batches,
+            }),
         }
     }
 
@@ -500,7 +613,9 @@ fn escape(value: &str) -> String {
 
 impl StreamingListener for Metrics {
     fn on_app_started(&self, app: &AppInfo) {
-        self.lock().figures.app = Some(app.clone());
+        let mut s = self.lock();
+        s.figures.app = Some(app.clone());
+        s.progress = Some(Instant::now());
     }
 
     fn on_app_stopped(&self, _report: &RunReport) {
@@ -528,6 +643,18 @@ impl StreamingListener for Metrics {
         let mut guard = self.lock();
         let state = &mut *guard;
         state.queued.insert(batch.time);
+        state.progress = Some(Instant::now());
+        state.submitted += 1;
+        for (source, stats) in &batch.sources {
+            state
+                .sources
+                .entry(source.clone())
+                .or_insert_with(|| Receiver {
+                    connected: !stats.receiver,
+                    ..Receiver::default()
+                })
+                .update(stats);
+        }
         let s = &mut state.figures;
         let interval = s
             .app
@@ -560,6 +687,7 @@ impl StreamingListener for Metrics {
         let mut guard = self.lock();
         let state = &mut *guard;
         state.queued.remove(&batch.time);
+        state.progress = Some(Instant::now());
         if state.recent.len() == self.history {
             state.recent.pop_front();
         }

@@ -1,5 +1,6 @@
-//! The monitoring server (`--ui ADDR`, loopback by default): `/metrics` in Prometheus text format,
-//! `/api/v1/...` JSON, and `/`, a self-contained live dashboard.
+//! The monitoring server (`--ui ADDR`, loopback by default; `0.0.0.0:PORT` in a container): `/metrics`
+//! in Prometheus text format, `/api/v1/...` JSON, `/healthz` (liveness) and `/readyz` (readiness)
+//! for supervisors, and `/`, a self-contained live dashboard.
 //!
 //! It runs on the receivers' runtime, apart from the batch workers; handlers copy what they need under
 //! a short lock and render outside it, so a slow or stuck client holds only its own connection. The
@@ -10,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,6 +54,8 @@ pub(crate) fn start(
         .route("/api/v1/receivers", get(receivers))
         .route("/api/v1/batches", get(batches))
         .route("/api/v1/batches/{time}", get(batch))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .fallback(not_found)
         .with_state(Ui {
             metrics,
@@ -90,17 +93,46 @@ async fn prometheus(State(ui): State<Ui>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        ui.metrics.prometheus(wal),
+        crate::secret::redact(&ui.metrics.prometheus(wal)).into_owned(),
     )
         .into_response()
 }
 
+/// A JSON answer with every registered secret masked: error messages (a receiver's last error, a
+/// failed batch) may quote a driver or broker that quoted a password.
+fn answer(status: StatusCode, value: &serde_json::Value) -> Response {
+    let text = value.to_string();
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::secret::redact(&text).into_owned(),
+    )
+        .into_response()
+}
+
+fn verdict(verdict: super::metrics::Verdict) -> Response {
+    let status = if verdict.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    answer(status, &verdict.body)
+}
+
+async fn healthz(State(ui): State<Ui>) -> Response {
+    verdict(ui.metrics.health())
+}
+
+async fn readyz(State(ui): State<Ui>) -> Response {
+    verdict(ui.metrics.readiness())
+}
+
 async fn app_info(State(ui): State<Ui>) -> Response {
-    Json(ui.metrics.app_json()).into_response()
+    answer(StatusCode::OK, &ui.metrics.app_json())
 }
 
 async fn receivers(State(ui): State<Ui>) -> Response {
-    Json(ui.metrics.receivers_json()).into_response()
+    answer(StatusCode::OK, &ui.metrics.receivers_json())
 }
 
 #[derive(serde::Deserialize)]
@@ -109,7 +141,10 @@ struct Limit {
 }
 
 async fn batches(State(ui): State<Ui>, Query(limit): Query<Limit>) -> Response {
-    Json(ui.metrics.batches_json(limit.limit.unwrap_or(100))).into_response()
+    answer(
+        StatusCode::OK,
+        &ui.metrics.batches_json(limit.limit.unwrap_or(100)),
+    )
 }
 
 async fn batch(State(ui): State<Ui>, Path(time): Path<String>) -> Response {
@@ -121,7 +156,7 @@ async fn batch(State(ui): State<Ui>, Path(time): Path<String>) -> Response {
             .into_response();
     };
     match ui.metrics.batch_json(time) {
-        Some(detail) => Json(detail).into_response(),
+        Some(detail) => answer(StatusCode::OK, &detail),
         None => (StatusCode::NOT_FOUND, "no such batch in the history\n").into_response(),
     }
 }
@@ -129,7 +164,7 @@ async fn batch(State(ui): State<Ui>, Path(time): Path<String>) -> Response {
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        "not found: try /, /metrics or /api/v1/app, /api/v1/receivers, /api/v1/batches\n",
+        "not found: try /, /metrics, /healthz, /readyz or /api/v1/app, /api/v1/receivers, /api/v1/batches\n",
     )
         .into_response()
 }

@@ -11,8 +11,8 @@
 //! that had already committed is skipped.
 
 use super::{OutputFailed, PartitionId, SinkError, SinkSettings, SinkStats};
-use crate::shuffle::Partitions;
 use crate::kafka_client::{client_config, describe, ClientLog, KafkaProperties};
+use crate::shuffle::Partitions;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -316,10 +316,7 @@ impl KafkaSink {
         if self.spec.transactional {
             owns.push(("transactional.id", &transactional_id));
         }
-        let log = ClientLog::new(format!(
-            "sink {} producer {partition}",
-            self.spec.name()
-        ));
+        let log = ClientLog::new(format!("sink {} producer {partition}", self.spec.name()));
         let producer: TrackedProducer = client_config(
             &self.brokers,
             &[("message.timeout.ms", &timeout), ("linger.ms", "5")],

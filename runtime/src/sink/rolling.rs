@@ -41,7 +41,11 @@ impl<T: Show + Send> BatchDestination<T> for RollingFiles {
         let dir = env
             .settings
             .url(&name, &self.dir().display().to_string())
-            .and_then(|dir| env.settings.refuse_properties(&name, "rolling files").map(|()| dir))
+            .and_then(|dir| {
+                env.settings
+                    .refuse_properties(&name, "rolling files")
+                    .map(|()| dir)
+            })
             .map_err(|e| OutputFailed::new(&name, e))?;
         let spec = self.with_dir(dir);
         let sink = env

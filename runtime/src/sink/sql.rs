@@ -674,7 +674,10 @@ impl SqlSink {
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_lazy(&url)
                 .map_err(|e| {
-                    SinkError::Fatal(format!("bad database URL `{}`: {e}", crate::secret::redact_url(&url)))
+                    SinkError::Fatal(format!(
+                        "bad database URL `{}`: {e}",
+                        crate::secret::redact_url(&url)
+                    ))
                 })?
         };
         Ok(SqlSink {
@@ -1083,9 +1086,14 @@ fn classify(error: sqlx::Error, record: Option<String>) -> SinkError {
 /// A failed certificate check, which no retry fixes (unlike a connection reset mid-handshake).
 fn is_certificate_failure(error: &sqlx::Error) -> bool {
     let text = error.to_string().to_ascii_lowercase();
-    ["certificate", "unknownissuer", "notvalidforname", "invalid peer"]
-        .iter()
-        .any(|sign| text.contains(sign))
+    [
+        "certificate",
+        "unknownissuer",
+        "notvalidforname",
+        "invalid peer",
+    ]
+    .iter()
+    .any(|sign| text.contains(sign))
 }
 
 /// MySQL/MariaDB errors that pass once the server, the network or a competing transaction does, so

@@ -193,7 +193,10 @@ pub struct KafkaOptions {
 impl KafkaOptions {
     /// With properties fixed in the pipeline (the source's third argument) under the configured
     /// ones, which override them.
-    pub fn with_code_properties<K, V>(mut self, properties: impl IntoIterator<Item = (K, V)>) -> Self
+    pub fn with_code_properties<K, V>(
+        mut self,
+        properties: impl IntoIterator<Item = (K, V)>,
+    ) -> Self
     where
         K: Into<String>,
         V: Into<String>,
@@ -219,6 +222,9 @@ pub struct OffsetRange {
 }
 
 type TopicPartition = (String, i32);
+
+/// At most this many log lines and errors of the metadata client are served per batch.
+const EVENTS_SERVED_PER_POLL: usize = 256;
 
 /// Every client of the source logs through `tracing`, naming the source.
 type Client = BaseConsumer<ClientLog>;
@@ -283,6 +289,17 @@ impl KafkaDirectSource {
         SourceError {
             source_name: self.name.clone(),
             message,
+        }
+    }
+
+    /// librdkafka queues its log lines and errors for the client's poll (rdkafka sets `log.queue`),
+    /// and the metadata client reads nothing: poll it so they reach the log. A poll serves one event
+    /// and cannot tell "served a log line" from "nothing queued", hence a bounded number of them.
+    fn serve_client_events(&self) {
+        if let Some(metadata) = &self.metadata {
+            for _ in 0..EVENTS_SERVED_PER_POLL {
+                let _ = metadata.poll(Duration::ZERO);
+            }
         }
     }
 
@@ -735,15 +752,16 @@ impl Source for KafkaDirectSource {
         // Fail fast on a topic that does not exist or a broker that refuses our credentials or
         // certificate; an unreachable broker only delays (retried per batch).
         let checked = self.partitions();
-        if let Some(failure) = log.security_failure() {
-            return Err(self.error(format!(
-                "cannot connect to Kafka at {} securely: {failure} (check security.protocol, \
-                 ssl.* and sasl.* in the Kafka properties)",
-                self.brokers
-            )));
-        }
+        self.serve_client_events();
         match checked {
             Err(problem) if problem.contains("does not exist") => Err(self.error(problem)),
+            // No retry fixes a refused certificate or password: stop now, saying why.
+            Err(_) if log.security_failure().is_some() => Err(self.error(format!(
+                "cannot connect to Kafka at {} securely: {} (check security.protocol, ssl.* \
+                 and sasl.* in the Kafka properties)",
+                self.brokers,
+                log.security_failure().unwrap_or_default()
+            ))),
             Err(problem) => {
                 self.note_failure(&problem);
                 tracing::warn!(source = %self.name, "Kafka not reachable yet, batches will retry: {problem}");
@@ -764,7 +782,9 @@ impl Source for KafkaDirectSource {
 
     fn cut(&mut self, _time: Time, _partitions: usize) -> Self::Batch {
         self.commit_completed();
-        match self.next_batch(None) {
+        let next = self.next_batch(None);
+        self.serve_client_events();
+        match next {
             Ok(records) => {
                 self.plans += 1;
                 records

@@ -6,14 +6,14 @@
 //! offset). Without the log, offsets are committed as blocks arrive and data received but not processed
 //! is lost in a crash, as with Spark's default receiver.
 
+use super::KafkaOptions;
 use super::KafkaRecord;
+use crate::kafka_client::{client_config, describe, ClientLog};
 use crate::rate::{Pacer, RateControl};
 use crate::shuffle::split_even;
 use crate::source::blocks::{BlockSink, Loggable, ReceivedBlocks, StoreRetry, Unstored};
 use crate::source::{ReceiverCounters, ReceiverEnv, Source, SourceError, SourceStats};
 use crate::time::Time;
-use super::KafkaOptions;
-use crate::kafka_client::{client_config, describe, ClientLog};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -250,7 +250,10 @@ impl Source for KafkaReceiverSource {
                 ("auto.offset.reset", "earliest"),
             ],
         )
-        .create_with_context(ClientLog::new(format!("source {} group consumer", self.name)))
+        .create_with_context(ClientLog::new(format!(
+            "source {} group consumer",
+            self.name
+        )))
         .map_err(|e| {
             self.error(format!(
                 "cannot create a Kafka consumer for {}: {}",
