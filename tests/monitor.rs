@@ -774,3 +774,109 @@ fn state_checkpoint_and_write_ahead_log_figures_match_the_run() {
     );
     app.stop().unwrap();
 }
+
+/// While set, every batch with data waits: the executor looks stuck.
+static HOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+stream! {
+    app supervised { batch: 100ms, workers: 2 }
+    let lines = socket_text_stream("localhost", 9999);
+    lines.foreach_batch(|batch, _| {
+        while !batch.is_empty() && crate::HOLD.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    });
+}
+
+/// Polls `path` until its status is `status` (10 s at most); the body it answered last.
+fn wait_for_status(address: SocketAddr, path: &str, status: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (got, body) = get(address, path);
+        if got == status {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} answers {got}, not {status}: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn healthz_and_readyz_follow_every_state_of_the_engine() {
+    use std::sync::atomic::Ordering;
+    // Nothing listens on the source's port yet: the receiver retries.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = supervised::app()
+        .with_args([
+            "--source",
+            &format!("lines=127.0.0.1:{port}"),
+            "--ui",
+            "127.0.0.1:0",
+            "--health-stuck-after",
+            "1s",
+            "--ready-max-queued-batches",
+            "3",
+        ])
+        .unwrap()
+        .start()
+        .unwrap();
+    let address = app.ui_address().expect("the UI listens");
+    let body = wait_for_status(address, "/healthz", 200);
+    assert!(body.contains("\"alive\""), "{body}");
+    let body = wait_for_status(address, "/readyz", 503);
+    assert!(body.contains("not connected") || body.contains("starting"), "{body}");
+    // Batches are cut while the source stays away: alive, but not ready, naming the source.
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, body) = get(address, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"lines\""), "{body}");
+    assert_eq!(get(address, "/healthz").0, 200);
+
+    // The source comes: ready.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let feeder = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut sent = 0;
+        while sent < 600 {
+            if writeln!(stream, "line {sent}").is_err() {
+                break;
+            }
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let body = wait_for_status(address, "/readyz", 200);
+    assert!(body.contains("\"ready\""), "{body}");
+
+    // A batch that does not complete: batches queue up (not ready), then the engine is stuck (not
+    // live).
+    HOLD.store(true, Ordering::SeqCst);
+    let body = wait_for_status(address, "/readyz", 503);
+    assert!(body.contains("falling behind"), "{body}");
+    let body = wait_for_status(address, "/healthz", 503);
+    assert!(body.contains("stuck"), "{body}");
+
+    // It completes: live again at once, ready once the queue is short.
+    HOLD.store(false, Ordering::SeqCst);
+    wait_for_status(address, "/healthz", 200);
+    wait_for_status(address, "/readyz", 200);
+
+    // A graceful stop under way: neither live nor ready.
+    HOLD.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(300));
+    app.stop_handle().stop();
+    let body = wait_for_status(address, "/healthz", 503);
+    assert!(body.contains("stopping"), "{body}");
+    let body = wait_for_status(address, "/readyz", 503);
+    assert!(body.contains("stopping"), "{body}");
+    HOLD.store(false, Ordering::SeqCst);
+    app.wait().unwrap();
+    feeder.join().unwrap();
+}

@@ -116,9 +116,11 @@ struct Figures {
 #[derive(Default)]
 struct State {
     figures: Figures,
-    /// When the engine last showed progress (started, cut or completed a batch); `None`: since
-    /// the metrics were made.
-    progress: Option<Instant>,
+    /// When the batch generator last cut a batch (or the app started); `None`: since the metrics
+    /// were made.
+    last_cut: Option<Instant>,
+    /// When the executor last showed progress: it completed a batch, or got work after being idle.
+    executor_progress: Option<Instant>,
     /// Whether each source that reports connection figures is connected (receivers and direct
     /// sources alike), for `/readyz`.
     sources: BTreeMap<String, Receiver>,
@@ -192,18 +194,24 @@ impl Metrics {
             .is_some_and(|s| s.is_stopping() || s.is_aborted())
     }
 
-    /// Liveness (`/healthz`): the engine loop makes progress. Not live once it has shown none for
-    /// `stuck_after` (a batch or a sink hanging), nor once the app is stopping or stopped, so that a
-    /// supervisor restarts it.
+    /// Liveness (`/healthz`): the engine makes progress. Not live once the generator has cut no
+    /// batch for `stuck_after`, or the executor has had work but completed nothing for that long (a
+    /// batch or a sink hanging), nor once the app is stopping or stopped, so that a supervisor
+    /// restarts it.
     pub fn health(&self) -> Verdict {
         let s = self.lock();
-        let since = s.progress.unwrap_or(self.created).elapsed();
+        let cut = s.last_cut.unwrap_or(self.created).elapsed();
+        let executor = s.executor_progress.unwrap_or(self.created).elapsed();
+        let busy = !s.queued.is_empty();
+        let limit = self.limits.stuck_after;
         let (ok, status) = if s.figures.stopped {
             (false, "stopped")
         } else if self.stopping() {
             (false, "stopping")
-        } else if since > self.limits.stuck_after {
-            (false, "stuck")
+        } else if cut > limit {
+            (false, "stuck: no batch cut")
+        } else if busy && executor > limit {
+            (false, "stuck: a batch does not complete")
         } else {
             (true, "alive")
         };
@@ -211,8 +219,9 @@ impl Metrics {
             ok,
             body: json!({
                 "status": status,
-                "seconds_since_progress": since.as_secs_f64(),
-                "stuck_after_seconds": self.limits.stuck_after.as_secs_f64(),
+                "seconds_since_cut": cut.as_secs_f64(),
+                "seconds_since_executor_progress": if busy { executor.as_secs_f64() } else { 0.0 },
+                "stuck_after_seconds": limit.as_secs_f64(),
             }),
         }
     }
@@ -615,7 +624,7 @@ impl StreamingListener for Metrics {
     fn on_app_started(&self, app: &AppInfo) {
         let mut s = self.lock();
         s.figures.app = Some(app.clone());
-        s.progress = Some(Instant::now());
+        s.last_cut = Some(Instant::now());
     }
 
     fn on_app_stopped(&self, _report: &RunReport) {
@@ -642,8 +651,12 @@ impl StreamingListener for Metrics {
     fn on_batch_submitted(&self, batch: &BatchSubmitted) {
         let mut guard = self.lock();
         let state = &mut *guard;
+        let now = Instant::now();
+        if state.queued.is_empty() {
+            state.executor_progress = Some(now);
+        }
         state.queued.insert(batch.time);
-        state.progress = Some(Instant::now());
+        state.last_cut = Some(now);
         state.submitted += 1;
         for (source, stats) in &batch.sources {
             state
@@ -687,7 +700,7 @@ impl StreamingListener for Metrics {
         let mut guard = self.lock();
         let state = &mut *guard;
         state.queued.remove(&batch.time);
-        state.progress = Some(Instant::now());
+        state.executor_progress = Some(Instant::now());
         if state.recent.len() == self.history {
             state.recent.pop_front();
         }
