@@ -42,6 +42,9 @@ pub mod outputs {}
 #[doc = include_str!("src/monitoring.md")]
 pub mod monitoring {}
 
+#[doc = include_str!("src/production.md")]
+pub mod production {}
+
 #[doc = include_str!("src/operators.md")]
 pub mod operators {}
 
@@ -81,5 +84,107 @@ mod tests {
             named >= 10,
             "the recipe names files by path ({named} found)"
         );
+    }
+
+    /// The fenced block of `chapter` whose info string is `language` (the first one).
+    fn block<'a>(chapter: &'a str, language: &str) -> &'a str {
+        let fence = format!("```{language}\n");
+        let start = chapter
+            .find(&fence)
+            .unwrap_or_else(|| panic!("a ```{language} block"))
+            + fence.len();
+        let end = chapter[start..].find("```").expect("a closing fence") + start;
+        &chapter[start..end]
+    }
+
+    const PRODUCTION: &str = include_str!("src/production.md");
+
+    /// The production chapter's systemd unit passes `systemd-analyze verify` with nothing to say
+    /// (verify exits 0 even on unknown keys; its complaints go to standard error). The binary it
+    /// starts is not installed here, so the unit is verified with `/bin/true` in its place.
+    #[test]
+    fn the_systemd_unit_verifies() {
+        let unit = block(PRODUCTION, "ini");
+        let found = std::process::Command::new("systemd-analyze")
+            .arg("--version")
+            .output()
+            .is_ok();
+        if !found {
+            assert!(
+                std::env::var("STREAMC_REQUIRE_SERVICES").is_err(),
+                "systemd-analyze is missing but STREAMC_REQUIRE_SERVICES asks for every check"
+            );
+            eprintln!("systemd-analyze is not installed: the unit is not verified");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("streamc-book-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("streamc-word-count.service");
+        std::fs::write(
+            &path,
+            unit.replace("/usr/local/bin/kafka_direct_word_count", "/bin/true"),
+        )
+        .unwrap();
+        let output = std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let complaints = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{complaints}");
+        assert!(
+            complaints.trim().is_empty(),
+            "systemd-analyze: {complaints}"
+        );
+        // A graceful stop must end before systemd's SIGKILL.
+        assert!(unit.contains("--graceful-stop-timeout 60s") && unit.contains("TimeoutStopSec=90"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The StatefulSet waits longer than the graceful stop, probes the health endpoints on the port
+    /// the UI binds, and keeps the checkpoint directory on a claimed volume.
+    #[test]
+    fn the_kubernetes_manifest_fits_the_app() {
+        let manifest = block(PRODUCTION, "yaml");
+        let number_after = |key: &str| -> u64 {
+            let at = manifest
+                .find(key)
+                .unwrap_or_else(|| panic!("`{key}` in the manifest"));
+            manifest[at + key.len()..]
+                .trim_start()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap_or_else(|_| panic!("a number after `{key}`"))
+        };
+        assert!(
+            number_after("terminationGracePeriodSeconds:")
+                > number_after("--graceful-stop-timeout=")
+        );
+        for needed in [
+            "kind: StatefulSet",
+            "--ui=0.0.0.0:4040",
+            "containerPort: 4040",
+            "path: /readyz",
+            "path: /healthz",
+            "--checkpoint=/var/lib/streamc/checkpoints",
+            "mountPath: /var/lib/streamc}",
+            "volumeClaimTemplates:",
+            "name: checkpoints",
+        ] {
+            assert!(manifest.contains(needed), "the manifest lacks `{needed}`");
+        }
+    }
+
+    /// Every key the engine refuses is in the chapter's table, so the table cannot fall behind.
+    #[test]
+    fn every_owned_kafka_key_is_documented() {
+        for (key, _) in streamc::kafka_client::ENGINE_OWNED {
+            assert!(
+                PRODUCTION.contains(&format!("`{key}`")),
+                "the production chapter does not list `{key}`"
+            );
+        }
     }
 }

@@ -474,3 +474,60 @@ fn tls_to_the_brokers_is_verified_against_the_given_ca() {
         "the error says why the start failed:\n{text}"
     );
 }
+
+/// The seed's direct word count against a broker that is not there, for a few seconds, logging as
+/// `--log-format json` with `RUST_LOG=filter`: its log lines, each parsed.
+fn json_log_lines(filter: &str) -> Vec<serde_json::Value> {
+    let dir = temp_dir("kafka-json-log");
+    let output = streamc::testkit::output_within(
+        Command::new(example_binary("kafka_direct_word_count"))
+            .args(["--source", "lines=127.0.0.1:1", "--log-format", "json"])
+            .args(["--checkpoint", &dir.join("checkpoints").to_string_lossy()])
+            .args(["--run-for", "1s"])
+            .env("RUST_LOG", filter)
+            .env_remove("STREAMC_LOG"),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+        })
+        .collect()
+}
+
+#[test]
+fn librdkafka_logs_as_json_naming_the_client_and_filtered_by_target() {
+    let lines = json_log_lines("info");
+    let refused = lines.iter().find(|line| {
+        line["target"] == "librdkafka"
+            && line["fields"]["client"] == "source lines metadata"
+            && line["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Connection refused"))
+    });
+    assert!(
+        refused.is_some(),
+        "librdkafka's refused connection, named: {lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["fields"]["message"] == "started"),
+        "{lines:#?}"
+    );
+
+    // A per-target filter: streamc's lines stay, librdkafka's go.
+    let lines = json_log_lines("info,librdkafka=off");
+    assert!(
+        !lines.iter().any(|line| line["target"] == "librdkafka"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["fields"]["message"] == "started"),
+        "{lines:#?}"
+    );
+}

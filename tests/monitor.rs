@@ -831,7 +831,10 @@ fn healthz_and_readyz_follow_every_state_of_the_engine() {
     let body = wait_for_status(address, "/healthz", 200);
     assert!(body.contains("\"alive\""), "{body}");
     let body = wait_for_status(address, "/readyz", 503);
-    assert!(body.contains("not connected") || body.contains("starting"), "{body}");
+    assert!(
+        body.contains("not connected") || body.contains("starting"),
+        "{body}"
+    );
     // Batches are cut while the source stays away: alive, but not ready, naming the source.
     std::thread::sleep(Duration::from_millis(500));
     let (status, body) = get(address, "/readyz");

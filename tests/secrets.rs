@@ -66,8 +66,18 @@ fn outputs_of(mut child: Child, ui_port: u16, run: Duration) -> String {
     }
     let mut stdout = String::new();
     let mut stderr = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     format!("{stdout}\n{stderr}\n{pages}")
 }
 
@@ -104,7 +114,14 @@ fn a_sink_urls_password_is_in_no_output() {
         let ui = free_port();
         let child = Command::new(example_binary("persist_word_count"))
             .args(["--source", &format!("lines={}", server.address())])
-            .args(["--batch", "200ms", "--sink-retries", "4", "--sink-backoff", "200ms"])
+            .args([
+                "--batch",
+                "200ms",
+                "--sink-retries",
+                "4",
+                "--sink-backoff",
+                "200ms",
+            ])
             .args(["--checkpoint", &dir.join(label).to_string_lossy()])
             .args(["--sink", &format!("wordcount={url}")])
             .args(["--ui", &format!("127.0.0.1:{ui}")])
@@ -116,12 +133,18 @@ fn a_sink_urls_password_is_in_no_output() {
             .unwrap();
         let all = outputs_of(child, ui, Duration::from_secs(4)) + &help_of("persist_word_count");
         for secret in [PASSWORD, FILE_PASSWORD] {
-            assert!(!all.contains(secret), "{label}: the password leaked:\n{all}");
+            assert!(
+                !all.contains(secret),
+                "{label}: the password leaked:\n{all}"
+            );
         }
         // The run did write (and fail) to the destination; the bad URL is quoted, its password
         // masked.
         if label == "file" {
-            assert!(all.contains("mysql://app:***@127.0.0.1:99999"), "{label}:\n{all}");
+            assert!(
+                all.contains("mysql://app:***@127.0.0.1:99999"),
+                "{label}:\n{all}"
+            );
         } else {
             assert!(all.contains("output `wordcount`"), "{label}:\n{all}");
         }
@@ -138,7 +161,10 @@ fn a_kafka_sasl_password_is_in_no_output() {
     cluster.create_topic("wordCount", 1, 1).unwrap();
     let ui = free_port();
     let child = Command::new(example_binary("kafka_direct_word_count"))
-        .args(["--source", &format!("lines={}", cluster.bootstrap_servers())])
+        .args([
+            "--source",
+            &format!("lines={}", cluster.bootstrap_servers()),
+        ])
         .args(["--checkpoint", &dir.join("checkpoints").to_string_lossy()])
         .args(["--kafka-property", "security.protocol=sasl_plaintext"])
         .args(["--kafka-property", "sasl.mechanism=PLAIN"])

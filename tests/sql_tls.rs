@@ -47,7 +47,10 @@ fn execute(url: &str, sql: &str) {
     sqlx::any::install_default_drivers();
     block_on(async {
         let pool = sqlx::AnyPool::connect(url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).execute(&pool).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&pool)
+            .await
+            .unwrap();
         pool.close().await;
     });
 }
@@ -56,7 +59,10 @@ fn scalar(url: &str, sql: &str) -> Option<String> {
     sqlx::any::install_default_drivers();
     block_on(async {
         let pool = sqlx::AnyPool::connect(url).await.unwrap();
-        let row: (Option<String>,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(&pool).await.unwrap();
+        let row: (Option<String>,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
         pool.close().await;
         row.0
     })
@@ -80,7 +86,9 @@ fn words(url: &str) -> Vec<(String, i64)> {
 fn server(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(url) if !url.is_empty() => Some(url),
-        _ if services_required() => panic!("{var} is unset but STREAMC_REQUIRE_SERVICES asks for it"),
+        _ if services_required() => {
+            panic!("{var} is unset but STREAMC_REQUIRE_SERVICES asks for it")
+        }
         _ => {
             eprintln!("{var} is unset: skipping this TLS test");
             None
@@ -168,8 +176,14 @@ fn postgres_verify_full_against_the_tests_ca() {
     chown(&served, "postgres");
     Command::new("chmod").arg("600").arg(&key).status().unwrap();
     let _restore = PostgresCertificate { url: url.clone() };
-    execute(&url, &format!("ALTER SYSTEM SET ssl_cert_file = '{}'", cert.display()));
-    execute(&url, &format!("ALTER SYSTEM SET ssl_key_file = '{}'", key.display()));
+    execute(
+        &url,
+        &format!("ALTER SYSTEM SET ssl_cert_file = '{}'", cert.display()),
+    );
+    execute(
+        &url,
+        &format!("ALTER SYSTEM SET ssl_key_file = '{}'", key.display()),
+    );
     execute(&url, "SELECT pg_reload_conf()");
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(
@@ -179,7 +193,12 @@ fn postgres_verify_full_against_the_tests_ca() {
     );
     check_both_cases(
         &url,
-        |ca| with_params(&url, &format!("sslmode=verify-full&sslrootcert={}", ca.display())),
+        |ca| {
+            with_params(
+                &url,
+                &format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+            )
+        },
         &certs,
     );
 }
