@@ -160,13 +160,7 @@ impl AppConfig {
     /// `[kafka.properties]` and `--kafka-property` with `[sources.NAME.properties]` over them.
     #[cfg(feature = "kafka")]
     pub fn kafka_options(&self, name: &str) -> crate::source::KafkaOptions {
-        let own: crate::kafka_client::KafkaProperties = self
-            .source_properties
-            .get(name)
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let own = crate::kafka_client::KafkaProperties::of(&self.source_properties, name);
         crate::source::KafkaOptions {
             start: self.kafka.start,
             group: self
@@ -286,17 +280,16 @@ impl AppConfig {
                 .properties
                 .resolved("[kafka.properties] / --kafka-property")
                 .map_err(ConfigError)?;
-            for (name, own) in &self.source_properties {
-                let own: crate::kafka_client::KafkaProperties =
-                    own.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                own.resolved(&format!("[sources.{name}.properties]"))
-                    .map_err(ConfigError)?;
-            }
-            for name in self.sinks.properties.keys() {
-                self.sinks
-                    .kafka_properties(name)
-                    .resolved(&format!("[sinks.{name}.properties]"))
-                    .map_err(ConfigError)?;
+            use crate::kafka_client::KafkaProperties;
+            for (kind, tables) in [
+                ("sources", &self.source_properties),
+                ("sinks", &self.sinks.properties),
+            ] {
+                for name in tables.keys() {
+                    KafkaProperties::of(tables, name)
+                        .resolved(&format!("[{kind}.{name}.properties]"))
+                        .map_err(ConfigError)?;
+                }
             }
         }
         for (name, url) in &self.sinks.urls {
@@ -506,16 +499,8 @@ const SETTINGS: &[Setting<AppConfig>] = &[
         help: "Where a source reads, replacing the pipeline's: HOST:PORT for a socket, brokers for \
                Kafka, a directory for a file stream ([sources.NAME] address = ... in the file, and \
                a Kafka source's own client properties in [sources.NAME.properties]). Repeatable." }
-        |config, raw| {
-            for (name, field, value) in raw.entry_fields(&["address", "properties"])? {
-                if field == "address" {
-                    config.source_addresses.insert(name, value.get()?);
-                } else {
-                    config.source_properties.entry(name).or_default().extend(value.properties()?);
-                }
-            }
-            Ok(())
-        }),
+        |config, raw| raw.insert_with_properties(
+            "address", &mut config.source_addresses, &mut config.source_properties)),
     setting!(AppConfig { key: "batches", flag: "batches", value: "N",
         help: "Stop gracefully after N batches." } => Some(stop_after_batches)),
     setting!(AppConfig { key: "run_for", flag: "run-for", value: "DURATION",

@@ -55,6 +55,17 @@ impl KafkaProperties {
         Self::default()
     }
 
+    /// The table named `name` of per-source or per-sink tables (`[sources.NAME.properties]`); none
+    /// when there is no such table.
+    pub fn of(tables: &BTreeMap<String, BTreeMap<String, String>>, name: &str) -> Self {
+        tables
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// With `key = value` added (replacing an earlier value).
     pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.set(key, value);

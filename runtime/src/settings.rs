@@ -113,9 +113,9 @@ impl<'a> Raw<'a> {
         Ok(value)
     }
 
-    /// `NAME=VALUE` entries: one from a flag, every `NAME = VALUE` of the file's table (or, with
-    /// `field`, every `[table.NAME] field = VALUE`), each value named for its errors.
-    pub fn entries(&self, field: Option<&str>) -> Result<Vec<(String, Raw<'a>)>, String> {
+    /// `NAME=VALUE` entries: one from a flag, every `NAME = VALUE` of the file's table, each value
+    /// named for its errors.
+    pub fn entries(&self) -> Result<Vec<(String, Raw<'a>)>, String> {
         let entry = |name: &str, value: RawValue<'a>| Raw {
             name: format!("{} `{name}`", self.name),
             value,
@@ -127,42 +127,16 @@ impl<'a> Raw<'a> {
                 })?;
                 Ok(vec![(name.to_string(), entry(name, RawValue::Flag(value)))])
             }
-            RawValue::File(toml::Value::Table(table)) => {
-                let mut entries = Vec::new();
-                for (name, value) in table {
-                    let value = match field {
-                        None => value,
-                        Some(field) => {
-                            let toml::Value::Table(inner) = value else {
-                                return Err(format!(
-                                    "{}: `{name}` must be a table with `{field}`",
-                                    self.name
-                                ));
-                            };
-                            if let Some(unknown) = inner.keys().find(|k| *k != field) {
-                                return Err(format!(
-                                    "{}.{name}: unknown field `{unknown}`, expected `{field}`",
-                                    self.name
-                                ));
-                            }
-                            match inner.get(field) {
-                                Some(value) => value,
-                                None => continue,
-                            }
-                        }
-                    };
-                    entries.push((name.clone(), entry(name, RawValue::File(value))));
-                }
-                Ok(entries)
-            }
+            RawValue::File(toml::Value::Table(table)) => Ok(table
+                .iter()
+                .map(|(name, value)| (name.clone(), entry(name, RawValue::File(value))))
+                .collect()),
             RawValue::File(other) => {
                 Err(format!("{}: {}", self.name, invalid_type("a table", other)))
             }
         }
     }
-}
 
-impl<'a> Raw<'a> {
     /// The value, refused with the name in front when `check` refuses it.
     pub fn checked<V: SettingValue + Copy>(
         &self,
@@ -175,13 +149,13 @@ impl<'a> Raw<'a> {
 
     /// Per-name tables with several fields: a flag's `NAME=VALUE` sets `fields[0]`; the file's
     /// `[table.NAME]` may hold any of `fields`. Each value comes with its name and field.
-    pub fn entry_fields(
+    fn entry_fields(
         &self,
         fields: &[&'static str],
     ) -> Result<Vec<(String, &'static str, Raw<'a>)>, String> {
         match self.value {
             RawValue::Flag(_) => Ok(self
-                .entries(None)?
+                .entries()?
                 .into_iter()
                 .map(|(name, value)| (name, fields[0], value))
                 .collect()),
@@ -220,6 +194,31 @@ impl<'a> Raw<'a> {
                 Err(format!("{}: {}", self.name, invalid_type("a table", other)))
             }
         }
+    }
+
+    /// A per-name table of `field` and client properties (`[sources.NAME] address = ...` and
+    /// `[sources.NAME.properties]`; a flag's `NAME=VALUE` sets the field): each value into `values`,
+    /// each properties table, flattened, into `properties`.
+    pub fn insert_with_properties(
+        &self,
+        field: &'static str,
+        values: &mut std::collections::BTreeMap<String, String>,
+        properties: &mut std::collections::BTreeMap<
+            String,
+            std::collections::BTreeMap<String, String>,
+        >,
+    ) -> Result<(), String> {
+        for (name, found, value) in self.entry_fields(&[field, "properties"])? {
+            if found == field {
+                values.insert(name, value.get()?);
+            } else {
+                properties
+                    .entry(name)
+                    .or_default()
+                    .extend(value.properties()?);
+            }
+        }
+        Ok(())
     }
 
     /// `KEY=VALUE` properties: one from a flag, or every key of a file's table, nested tables
@@ -529,9 +528,51 @@ mod tests {
             "--flag must be at least 1"
         );
         assert!(flag("maybe").get::<bool>().unwrap_err().contains("maybe"));
-        let entries = flag("a=b").entries(None).unwrap();
+        let entries = flag("a=b").entries().unwrap();
         assert_eq!(entries[0].0, "a");
         assert_eq!(entries[0].1.get::<String>(), Ok("b".to_string()));
-        assert!(flag("ab").entries(None).is_err());
+        assert!(flag("ab").entries().is_err());
+    }
+
+    #[test]
+    fn per_name_tables_take_their_field_and_flattened_properties() {
+        let file: toml::Value = toml::from_str(
+            "[events]\naddress = \"b:9092\"\n[events.properties]\nssl.ca.location = \"/ca.pem\"\n\
+             \"socket.timeout.ms\" = 5000\nenable.ssl.certificate.verification = false\n",
+        )
+        .unwrap();
+        let raw = Raw {
+            name: "`sources`".into(),
+            value: RawValue::File(&file),
+        };
+        let (mut values, mut properties) = (Default::default(), Default::default());
+        raw.insert_with_properties("address", &mut values, &mut properties)
+            .unwrap();
+        assert_eq!(values["events"], "b:9092");
+        let events: Vec<(&str, &str)> = properties["events"]
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                ("enable.ssl.certificate.verification", "false"),
+                ("socket.timeout.ms", "5000"),
+                ("ssl.ca.location", "/ca.pem"),
+            ]
+        );
+        let typo: toml::Value = toml::from_str("[events]\nadress = \"x\"\n").unwrap();
+        let err = Raw {
+            name: "`sources`".into(),
+            value: RawValue::File(&typo),
+        }
+        .insert_with_properties("address", &mut values, &mut properties)
+        .unwrap_err();
+        assert!(err.contains("unknown field `adress`"), "{err}");
+        assert_eq!(
+            flag("security.protocol=ssl").properties(),
+            Ok(vec![("security.protocol".into(), "ssl".into())])
+        );
+        assert!(flag("no-equals").properties().is_err());
     }
 }

@@ -230,17 +230,6 @@ impl Default for SinkOptions {
 }
 
 impl SinkOptions {
-    /// Sink `name`'s own Kafka properties (`[sinks.NAME.properties]`).
-    #[cfg(feature = "kafka")]
-    pub fn kafka_properties(&self, name: &str) -> crate::kafka_client::KafkaProperties {
-        self.properties
-            .get(name)
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-
     /// The sinks' settings: `[sinks.NAME]` and `[sink_retry]`.
     #[rustfmt::skip]
     pub(crate) const SETTINGS: &'static [Setting<SinkOptions>] = &[
@@ -250,16 +239,8 @@ impl SinkOptions {
                    SQL, the table. A URL may hold ${ENV_VAR} or be @/path/to/file, read at start. \
                    Repeatable ([sinks.NAME] url = ..., and a Kafka sink's client properties in \
                    [sinks.NAME.properties])." }
-            |options, raw| {
-                for (name, field, value) in raw.entry_fields(&["url", "properties"])? {
-                    if field == "url" {
-                        options.urls.insert(name, value.get()?);
-                    } else {
-                        options.properties.entry(name).or_default().extend(value.properties()?);
-                    }
-                }
-                Ok(())
-            }),
+            |options, raw| raw.insert_with_properties(
+                "url", &mut options.urls, &mut options.properties)),
         setting!(SinkOptions { section: "sink_retry", key: "attempts", flag: "sink-retries",
             value: "N",
             help: "Tries a sink makes to write a batch before the app stops (default 10)." }
@@ -315,13 +296,7 @@ impl SinkSettings {
         name: &str,
         code: &crate::kafka_client::KafkaProperties,
     ) -> crate::kafka_client::KafkaProperties {
-        let own: crate::kafka_client::KafkaProperties = self
-            .properties
-            .get(name)
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let own = crate::kafka_client::KafkaProperties::of(&self.properties, name);
         code.overridden_by(&self.kafka).overridden_by(&own)
     }
 

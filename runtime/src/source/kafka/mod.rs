@@ -139,7 +139,7 @@ impl KafkaSettings {
             help: "Kafka: start a partition at an explicit offset (repeatable; \
                    [kafka.start_offsets] \"TOPIC:PARTITION\" = OFFSET in the file)." }
             |kafka, raw| {
-                for (key, offset) in raw.entries(None)? {
+                for (key, offset) in raw.entries()? {
                     let Some((topic, partition)) = key
                         .rsplit_once(':')
                         .and_then(|(topic, p)| Some((topic, p.parse::<i32>().ok()?)))
