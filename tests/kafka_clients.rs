@@ -228,7 +228,10 @@ fn properties_in_code_are_overridden_by_the_command_line_and_per_source_tables()
         Ok(_) => panic!("TLS against a plaintext broker must fail the start"),
         Err(e) => e.to_string(),
     };
-    assert!(failed.contains("records"), "{failed}");
+    assert!(
+        failed.contains("records") && failed.contains("securely"),
+        "{failed}"
+    );
 
     // The command line wins over the code.
     let app = apps::tls_in_code::app()
@@ -328,6 +331,28 @@ fn a_kafka_sinks_own_properties_reach_its_producers() {
         .expect_err("a producer without its CA file cannot be made");
     let failure = failure.to_string();
     assert!(failure.contains("ssl.ca.location"), "{failure}");
+
+    // TLS to a plaintext broker: the handshake fails, and the sink stops at once instead of
+    // retrying what no retry fixes.
+    let handshake = write(
+        &dir,
+        "handshake.toml",
+        "[sinks.out.properties]\nsecurity.protocol = \"ssl\"\nmessage.timeout.ms = 3000\n",
+    );
+    let started = Instant::now();
+    let failure = apps::to_kafka::app()
+        .with_args(["--config", &handshake, "--sink", &format!("out={brokers}")])
+        .unwrap()
+        .configure(|c| c.stop_when_drained = true)
+        .run()
+        .expect_err("TLS against a plaintext broker cannot deliver")
+        .to_string();
+    assert!(failure.contains("securely"), "{failure}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "a refused handshake is not retried: {:?}",
+        started.elapsed()
+    );
 
     let compressed = write(
         &dir,

@@ -332,9 +332,12 @@ impl KafkaSink {
         })?;
         let mut committed = None;
         if self.spec.transactional {
-            producer
-                .init_transactions(self.spec.timeout)
-                .map_err(|e| unavailable("cannot start transactions", e))?;
+            producer.init_transactions(self.spec.timeout).map_err(|e| {
+                self.unless_refused(
+                    &producer.context().log,
+                    unavailable("cannot start transactions", e),
+                )
+            })?;
             committed = self
                 .read_progress(&self.progress_key(partition))
                 .map_err(SinkError::Unavailable)?;
@@ -426,6 +429,19 @@ impl KafkaSink {
         }
     }
 
+    /// `error`, or, when librdkafka reported a TLS or authentication failure, a fatal error saying so:
+    /// no retry fixes a refused certificate or password.
+    fn unless_refused(&self, log: &ClientLog, error: SinkError) -> SinkError {
+        match log.security_failure() {
+            Some(failure) => SinkError::Fatal(format!(
+                "cannot write to Kafka at {} securely: {failure} (check security.protocol, ssl.* \
+                 and sasl.* in the Kafka properties)",
+                self.brokers
+            )),
+            None => error,
+        }
+    }
+
     /// Writes one batch partition. Returns whether it was written (`false`: committed before).
     pub fn write(
         &self,
@@ -452,6 +468,7 @@ impl KafkaSink {
                 if self.spec.transactional {
                     let _ = lane.producer.abort_transaction(self.spec.timeout);
                 }
+                let e = self.unless_refused(&lane.producer.context().log, e);
                 drop(lane);
                 self.drop_lane(at.partition);
                 Err(e)
