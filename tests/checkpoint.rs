@@ -459,3 +459,58 @@ fn batches_cut_before_a_crash_are_replayed_only_with_the_same_partitions() {
         "after a checkpoint, the worker count may change"
     );
 }
+
+/// Two instances of an app on one checkpoint directory would overwrite each other's checkpoints:
+/// the second is refused while the first runs, naming it, and starts once the first has stopped.
+#[test]
+fn a_second_instance_on_the_same_checkpoint_directory_is_refused() {
+    use std::process::{Command, Stdio};
+    let dir = temp_dir("second-instance");
+    let checkpoints = dir.join("checkpoints");
+    let start = || {
+        Command::new(support::example_binary("update_state_by_key_word_count"))
+            .args(["--demo", "--batch", "200ms"])
+            .args(["--checkpoint", &checkpoints.to_string_lossy()])
+            .env("STREAMC_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start();
+    // Until the first holds the directory (its lock file carries its process id).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(checkpoints.join("lock")).unwrap_or_default()
+        != first.id().to_string()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first instance must claim the directory"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = streamc::testkit::output_within(
+        Command::new(support::example_binary("update_state_by_key_word_count"))
+            .args(["--demo", "--batch", "200ms"])
+            .args(["--checkpoint", &checkpoints.to_string_lossy()]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("in use by another running app")
+            && stderr.contains(&format!("process {}", first.id())),
+        "{stderr}"
+    );
+    // SIGKILL: the operating system lets the directory go with the process.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut third = start();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        third.try_wait().unwrap().is_none(),
+        "the directory is free once its holder is gone"
+    );
+    support::terminate(third);
+}

@@ -15,7 +15,7 @@
 use crate::state::SavedState;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Where each replayable source stands, by source name (an opaque position each source encodes).
@@ -79,6 +79,16 @@ pub struct CheckpointDir {
     path: PathBuf,
     keep: usize,
 }
+
+/// A checkpoint directory claimed by this process (see [`CheckpointDir::lock`]); dropping it lets
+/// the directory go.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+/// The file a running app holds locked in its checkpoint directory.
+const LOCK_FILE: &str = "lock";
 
 /// What [`CheckpointDir::latest`] found.
 pub struct Found {
@@ -292,6 +302,46 @@ impl CheckpointDir {
             )
         })?;
         Ok(target)
+    }
+
+    /// Claims the directory for this process until the returned lock is dropped: a second app on
+    /// the same directory (which would overwrite this one's checkpoints, journal and logs) is
+    /// refused, naming the process that holds it. The lock is the operating system's (`flock` on a
+    /// `lock` file): it goes when the process ends, however it ends, so a crash never leaves the
+    /// directory claimed.
+    pub fn lock(&self) -> Result<DirLock, String> {
+        let path = self.path.join(LOCK_FILE);
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {
+                // Who holds it, for the message the next app gets; the lock itself is what counts.
+                let _ = file
+                    .set_len(0)
+                    .and_then(|()| write!(file, "{}", std::process::id()));
+                Ok(DirLock { _file: file })
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => String::new(),
+                    pid => format!(" (process {pid})"),
+                };
+                Err(format!(
+                    "the checkpoint directory {} is in use by another running app{holder}: two apps \
+                     on one directory would overwrite each other's checkpoints and logs. Stop the \
+                     other one, or give this one its own directory (--checkpoint DIR)",
+                    self.path.display()
+                ))
+            }
+            Err(fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+        }
     }
 
     /// Deletes every checkpoint, journal entry, write-ahead log and leftover temporary file in the
@@ -643,6 +693,25 @@ mod tests {
         assert!(err.contains("--reset-state"), "{err}");
         assert_eq!(d.reset().unwrap(), 1);
         assert!(d.latest().unwrap().is_none());
+        fs::remove_dir_all(&path).ok();
+    }
+
+    #[test]
+    fn a_second_claim_on_a_directory_is_refused_until_the_first_goes() {
+        let path = dir("lock");
+        let d = CheckpointDir::open(&path, 2).unwrap();
+        let held = d.lock().unwrap();
+        let refused = CheckpointDir::open(&path, 2).unwrap().lock().unwrap_err();
+        assert!(
+            refused.contains("in use by another running app"),
+            "{refused}"
+        );
+        assert!(
+            refused.contains(&format!("process {}", std::process::id())),
+            "{refused}"
+        );
+        drop(held);
+        d.lock().expect("free again once the holder is gone");
         fs::remove_dir_all(&path).ok();
     }
 }

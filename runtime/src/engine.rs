@@ -235,6 +235,8 @@ pub(crate) fn execute<P: Pipeline>(
 /// Writes checkpoints on schedule and restores the newest one at start.
 pub(crate) struct Checkpointer {
     dir: CheckpointDir,
+    /// This run's claim on the directory, for as long as the checkpointer lives.
+    _lock: crate::checkpoint::DirLock,
     every_ms: u64,
     app: String,
     interval_ms: u64,
@@ -252,6 +254,7 @@ impl Checkpointer {
         };
         let dir =
             CheckpointDir::open(path, config.keep_checkpoints).map_err(RunError::Checkpoint)?;
+        let lock = dir.lock().map_err(RunError::Checkpoint)?;
         if config.reset_state {
             let removed = dir.reset().map_err(RunError::Checkpoint)?;
             tracing::warn!(dir = %path.display(), removed, "--reset-state: discarded the existing checkpoints");
@@ -259,6 +262,7 @@ impl Checkpointer {
         let kept = dir.kept().map_err(RunError::Checkpoint)?.into();
         Ok(Some(Self {
             dir,
+            _lock: lock,
             every_ms: config.checkpoint_interval().as_millis().max(1) as u64,
             app: config.name.clone(),
             interval_ms: config.batch_interval.as_millis() as u64,
