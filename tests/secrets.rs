@@ -147,6 +147,8 @@ fn a_sink_urls_password_is_in_no_output() {
             );
         } else {
             assert!(all.contains("output `wordcount`"), "{label}:\n{all}");
+            // Why the database cannot be reached, not only that the pool timed out.
+            assert!(all.contains("Connection refused"), "{label}:\n{all}");
         }
     }
 }

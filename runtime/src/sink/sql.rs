@@ -708,6 +708,16 @@ impl SqlSink {
                 done => Ok(done),
             }
         };
+        let attempt = async {
+            match attempt.await {
+                // The pool retries a refused connection until its timeout and then says only
+                // that it timed out: one direct attempt tells the operator why.
+                Err(SinkError::Unavailable(reason)) if reason == NO_CONNECTION => {
+                    Err(SinkError::Unavailable(self.why_no_connection().await))
+                }
+                other => other,
+            }
+        };
         let written = self
             .stop
             .block_on_unless_aborted(io_runtime()?, attempt)
@@ -730,6 +740,20 @@ impl SqlSink {
             Written::Refused => Err(SinkError::Fatal(
                 "rows were refused but none could be singled out".into(),
             )),
+        }
+    }
+
+    /// What a direct connection attempt says, once the pool could not connect.
+    async fn why_no_connection(&self) -> String {
+        use sqlx::Connection as _;
+        let attempt = sqlx::AnyConnection::connect(&self.url);
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(connection)) => {
+                let _ = connection.close().await;
+                format!("{NO_CONNECTION} (a direct connection then succeeded)")
+            }
+            Ok(Err(e)) => format!("{NO_CONNECTION}: {e}"),
+            Err(_) => format!("{NO_CONNECTION}: connecting takes longer than 5 s"),
         }
     }
 
@@ -1073,15 +1097,18 @@ fn classify(error: sqlx::Error, record: Option<String>) -> SinkError {
                  and connect by the name the certificate carries"
             ))
         }
+        sqlx::Error::PoolTimedOut => SinkError::Unavailable(NO_CONNECTION.into()),
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => SinkError::Unavailable(error.to_string()),
         _ => SinkError::Fatal(error.to_string()),
     }
 }
+
+/// What the pool's timeout is reported as, until a direct attempt says why.
+const NO_CONNECTION: &str = "no database connection within 5 s";
 
 /// A failed certificate check, which no retry fixes (unlike a connection reset mid-handshake).
 fn is_certificate_failure(error: &sqlx::Error) -> bool {
