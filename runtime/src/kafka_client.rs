@@ -32,14 +32,13 @@ pub const ENGINE_OWNED: &[(&str, &str)] = &[
     ("enable.partition.eof", "the sources read up to offsets they computed and do not use end-of-partition events"),
 ];
 
-/// Whether a property's value is a secret, to be registered for redaction and never shown.
+/// Whether a property's value is a secret, to be registered for redaction and never shown:
+/// `sasl.password`, `ssl.key.password`, `ssl.keystore.password`, `sasl.oauthbearer.client.secret`,
+/// a PEM private key, the OAUTHBEARER configuration.
 pub fn is_secret(key: &str) -> bool {
     key.contains("password")
         || key.contains("secret")
-        || matches!(
-            key,
-            "ssl.key.pem" | "sasl.oauthbearer.config" | "ssl.keystore.location.password"
-        )
+        || matches!(key, "ssl.key.pem" | "sasl.oauthbearer.config")
 }
 
 /// librdkafka properties as the user gave them (values unexpanded: `${NAME}` and `@/path` are
