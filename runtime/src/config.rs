@@ -74,8 +74,8 @@ pub struct AppConfig {
     pub receiver_failure_timeout: Duration,
     /// Serve the dashboard, `/metrics`, `/api/v1`, `/healthz` and `/readyz` here (off when `None`).
     pub ui: Option<std::net::SocketAddr>,
-    /// `/healthz` answers 503 once the engine has shown no progress (no batch cut or completed) for
-    /// this long; `None`: 10 batch intervals, at least 60 s.
+    /// `/healthz` answers 503 once no batch was cut, or a batch has not completed, for this long;
+    /// `None`: 10 batch intervals, at least 60 s.
     pub health_stuck_after: Option<Duration>,
     /// `/readyz` answers 503 while more batches than this wait to be processed.
     pub ready_max_queued_batches: usize,
@@ -293,9 +293,7 @@ impl AppConfig {
             }
         }
         for (name, url) in &self.sinks.urls {
-            let expanded =
-                crate::secret::expand(url, &format!("sink `{name}` URL")).map_err(ConfigError)?;
-            crate::secret::register_url_password(&expanded);
+            crate::secret::expand_url(url, &format!("sink `{name}` URL")).map_err(ConfigError)?;
         }
         Ok(())
     }

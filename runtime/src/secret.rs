@@ -70,6 +70,13 @@ pub fn expand(value: &str, what: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// A URL with its references expanded ([`expand`]) and its password registered for redaction.
+pub fn expand_url(url: &str, what: &str) -> Result<String, String> {
+    let expanded = expand(url, what)?;
+    register_url_password(&expanded);
+    Ok(expanded)
+}
+
 /// Remembers `secret` so that [`redact`] hides it from now on.
 pub fn register(secret: &str) {
     if secret.len() < MIN_REDACTED_LEN {

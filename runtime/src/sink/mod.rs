@@ -282,10 +282,7 @@ impl SinkSettings {
     /// `${NAME}` and `@/path` references read and its password registered for redaction.
     pub fn url(&self, name: &str, declared: &str) -> Result<String, SinkError> {
         let given = self.urls.get(name).map_or(declared, String::as_str);
-        let url = crate::secret::expand(given, &format!("sink `{name}` URL"))
-            .map_err(SinkError::Fatal)?;
-        crate::secret::register_url_password(&url);
-        Ok(url)
+        crate::secret::expand_url(given, &format!("sink `{name}` URL")).map_err(SinkError::Fatal)
     }
 
     /// The properties of Kafka sink `name`: `code` (the pipeline's), the shared ones over them, the
