@@ -111,7 +111,7 @@ macro_rules! window_cost {
     ($app:ident, $label:expr) => {{
         load(90, 50_000, 20_000);
         let mut driver = $app::app()
-            .configure(|c| c.checkpoint_dir = Some(fresh_dir(stringify!($app))))
+            .configure(|c| c.checkpoint_dir = Some(fresh_dir(stringify!($app)).into()))
             .test_driver()
             .unwrap();
         let infos = driver.run_batches(90);
@@ -156,7 +156,7 @@ fn main() {
         }));
         BATCHES.with(|b| *b.borrow_mut() = data);
         let mut driver = sessions::app()
-            .configure(|c| c.checkpoint_dir = Some(fresh_dir("sessions")))
+            .configure(|c| c.checkpoint_dir = Some(fresh_dir("sessions").into()))
             .test_driver()
             .unwrap();
         let infos = driver.run_batches(31);
@@ -171,7 +171,7 @@ fn main() {
         .with(|b| *b.borrow_mut() = vec![(0..1_000_000u64).map(|k| (k, 1)).collect(), Vec::new()]);
     let dir = fresh_dir("totals");
     let mut driver = totals::app()
-        .configure(|c| c.checkpoint_dir = Some(dir.clone()))
+        .configure(|c| c.checkpoint_dir = Some(dir.clone().into()))
         .test_driver()
         .unwrap();
     // Once the queue holds its input, which is not state.
@@ -206,7 +206,7 @@ fn main() {
     );
     let started = Instant::now();
     let restored = totals::app()
-        .configure(|c| c.checkpoint_dir = Some(dir.clone()))
+        .configure(|c| c.checkpoint_dir = Some(dir.clone().into()))
         .test_driver()
         .unwrap();
     println!(

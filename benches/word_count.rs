@@ -322,7 +322,7 @@ fn socket_run_with(
             Setup::Plain => {}
             Setup::WriteAheadLog(dir) => {
                 let _ = std::fs::remove_dir_all(&dir);
-                c.checkpoint_dir = Some(dir);
+                c.checkpoint_dir = Some(dir.into());
                 c.write_ahead_log = true;
             }
             Setup::Monitored => c.ui = Some("127.0.0.1:0".parse().unwrap()),

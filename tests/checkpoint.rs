@@ -53,7 +53,7 @@ mod crash {
 fn crash_child() {
     crash::crash_counts::app()
         .configure(|c| {
-            c.checkpoint_dir = Some(setting(CHECKPOINTS).into());
+            c.checkpoint_dir = Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
             c.stop_when_drained = true;
         })
         .run()
@@ -179,7 +179,7 @@ mod v3_renamed {
 /// Checkpoints into `dir` after every batch (of the tests' 1 s interval).
 fn checkpointed_every_batch(dir: &Path) -> impl Fn(&mut streamc::AppConfig) + Copy + '_ {
     move |c| {
-        c.checkpoint_dir = Some(dir.to_path_buf());
+        c.checkpoint_dir = Some(dir.to_path_buf().into());
         c.checkpoint_every = Some(Duration::from_secs(1));
     }
 }
@@ -349,7 +349,7 @@ fn a_stream_checkpoint_interval_sets_how_often_state_is_saved() {
     let spec = <per_stream::per_stream::Pipeline as streamc::Pipeline>::spec();
     assert_eq!(spec.checkpoint_every, Some(Duration::from_secs(3)));
     let mut driver = per_stream::per_stream::app()
-        .configure(|c| c.checkpoint_dir = Some(dir.clone()))
+        .configure(|c| c.checkpoint_dir = Some(dir.clone().into()))
         .test_driver()
         .unwrap();
     let checkpointed: Vec<u64> = driver
@@ -381,7 +381,7 @@ fn a_crash_then_a_damaged_newest_checkpoint_replays_from_the_one_before_with_the
     let every_two = |dir: &Path| {
         let dir = dir.to_path_buf();
         move |c: &mut streamc::AppConfig| {
-            c.checkpoint_dir = Some(dir.clone());
+            c.checkpoint_dir = Some(dir.clone().into());
             c.checkpoint_every = Some(Duration::from_secs(2));
         }
     };
@@ -431,7 +431,7 @@ fn batches_cut_before_a_crash_are_replayed_only_with_the_same_partitions() {
     let with = |workers: usize| {
         let dir = dir.clone();
         move |c: &mut streamc::AppConfig| {
-            c.checkpoint_dir = Some(dir.clone());
+            c.checkpoint_dir = Some(dir.clone().into());
             c.checkpoint_every = Some(Duration::from_secs(2));
             c.workers = workers;
         }

@@ -245,7 +245,7 @@ fn kafka_sink_child() {
     crash::kafka_totals_out::app()
         .source_address("lines", setting(PEER))
         .configure(|c| {
-            c.checkpoint_dir = Some(setting(CHECKPOINTS).into());
+            c.checkpoint_dir = Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
             c.sinks
                 .urls
                 .insert("totals_tx".into(), setting("STREAMC_TEST_BROKERS"));
@@ -363,7 +363,7 @@ fn outage_app(
     let (brokers, checkpoints) = (brokers.to_string(), checkpoints.to_path_buf());
     apps::kafka_outage::app().configure(move |c| {
         c.stop_when_drained = true;
-        c.checkpoint_dir = Some(checkpoints);
+        c.checkpoint_dir = Some(checkpoints.into());
         c.sinks.urls.insert("outage".into(), brokers);
         c.sinks.retry.attempts = attempts;
         c.sinks.retry.initial_backoff = Duration::from_millis(100);

@@ -702,7 +702,7 @@ fn state_checkpoint_and_write_ahead_log_figures_match_the_run() {
         .source_address("lines", server.address().to_string())
         .configure(|c| {
             c.ui = Some("127.0.0.1:0".parse().unwrap());
-            c.checkpoint_dir = Some(dir.clone());
+            c.checkpoint_dir = Some(dir.clone().into());
             c.write_ahead_log = true;
         })
         .start()

@@ -227,7 +227,7 @@ fn sql_crash_child() {
     crash::sql_totals::app()
         .source_address("lines", setting(PEER))
         .configure(|c| {
-            c.checkpoint_dir = Some(setting(CHECKPOINTS).into());
+            c.checkpoint_dir = Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
             c.sinks
                 .urls
                 .insert("crash_totals".into(), setting("STREAMC_TEST_SINK_URL"));
@@ -712,7 +712,7 @@ fn outage_app(
     let (url, checkpoints) = (url.to_string(), checkpoints.to_path_buf());
     outage::outage_totals::app().configure(move |c| {
         c.stop_when_drained = true;
-        c.checkpoint_dir = Some(checkpoints);
+        c.checkpoint_dir = Some(checkpoints.into());
         c.sinks.urls.insert("outage_totals".into(), url);
         c.sinks.retry.attempts = attempts;
         c.sinks.retry.initial_backoff = Duration::from_millis(50);
@@ -807,7 +807,7 @@ fn kafka_sql_child() {
     kafka_crash::kafka_sql_totals::app()
         .source_address("records", setting(PEER))
         .configure(|c| {
-            c.checkpoint_dir = Some(setting(CHECKPOINTS).into());
+            c.checkpoint_dir = Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
             c.kafka.start = streamc::source::StartAt::Earliest;
             c.sinks
                 .urls
@@ -957,7 +957,7 @@ fn append_mode_writes_every_record_once_with_its_batch_time_even_after_a_replay(
         let checkpoints = dir.join(format!("ckpt-append-{}", db.label));
         let _ = std::fs::remove_dir_all(&checkpoints);
         let at = |c: &mut streamc::AppConfig| {
-            c.checkpoint_dir = Some(checkpoints.clone());
+            c.checkpoint_dir = Some(checkpoints.clone().into());
             c.checkpoint_every = Some(Duration::from_secs(2));
             c.sinks.urls.insert("click_log".into(), db.url.clone());
         };

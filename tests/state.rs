@@ -63,7 +63,7 @@ stream! {
 #[test]
 fn update_state_by_key_runs_for_every_key_and_none_removes() {
     let mut driver = running_counts::app()
-        .configure(|c| c.checkpoint_dir = Some(temp_dir("running")))
+        .configure(|c| c.checkpoint_dir = Some(temp_dir("running").into()))
         .test_driver()
         .unwrap();
     driver.run_batches(BATCHES);
@@ -126,7 +126,7 @@ stream! {
 #[test]
 fn map_with_state_emits_per_record_times_out_idle_keys_and_snapshots_state() {
     let mut driver = sessions::app()
-        .configure(|c| c.checkpoint_dir = Some(temp_dir("sessions")))
+        .configure(|c| c.checkpoint_dir = Some(temp_dir("sessions").into()))
         .test_driver()
         .unwrap();
     driver.run_batches(BATCHES);
@@ -201,7 +201,7 @@ fn window_words(end: usize, length: usize) -> Vec<String> {
 #[test]
 fn window_operators_match_a_naive_recount_of_the_window() {
     let mut driver = windows::app()
-        .configure(|c| c.checkpoint_dir = Some(temp_dir("windows")))
+        .configure(|c| c.checkpoint_dir = Some(temp_dir("windows").into()))
         .test_driver()
         .unwrap();
     driver.run_batches(BATCHES);
@@ -314,12 +314,12 @@ fn window_operators_match_a_naive_recount_of_the_window() {
 fn state_survives_a_restart_from_the_checkpoint() {
     let dir = temp_dir("restart");
     let configure = |c: &mut streamc::AppConfig| {
-        c.checkpoint_dir = Some(dir.clone());
+        c.checkpoint_dir = Some(dir.clone().into());
         c.checkpoint_every = Some(std::time::Duration::from_secs(2));
     };
     // Crash-free: all batches in one go.
     let mut whole = running_counts::app()
-        .configure(|c| c.checkpoint_dir = Some(temp_dir("restart-whole")))
+        .configure(|c| c.checkpoint_dir = Some(temp_dir("restart-whole").into()))
         .test_driver()
         .unwrap();
     whole.run_batches(BATCHES);
@@ -388,7 +388,7 @@ mod seeded {
 fn initial_state_seeds_a_fresh_start_and_a_checkpoint_overrides_it() {
     let dir = temp_dir("seeded");
     let at = |c: &mut streamc::AppConfig| {
-        c.checkpoint_dir = Some(dir.clone());
+        c.checkpoint_dir = Some(dir.clone().into());
         c.checkpoint_every = Some(std::time::Duration::from_secs(1));
     };
     let mut driver = seeded::seeded_counts::app()

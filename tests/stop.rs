@@ -58,7 +58,7 @@ fn app_at(peer: &str, checkpoints: &Path) -> streamc::App<stop_counts::Pipeline>
     let (peer, checkpoints) = (peer.to_string(), checkpoints.to_path_buf());
     stop_counts::app().configure(move |c| {
         c.source_addresses.insert("lines".into(), peer);
-        c.checkpoint_dir = Some(checkpoints);
+        c.checkpoint_dir = Some(checkpoints.into());
         c.write_ahead_log = true;
         // A destination that stays away: retried for minutes, longer than any stop may take.
         c.sinks.retry.attempts = 100_000;

@@ -114,7 +114,7 @@ fn counts_the_words_of_the_topic() {
         .print_to(printed.clone())
         .configure(|c| {
             c.batch_interval = std::time::Duration::from_millis(300);
-            c.checkpoint_dir = Some(checkpoints.clone());
+            c.checkpoint_dir = Some(checkpoints.clone().into());
             c.kafka.start = streamc::source::StartAt::Earliest;
             c.stop_after_batches = Some(10);
         })
@@ -168,7 +168,7 @@ fn prints_the_top_3_of_the_window() {
         .source_address("lines", server.address().to_string())
         .print_to(printed.clone())
         .configure(|c| {
-            c.checkpoint_dir = Some(checkpoints.clone());
+            c.checkpoint_dir = Some(checkpoints.clone().into());
             c.run_for = Some(std::time::Duration::from_secs(12));
         })
         .run()
@@ -233,7 +233,7 @@ fn stores_the_running_counts() {
         .source_address("lines", server.address().to_string())
         .configure(|c| {
             c.batch_interval = std::time::Duration::from_millis(300);
-            c.checkpoint_dir = Some(dir.join("checkpoints"));
+            c.checkpoint_dir = Some(dir.join("checkpoints").into());
             c.sinks.urls.insert("wordcount".into(), format!("sqlite://{}", db.display()));
             c.stop_after_batches = Some(10);
         })

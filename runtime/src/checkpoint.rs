@@ -14,9 +14,14 @@
 
 use crate::state::SavedState;
 use serde::{Deserialize, Serialize};
+use crate::store::{Location, Put, StorageOptions, Store, StoreError};
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(test)]
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// Where each replayable source stands, by source name (an opaque position each source encodes).
 pub type Positions = Vec<(String, Vec<u8>)>;
@@ -73,125 +78,148 @@ pub struct Checkpoint {
     pub states: Vec<SavedState>,
 }
 
-/// A checkpoint directory.
+/// A checkpoint location: a local directory or an object store prefix.
 #[derive(Clone, Debug)]
 pub struct CheckpointDir {
-    path: PathBuf,
+    store: Arc<dyn Store>,
     keep: usize,
+    lease: Duration,
 }
 
-/// A checkpoint directory claimed by this process (see [`CheckpointDir::lock`]); dropping it lets
-/// the directory go.
+/// A checkpoint location claimed by this process (see [`CheckpointDir::lock`]); dropping it lets
+/// the location go.
 #[derive(Debug)]
 pub struct DirLock {
-    _file: File,
+    _claim: Claim,
 }
 
-/// The file a running app holds locked in its checkpoint directory.
+/// Held only for its drop: closing the file releases the lock, dropping the lease deletes it.
+#[derive(Debug)]
+enum Claim {
+    /// The operating system's lock on a local lock file.
+    File(#[allow(dead_code)] File),
+    /// A lease object renewed in the background.
+    Lease(#[allow(dead_code)] Lease),
+}
+
+/// The file a running app holds locked in its checkpoint directory (the lease object on stores).
 const LOCK_FILE: &str = "lock";
 
 /// What [`CheckpointDir::latest`] found.
 pub struct Found {
     /// The newest checkpoint that read back intact, checksum verified.
     pub checkpoint: Checkpoint,
-    /// The file it was read from, for logs and messages.
-    pub file: PathBuf,
+    /// The file it was read from (its name in the location), for logs and messages.
+    pub file: String,
     /// Newer files that were corrupt or truncated and were skipped, newest first, each with its problem.
-    pub skipped: Vec<(PathBuf, String)>,
+    pub skipped: Vec<(String, String)>,
+}
+
+fn text(e: StoreError) -> String {
+    e.to_string()
 }
 
 impl CheckpointDir {
-    /// Opens (creating if needed) a checkpoint directory that keeps the newest `keep` checkpoints.
+    /// Opens (creating if needed) a local checkpoint directory that keeps the newest `keep`
+    /// checkpoints.
+    #[cfg(test)]
     pub fn open(path: &Path, keep: usize) -> Result<Self, String> {
-        fs::create_dir_all(path).map_err(|e| {
-            format!(
-                "cannot create the checkpoint directory {}: {e}",
-                path.display()
-            )
-        })?;
+        Self::open_at(&Location::Local(path.to_path_buf()), keep, &StorageOptions::default())
+    }
+
+    /// Opens a checkpoint location, local or on an object store.
+    pub fn open_at(
+        location: &Location,
+        keep: usize,
+        options: &StorageOptions,
+    ) -> Result<Self, String> {
+        if let Some(path) = location.local_path() {
+            fs::create_dir_all(path).map_err(|e| {
+                format!(
+                    "cannot create the checkpoint directory {}: {e}",
+                    path.display()
+                )
+            })?;
+        }
         Ok(Self {
-            path: path.to_path_buf(),
+            store: crate::store::open(location, options)?,
             keep: keep.max(1),
+            lease: options.lease,
         })
     }
 
-    /// The directory's path, as given to [`CheckpointDir::open`].
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the checkpoints are, as given.
+    pub fn location(&self) -> &Location {
+        self.store.location()
+    }
+
+    /// A file's full name, for messages.
+    pub fn describe(&self, name: &str) -> String {
+        self.location().join(name).to_string()
+    }
+
+    fn names(&self, prefix: &str, suffix: &str) -> Result<Vec<String>, String> {
+        let mut names: Vec<String> = self
+            .store
+            .list("")
+            .map_err(|e| format!("cannot list {}: {e}", self.location()))?
+            .into_iter()
+            .map(|entry| entry.name)
+            .filter(|n| n.starts_with(prefix) && n.ends_with(suffix))
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     /// Complete checkpoint files, oldest first.
-    fn files(&self) -> Result<Vec<PathBuf>, String> {
-        let entries = fs::read_dir(&self.path)
-            .map_err(|e| format!("cannot list {}: {e}", self.path.display()))?;
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(SUFFIX))
-            })
-            .collect();
-        files.sort();
-        Ok(files)
+    fn files(&self) -> Result<Vec<String>, String> {
+        self.names(PREFIX, SUFFIX)
     }
 
-    /// Writes `checkpoint` atomically, then drops checkpoints beyond the newest `keep`.
-    pub fn write(&self, checkpoint: &Checkpoint) -> Result<PathBuf, String> {
+    /// Writes `checkpoint` atomically, then drops checkpoints beyond the newest `keep`. Returns the
+    /// file's name and size. The file is created only if no checkpoint of that batch exists: a
+    /// second app writing to the same location fails here instead of replacing this one's.
+    pub fn write(&self, checkpoint: &Checkpoint) -> Result<(String, u64), WriteFailure> {
         let payload = postcard::to_stdvec(checkpoint)
             .map_err(|e| format!("cannot encode the checkpoint: {e}"))?;
-        let target = self.write_atomically(
-            &format!("{PREFIX}{:020}{SUFFIX}", checkpoint.time_ms),
-            &frame(FORMAT_VERSION, &payload),
-        )?;
-        self.prune()?;
-        Ok(target)
-    }
-
-    /// Temporary name, fsync, rename, directory fsync: a crash leaves the old state or the new, whole.
-    fn write_atomically(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, String> {
-        let tmp = self.path.join(format!(".{name}.tmp"));
-        let target = self.path.join(name);
-        let io = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", tmp.display());
-        let mut file = File::create(&tmp).map_err(|e| io("create", e))?;
-        if let Err(e) = file.write_all(bytes).and_then(|_| file.sync_all()) {
-            let _ = fs::remove_file(&tmp);
-            return Err(io("write", e));
+        let name = format!("{PREFIX}{:020}{SUFFIX}", checkpoint.time_ms);
+        let bytes = frame(FORMAT_VERSION, &payload);
+        let len = bytes.len() as u64;
+        match self.store.put(&name, bytes, Put::Create) {
+            Ok(_) => {}
+            Err(StoreError::Exists(_)) => {
+                return Err(WriteFailure::Fenced(format!(
+                    "fenced: the checkpoint {} already exists, written by another app on the \
+                     same location; stop one of them, or give each its own --checkpoint",
+                    self.describe(&name)
+                )))
+            }
+            Err(e) => return Err(WriteFailure::Failed(text(e))),
         }
-        drop(file);
-        fs::rename(&tmp, &target).map_err(|e| {
-            format!(
-                "cannot rename {} to {}: {e}",
-                tmp.display(),
-                target.display()
-            )
-        })?;
-        File::open(&self.path)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| format!("cannot sync the directory {}: {e}", self.path.display()))?;
-        Ok(target)
+        self.prune()?;
+        Ok((name, len))
     }
 
     /// Journals a batch that is about to run.
     pub fn journal(&self, batch: &JournaledBatch) -> Result<(), String> {
         let payload = postcard::to_stdvec(batch)
             .map_err(|e| format!("cannot encode the batch journal: {e}"))?;
-        self.write_atomically(
-            &format!("{JOURNAL_PREFIX}{:020}{JOURNAL_SUFFIX}", batch.time_ms),
-            &frame(JOURNAL_VERSION, &payload),
-        )?;
-        Ok(())
+        self.store
+            .put(
+                &format!("{JOURNAL_PREFIX}{:020}{JOURNAL_SUFFIX}", batch.time_ms),
+                frame(JOURNAL_VERSION, &payload),
+                Put::Overwrite,
+            )
+            .map(|_| ())
+            .map_err(text)
     }
 
-    fn journal_files(&self) -> Result<Vec<(u64, PathBuf)>, String> {
-        let entries = fs::read_dir(&self.path)
-            .map_err(|e| format!("cannot list {}: {e}", self.path.display()))?;
-        let mut files: Vec<(u64, PathBuf)> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter_map(|p| Some((batch_time_in(&p, JOURNAL_PREFIX, JOURNAL_SUFFIX)?, p)))
-            .collect();
-        files.sort();
-        Ok(files)
+    fn journal_files(&self) -> Result<Vec<(u64, String)>, String> {
+        Ok(self
+            .names(JOURNAL_PREFIX, JOURNAL_SUFFIX)?
+            .into_iter()
+            .filter_map(|n| Some((batch_time_in(&n, JOURNAL_PREFIX, JOURNAL_SUFFIX)?, n)))
+            .collect())
     }
 
     /// Batches journaled after `time_ms`, oldest first. A damaged entry ends the list: it was being
@@ -202,13 +230,15 @@ impl CheckpointDir {
             if time <= time_ms {
                 continue;
             }
-            let entry = fs::read(&file)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| read_journal_entry(&bytes));
+            let entry = match self.store.get(&file) {
+                Ok(blob) => read_journal_entry(&blob.bytes),
+                Err(StoreError::Failed(e)) => return Err(e),
+                Err(e) => Err(e.to_string()),
+            };
             match entry {
                 Ok(entry) => out.push(entry),
                 Err(problem) => {
-                    tracing::warn!(file = %file.display(), "ignoring a damaged batch journal entry: {problem}");
+                    tracing::warn!(file = %self.describe(&file), "ignoring a damaged batch journal entry: {problem}");
                     break;
                 }
             }
@@ -220,8 +250,7 @@ impl CheckpointDir {
     pub fn forget_journal_through(&self, time_ms: u64) -> Result<(), String> {
         for (time, file) in self.journal_files()? {
             if time <= time_ms {
-                fs::remove_file(&file)
-                    .map_err(|e| format!("cannot remove {}: {e}", file.display()))?;
+                self.store.delete(&file).map_err(text)?;
             }
         }
         Ok(())
@@ -231,8 +260,9 @@ impl CheckpointDir {
         let files = self.files()?;
         let excess = files.len().saturating_sub(self.keep);
         for old in &files[..excess] {
-            fs::remove_file(old)
-                .map_err(|e| format!("cannot remove the old checkpoint {}: {e}", old.display()))?;
+            self.store
+                .delete(old)
+                .map_err(|e| format!("cannot remove the old checkpoint: {e}"))?;
         }
         Ok(())
     }
@@ -243,7 +273,7 @@ impl CheckpointDir {
         Ok(self
             .files()?
             .iter()
-            .filter_map(|file| read_head(file).ok())
+            .filter_map(|file| self.read_head(file).ok())
             .map(|head| (head.time_ms, head.positions))
             .collect())
     }
@@ -257,12 +287,12 @@ impl CheckpointDir {
     }
 
     /// The newest checkpoint that reads back intact. `Ok(None)` for an empty directory; an error if there
-    /// are checkpoint files but none is usable.
+    /// are checkpoint files but none is usable, or the store cannot be read.
     pub fn latest(&self) -> Result<Option<Found>, String> {
         let files = self.files()?;
         let mut skipped = Vec::new();
         for file in files.iter().rev() {
-            match read(file) {
+            match self.read(file) {
                 Ok(checkpoint) => {
                     return Ok(Some(Found {
                         checkpoint,
@@ -270,7 +300,8 @@ impl CheckpointDir {
                         skipped,
                     }))
                 }
-                Err(problem) => skipped.push((file.clone(), problem)),
+                Err(Unreadable::Store(e)) => return Err(e),
+                Err(Unreadable::Damaged(problem)) => skipped.push((file.clone(), problem)),
             }
         }
         if skipped.is_empty() {
@@ -278,85 +309,87 @@ impl CheckpointDir {
         } else {
             Err(format!(
                 "no usable checkpoint in {}: {}; to start over, run with --reset-state (discards them) or another --checkpoint directory",
-                self.path.display(),
+                self.location(),
                 skipped
                     .iter()
-                    .map(|(file, problem)| format!("{}: {problem}", file.display()))
+                    .map(|(file, problem)| format!("{file}: {problem}"))
                     .collect::<Vec<_>>()
                     .join("; ")
             ))
         }
     }
 
-    /// Renames a checkpoint file the app fell back past to `<name>.unreadable`: it is kept for
-    /// inspection, but no longer counts among the newest `keep`, which would leave fewer intact ones.
-    pub fn set_aside(&self, file: &Path) -> Result<PathBuf, String> {
-        let mut name = file.as_os_str().to_os_string();
-        name.push(UNREADABLE_SUFFIX);
-        let target = PathBuf::from(name);
-        fs::rename(file, &target).map_err(|e| {
-            format!(
-                "cannot rename the unreadable checkpoint {} to {}: {e}",
-                file.display(),
-                target.display()
-            )
-        })?;
-        Ok(target)
+    fn read(&self, file: &str) -> Result<Checkpoint, Unreadable> {
+        let bytes = self.read_bytes(file)?;
+        decode(&bytes).map_err(Unreadable::Damaged)
     }
 
-    /// Claims the directory for this process until the returned lock is dropped: a second app on
-    /// the same directory (which would overwrite this one's checkpoints, journal and logs) is
-    /// refused, naming the process that holds it. The lock is the operating system's (`flock` on a
-    /// `lock` file): it goes when the process ends, however it ends, so a crash never leaves the
-    /// directory claimed.
+    fn read_bytes(&self, file: &str) -> Result<Vec<u8>, Unreadable> {
+        match self.store.get(file) {
+            Ok(blob) => Ok(blob.bytes),
+            Err(StoreError::Failed(e)) => Err(Unreadable::Store(e)),
+            Err(e) => Err(Unreadable::Damaged(format!("cannot read it: {e}"))),
+        }
+    }
+
+    /// Verifies a checkpoint file whole and decodes its time and positions.
+    fn read_head(&self, file: &str) -> Result<Head, Unreadable> {
+        let bytes = self.read_bytes(file)?;
+        let payload = unframe(&bytes).map_err(Unreadable::Damaged)?;
+        postcard::take_from_bytes::<Head>(payload)
+            .map(|(head, _state)| head)
+            .map_err(|e| Unreadable::Damaged(format!("cannot decode: {e}")))
+    }
+
+    /// Renames a checkpoint file the app fell back past to `<name>.unreadable`: it is kept for
+    /// inspection, but no longer counts among the newest `keep`, which would leave fewer intact ones.
+    pub fn set_aside(&self, file: &str) -> Result<String, String> {
+        let target = format!("{file}{UNREADABLE_SUFFIX}");
+        self.store.rename(file, &target).map_err(|e| {
+            format!("cannot rename the unreadable checkpoint {file} to {target}: {e}")
+        })?;
+        Ok(self.describe(&target))
+    }
+
+    /// Claims the location for this process until the returned lock is dropped: a second app on
+    /// the same location (which would overwrite this one's checkpoints, journal and logs) is
+    /// refused, naming the process that holds it.
+    ///
+    /// On a local disk the lock is the operating system's (`flock` on a `lock` file): it goes when
+    /// the process ends, however it ends. On an object store it is a lease object the holder
+    /// rewrites (conditionally) every third of the lease: a newcomer that sees it change is
+    /// refused, and one that sees it unchanged for a whole lease (its holder died) takes it over;
+    /// a holder that finds its lease taken stops committing checkpoints.
     pub fn lock(&self) -> Result<DirLock, String> {
-        let path = self.path.join(LOCK_FILE);
-        let mut file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {
-                // Who holds it, for the message the next app gets; the lock itself is what counts.
-                let _ = file
-                    .set_len(0)
-                    .and_then(|()| write!(file, "{}", std::process::id()));
-                Ok(DirLock { _file: file })
-            }
-            Err(fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = match holder.trim() {
-                    "" => String::new(),
-                    pid => format!(" (process {pid})"),
-                };
-                Err(format!(
-                    "the checkpoint directory {} is in use by another running app{holder}: two apps \
-                     on one directory would overwrite each other's checkpoints and logs. Stop the \
-                     other one, or give this one its own directory (--checkpoint DIR)",
-                    self.path.display()
-                ))
-            }
-            Err(fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+        match self.location() {
+            Location::Local(path) => lock_file(path).map(|file| DirLock {
+                _claim: Claim::File(file),
+            }),
+            Location::Remote(_) => Lease::acquire(self.store.clone(), self.lease).map(|lease| {
+                DirLock {
+                    _claim: Claim::Lease(lease),
+                }
+            }),
         }
     }
 
     /// Deletes every checkpoint, journal entry, write-ahead log and leftover temporary file in the
     /// directory.
     pub fn reset(&self) -> Result<usize, String> {
-        let wal = self.path.join("wal");
-        if wal.exists() {
-            fs::remove_dir_all(&wal)
-                .map_err(|e| format!("cannot remove {}: {e}", wal.display()))?;
+        if let Some(path) = self.location().local_path() {
+            let wal = path.join("wal");
+            if wal.exists() {
+                fs::remove_dir_all(&wal)
+                    .map_err(|e| format!("cannot remove {}: {e}", wal.display()))?;
+            }
         }
-        let entries = fs::read_dir(&self.path)
-            .map_err(|e| format!("cannot list {}: {e}", self.path.display()))?;
+        let entries = self
+            .store
+            .list("")
+            .map_err(|e| format!("cannot list {}: {e}", self.location()))?;
         let mut removed = 0;
-        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        for entry in entries {
+            let name = entry.name.as_str();
             let ours = name.contains(PREFIX) || name.contains(JOURNAL_PREFIX);
             if ours
                 && (name.ends_with(SUFFIX)
@@ -364,8 +397,7 @@ impl CheckpointDir {
                     || name.ends_with(JOURNAL_SUFFIX)
                     || name.ends_with(".tmp"))
             {
-                fs::remove_file(&path)
-                    .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+                self.store.delete(name).map_err(text)?;
                 removed += 1;
             }
         }
@@ -373,11 +405,198 @@ impl CheckpointDir {
     }
 }
 
+/// Why a checkpoint was not written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteFailure {
+    /// Another writer already committed this batch's checkpoint on the same location: the app
+    /// stops instead of trying again at the next checkpoint.
+    Fenced(String),
+    /// The state could not be encoded or the store refused the write (a full disk, a bucket away);
+    /// the previous checkpoint stays in force and the next one tries again.
+    Failed(String),
+}
+
+impl std::fmt::Display for WriteFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fenced(e) | Self::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<String> for WriteFailure {
+    fn from(message: String) -> Self {
+        Self::Failed(message)
+    }
+}
+
+/// Why a checkpoint could not be read: the store failed (try again later), or the file is damaged
+/// (fall back to an older one).
+enum Unreadable {
+    Store(String),
+    Damaged(String),
+}
+
+fn lock_file(dir: &Path) -> Result<File, String> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            // Who holds it, for the message the next app gets; the lock itself is what counts.
+            let _ = file
+                .set_len(0)
+                .and_then(|()| write!(file, "{}", std::process::id()));
+            Ok(file)
+        }
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => String::new(),
+                pid => format!(" (process {pid})"),
+            };
+            Err(in_use(&dir.display().to_string(), &holder))
+        }
+        Err(fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
+fn in_use(location: &str, holder: &str) -> String {
+    format!(
+        "the checkpoint directory {location} is in use by another running app{holder}: two apps \
+         on one directory would overwrite each other's checkpoints and logs. Stop the other one, \
+         or give this one its own directory (--checkpoint DIR)"
+    )
+}
+
+/// A lease on an object store location: an object naming its holder, rewritten with a conditional
+/// PUT (If-Match) every third of the lease, deleted on drop.
+#[derive(Debug)]
+struct Lease {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    renewer: Option<std::thread::JoinHandle<()>>,
+    store: Arc<dyn Store>,
+}
+
+impl Lease {
+    fn acquire(store: Arc<dyn Store>, lease: Duration) -> Result<Self, String> {
+        let me = format!(
+            "process {} on {}",
+            std::process::id(),
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "this host".into())
+        );
+        let claim = move |renewal: u64| format!("{me}, renewal {renewal}").into_bytes();
+        let mut version = match store.put(LOCK_FILE, claim(0), Put::Create) {
+            Ok(version) => version,
+            Err(StoreError::Exists(_)) => {
+                let seen = store.get(LOCK_FILE).map_err(text)?;
+                let holder = String::from_utf8_lossy(&seen.bytes).into_owned();
+                tracing::info!(
+                    location = %store.location(),
+                    "the checkpoint location is claimed ({holder}); waiting one lease ({lease:?}) to see whether its holder is alive"
+                );
+                // Watch it for a whole lease plus a margin: a live holder renews it meanwhile.
+                let deadline = Instant::now() + lease + lease / 4;
+                while Instant::now() < deadline {
+                    std::thread::sleep(lease / 10);
+                    let now = store.get(LOCK_FILE);
+                    match now {
+                        Ok(blob) if blob.version == seen.version && blob.bytes == seen.bytes => {}
+                        Err(StoreError::NotFound(_)) => break,
+                        Ok(blob) => {
+                            let holder = String::from_utf8_lossy(&blob.bytes).into_owned();
+                            return Err(in_use(
+                                &store.location().to_string(),
+                                &format!(" ({holder}, renewing its lease)"),
+                            ));
+                        }
+                        Err(e) => return Err(text(e)),
+                    }
+                }
+                let mode = match seen.version {
+                    Some(v) => Put::Replace(v),
+                    None => Put::Overwrite,
+                };
+                match store.put(LOCK_FILE, claim(0), mode) {
+                    Ok(version) => {
+                        tracing::warn!(location = %store.location(), "took over the checkpoint location from {holder}, whose lease ran out");
+                        version
+                    }
+                    Err(StoreError::Changed(_)) | Err(StoreError::NotFound(_)) => {
+                        return Err(in_use(
+                            &store.location().to_string(),
+                            " (another app took it over first)",
+                        ))
+                    }
+                    Err(e) => return Err(text(e)),
+                }
+            }
+            Err(e) => return Err(text(e)),
+        };
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let (flag, renewer_store) = (stop.clone(), store.clone());
+        let renewer = std::thread::Builder::new()
+            .name("streamc-lease".into())
+            .spawn(move || {
+                let mut renewal = 0u64;
+                let (lock, wake) = &*flag;
+                let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    let waited = wake
+                        .wait_timeout(stopped, lease / 3)
+                        .unwrap_or_else(|p| p.into_inner());
+                    stopped = waited.0;
+                    if *stopped {
+                        return;
+                    }
+                    renewal += 1;
+                    let mode = match version.clone() {
+                        Some(v) => Put::Replace(v),
+                        None => Put::Overwrite,
+                    };
+                    match renewer_store.put(LOCK_FILE, claim(renewal), mode) {
+                        Ok(v) => version = v,
+                        Err(StoreError::Changed(_)) | Err(StoreError::NotFound(_)) => {
+                            // Checkpoints are created only if absent, so the new holder's and
+                            // ours cannot both commit one batch; we stop trying to.
+                            tracing::error!(location = %renewer_store.location(), "lost the lease on the checkpoint location to another app");
+                            return;
+                        }
+                        Err(e) => tracing::warn!("cannot renew the lease on the checkpoint location: {e}"),
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the lease renewer: {e}"))?;
+        Ok(Self {
+            stop,
+            renewer: Some(renewer),
+            store,
+        })
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        wake.notify_all();
+        let lost = self.renewer.take().map(|r| r.join().is_err()).unwrap_or(true);
+        // A clean stop frees the location at once; a restart need not wait out the lease.
+        if !lost {
+            let _ = self.store.delete(LOCK_FILE);
+        }
+    }
+}
+
 /// The batch time in a file name `<prefix><time><suffix>`, as checkpoints and journal entries are named.
-fn batch_time_in(path: &Path, prefix: &str, suffix: &str) -> Option<u64> {
-    path.file_name()?
-        .to_str()?
-        .strip_prefix(prefix)?
+fn batch_time_in(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    name.strip_prefix(prefix)?
         .strip_suffix(suffix)?
         .parse()
         .ok()
@@ -445,10 +664,9 @@ fn unframe_versions<'b>(bytes: &'b [u8], readable: &[u32]) -> Result<(u32, &'b [
     Ok((version, &body[header..]))
 }
 
-/// Reads and verifies one checkpoint file.
-pub fn read(file: &Path) -> Result<Checkpoint, String> {
-    let bytes = fs::read(file).map_err(|e| format!("cannot read it: {e}"))?;
-    postcard::from_bytes(unframe(&bytes)?).map_err(|e| format!("cannot decode: {e}"))
+/// Decodes a checkpoint file's bytes, after checking magic, version, length and checksum.
+fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
+    postcard::from_bytes(unframe(bytes)?).map_err(|e| format!("cannot decode: {e}"))
 }
 
 /// The leading fields of [`Checkpoint`], in its order, so the state need not be decoded.
@@ -460,14 +678,6 @@ struct Head {
     batch_interval_ms: u64,
     time_ms: u64,
     positions: Vec<(String, Vec<u8>)>,
-}
-
-/// Verifies a checkpoint file whole and decodes its time and positions.
-fn read_head(file: &Path) -> Result<Head, String> {
-    let bytes = fs::read(file).map_err(|e| format!("cannot read it: {e}"))?;
-    postcard::take_from_bytes::<Head>(unframe(&bytes)?)
-        .map(|(head, _state)| head)
-        .map_err(|e| format!("cannot decode: {e}"))
 }
 
 #[cfg(test)]
@@ -519,12 +729,12 @@ mod tests {
         let path = dir("corrupt");
         let d = CheckpointDir::open(&path, 5).unwrap();
         d.write(&checkpoint(1000)).unwrap();
-        let newest = d.write(&checkpoint(2000)).unwrap();
+        let newest = path.join(d.write(&checkpoint(2000)).unwrap().0);
         let mut bytes = fs::read(&newest).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;
         fs::write(&newest, &bytes).unwrap();
-        let truncated = d.write(&checkpoint(3000)).unwrap();
+        let truncated = path.join(d.write(&checkpoint(3000)).unwrap().0);
         let len = fs::metadata(&truncated).unwrap().len();
         File::options()
             .write(true)
@@ -534,8 +744,8 @@ mod tests {
             .unwrap();
         let found = d.latest().unwrap().unwrap();
         assert_eq!(found.checkpoint.time_ms, 1000);
-        let files: Vec<&PathBuf> = found.skipped.iter().map(|(file, _)| file).collect();
-        assert_eq!(files, vec![&truncated, &newest]);
+        let files: Vec<PathBuf> = found.skipped.iter().map(|(f, _)| path.join(f)).collect();
+        assert_eq!(files, vec![truncated, newest]);
         assert!(
             found.skipped[0].1.contains("truncated"),
             "{:?}",
@@ -554,11 +764,12 @@ mod tests {
         let path = dir("set-aside");
         let d = CheckpointDir::open(&path, 2).unwrap();
         d.write(&checkpoint(1000)).unwrap();
-        let damaged = d.write(&checkpoint(2000)).unwrap();
+        let damaged = path.join(d.write(&checkpoint(2000)).unwrap().0);
         fs::write(&damaged, b"garbage").unwrap();
         let found = d.latest().unwrap().unwrap();
         let aside = d.set_aside(&found.skipped[0].0).unwrap();
-        assert!(aside.to_string_lossy().ends_with(".ckpt.unreadable"));
+        assert!(aside.ends_with(".ckpt.unreadable"));
+        let aside = path.join(aside);
         assert!(aside.exists() && !damaged.exists());
         // Two intact checkpoints are kept beside it, not one.
         d.write(&checkpoint(3000)).unwrap();
@@ -575,7 +786,7 @@ mod tests {
         let path = dir("version");
         let d = CheckpointDir::open(&path, 5).unwrap();
         d.write(&checkpoint(1000)).unwrap();
-        let newer = d.write(&checkpoint(2000)).unwrap();
+        let newer = path.join(d.write(&checkpoint(2000)).unwrap().0);
         let mut bytes = fs::read(&newer).unwrap();
         bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         fs::write(&newer, &bytes).unwrap();
@@ -687,12 +898,28 @@ mod tests {
         let path = dir("none");
         let d = CheckpointDir::open(&path, 3).unwrap();
         assert!(d.latest().unwrap().is_none());
-        let file = d.write(&checkpoint(1000)).unwrap();
+        let file = path.join(d.write(&checkpoint(1000)).unwrap().0);
         fs::write(&file, b"garbage").unwrap();
         let err = d.latest().err().unwrap();
         assert!(err.contains("--reset-state"), "{err}");
         assert_eq!(d.reset().unwrap(), 1);
         assert!(d.latest().unwrap().is_none());
+        fs::remove_dir_all(&path).ok();
+    }
+
+    #[test]
+    fn of_two_writers_of_one_batch_checkpoint_the_second_is_fenced_and_the_first_kept() {
+        let path = dir("fenced");
+        let first = CheckpointDir::open(&path, 3).unwrap();
+        let second = CheckpointDir::open(&path, 3).unwrap();
+        first.write(&checkpoint(1000)).unwrap();
+        let mut other = checkpoint(1000);
+        other.app = "intruder".into();
+        match second.write(&other) {
+            Err(WriteFailure::Fenced(e)) => assert!(e.contains("already exists"), "{e}"),
+            other => panic!("expected a fenced write, got {other:?}"),
+        }
+        assert_eq!(first.latest().unwrap().unwrap().checkpoint, checkpoint(1000));
         fs::remove_dir_all(&path).ok();
     }
 

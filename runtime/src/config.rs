@@ -3,6 +3,7 @@
 use crate::settings::{setting, Raw, Setting, SettingInfo};
 use crate::source::SocketOptions;
 use crate::spec::{AppSpec, StreamCheckpointSpec, WindowSpec};
+use crate::store::{is_secret_option, Location, StorageOptions};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,8 +48,11 @@ pub struct AppConfig {
     pub demo_lines_per_second: Option<u64>,
     /// Print a summary of the run when it ends.
     pub report: bool,
-    /// Where checkpoints go; `None` disables them.
-    pub checkpoint_dir: Option<PathBuf>,
+    /// Where checkpoints go (a directory or an object store prefix); `None` disables them.
+    pub checkpoint_dir: Option<Location>,
+    /// How object stores (checkpoints, file streams and outputs on `s3://`, `gs://`, `az://`) are
+    /// reached.
+    pub storage: StorageOptions,
     /// How often a checkpoint is written (a multiple of the batch interval); `None`: the smallest multiple
     /// of the pipeline's slides that is at least 10 s, as Spark does.
     pub checkpoint_every: Option<Duration>,
@@ -112,8 +116,9 @@ impl AppConfig {
             demo: None,
             demo_lines_per_second: None,
             report: false,
-            checkpoint_dir: spec.checkpoint_dir.map(PathBuf::from),
+            checkpoint_dir: spec.checkpoint_dir.map(Location::from_spec),
             checkpoint_every: spec.checkpoint_every,
+            storage: StorageOptions::default(),
             state_slide: spec.state_slide,
             keep_checkpoints: 3,
             reset_state: false,
@@ -257,6 +262,13 @@ impl AppConfig {
             return Err(ConfigError(
                 "the write-ahead log lives in the checkpoint directory: set one (`checkpoint:` in the app header, or --checkpoint DIR)".into(),
             ));
+        }
+        if let (true, Some(Location::Remote(url))) = (self.write_ahead_log, &self.checkpoint_dir) {
+            return Err(ConfigError(format!(
+                "the write-ahead log is kept on a local disk, and the checkpoint location {url} is \
+                 on an object store: keep the checkpoint on a local (or network-mounted) directory \
+                 under --wal, or read from a replayable source (Kafka, files) without --wal"
+            )));
         }
         if let Some(every) = self.checkpoint_every {
             let batch = self.batch_interval.as_millis().max(1);
@@ -481,8 +493,63 @@ fn settings() -> Vec<AnySetting> {
         &mut all,
     );
     lift(MONITOR_SETTINGS, |config| config, &mut all);
+    lift(STORAGE_SETTINGS, |config| &mut config.storage, &mut all);
     all
 }
+
+impl crate::settings::SettingValue for Location {
+    fn from_text(text: &str) -> Result<Self, String> {
+        Location::parse(text)
+    }
+
+    fn from_toml(value: &toml::Value) -> Result<Self, String> {
+        Location::parse(&String::from_toml(value)?)
+    }
+}
+
+/// How object stores are reached (`[storage]`).
+#[rustfmt::skip]
+const STORAGE_SETTINGS: &[Setting<StorageOptions>] = &[
+    setting!(StorageOptions { section: "storage", key: "options", flag: "storage-option",
+        value: "KEY=VALUE", entries: true,
+        help: "An object store client option, by the object_store crate's names (aws_endpoint, \
+               aws_region, aws_allow_http, aws_virtual_hosted_style_request, \
+               aws_access_key_id, aws_secret_access_key, google_service_account, \
+               azure_storage_account_name, ...; repeatable; [storage.options] in the file), over \
+               the usual environment variables. A value may be ${ENV_VAR} or @/path/to/file; \
+               credentials are masked in logs and errors." }
+        |storage, raw| {
+            for (key, value) in raw.properties()? {
+                let value = crate::secret::expand(&value, &format!("storage option `{key}`"))?;
+                if is_secret_option(&key) {
+                    crate::secret::register(&value);
+                }
+                storage.options.retain(|(k, _)| *k != key);
+                storage.options.push((key, value));
+            }
+            Ok(())
+        }),
+    setting!(StorageOptions { section: "storage", key: "request_timeout",
+        flag: "storage-request-timeout", value: "DURATION",
+        help: "How long one object store request may take before it is retried (default \
+               30s)." } => request_timeout),
+    setting!(StorageOptions { section: "storage", key: "retry_timeout",
+        flag: "storage-retry-timeout", value: "DURATION",
+        help: "How long a failing object store request is retried before the operation fails \
+               (default 60s)." } => retry_timeout),
+    setting!(StorageOptions { section: "storage", key: "lease", flag: "storage-lease",
+        value: "DURATION",
+        help: "How long a checkpoint location on an object store stays claimed by an app that \
+               stopped renewing it: a restart after a crash waits this long (default 10s)." }
+        |storage, raw| {
+            let lease: Duration = raw.get()?;
+            if lease < Duration::from_secs(1) {
+                return Err(format!("{} must be at least 1s", raw.name));
+            }
+            storage.lease = lease;
+            Ok(())
+        }),
+];
 
 /// How a run is shaped, where it reads and checkpoints, and when it stops.
 #[rustfmt::skip]

@@ -11,7 +11,7 @@
 //! stop and hand over what they hold, the generator cuts one last batch, the executor finishes every
 //! queued batch, then the run ends.
 
-use crate::checkpoint::{Checkpoint, CheckpointDir, JournaledBatch};
+use crate::checkpoint::{Checkpoint, CheckpointDir, JournaledBatch, WriteFailure};
 use crate::config::AppConfig;
 use crate::context::{BatchContext, Collector, Outputs};
 use crate::pipeline::Pipeline;
@@ -157,7 +157,7 @@ impl Machinery {
                 None
             },
             wal_dir: match (&config.checkpoint_dir, config.write_ahead_log) {
-                (Some(dir), true) => Some(dir.join("wal")),
+                (Some(dir), true) => dir.local_path().map(|dir| dir.join("wal")),
                 _ => None,
             },
             checkpointed: self.checkpointed.clone(),
@@ -252,12 +252,12 @@ impl Checkpointer {
         let Some(path) = &config.checkpoint_dir else {
             return Ok(None);
         };
-        let dir =
-            CheckpointDir::open(path, config.keep_checkpoints).map_err(RunError::Checkpoint)?;
+        let dir = CheckpointDir::open_at(path, config.keep_checkpoints, &config.storage)
+            .map_err(RunError::Checkpoint)?;
         let lock = dir.lock().map_err(RunError::Checkpoint)?;
         if config.reset_state {
             let removed = dir.reset().map_err(RunError::Checkpoint)?;
-            tracing::warn!(dir = %path.display(), removed, "--reset-state: discarded the existing checkpoints");
+            tracing::warn!(dir = %path, removed, "--reset-state: discarded the existing checkpoints");
         }
         let kept = dir.kept().map_err(RunError::Checkpoint)?.into();
         Ok(Some(Self {
@@ -319,11 +319,11 @@ impl Checkpointer {
             return Ok(Some(Recovered { time, pending }));
         };
         for (file, problem) in &found.skipped {
-            let problem = format!("{}: {problem}", file.display());
+            let problem = format!("{}: {problem}", self.dir.describe(file));
             match self.dir.set_aside(file) {
                 Ok(aside) => tracing::warn!(
                     "skipping a damaged checkpoint, using the one before it: {problem} (kept as {})",
-                    aside.display()
+                    self.dir.describe(&aside)
                 ),
                 Err(e) => tracing::warn!(
                     "skipping a damaged checkpoint, using the one before it: {problem} ({e})"
@@ -333,12 +333,12 @@ impl Checkpointer {
         let ckpt = found.checkpoint;
         let way_out = format!(
             "start with --reset-state to discard the checkpoints in {}, or point --checkpoint at a new directory",
-            self.dir.path().display()
+            self.dir.location()
         );
         if ckpt.app != self.app {
             return Err(RunError::Checkpoint(format!(
                 "the checkpoint in {} belongs to app `{}`, not `{}`; {way_out}",
-                self.dir.path().display(),
+                self.dir.location(),
                 ckpt.app,
                 self.app
             )));
@@ -387,7 +387,7 @@ impl Checkpointer {
             .journaled_after(time.millis())
             .map_err(RunError::Checkpoint)?;
         check_replay_partitions(&pending, workers)?;
-        tracing::info!(checkpoint = %found.file.display(), batch = %time, pending = pending.len(), "resumed from checkpoint");
+        tracing::info!(checkpoint = %self.dir.describe(&found.file), batch = %time, pending = pending.len(), "resumed from checkpoint");
         Ok(Some(Recovered { time, pending }))
     }
 
@@ -397,14 +397,15 @@ impl Checkpointer {
     }
 
     /// Writes the checkpoint of batch `time`. A failure (a full disk) is logged and the run goes on: the
-    /// previous checkpoint stays complete, and the next one tries again. Returns how long it took, its
+    /// previous checkpoint stays complete, and the next one tries again; a fenced one stops the app.
+    /// Returns how long it took, its
     /// size, and the source positions of the oldest checkpoint kept: logs before them may go.
     pub(crate) fn write<P: Pipeline>(
         &self,
         pipeline: &P,
         time: Time,
         positions: Vec<(String, Vec<u8>)>,
-    ) -> Result<(Duration, u64, crate::source::Positions), String> {
+    ) -> Result<(Duration, u64, crate::source::Positions), WriteFailure> {
         let started = Instant::now();
         let states = pipeline.state().snapshot()?;
         let checkpoint = Checkpoint {
@@ -414,7 +415,7 @@ impl Checkpointer {
             positions,
             states,
         };
-        let file = self.dir.write(&checkpoint)?;
+        let (_, bytes) = self.dir.write(&checkpoint)?;
         let oldest_file = self.dir.oldest_time()?.unwrap_or(checkpoint.time_ms);
         let (oldest_time, oldest_positions) = {
             let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
@@ -423,7 +424,6 @@ impl Checkpointer {
             kept.front().cloned().unwrap_or_default()
         };
         self.dir.forget_journal_through(oldest_time)?;
-        let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         Ok((started.elapsed(), bytes, oldest_positions))
     }
 }
@@ -578,7 +578,11 @@ pub(crate) fn run<P: Pipeline>(
                 .with_health(limits, signal.clone()),
         );
         listeners.add(metrics.clone());
-        let wal_dir = config.checkpoint_dir.as_ref().map(|d| d.join("wal"));
+        let wal_dir = config
+            .checkpoint_dir
+            .as_ref()
+            .and_then(|d| d.local_path())
+            .map(|d| d.join("wal"));
         let bound = crate::monitor::server::start(&machinery.receivers, address, metrics, wal_dir)
             .map_err(RunError::Failed)?;
         let _ = options.ui_bound.set(bound);
@@ -646,6 +650,8 @@ pub(crate) fn run<P: Pipeline>(
 
     let mut report = RunReport::default();
     let mut output_failure = None;
+    // Another app committed a checkpoint on this location: this one stops writing anything.
+    let mut fenced: Option<String> = None;
     let mut unfinished = Unfinished::default();
     let mut aborted_at: Option<Instant> = None;
     loop {
@@ -662,7 +668,7 @@ pub(crate) fn run<P: Pipeline>(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        if output_failure.is_some() || signal.is_aborted() {
+        if output_failure.is_some() || fenced.is_some() || signal.is_aborted() {
             // Stopping after an output gave up, or without finishing: later batches stay journaled
             // for the restart.
             unfinished.add(&cut);
@@ -691,7 +697,13 @@ pub(crate) fn run<P: Pipeline>(
                 report.checkpoints_written += 1;
                 report.last_checkpoint_duration = Some(*took);
             }
-            Some(Err(e)) => {
+            Some(Err(WriteFailure::Fenced(e))) => {
+                report.checkpoints_failed += 1;
+                tracing::error!(batch = %time, "{e}");
+                fenced = Some(e.clone());
+                stop_handle.stop();
+            }
+            Some(Err(WriteFailure::Failed(e))) => {
                 report.checkpoints_failed += 1;
                 tracing::error!(batch = %time, "checkpoint failed, the previous one stays in force: {e}");
             }
@@ -765,6 +777,12 @@ pub(crate) fn run<P: Pipeline>(
             }
             crate::stop::AbortReason::Immediate => RunError::StoppedAtOnce { left },
         });
+    }
+    if let Some(message) = fenced {
+        return Err(RunError::Checkpoint(format!(
+            "stopped because {message}. This app's batches since its last checkpoint run again \
+             at its restart"
+        )));
     }
     if let Some(message) = output_failure {
         return Err(RunError::OutputFailed(format!(
@@ -891,7 +909,7 @@ pub(crate) struct BatchOutcome {
     /// The batch's jobs alone.
     pub processing: Duration,
     /// Written checkpoint's duration and size, or the reason it failed, if one was due.
-    pub checkpoint: Option<Result<(Duration, u64), String>>,
+    pub checkpoint: Option<Result<(Duration, u64), WriteFailure>>,
 }
 
 /// Runs one batch of `cut = (time, data, source positions)` and writes its checkpoint when one is due
@@ -1161,7 +1179,7 @@ mod tests {
         time.to_system_time() + ms(n)
     }
 
-    fn outcome(jobs_ms: u64, checkpoint: Option<Result<(Duration, u64), String>>) -> BatchOutcome {
+    fn outcome(jobs_ms: u64, checkpoint: Option<Result<(Duration, u64), WriteFailure>>) -> BatchOutcome {
         BatchOutcome {
             failure: None,
             processing: ms(jobs_ms),
@@ -1250,7 +1268,7 @@ mod tests {
                     output_failed: true,
                 }),
                 processing: ms(28),
-                checkpoint: Some(Err("disk full".into())),
+                checkpoint: Some(Err(WriteFailure::Failed("disk full".into()))),
             },
         );
         assert_eq!(failed.failure.as_deref(), Some("the sink gave up"));

@@ -80,6 +80,7 @@ pub mod sink;
 pub mod source;
 mod spec;
 mod state;
+pub mod store;
 #[doc(hidden)]
 pub mod stateful;
 pub mod stop;

@@ -20,6 +20,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "shuffle",
             "demo",
             "secret",
+            "store",
             "kafka_client",
         ],
     ),

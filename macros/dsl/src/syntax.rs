@@ -150,6 +150,7 @@ fn check_header(
             "workers" => workers = Some(parse_workers(&setting.value)?),
             "checkpoint" => match &setting.value {
                 Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(dir), .. }) if !dir.value().is_empty() => {
+                    check_storage_scheme(dir)?;
                     checkpoint = Some(dir.value())
                 }
                 other => {
@@ -246,5 +247,21 @@ fn statement(stmt: syn::Stmt) -> Result<Statement, Diagnostic> {
         syn::Stmt::Item(item) => Err(Diagnostic::at(&item, "items cannot be declared inside stream!")
             .help("declare functions, types and `use` lines outside the stream! block; closures can call them")),
         syn::Stmt::Macro(m) => Err(Diagnostic::at(&m.mac.path, "macro calls are not pipeline statements").help(shape_help)),
+    }
+}
+
+/// URL schemes the runtime's storage layer opens (`streamc::store::Location::parse`): a checkpoint
+/// on any other is refused here, at the user's string, instead of when the app starts.
+const STORAGE_SCHEMES: &[&str] = &["file", "s3", "s3a", "gs", "az", "azure", "abfs", "abfss"];
+
+fn check_storage_scheme(dir: &syn::LitStr) -> Result<(), Diagnostic> {
+    let value = dir.value();
+    match value.split_once("://") {
+        Some((scheme, _)) if !STORAGE_SCHEMES.contains(&scheme) => Err(Diagnostic::at(
+            dir,
+            format!("`{scheme}://` is not a storage streamc knows"),
+        )
+        .help("use a local path, `file://`, `s3://BUCKET/PREFIX` (also for S3-compatible servers such as MinIO or Ceph), `gs://` or `az://`")),
+        _ => Ok(()),
     }
 }
