@@ -102,7 +102,9 @@ mod crash {
 fn dir_crash_child() {
     crash::dir_totals::app()
         .source_address("lines", setting(PEER))
-        .configure(|c| c.checkpoint_dir = Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap()))
+        .configure(|c| {
+            c.checkpoint_dir = Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap())
+        })
         .stop_on_signals()
         .run()
         .unwrap();

@@ -241,7 +241,8 @@ fn kafka_child() {
     apps::kafka_totals::app()
         .source_address("records", setting(PEER))
         .configure(|c| {
-            c.checkpoint_dir = Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
+            c.checkpoint_dir =
+                Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
             c.kafka.start = streamc::source::StartAt::Earliest;
         })
         .stop_on_signals()

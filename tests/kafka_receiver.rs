@@ -140,7 +140,8 @@ fn logged_receiver_child() {
     logged::logged_receiver::app()
         .source_address("records", setting(PEER))
         .configure(|c| {
-            c.checkpoint_dir = Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
+            c.checkpoint_dir =
+                Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
             c.write_ahead_log = true;
         })
         .stop_on_signals()

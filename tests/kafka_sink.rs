@@ -245,7 +245,8 @@ fn kafka_sink_child() {
     crash::kafka_totals_out::app()
         .source_address("lines", setting(PEER))
         .configure(|c| {
-            c.checkpoint_dir = Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
+            c.checkpoint_dir =
+                Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
             c.sinks
                 .urls
                 .insert("totals_tx".into(), setting("STREAMC_TEST_BROKERS"));

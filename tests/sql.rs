@@ -227,7 +227,8 @@ fn sql_crash_child() {
     crash::sql_totals::app()
         .source_address("lines", setting(PEER))
         .configure(|c| {
-            c.checkpoint_dir = Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
+            c.checkpoint_dir =
+                Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
             c.sinks
                 .urls
                 .insert("crash_totals".into(), setting("STREAMC_TEST_SINK_URL"));
@@ -807,7 +808,8 @@ fn kafka_sql_child() {
     kafka_crash::kafka_sql_totals::app()
         .source_address("records", setting(PEER))
         .configure(|c| {
-            c.checkpoint_dir = Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
+            c.checkpoint_dir =
+                Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
             c.kafka.start = streamc::source::StartAt::Earliest;
             c.sinks
                 .urls

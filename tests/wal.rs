@@ -31,7 +31,8 @@ fn wal_child() {
     app::logged_counts::app()
         .source_address("lines", setting(PEER))
         .configure(|c| {
-            c.checkpoint_dir = Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
+            c.checkpoint_dir =
+                Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
             c.write_ahead_log = true;
         })
         .stop_on_signals()

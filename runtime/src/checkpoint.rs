@@ -13,8 +13,8 @@
 //! refused with the operator and the change named.
 
 use crate::state::SavedState;
-use serde::{Deserialize, Serialize};
 use crate::store::{Location, Put, StorageOptions, Store, StoreError};
+use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -124,7 +124,11 @@ impl CheckpointDir {
     /// checkpoints.
     #[cfg(test)]
     pub fn open(path: &Path, keep: usize) -> Result<Self, String> {
-        Self::open_at(&Location::Local(path.to_path_buf()), keep, &StorageOptions::default())
+        Self::open_at(
+            &Location::Local(path.to_path_buf()),
+            keep,
+            &StorageOptions::default(),
+        )
     }
 
     /// Opens a checkpoint location, local or on an object store.
@@ -365,11 +369,11 @@ impl CheckpointDir {
             Location::Local(path) => lock_file(path).map(|file| DirLock {
                 _claim: Claim::File(file),
             }),
-            Location::Remote(_) => Lease::acquire(self.store.clone(), self.lease).map(|lease| {
-                DirLock {
+            Location::Remote(_) => {
+                Lease::acquire(self.store.clone(), self.lease).map(|lease| DirLock {
                     _claim: Claim::Lease(lease),
-                }
-            }),
+                })
+            }
         }
     }
 
@@ -586,7 +590,11 @@ impl Drop for Lease {
         let (lock, wake) = &*self.stop;
         *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
         wake.notify_all();
-        let lost = self.renewer.take().map(|r| r.join().is_err()).unwrap_or(true);
+        let lost = self
+            .renewer
+            .take()
+            .map(|r| r.join().is_err())
+            .unwrap_or(true);
         // A clean stop frees the location at once; a restart need not wait out the lease.
         if !lost {
             let _ = self.store.delete(LOCK_FILE);
@@ -919,7 +927,10 @@ mod tests {
             Err(WriteFailure::Fenced(e)) => assert!(e.contains("already exists"), "{e}"),
             other => panic!("expected a fenced write, got {other:?}"),
         }
-        assert_eq!(first.latest().unwrap().unwrap().checkpoint, checkpoint(1000));
+        assert_eq!(
+            first.latest().unwrap().unwrap().checkpoint,
+            checkpoint(1000)
+        );
         fs::remove_dir_all(&path).ok();
     }
 

@@ -1179,7 +1179,10 @@ mod tests {
         time.to_system_time() + ms(n)
     }
 
-    fn outcome(jobs_ms: u64, checkpoint: Option<Result<(Duration, u64), WriteFailure>>) -> BatchOutcome {
+    fn outcome(
+        jobs_ms: u64,
+        checkpoint: Option<Result<(Duration, u64), WriteFailure>>,
+    ) -> BatchOutcome {
         BatchOutcome {
             failure: None,
             processing: ms(jobs_ms),

@@ -80,10 +80,10 @@ pub mod sink;
 pub mod source;
 mod spec;
 mod state;
-pub mod store;
 #[doc(hidden)]
 pub mod stateful;
 pub mod stop;
+pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod time;

@@ -61,7 +61,12 @@ pub fn counts(lines: &[String]) -> BTreeMap<String, u64> {
 
 /// Runs the ignored test `test` of this test binary in a child process, with its output directory,
 /// checkpoint directory and peer address.
-pub fn child(test: &str, out: &Path, checkpoints: &Path, peer: &str) -> Child {
+pub fn child(
+    test: &str,
+    out: &Path,
+    checkpoints: impl AsRef<std::ffi::OsStr>,
+    peer: &str,
+) -> Child {
     child_with(test, out, checkpoints, peer, &[])
 }
 
@@ -69,7 +74,7 @@ pub fn child(test: &str, out: &Path, checkpoints: &Path, peer: &str) -> Child {
 pub fn child_with(
     test: &str,
     out: &Path,
-    checkpoints: &Path,
+    checkpoints: impl AsRef<std::ffi::OsStr>,
     peer: &str,
     env: &[(&str, String)],
 ) -> Child {
@@ -339,5 +344,122 @@ impl StderrLines {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         self.text().contains(needle)
+    }
+}
+
+/// A real S3 server on loopback (`moto_server`), killed on drop. Apps reach it through the usual
+/// AWS environment variables ([`S3Server::env`]), as a user's would.
+pub struct S3Server {
+    child: Child,
+    pub port: u16,
+}
+
+impl S3Server {
+    /// Starts one, or `None` (saying why) when moto_server is not installed; under
+    /// `STREAMC_REQUIRE_SERVICES` a missing one fails the test.
+    pub fn start(why: &str) -> Option<S3Server> {
+        if !have_program("moto_server", why) {
+            return None;
+        }
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let server = S3Server { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while server.request("GET", "/", b"").is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto_server did not answer on port {port} within 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Some(server)
+    }
+
+    /// The environment an app needs to reach it.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", self.port)),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test-secret-key".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false".into()),
+        ]
+    }
+
+    /// The same, as storage options of an app run in this process.
+    pub fn options(&self) -> Vec<(String, String)> {
+        self.env()
+            .into_iter()
+            .map(|(key, value)| (key.to_ascii_lowercase(), value))
+            .collect()
+    }
+
+    /// Creates bucket `name`; returns its `s3://` URL.
+    pub fn bucket(&self, name: &str) -> String {
+        let status = self
+            .request("PUT", &format!("/{name}"), b"")
+            .expect("create a bucket");
+        assert!(status.0 == 200, "creating bucket {name}: {}", status.1);
+        format!("s3://{name}")
+    }
+
+    /// Writes object `key` of `bucket` directly, as another program would.
+    pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) {
+        let status = self
+            .request("PUT", &format!("/{bucket}/{key}"), body)
+            .expect("put an object");
+        assert!(status.0 == 200, "putting {bucket}/{key}: {}", status.1);
+    }
+
+    /// The keys of `bucket` under `prefix`.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let (_, body) = self
+            .request(
+                "GET",
+                &format!("/{bucket}?list-type=2&prefix={prefix}"),
+                b"",
+            )
+            .expect("list a bucket");
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// One unsigned HTTP/1.1 request (moto does not check signatures); its status and body.
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.port,
+            body.len()
+        )?;
+        stream.write_all(body)?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer)?;
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {text}")))?;
+        Ok((status, text))
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

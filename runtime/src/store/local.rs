@@ -166,14 +166,19 @@ mod tests {
         let root = std::env::temp_dir().join(format!("streamc-store-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         let store = LocalStore::new(&root);
-        assert!(store.list("").unwrap().is_empty(), "a missing directory is empty");
+        assert!(
+            store.list("").unwrap().is_empty(),
+            "a missing directory is empty"
+        );
         store.put("a/one", b"first".to_vec(), Put::Create).unwrap();
         assert_eq!(
             store.put("a/one", b"second".to_vec(), Put::Create),
             Err(StoreError::Exists(root.join("a/one").display().to_string()))
         );
         assert_eq!(store.get("a/one").unwrap().bytes, b"first");
-        store.put("a/one", b"third".to_vec(), Put::Overwrite).unwrap();
+        store
+            .put("a/one", b"third".to_vec(), Put::Overwrite)
+            .unwrap();
         assert_eq!(store.get_range("a/one", 1, 3).unwrap(), b"hir");
         let listed = store.list("a").unwrap();
         assert_eq!(listed.len(), 1, "{listed:?}");

@@ -44,7 +44,9 @@ impl Location {
             Some((scheme, rest)) if REMOTE_SCHEMES.contains(&scheme) => {
                 let bucket = rest.split('/').next().unwrap_or("");
                 if bucket.is_empty() {
-                    return Err(format!("`{text}` names no bucket: write {scheme}://BUCKET/PREFIX"));
+                    return Err(format!(
+                        "`{text}` names no bucket: write {scheme}://BUCKET/PREFIX"
+                    ));
                 }
                 Ok(Self::Remote(text.trim_end_matches('/').to_string()))
             }
@@ -145,9 +147,16 @@ impl fmt::Debug for StorageOptions {
 /// Whether an option's value is a credential, to be kept out of logs and errors.
 pub fn is_secret_option(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["secret", "token", "password", "access_key", "sas", "account_key"]
-        .iter()
-        .any(|word| key.contains(word))
+    [
+        "secret",
+        "token",
+        "password",
+        "access_key",
+        "sas",
+        "account_key",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
 }
 
 /// An object or file directly inside a listed directory.
@@ -266,7 +275,9 @@ mod tests {
         assert!(s3.local_path().is_none());
         let hdfs = Location::parse("hdfs://nn:8020/ckpt").unwrap_err();
         assert!(hdfs.contains("s3://") && hdfs.contains("hdfs://"), "{hdfs}");
-        assert!(Location::parse("s3:///x").unwrap_err().contains("no bucket"));
+        assert!(Location::parse("s3:///x")
+            .unwrap_err()
+            .contains("no bucket"));
     }
 
     #[test]

@@ -226,11 +226,7 @@ impl Store for ObjectStoreBackend {
                 ..GetOptions::default()
             };
             match store.get_opts(&path, options).await {
-                Ok(result) => Ok(result
-                    .bytes()
-                    .await
-                    .map_err(|e| failure(what, e))?
-                    .to_vec()),
+                Ok(result) => Ok(result.bytes().await.map_err(|e| failure(what, e))?.to_vec()),
                 // A range that starts at or past the end is refused; it holds nothing.
                 Err(e) => match store.head(&path).await {
                     Ok(meta) if offset >= meta.size => Ok(Vec::new()),
