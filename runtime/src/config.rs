@@ -50,6 +50,9 @@ pub struct AppConfig {
     pub report: bool,
     /// Where checkpoints go (a directory or an object store prefix); `None` disables them.
     pub checkpoint_dir: Option<Location>,
+    /// Directory sources ignore files modified longer than this before a batch and forget them
+    /// once taken (`None`: every file present is taken).
+    pub files_remember: Option<Duration>,
     /// How object stores (checkpoints, file streams and outputs on `s3://`, `gs://`, `az://`) are
     /// reached.
     pub storage: StorageOptions,
@@ -119,6 +122,7 @@ impl AppConfig {
             checkpoint_dir: spec.checkpoint_dir.map(Location::from_spec),
             checkpoint_every: spec.checkpoint_every,
             storage: StorageOptions::default(),
+            files_remember: None,
             state_slide: spec.state_slide,
             keep_checkpoints: 3,
             reset_state: false,
@@ -262,13 +266,6 @@ impl AppConfig {
             return Err(ConfigError(
                 "the write-ahead log lives in the checkpoint directory: set one (`checkpoint:` in the app header, or --checkpoint DIR)".into(),
             ));
-        }
-        if let (true, Some(Location::Remote(url))) = (self.write_ahead_log, &self.checkpoint_dir) {
-            return Err(ConfigError(format!(
-                "the write-ahead log is kept on a local disk, and the checkpoint location {url} is \
-                 on an object store: keep the checkpoint on a local (or network-mounted) directory \
-                 under --wal, or read from a replayable source (Kafka, files) without --wal"
-            )));
         }
         if let Some(every) = self.checkpoint_every {
             let batch = self.batch_interval.as_millis().max(1);
@@ -599,6 +596,13 @@ const SETTINGS: &[Setting<AppConfig>] = &[
             config.checkpoint_every = Some(every);
             Ok(())
         }),
+    setting!(AppConfig { section: "files", key: "remember", flag: "files-remember",
+        value: "DURATION",
+        help: "Directory sources (text_file_stream) ignore files last modified longer than this \
+               before a batch, and forget them once taken, as Spark's minRememberDuration does: \
+               what keeps a checkpoint small over a bucket nobody empties (default: every file \
+               present is taken, and remembered while it is there)." }
+        => Some(files_remember)),
     setting!(AppConfig { key: "keep_checkpoints", flag: "keep-checkpoints", value: "N",
         help: "How many complete checkpoints to keep (default 3)." } => positive keep_checkpoints),
     setting!(AppConfig { key: "reset_state", flag: "reset-state", value: "BOOL", switch: true,

@@ -156,10 +156,11 @@ impl Machinery {
             } else {
                 None
             },
-            wal_dir: match (&config.checkpoint_dir, config.write_ahead_log) {
-                (Some(dir), true) => dir.local_path().map(|dir| dir.join("wal")),
+            wal_location: match (&config.checkpoint_dir, config.write_ahead_log) {
+                (Some(dir), true) => Some(dir.join("wal")),
                 _ => None,
             },
+            storage: config.storage.clone(),
             checkpointed: self.checkpointed.clone(),
             stop: stop.clone(),
             failure_timeout: config.receiver_failure_timeout,

@@ -419,6 +419,14 @@ impl S3Server {
 
     /// The keys of `bucket` under `prefix`.
     pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        self.objects(bucket, prefix)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// The keys of `bucket` under `prefix` (up to 1,000), with their sizes.
+    pub fn objects(&self, bucket: &str, prefix: &str) -> Vec<(String, u64)> {
         let (_, body) = self
             .request(
                 "GET",
@@ -426,10 +434,18 @@ impl S3Server {
                 b"",
             )
             .expect("list a bucket");
-        body.split("<Key>")
+        let field = |object: &str, tag: &str| -> Option<String> {
+            let open = format!("<{tag}>");
+            let start = object.find(&open)? + open.len();
+            let end = object[start..].find('<')? + start;
+            Some(object[start..end].to_string())
+        };
+        body.split("<Contents>")
             .skip(1)
-            .filter_map(|s| s.split("</Key>").next())
-            .map(str::to_string)
+            .filter_map(|object| {
+                let size = field(object, "Size")?.parse().ok()?;
+                Some((field(object, "Key")?, size))
+            })
             .collect()
     }
 

@@ -203,14 +203,15 @@ impl<B: Loggable> ReceivedBlocks<B> {
     /// side.
     pub fn start(&mut self, env: &ReceiverEnv) -> Result<BlockSink<B>, SourceError> {
         self.checkpointed = Some(env.checkpointed.clone());
-        match &env.wal_dir {
+        match &env.wal_location {
             Some(dir) => {
-                let wal = WriteAheadLog::open(&dir.join(&self.name), 64 << 20).map_err(|e| {
-                    self.error(format!(
-                        "cannot open the write-ahead log in {}: {e}",
-                        dir.display()
-                    ))
-                })?;
+                let location = dir.join(&self.name);
+                let wal =
+                    WriteAheadLog::open_at(&location, &env.storage, 64 << 20).map_err(|e| {
+                        self.error(format!(
+                            "cannot open the write-ahead log in {location}: {e}"
+                        ))
+                    })?;
                 let from = self.resume_from.unwrap_or_default();
                 let records = wal
                     .read_after(from)

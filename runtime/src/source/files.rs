@@ -9,68 +9,29 @@
 use super::socket::LineSplitter;
 use super::text::{TextBlock, TextPartition};
 use super::{ReceiverCounters, Source, SourceError, SourceStats};
+use crate::store::{Entry, Location, StorageOptions, Store};
 use crate::time::Time;
 use rayon::prelude::*;
-use std::collections::BTreeSet;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// What a directory source needs from a file system: local directories now, object stores later.
-pub trait FileSystem: Send + Sync + 'static {
-    /// The regular files directly inside `dir`, with their sizes.
-    fn list(&self, dir: &Path) -> io::Result<Vec<FileEntry>>;
-    /// `len` bytes of `file` from `offset` (fewer at the end of the file).
-    fn read_at(&self, file: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>>;
-}
-
-/// A file found in a directory.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileEntry {
-    /// The file's name inside the directory, without the directory.
-    pub name: String,
-    /// The file's size in bytes when it was listed.
-    pub len: u64,
-}
-
-/// The local file system.
-pub struct LocalFileSystem;
-
-impl FileSystem for LocalFileSystem {
-    fn list(&self, dir: &Path) -> io::Result<Vec<FileEntry>> {
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let metadata = entry.metadata()?;
-            if metadata.is_file() {
-                files.push(FileEntry {
-                    name: entry.file_name().to_string_lossy().into_owned(),
-                    len: metadata.len(),
-                });
-            }
-        }
-        Ok(files)
-    }
-
-    fn read_at(&self, file: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut f = std::fs::File::open(file)?;
-        f.seek(SeekFrom::Start(offset))?;
-        let mut buf = Vec::with_capacity(len);
-        f.take(len as u64).read_to_end(&mut buf)?;
-        Ok(buf)
-    }
-}
+use std::time::Duration;
 
 /// Options of a directory source.
 #[derive(Clone, Debug)]
 pub struct FileOptions {
     /// Only names matching this glob (`*` and `?`), e.g. `*.log`.
     pub pattern: Option<String>,
-    /// Files larger than this are read in chunks of this size, in parallel.
+    /// Files larger than this are read in chunks of this size, in parallel (ranged reads on object
+    /// stores).
     pub chunk_bytes: u64,
     /// Longer lines are skipped and counted as oversized.
     pub max_line_bytes: usize,
+    /// Files last modified longer than this before a batch's time are ignored, and forgotten once
+    /// taken (Spark's `minRememberDuration`): what keeps the record of taken files bounded in a
+    /// bucket nobody empties. `None`: every file present is taken, and remembered while present.
+    pub remember: Option<Duration>,
+    /// How an object store directory is reached.
+    pub storage: StorageOptions,
 }
 
 impl Default for FileOptions {
@@ -79,43 +40,82 @@ impl Default for FileOptions {
             pattern: None,
             chunk_bytes: 8 << 20,
             max_line_bytes: 1 << 20,
+            remember: None,
+            storage: StorageOptions::default(),
         }
     }
 }
 
-/// A directory of text files.
+/// A directory (or object store prefix) of text files.
 pub struct TextFileSource {
     name: String,
-    dir: PathBuf,
-    fs: Arc<dyn FileSystem>,
+    /// Where the files are: a bad URL is reported when the source starts.
+    location: Result<Location, String>,
+    store: Option<Arc<dyn Store>>,
     options: FileOptions,
-    /// Names of the files already taken (only those still present are remembered).
-    taken: BTreeSet<String>,
+    /// The files already taken, with their modification times (only those still present, and
+    /// under `remember` still recent, are kept).
+    taken: BTreeMap<String, u64>,
     counters: Arc<ReceiverCounters>,
 }
 
 impl TextFileSource {
-    /// A source named `name` reading the text files that appear in the local directory `dir`.
-    pub fn new(name: &str, dir: impl Into<PathBuf>, options: FileOptions) -> Self {
-        Self::with_file_system(name, dir, options, Arc::new(LocalFileSystem))
-    }
-
-    /// Like [`TextFileSource::new`], but reading `dir` through `fs` instead of the local file
-    /// system (for tests, or other stores).
-    pub fn with_file_system(
-        name: &str,
-        dir: impl Into<PathBuf>,
-        options: FileOptions,
-        fs: Arc<dyn FileSystem>,
-    ) -> Self {
+    /// A source named `name` reading the text files that appear in `dir`: a local directory, a
+    /// `file://` URL or an object store prefix (`s3://bucket/incoming`).
+    pub fn new(name: &str, dir: impl AsRef<std::ffi::OsStr>, options: FileOptions) -> Self {
+        let dir = dir.as_ref().to_string_lossy();
         Self {
             name: name.to_string(),
-            dir: dir.into(),
-            fs,
+            location: Location::parse(&dir),
+            store: None,
             options,
-            taken: BTreeSet::new(),
+            taken: BTreeMap::new(),
             counters: Arc::default(),
         }
+    }
+
+    /// A source reading the files of `store`.
+    pub fn with_store(name: &str, store: Arc<dyn Store>, options: FileOptions) -> Self {
+        Self {
+            name: name.to_string(),
+            location: Ok(store.location().clone()),
+            store: Some(store),
+            options,
+            taken: BTreeMap::new(),
+            counters: Arc::default(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.location {
+            Ok(location) => location.to_string(),
+            Err(e) => e.clone(),
+        }
+    }
+
+    fn store(&mut self) -> Result<Arc<dyn Store>, String> {
+        if let Some(store) = &self.store {
+            return Ok(store.clone());
+        }
+        let location = self.location.clone()?;
+        let store = crate::store::open(&location, &self.options.storage)?;
+        self.store = Some(store.clone());
+        Ok(store)
+    }
+
+    /// The files of the directory, or why they could not be listed.
+    fn list(&mut self) -> Result<Vec<Entry>, String> {
+        let store = self.store()?;
+        store
+            .list("")
+            .map_err(|e| format!("cannot list {}: {e}", self.describe()))
+    }
+
+    /// Whether a file modified at `modified_ms` is too old for the batch at `time`.
+    fn forgotten(&self, time: Time, modified_ms: u64) -> bool {
+        self.options.remember.is_some_and(|horizon| {
+            modified_ms.saturating_add(horizon.as_millis() as u64) < time.millis()
+        })
     }
 
     fn report(&self, message: String) {
@@ -125,9 +125,19 @@ impl TextFileSource {
     }
 
     /// Reads `files` (in name order) into partitions.
-    fn read(&self, files: Vec<FileEntry>, partitions: usize) -> Vec<TextPartition> {
+    fn read(&mut self, files: Vec<Entry>, partitions: usize) -> Vec<TextPartition> {
+        if files.is_empty() {
+            return TextPartition::spread(Vec::new(), partitions);
+        }
+        let store = match self.store() {
+            Ok(store) => store,
+            Err(e) => {
+                self.report(e);
+                return TextPartition::spread(Vec::new(), partitions);
+            }
+        };
         let chunk = self.options.chunk_bytes.max(1);
-        let pieces: Vec<(FileEntry, u64)> = files
+        let pieces: Vec<(Entry, u64)> = files
             .into_iter()
             .flat_map(|f| {
                 let starts: Vec<u64> = (0..f.len.div_ceil(chunk).max(1))
@@ -138,7 +148,7 @@ impl TextFileSource {
             .collect();
         let results: Vec<Result<(TextBlock, u64, u64), String>> = pieces
             .into_par_iter()
-            .map(|(file, start)| self.read_piece(&file, start, chunk))
+            .map(|(file, start)| self.read_piece(store.as_ref(), &file, start, chunk))
             .collect();
         let mut blocks = Vec::new();
         for result in results {
@@ -160,15 +170,15 @@ impl TextFileSource {
     /// (the previous piece owns it) and reads past its end to finish its last line.
     fn read_piece(
         &self,
-        file: &FileEntry,
+        store: &dyn Store,
+        file: &Entry,
         start: u64,
         chunk: u64,
     ) -> Result<(TextBlock, u64, u64), String> {
-        let path = self.dir.join(&file.name);
         let read = |offset: u64, len: usize| {
-            self.fs
-                .read_at(&path, offset, len)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            store
+                .get_range(&file.name, offset, len)
+                .map_err(|e| format!("cannot read {}: {e}", store.location().join(&file.name)))
         };
         // Start one byte early: if that byte is a newline, the piece's first line starts exactly at `start`.
         let from = start.saturating_sub(1);
@@ -210,13 +220,25 @@ impl TextFileSource {
 }
 
 impl TextFileSource {
-    fn decode(&self, position: &[u8]) -> Result<BTreeSet<String>, SourceError> {
-        postcard::from_bytes(position).map_err(|e| SourceError {
+    fn decode(&self, position: &[u8]) -> Result<BTreeMap<String, u64>, SourceError> {
+        let Some(current) = position.strip_prefix(POSITION_MAGIC) else {
+            // Written before files were remembered with their times: kept while present.
+            let names: std::collections::BTreeSet<String> = postcard::from_bytes(position)
+                .map_err(|e| SourceError {
+                    source_name: self.name.clone(),
+                    message: format!("malformed position in the checkpoint: {e}"),
+                })?;
+            return Ok(names.into_iter().map(|n| (n, u64::MAX)).collect());
+        };
+        postcard::from_bytes(current).map_err(|e| SourceError {
             source_name: self.name.clone(),
             message: format!("malformed position in the checkpoint: {e}"),
         })
     }
 }
+
+/// Begins a position of taken files with their modification times.
+const POSITION_MAGIC: &[u8] = b"streamc-files-2:";
 
 /// `*` matches any run of characters, `?` one character.
 pub fn glob_matches(pattern: &str, name: &str) -> bool {
@@ -258,32 +280,42 @@ impl Source for TextFileSource {
     }
 
     fn start(&mut self, _env: &super::ReceiverEnv) -> Result<(), SourceError> {
-        match self.fs.list(&self.dir) {
+        match self.list() {
             Ok(_) => Ok(()),
             Err(e) => Err(SourceError {
                 source_name: self.name.clone(),
                 message: format!(
-                    "cannot read the directory {}: {e}; create it, or point `--source {}=DIR` at another",
-                    self.dir.display(),
+                    "{e}; create it, or point `--source {}=DIR` at another",
                     self.name
                 ),
             }),
         }
     }
 
-    fn cut(&mut self, _time: Time, partitions: usize) -> Self::Batch {
-        let listed = match self.fs.list(&self.dir) {
+    fn cut(&mut self, time: Time, partitions: usize) -> Self::Batch {
+        let listed = match self.list() {
             Ok(files) => files,
             Err(e) => {
-                self.report(format!("cannot list {}: {e}", self.dir.display()));
+                // Nothing is marked taken: the files are read by the first batch that lists them.
+                self.report(e);
                 return TextPartition::spread(Vec::new(), partitions);
             }
         };
-        let present: BTreeSet<&str> = listed.iter().map(|f| f.name.as_str()).collect();
-        self.taken.retain(|name| present.contains(name.as_str()));
-        let mut new: Vec<FileEntry> = listed
+        let present: BTreeMap<&str, u64> = listed
+            .iter()
+            .map(|f| (f.name.as_str(), f.modified_ms))
+            .collect();
+        let remember = self.options.remember;
+        self.taken.retain(|name, modified_ms| {
+            present.contains_key(name.as_str())
+                && remember.is_none_or(|h| {
+                    modified_ms.saturating_add(h.as_millis() as u64) >= time.millis()
+                })
+        });
+        let mut new: Vec<Entry> = listed
             .into_iter()
-            .filter(|f| visible(&f.name) && !self.taken.contains(&f.name))
+            .filter(|f| visible(&f.name) && !self.taken.contains_key(&f.name))
+            .filter(|f| !self.forgotten(time, f.modified_ms))
             .filter(|f| {
                 self.options
                     .pattern
@@ -292,7 +324,8 @@ impl Source for TextFileSource {
             })
             .collect();
         new.sort_by(|a, b| a.name.cmp(&b.name));
-        self.taken.extend(new.iter().map(|f| f.name.clone()));
+        self.taken
+            .extend(new.iter().map(|f| (f.name.clone(), f.modified_ms)));
         self.read(new, partitions)
     }
 
@@ -305,7 +338,8 @@ impl Source for TextFileSource {
     }
 
     fn position(&self) -> Option<Vec<u8>> {
-        postcard::to_stdvec(&self.taken).ok()
+        let position = POSITION_MAGIC.to_vec();
+        postcard::to_extend(&self.taken, position).ok()
     }
 
     fn recut(
@@ -315,13 +349,13 @@ impl Source for TextFileSource {
         position: &[u8],
     ) -> Result<Self::Batch, SourceError> {
         let target = self.decode(position)?;
-        let listed = self.fs.list(&self.dir).map_err(|e| SourceError {
+        let listed = self.list().map_err(|message| SourceError {
             source_name: self.name.clone(),
-            message: format!("cannot list {}: {e}", self.dir.display()),
+            message,
         })?;
-        let mut again: Vec<FileEntry> = listed
+        let mut again: Vec<Entry> = listed
             .into_iter()
-            .filter(|f| target.contains(&f.name) && !self.taken.contains(&f.name))
+            .filter(|f| target.contains_key(&f.name) && !self.taken.contains_key(&f.name))
             .collect();
         again.sort_by(|a, b| a.name.cmp(&b.name));
         self.taken = target;
@@ -383,5 +417,61 @@ mod tests {
             );
         }
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_remember_horizon_ignores_old_files_and_forgets_taken_ones() {
+        let dir =
+            std::env::temp_dir().join(format!("streamc-files-remember-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let now = std::time::SystemTime::now();
+        let now_ms = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        std::fs::write(dir.join("old.txt"), "old\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(dir.join("old.txt"))
+            .unwrap()
+            .set_modified(now - Duration::from_secs(600))
+            .unwrap();
+        std::fs::write(dir.join("new.txt"), "new\n").unwrap();
+        let options = FileOptions {
+            remember: Some(Duration::from_secs(60)),
+            ..FileOptions::default()
+        };
+        let mut source = TextFileSource::new("files", &dir, options);
+        let lines = |parts: Vec<TextPartition>| -> Vec<String> {
+            parts
+                .iter()
+                .flat_map(|p| p.lines().map(str::to_string))
+                .collect()
+        };
+        assert_eq!(lines(source.cut(Time(now_ms), 2)), vec!["new".to_string()]);
+        assert_eq!(source.taken.len(), 1);
+        // Two minutes on, new.txt is past the horizon: forgotten, and not read again.
+        assert!(lines(source.cut(Time(now_ms + 120_000), 2)).is_empty());
+        assert!(source.taken.is_empty(), "{:?}", source.taken);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn positions_round_trip_and_the_earlier_format_is_still_read() {
+        let mut source = TextFileSource::new("files", "unused", FileOptions::default());
+        source.taken.insert("a.txt".into(), 42);
+        let position = source.position().unwrap();
+        let mut restored = TextFileSource::new("files", "unused", FileOptions::default());
+        restored.seek(&position).unwrap();
+        assert_eq!(restored.taken, source.taken);
+        let earlier: std::collections::BTreeSet<String> = ["b.txt".to_string()].into();
+        restored
+            .seek(&postcard::to_stdvec(&earlier).unwrap())
+            .unwrap();
+        assert_eq!(
+            restored.taken,
+            BTreeMap::from([("b.txt".to_string(), u64::MAX)])
+        );
     }
 }

@@ -12,9 +12,7 @@ mod queue;
 mod socket;
 mod text;
 
-pub use files::{
-    glob_matches, FileEntry, FileOptions, FileSystem, LocalFileSystem, TextFileSource,
-};
+pub use files::{glob_matches, FileOptions, TextFileSource};
 #[cfg(feature = "kafka")]
 pub use kafka::KafkaReceiverSource;
 #[cfg(feature = "kafka")]
@@ -40,8 +38,11 @@ pub struct ReceiverEnv {
     pub(crate) max_rate: Option<u64>,
     /// The rate a receiver starts at under backpressure, before the first estimate.
     pub(crate) initial_rate: Option<u64>,
-    /// Where receivers keep write-ahead logs, when they are on.
-    pub(crate) wal_dir: Option<std::path::PathBuf>,
+    /// Where receivers keep write-ahead logs, when they are on: a directory or an object store
+    /// prefix.
+    pub(crate) wal_location: Option<crate::store::Location>,
+    /// How an object store holding the logs is reached.
+    pub(crate) storage: crate::store::StorageOptions,
     /// Source positions of the last checkpoint written, so logs can drop what it covers.
     pub(crate) checkpointed: Checkpointed,
     /// Stops the app when a receiver cannot go on; its signal says when waits must end.

@@ -172,7 +172,13 @@ fn text_file_stream(code: &SourceCode) -> TokenStream {
         quote!(TextFileSource),
         quote!(::std::string::ToString::to_string(&#dir)),
         &[quote! {
-            #p::FileOptions { pattern: #pattern, max_line_bytes: #config.socket.max_line_bytes, ..::core::default::Default::default() }
+            #p::FileOptions {
+                pattern: #pattern,
+                max_line_bytes: #config.socket.max_line_bytes,
+                remember: #config.files_remember,
+                storage: ::core::clone::Clone::clone(&#config.storage),
+                ..::core::default::Default::default()
+            }
         }],
     )
 }
