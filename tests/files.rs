@@ -9,9 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use streamc::testkit::Rng;
-use support::{
-    child, counts, example_binary, published, setting, temp_dir, terminate, CHECKPOINTS, PEER,
-};
+use support::{counts, example_binary, published, setting, temp_dir, terminate, CHECKPOINTS, PEER};
 
 /// Writes a file next to `dir` and moves it in, as the source expects.
 fn drop_file(dir: &Path, name: &str, contents: &[u8]) {
@@ -103,22 +101,29 @@ fn dir_crash_child() {
     crash::dir_totals::app()
         .source_address("lines", setting(PEER))
         .configure(|c| {
-            c.checkpoint_dir = Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap())
+            c.checkpoint_dir =
+                Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
+            // On a bucket, a restart after SIGKILL waits out this lease.
+            c.storage.lease = Duration::from_millis(300);
         })
         .stop_on_signals()
         .run()
         .unwrap();
 }
 
-#[test]
-fn files_are_counted_exactly_once_across_sigkills() {
-    let input = temp_dir("files-crash-in");
-    let out = temp_dir("files-crash-out");
-    let checkpoints = temp_dir("files-crash-ckpt");
-    let peer = input.to_string_lossy().to_string();
+/// Drops 40 files through `drop`, SIGKILLing the child app every sixth: every file counts once.
+fn dropped_files_count_once_across_sigkills(
+    peer: &str,
+    checkpoints: &str,
+    env: &[(&str, String)],
+    drop: impl Fn(&str, &[u8]),
+    label: &str,
+) {
+    let out = temp_dir(&format!("files-crash-out-{label}"));
     let mut rng = Rng::new(5);
     let mut expected = BTreeMap::new();
-    let mut app = child("dir_crash_child", &out, &checkpoints, &peer);
+    let start = || support::child_with("dir_crash_child", &out, checkpoints, peer, env);
+    let mut app = start();
     let mut kills = 0;
     for i in 0..40 {
         let text: Vec<String> = (0..1 + rng.next_u64() % 20)
@@ -126,22 +131,51 @@ fn files_are_counted_exactly_once_across_sigkills() {
             .collect();
         let text = text.join("\n");
         count_words(&text, &mut expected);
-        drop_file(&input, &format!("f{i:03}.txt"), text.as_bytes());
+        drop(&format!("f{i:03}.txt"), text.as_bytes());
         std::thread::sleep(Duration::from_millis(rng.next_u64() % 120));
         if i % 6 == 5 {
             app.kill().unwrap();
             app.wait().unwrap();
             kills += 1;
-            app = child("dir_crash_child", &out, &checkpoints, &peer);
+            app = start();
         }
     }
     // Let the last incarnation catch up, then stop it gracefully (a final checkpoint and output).
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(2000));
     terminate(app);
     assert!(kills >= 5);
     assert_eq!(
         counts(&published(&out, "totals.txt")),
         expected,
         "after {kills} SIGKILLs every file must be counted exactly once"
+    );
+}
+
+#[test]
+fn files_are_counted_exactly_once_across_sigkills() {
+    let input = temp_dir("files-crash-in");
+    let checkpoints = temp_dir("files-crash-ckpt");
+    dropped_files_count_once_across_sigkills(
+        &input.to_string_lossy(),
+        &checkpoints.to_string_lossy(),
+        &[],
+        |name, contents| drop_file(&input, name, contents),
+        "local",
+    );
+}
+
+/// The same with the watched directory and the checkpoint in a bucket: objects appear whole.
+#[test]
+fn objects_in_a_bucket_are_counted_exactly_once_across_sigkills() {
+    let Some(s3) = support::S3Server::start("the directory stream test on S3") else {
+        return;
+    };
+    let bucket = s3.bucket("files-crash");
+    dropped_files_count_once_across_sigkills(
+        &format!("{bucket}/incoming/"),
+        &format!("{bucket}/checkpoints"),
+        &s3.env(),
+        |name, contents| s3.put_object("files-crash", &format!("incoming/{name}"), contents),
+        "s3",
     );
 }

@@ -171,3 +171,191 @@ fn a_second_instance_on_a_checkpoint_in_a_bucket_is_refused_while_the_first_runs
     );
     support::terminate(third);
 }
+
+/// Reads a child's standard output on a thread into `into`, until it ends.
+fn keep_stdout(child: &mut std::process::Child, into: &std::sync::Arc<std::sync::Mutex<String>>) {
+    use std::io::Read;
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let into = into.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            into.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_str(&text);
+        }
+    });
+}
+
+/// The `(word,n)` records each `print` block shows, by batch time. A batch run again after a
+/// crash (cut identically from the journal) prints again; the last print of each time counts.
+fn printed_by_batch(stdout: &str) -> std::collections::BTreeMap<String, Vec<(String, u64)>> {
+    let mut batches = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in stdout.lines() {
+        if let Some(time) = line.strip_prefix("Time: ") {
+            current = Some(time.to_string());
+            batches.insert(time.to_string(), Vec::new());
+        } else if let (Some(time), Some(record)) = (&current, line.strip_prefix('(')) {
+            if let Some((word, n)) = record.trim_end_matches(')').rsplit_once(',') {
+                if let Ok(n) = n.parse() {
+                    batches
+                        .get_mut(time)
+                        .expect("a block's time comes first")
+                        .push((word.to_string(), n));
+                }
+            }
+        }
+    }
+    batches
+}
+
+/// The seed's HDFSWordCount with its directory and its checkpoint in a bucket, SIGKILLed every
+/// ten files and restarted: each batch's counts, taken once per batch time, add up to exactly the
+/// words of the objects written.
+#[test]
+fn the_seeds_hdfs_word_count_counts_a_bucket_exactly_once_across_sigkills() {
+    use std::collections::BTreeMap;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    let Some(s3) = support::S3Server::start("HDFSWordCount on S3") else {
+        return;
+    };
+    let bucket = s3.bucket("hdfs-word-count");
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let start = || {
+        let mut child = Command::new(support::example_binary("dir_word_count"))
+            .args(["--source", &format!("lines={bucket}/wordcount_dir/")])
+            .args(["--checkpoint", &format!("{bucket}/checkpoints")])
+            .args(["--batch", "200ms", "--storage-lease", "1s"])
+            .envs(s3.env())
+            .env("STREAMC_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        keep_stdout(&mut child, &printed);
+        child
+    };
+    let mut rng = streamc::testkit::Rng::new(9);
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    let mut app = start();
+    for i in 0..30 {
+        // Seven words at most: `print` shows a batch's first ten records.
+        let words: Vec<String> = (0..1 + rng.next_u64() % 15)
+            .map(|_| format!("w{}", rng.next_u64() % 7))
+            .collect();
+        for w in &words {
+            *expected.entry(w.clone()).or_insert(0) += 1;
+        }
+        s3.put_object(
+            "hdfs-word-count",
+            &format!("wordcount_dir/part-{i:03}.txt"),
+            words.join(" ").as_bytes(),
+        );
+        std::thread::sleep(Duration::from_millis(rng.next_u64() % 250));
+        if i % 10 == 9 {
+            app.kill().unwrap();
+            app.wait().unwrap();
+            app = start();
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    support::ask_to_stop(&mut app);
+    assert!(app.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(200));
+    let stdout = printed.lock().unwrap().clone();
+    let mut counted: BTreeMap<String, u64> = BTreeMap::new();
+    for records in printed_by_batch(&stdout).into_values() {
+        for (word, n) in records {
+            *counted.entry(word).or_insert(0) += n;
+        }
+    }
+    assert_eq!(counted, expected, "printed:\n{stdout}");
+}
+
+/// The seed's UpdateStateByKeyWordCount with its checkpoint and its write-ahead log in a bucket:
+/// SIGKILLed after each round of lines is logged, then restarted against a silent socket, its
+/// running totals are exactly the words sent.
+#[test]
+fn the_seeds_update_state_by_key_word_count_keeps_exact_totals_in_a_bucket_across_sigkills() {
+    use std::collections::BTreeMap;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    use streamc::testkit::LineServer;
+    let Some(s3) = support::S3Server::start("UpdateStateByKeyWordCount on S3") else {
+        return;
+    };
+    let bucket = s3.bucket("state-word-count");
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let start = |peer: String| {
+        let mut child = Command::new(support::example_binary("update_state_by_key_word_count"))
+            .args(["--source", &format!("lines={peer}")])
+            .args(["--checkpoint", &format!("{bucket}/checkpoints")])
+            .args(["--wal", "--batch", "3s", "--storage-lease", "1s"])
+            .envs(s3.env())
+            .env("STREAMC_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        keep_stdout(&mut child, &printed);
+        child
+    };
+    let logged = || {
+        s3.objects("state-word-count", "checkpoints/wal/lines/")
+            .iter()
+            .map(|(_, size)| size)
+            .sum::<u64>()
+    };
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    let mut sent = 0u64;
+    for round in 0..3 {
+        let lines: Vec<String> = (0..500)
+            .map(|i| format!("w{} w{}", (i + round) % 7, i % 3))
+            .collect();
+        for w in lines.iter().flat_map(|l| l.split(' ')) {
+            *expected.entry(w.to_string()).or_insert(0) += 1;
+        }
+        let text = lines.join("\n") + "\n";
+        sent += text.len() as u64 - 1;
+        let server = LineServer::once(text.into_bytes()).unwrap();
+        let mut app = start(server.address().to_string());
+        assert!(
+            server.wait_for_connections(2, Duration::from_secs(30)),
+            "round {round}: the receiver never read the data to its end"
+        );
+        assert!(
+            logged() >= sent,
+            "round {round}: the log never held the data"
+        );
+        app.kill().unwrap();
+        app.wait().unwrap();
+    }
+    let idle = LineServer::once(Vec::new()).unwrap();
+    let mut app = start(idle.address().to_string());
+    let total: u64 = expected.values().sum();
+    let last_totals = || -> BTreeMap<String, u64> {
+        let stdout = printed.lock().unwrap().clone();
+        printed_by_batch(&stdout)
+            .into_values()
+            .last()
+            .unwrap_or_default()
+            .into_iter()
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while last_totals().values().sum::<u64>() < total && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    support::ask_to_stop(&mut app);
+    assert!(app.wait().unwrap().success());
+    assert_eq!(
+        last_totals(),
+        expected,
+        "printed:\n{}",
+        printed.lock().unwrap()
+    );
+}
