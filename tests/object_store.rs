@@ -359,3 +359,80 @@ fn the_seeds_update_state_by_key_word_count_keeps_exact_totals_in_a_bucket_acros
         printed.lock().unwrap()
     );
 }
+
+fn output_batches() -> Vec<Vec<String>> {
+    vec![
+        vec!["a b a".into(), "c".into()],
+        vec![],
+        vec!["b".into(), "d d d d".into()],
+    ]
+}
+
+mod outputs {
+    use streamc::prelude::*;
+    stream! {
+        app s3_outputs { batch: 1s, workers: 2 }
+        let lines = queue_stream::<String>(crate::output_batches());
+        let counts = lines.flat_map(|l| l.split(' ')).map(|w| (w.to_string(), 1u64)).reduce_by_key(|a, b| a + b);
+        counts.save_as_text_files("s3://outputs/counts", "txt");
+        lines.map(|l| l.clone()).save_to_rolling_files(RollingFiles::new("s3://outputs/rolled").max_bytes(8));
+    }
+}
+
+/// `save_as_text_files` and the rolling sink on a bucket: Spark's layout with a `_SUCCESS` marker
+/// per batch; finished rolled objects only, no piece left after a graceful stop.
+#[test]
+fn file_outputs_write_whole_objects_to_a_bucket() {
+    let Some(s3) = support::S3Server::start("the file outputs on S3") else {
+        return;
+    };
+    s3.bucket("outputs");
+    let options = s3.options();
+    outputs::s3_outputs::app()
+        .configure(|c| {
+            c.storage.options = options;
+            c.stop_when_drained = true;
+        })
+        .run()
+        .unwrap();
+    let mut keys = s3.keys("outputs", "counts-");
+    keys.sort();
+    let batch_dirs: std::collections::BTreeSet<String> = keys
+        .iter()
+        .map(|k| k.split('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(batch_dirs.len(), 3, "{keys:?}");
+    for dir in &batch_dirs {
+        assert!(keys.contains(&format!("{dir}/_SUCCESS")), "{keys:?}");
+        assert!(keys.contains(&format!("{dir}/part-00000")), "{keys:?}");
+    }
+    let first = batch_dirs.iter().next().unwrap();
+    let mut lines: Vec<String> = keys
+        .iter()
+        .filter(|k| k.starts_with(&format!("{first}/part-")))
+        .flat_map(|k| {
+            s3.get_object("outputs", k)
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    lines.sort();
+    assert_eq!(lines, vec!["(a,2)", "(b,1)", "(c,1)"]);
+
+    let rolled = s3.keys("outputs", "rolled/");
+    assert!(
+        rolled.iter().all(|k| !k.contains(".inprogress")),
+        "no piece is left after the stop: {rolled:?}"
+    );
+    let mut text = String::new();
+    for key in rolled.iter().filter(|k| k.starts_with("rolled/part-")) {
+        text.push_str(&s3.get_object("outputs", key));
+    }
+    let mut got: Vec<&str> = text.lines().collect();
+    got.sort();
+    let mut expected = output_batches().concat();
+    expected.sort();
+    assert_eq!(got, expected, "{rolled:?}");
+    assert!(rolled.len() >= 3, "rolled at 8 bytes: {rolled:?}");
+}

@@ -154,6 +154,7 @@ impl AppConfig {
             retry: self.sinks.retry,
             idle_timeout: self.sinks.idle_timeout,
             stop: Default::default(),
+            storage: self.storage.clone(),
         }
     }
 

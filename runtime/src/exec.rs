@@ -308,6 +308,8 @@ where
 /// `prefix-<batch time in ms>[.suffix]` with one `part-NNNNN` file per partition, one record per line
 /// as `print` shows it. The directory is written under a temporary name and renamed, so readers never
 /// see a partial batch; a batch run again after a crash replaces its directory with the same content.
+/// On an object store (`s3://bucket/out/counts`) each part is one object, and `_SUCCESS` marks the
+/// batch complete, as Hadoop's committers do.
 pub fn save_as_text_files<D, T, B>(
     ctx: &BatchContext<'_>,
     data: D,
@@ -330,10 +332,16 @@ where
         format!("{prefix}-{}.{suffix}", ctx.time.millis())
     };
     // A batch whose output cannot be written (after retries) stops the app, and says why.
-    crate::sink::write_whole_batch(&ctx.sink_env(), prefix, |_, stats| {
-        crate::output::write_batch_dir(std::path::Path::new(&name), &parts).map_err(|e| {
-            crate::sink::SinkError::Unavailable(format!("cannot write {name}: {e}"))
-        })?;
+    let env = ctx.sink_env();
+    crate::sink::write_whole_batch(&env, prefix, |_, stats| {
+        crate::output::write_batch_at(&name, &parts, &env.settings.storage).map_err(
+            |e| match e {
+                crate::output::BatchWriteError::BadLocation(e) => crate::sink::SinkError::Fatal(e),
+                crate::output::BatchWriteError::Unavailable(e) => {
+                    crate::sink::SinkError::Unavailable(e)
+                }
+            },
+        )?;
         let records = parts.iter().map(Vec::len).sum::<usize>() as u64;
         stats
             .records

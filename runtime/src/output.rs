@@ -158,6 +158,46 @@ show_tuple!(A B C D E F);
 show_tuple!(A B C D E F G);
 show_tuple!(A B C D E F G H);
 
+/// Writes partitions as `part-NNNNN` files of the directory or object store prefix `dir`
+/// ([`write_batch_dir`] locally; on a store every part is one object, then an empty `_SUCCESS`
+/// says the batch is complete). Written again after a crash, the same names get the same content.
+pub fn write_batch_at<T: Show>(
+    dir: &str,
+    parts: &[Vec<T>],
+    storage: &crate::store::StorageOptions,
+) -> Result<(), BatchWriteError> {
+    use crate::store::{Location, Put};
+    let unavailable = |e: String| BatchWriteError::Unavailable(format!("cannot write {dir}: {e}"));
+    let location = Location::parse(dir).map_err(BatchWriteError::BadLocation)?;
+    let Some(path) = location.local_path() else {
+        let store = crate::store::open(&location, storage).map_err(BatchWriteError::BadLocation)?;
+        for (i, part) in parts.iter().enumerate() {
+            let mut text = String::new();
+            for record in part {
+                record.show(&mut text);
+                text.push('\n');
+            }
+            store
+                .put(&format!("part-{i:05}"), text.into_bytes(), Put::Overwrite)
+                .map_err(|e| unavailable(e.to_string()))?;
+        }
+        return store
+            .put("_SUCCESS", Vec::new(), Put::Overwrite)
+            .map(|_| ())
+            .map_err(|e| unavailable(e.to_string()));
+    };
+    write_batch_dir(path, parts).map_err(|e| unavailable(e.to_string()))
+}
+
+/// Why a batch's files were not written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchWriteError {
+    /// The location cannot be used at all (a scheme this build does not know): retrying is useless.
+    BadLocation(String),
+    /// The disk or the store failed: worth retrying.
+    Unavailable(String),
+}
+
 /// Writes partitions as `dir/part-NNNNN` text files, atomically: into a temporary sibling directory,
 /// fsynced, then renamed over `dir` (an earlier copy of the same batch is replaced).
 pub fn write_batch_dir<T: Show>(dir: &std::path::Path, parts: &[Vec<T>]) -> std::io::Result<()> {

@@ -417,6 +417,21 @@ impl S3Server {
         assert!(status.0 == 200, "putting {bucket}/{key}: {}", status.1);
     }
 
+    /// The contents of object `key` of `bucket`, read through streamc's own (signed) client:
+    /// moto refuses anonymous reads of objects a signed request wrote.
+    pub fn get_object(&self, bucket: &str, key: &str) -> String {
+        let options = streamc::store::StorageOptions {
+            options: self.options(),
+            ..Default::default()
+        };
+        let location = streamc::store::Location::parse(&format!("s3://{bucket}")).unwrap();
+        let store = streamc::store::open(&location, &options).expect("open the bucket");
+        let blob = store
+            .get(key)
+            .unwrap_or_else(|e| panic!("getting {bucket}/{key}: {e}"));
+        String::from_utf8_lossy(&blob.bytes).into_owned()
+    }
+
     /// The keys of `bucket` under `prefix`.
     pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
         self.objects(bucket, prefix)

@@ -275,6 +275,8 @@ pub struct SinkSettings {
     pub idle_timeout: Duration,
     /// The run's stop state: retries end when the run is aborted.
     pub stop: StopSignal,
+    /// How file outputs on object stores (`s3://`, `gs://`, `az://`) reach them.
+    pub storage: crate::store::StorageOptions,
 }
 
 impl SinkSettings {
@@ -319,6 +321,7 @@ impl Default for SinkSettings {
             retry: RetryPolicy::default(),
             idle_timeout: Duration::from_secs(60),
             stop: StopSignal::default(),
+            storage: Default::default(),
         }
     }
 }

@@ -7,16 +7,22 @@
 //! batch written and the in-progress file's committed length. On reopening after a crash the in-progress
 //! file is cut back to that length and batches up to the last one are skipped, so every batch lands
 //! exactly once whatever the moment of the crash.
+//!
+//! On an object store, which can neither append nor rename, each batch's text is a hidden object
+//! `.inprogress/<batch ms>`; rolling writes the finished object from them in one PUT (it appears
+//! whole), saves the state, then deletes them. A finished object that exists for the state's
+//! batches tells a reopening sink that the roll happened before a crash.
 
 use super::{
     BatchDestination, OutputFailed, OutputResult, PartitionId, SinkEnv, SinkError, SinkStats,
 };
 use crate::output::Show;
+use crate::store::{Location, Put, StorageOptions, Store, StoreError};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const IN_PROGRESS: &str = ".inprogress";
@@ -50,7 +56,9 @@ impl<T: Show + Send> BatchDestination<T> for RollingFiles {
         let spec = self.with_dir(dir);
         let sink = env
             .sinks
-            .get_or_open(&name, || RollingSink::open(spec))
+            .get_or_open(&name, || {
+                RollingSink::open_with(spec, &env.settings.storage)
+            })
             .map_err(|e| OutputFailed::new(&name, e))?;
         super::write_whole_batch(env, &name, |at, stats| sink.write(at, &parts, stats))
     }
@@ -167,10 +175,69 @@ impl RollState {
 pub struct RollingSink {
     spec: RollingFiles,
     state: Mutex<RollState>,
+    /// The object store the files go to; `None`: a local directory.
+    objects: Option<Arc<dyn Store>>,
 }
 
 impl RollingSink {
-    /// Opens the directory, recovering from a crash (see the module docs).
+    /// Opens the directory or object store prefix, recovering from a crash (see the module docs).
+    pub fn open_with(spec: RollingFiles, storage: &StorageOptions) -> Result<Self, SinkError> {
+        let location = Location::parse(&spec.dir.to_string_lossy()).map_err(SinkError::Fatal)?;
+        if location.local_path().is_some() {
+            return Self::open(spec);
+        }
+        Self::open_on(
+            spec,
+            crate::store::open(&location, storage).map_err(SinkError::Fatal)?,
+        )
+    }
+
+    /// Opens the sink on `store`, one object per batch until each roll.
+    fn open_on(spec: RollingFiles, store: Arc<dyn Store>) -> Result<Self, SinkError> {
+        let location = store.location().clone();
+        let unavailable = |e: StoreError| SinkError::Unavailable(e.to_string());
+        let mut state = match store.get(STATE) {
+            Ok(blob) => {
+                RollState::decode(&String::from_utf8_lossy(&blob.bytes)).ok_or_else(|| {
+                    SinkError::Fatal(format!(
+                        "{} is not a rolling-file state; move it away to start afresh",
+                        location.join(STATE)
+                    ))
+                })?
+            }
+            Err(StoreError::NotFound(_)) => RollState::default(),
+            Err(e) => return Err(unavailable(e)),
+        };
+        if let Some(name) = finished_name(&spec, &state) {
+            if state.committed_len > 0 && store.get_range(&name, 0, 1).is_ok() {
+                // A crash right after a roll wrote the finished object: start a new one.
+                state.first_batch = None;
+                state.committed_len = 0;
+            }
+        }
+        // Pieces that are not the committed in-progress file's: a roll's leftovers, or a batch
+        // whose state was never saved (it is written again).
+        for piece in store.list(IN_PROGRESS).map_err(unavailable)? {
+            let time: Option<u64> = piece.name.parse().ok();
+            let committed = state.committed_len > 0
+                && time.is_some_and(|t| {
+                    state.first_batch.is_some_and(|f| t >= f)
+                        && state.last_batch.is_some_and(|l| t <= l)
+                });
+            if !committed {
+                store
+                    .delete(&format!("{IN_PROGRESS}/{}", piece.name))
+                    .map_err(unavailable)?;
+            }
+        }
+        Ok(Self {
+            spec,
+            state: Mutex::new(state),
+            objects: Some(store),
+        })
+    }
+
+    /// Opens the local directory, recovering from a crash (see the module docs).
     pub fn open(spec: RollingFiles) -> Result<Self, SinkError> {
         let io = |what: &str, e: std::io::Error| {
             SinkError::Fatal(format!("cannot {what} {}: {e}", spec.dir.display()))
@@ -194,6 +261,7 @@ impl RollingSink {
         Ok(Self {
             spec,
             state: Mutex::new(state),
+            objects: None,
         })
     }
 
@@ -225,8 +293,16 @@ impl RollingSink {
         }
         let mut next = *state;
         if !text.is_empty() {
-            self.append(state.committed_len, text.as_bytes())
-                .map_err(|e| self.unavailable("write", IN_PROGRESS, e))?;
+            match &self.objects {
+                Some(store) => {
+                    store
+                        .put(&piece_name(time), text.clone().into_bytes(), Put::Overwrite)
+                        .map_err(|e| SinkError::Unavailable(e.to_string()))?;
+                }
+                None => self
+                    .append(state.committed_len, text.as_bytes())
+                    .map_err(|e| self.unavailable("write", IN_PROGRESS, e))?,
+            }
             next.committed_len += text.len() as u64;
             next.first_batch = next.first_batch.or(Some(time));
         }
@@ -264,13 +340,12 @@ impl RollingSink {
     }
 
     fn roll(&self, state: &mut RollState) -> Result<(), SinkError> {
-        let (Some(first), Some(last)) = (state.first_batch, state.last_batch) else {
+        let Some(name) = finished_name(&self.spec, state) else {
             return Ok(());
         };
-        let name = format!(
-            "{}-{first:013}-{last:013}{}",
-            self.spec.prefix, self.spec.suffix
-        );
+        if let Some(store) = &self.objects {
+            return self.roll_objects(store.as_ref(), state, &name);
+        }
         let from = self.spec.dir.join(IN_PROGRESS);
         // Drop anything past the committed length before the file becomes visible.
         OpenOptions::new()
@@ -291,7 +366,63 @@ impl RollingSink {
         Ok(())
     }
 
+    /// Rolls on an object store: the finished object from the batches' pieces, the state, then
+    /// the pieces go.
+    fn roll_objects(
+        &self,
+        store: &dyn Store,
+        state: &mut RollState,
+        name: &str,
+    ) -> Result<(), SinkError> {
+        let unavailable = |e: StoreError| SinkError::Unavailable(e.to_string());
+        let mut pieces: Vec<u64> = store
+            .list(IN_PROGRESS)
+            .map_err(unavailable)?
+            .iter()
+            .filter_map(|piece| piece.name.parse().ok())
+            .filter(|t| {
+                state.first_batch.is_some_and(|f| *t >= f)
+                    && state.last_batch.is_some_and(|l| *t <= l)
+            })
+            .collect();
+        pieces.sort_unstable();
+        let mut bytes = Vec::with_capacity(state.committed_len as usize);
+        for &time in &pieces {
+            bytes.extend(store.get(&piece_name(time)).map_err(unavailable)?.bytes);
+        }
+        if bytes.len() as u64 != state.committed_len {
+            return Err(SinkError::Fatal(format!(
+                "the in-progress pieces in {} hold {} bytes, and the state says {}: move the \
+                 directory away to start afresh",
+                store.location().join(IN_PROGRESS),
+                bytes.len(),
+                state.committed_len
+            )));
+        }
+        store
+            .put(name, bytes, Put::Overwrite)
+            .map_err(unavailable)?;
+        super::failpoint("rolling.after_rename");
+        let next = RollState {
+            last_batch: state.last_batch,
+            first_batch: None,
+            committed_len: 0,
+        };
+        self.save(&next)?;
+        *state = next;
+        for time in pieces {
+            store.delete(&piece_name(time)).map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
     fn save(&self, state: &RollState) -> Result<(), SinkError> {
+        if let Some(store) = &self.objects {
+            return store
+                .put(STATE, state.encode().into_bytes(), Put::Overwrite)
+                .map(|_| ())
+                .map_err(|e| SinkError::Unavailable(e.to_string()));
+        }
         let tmp = self.spec.dir.join(format!("{STATE}.tmp"));
         let result = File::create(&tmp)
             .and_then(|mut f| {
@@ -309,6 +440,20 @@ impl RollingSink {
             self.spec.dir.join(file).display()
         ))
     }
+}
+
+/// The finished file of the state's batches, if it has any.
+fn finished_name(spec: &RollingFiles, state: &RollState) -> Option<String> {
+    let (first, last) = (state.first_batch?, state.last_batch?);
+    Some(format!(
+        "{}-{first:013}-{last:013}{}",
+        spec.prefix, spec.suffix
+    ))
+}
+
+/// The object holding batch `time`'s text until the roll.
+fn piece_name(time: u64) -> String {
+    format!("{IN_PROGRESS}/{time:013}")
 }
 
 impl super::OpenSink for RollingSink {
@@ -418,5 +563,61 @@ mod tests {
         };
         assert_eq!(RollState::decode(&s.encode()), Some(s));
         assert_eq!(RollState::decode("garbage"), None);
+    }
+
+    #[test]
+    fn on_an_object_store_batches_are_pieces_until_a_roll_and_crashes_change_nothing() {
+        let dir = temp("objects");
+        let store: Arc<dyn Store> = Arc::new(crate::store::LocalStore::new(&dir));
+        let stats = SinkStats::default();
+        let spec = RollingFiles::new("s3://bucket/clicks").max_bytes(12);
+        let sink = RollingSink::open_on(spec.clone(), store.clone()).unwrap();
+        sink.write(at(1000), &[vec!["aaaa"], vec!["bbbb"]], &stats)
+            .unwrap();
+        assert!(finished(&dir).is_empty());
+        assert_eq!(store.list(IN_PROGRESS).unwrap().len(), 1);
+        // A crash after batch 2000's piece, before its state: the piece goes at reopening.
+        store
+            .put(&piece_name(2000), b"half".to_vec(), Put::Overwrite)
+            .unwrap();
+        drop(sink);
+        let sink = RollingSink::open_on(spec.clone(), store.clone()).unwrap();
+        assert_eq!(store.list(IN_PROGRESS).unwrap().len(), 1);
+        sink.write(at(1000), &[vec!["dup!"]], &stats).unwrap();
+        sink.write(at(2000), &[vec!["cccc"]], &stats).unwrap();
+        assert_eq!(
+            finished(&dir),
+            vec![(
+                "part-0000000001000-0000000002000.txt".into(),
+                "aaaa\nbbbb\ncccc\n".into()
+            )]
+        );
+        assert!(store.list(IN_PROGRESS).unwrap().is_empty());
+        // A crash after a roll wrote the finished object, before its state was saved.
+        sink.write(at(3000), &[vec!["x"]], &stats).unwrap();
+        let state = RollState {
+            last_batch: Some(3000),
+            first_batch: Some(3000),
+            committed_len: 2,
+        };
+        store
+            .put(
+                "part-0000000003000-0000000003000.txt",
+                b"x\n".to_vec(),
+                Put::Overwrite,
+            )
+            .unwrap();
+        store
+            .put(STATE, state.encode().into_bytes(), Put::Overwrite)
+            .unwrap();
+        drop(sink);
+        let sink = RollingSink::open_on(spec, store.clone()).unwrap();
+        assert!(store.list(IN_PROGRESS).unwrap().is_empty());
+        sink.write(at(4000), &[vec!["y"]], &stats).unwrap();
+        sink.close().unwrap();
+        let files = finished(&dir);
+        assert_eq!(files.len(), 3, "{files:?}");
+        assert_eq!(files[2].1, "y\n");
+        let _ = fs::remove_dir_all(dir);
     }
 }

@@ -13,7 +13,10 @@ use object_store::{
     PutPayload, RetryConfig, UpdateVersion,
 };
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Clients by bucket URL and options.
+type ClientCache = std::collections::HashMap<(String, Vec<(String, String)>), Arc<dyn ObjectStore>>;
 use std::time::Duration;
 
 /// A prefix in a bucket or container.
@@ -96,6 +99,19 @@ impl ObjectStoreBackend {
         let bad_key = |key: &str, e: object_store::Error| {
             format!("storage option `{key}` is not one the {scheme}:// store knows: {e}")
         };
+        // One client per bucket and options, shared by the checkpoints, logs, sources and
+        // outputs of the process: connections are reused, and outputs opened per batch cost no
+        // new client.
+        static CLIENTS: OnceLock<Mutex<ClientCache>> = OnceLock::new();
+        let key = (bucket_url.clone(), settings.clone());
+        let clients = CLIENTS.get_or_init(Default::default);
+        if let Some(store) = clients.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(Self {
+                store: store.clone(),
+                prefix: prefix.trim_matches('/').to_string(),
+                location: Location::Remote(url.to_string()),
+            });
+        }
         let store: Arc<dyn ObjectStore> = match scheme {
             "s3" | "s3a" => {
                 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
@@ -131,6 +147,10 @@ impl ObjectStoreBackend {
                 Arc::new(builder.build().map_err(|e| cannot_open(url, e))?)
             }
         };
+        clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, store.clone());
         Ok(Self {
             store,
             prefix: prefix.trim_matches('/').to_string(),
