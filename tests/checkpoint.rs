@@ -381,6 +381,58 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     );
 }
 
+/// The same with the checkpoints in a bucket: a truncated newest checkpoint object is skipped
+/// (and set aside), and the one before it restored.
+#[test]
+fn a_damaged_newest_checkpoint_in_a_bucket_falls_back_to_the_previous_one() {
+    use streamc::store::{Location, Put, StorageOptions};
+    let Some(s3) = support::S3Server::start("the damaged checkpoint test on S3") else {
+        return;
+    };
+    let location = Location::parse(&format!("{}/counter", s3.bucket("damaged"))).unwrap();
+    let options = s3.options();
+    let at = |c: &mut streamc::AppConfig| {
+        c.checkpoint_dir = Some(location.clone());
+        c.checkpoint_every = Some(Duration::from_secs(1));
+        c.storage.options = options.clone();
+    };
+    let mut first = v1::counter::app().configure(at).test_driver().unwrap();
+    first.run_batches(4);
+    drop(first);
+    let store = streamc::store::open(
+        &location,
+        &StorageOptions {
+            options: s3.options(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let name = format!("checkpoint-{:020}.ckpt", 4000);
+    let bytes = store.get(&name).unwrap().bytes;
+    store
+        .put(&name, bytes[..bytes.len() / 2].to_vec(), Put::Overwrite)
+        .unwrap();
+    let mut resumed = v1::counter::app().configure(at).test_driver().unwrap();
+    resumed.run_batch();
+    let (time, _) = resumed
+        .take::<(String, u64)>("totals")
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(
+        time.millis(),
+        4000,
+        "the 4 s checkpoint is truncated, so batch 4 is re-run from the 3 s one"
+    );
+    assert!(
+        s3.keys("damaged", "counter/")
+            .iter()
+            .any(|k| k.ends_with(".ckpt.unreadable")),
+        "the damaged object is kept aside: {:?}",
+        s3.keys("damaged", "counter/")
+    );
+}
+
 mod per_stream {
     use streamc::prelude::*;
     stream! {

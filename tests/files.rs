@@ -105,6 +105,14 @@ fn dir_crash_child() {
                 Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
             // On a bucket, a restart after SIGKILL waits out this lease.
             c.storage.lease = Duration::from_millis(300);
+            // An unreachable store gives up within seconds (the outage test).
+            c.storage.retry_timeout = Duration::from_secs(1);
+            c.storage.request_timeout = Duration::from_secs(2);
+            c.sinks.retry = streamc::sink::RetryPolicy {
+                attempts: 6,
+                initial_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(1),
+            };
         })
         .stop_on_signals()
         .run()
@@ -177,5 +185,85 @@ fn objects_in_a_bucket_are_counted_exactly_once_across_sigkills() {
         &s3.env(),
         |name, contents| s3.put_object("files-crash", &format!("incoming/{name}"), contents),
         "s3",
+    );
+}
+
+/// The bucket out of reach mid-run (its connections cut): a short outage only delays batches,
+/// which wait and retry; a long one stops the app by itself with an error; restarted once the
+/// bucket is back, it counts every object exactly once, those written during the outage too.
+#[test]
+fn a_bucket_out_of_reach_delays_batches_then_stops_the_app_and_a_restart_loses_nothing() {
+    use std::time::Instant;
+    let Some(s3) = support::S3Server::start("the store outage test") else {
+        return;
+    };
+    let bucket = s3.bucket("files-outage");
+    let proxy = support::CuttableProxy::start(s3.port);
+    let env = s3.env_through(proxy.port);
+    let out = temp_dir("files-outage-out");
+    let (peer, checkpoints) = (
+        format!("{bucket}/incoming/"),
+        format!("{bucket}/checkpoints"),
+    );
+    let start = || support::child_with("dir_crash_child", &out, &checkpoints, &peer, &env);
+    let mut expected = BTreeMap::new();
+    let mut n = 0;
+    let mut drop_some = |count: usize, expected: &mut BTreeMap<String, u64>| {
+        for _ in 0..count {
+            let text = format!("k{} k{}", n % 7, n % 5);
+            count_words(&text, expected);
+            s3.put_object(
+                "files-outage",
+                &format!("incoming/f{n:03}.txt"),
+                text.as_bytes(),
+            );
+            n += 1;
+        }
+    };
+    let mut app = start();
+    drop_some(10, &mut expected);
+    std::thread::sleep(Duration::from_millis(1500));
+    // A short outage: within the retries.
+    proxy.set_down(true);
+    drop_some(5, &mut expected);
+    std::thread::sleep(Duration::from_millis(1500));
+    proxy.set_down(false);
+    assert!(
+        app.try_wait().unwrap().is_none(),
+        "a short outage does not stop the app"
+    );
+    drop_some(5, &mut expected);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        app.try_wait().unwrap().is_none(),
+        "the app goes on once the bucket is back"
+    );
+    // A long one: the app gives up and stops by itself.
+    proxy.set_down(true);
+    drop_some(5, &mut expected);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = app.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the app must stop when the bucket stays away"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        !status.success(),
+        "stopping on an outage is a failure: {status:?}"
+    );
+    proxy.set_down(false);
+    drop_some(5, &mut expected);
+    let app = start();
+    std::thread::sleep(Duration::from_millis(3000));
+    terminate(app);
+    assert_eq!(
+        counts(&published(&out, "totals.txt")),
+        expected,
+        "every object is counted exactly once across the outages"
     );
 }

@@ -450,7 +450,22 @@ impl<P: Pipeline> TestDriver<P> {
                 self.time = self.time.plus(self.interval);
                 let cut = self.sources.cut(self.time, self.workers);
                 let dir = self.checkpointer.as_ref().map(Checkpointer::journal_dir);
-                engine::journal(dir.as_ref(), self.time, self.workers, &cut.positions);
+                // The driver runs the batch anyway: a test sees the failure in the log, and
+                // real runs stop on it (see `engine::journal`).
+                let once = crate::sink::RetryPolicy {
+                    attempts: 1,
+                    ..Default::default()
+                };
+                if let Err(e) = engine::journal(
+                    dir.as_ref(),
+                    self.time,
+                    self.workers,
+                    &cut.positions,
+                    &once,
+                    &Default::default(),
+                ) {
+                    tracing::error!("{e}");
+                }
                 cut
             }
         };

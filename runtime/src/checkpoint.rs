@@ -93,13 +93,29 @@ pub struct DirLock {
     _claim: Claim,
 }
 
+impl DirLock {
+    /// Why this app no longer holds the location, if another took it over.
+    pub fn lost(&self) -> Option<String> {
+        match &self._claim {
+            Claim::Lease(lease) if lease.lost.load(std::sync::atomic::Ordering::SeqCst) => {
+                Some(format!(
+                    "fenced: another app took the checkpoint location {} over while this one \
+                     could not renew its lease (a store out of reach longer than --storage-lease)",
+                    lease.store.location()
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Held only for its drop: closing the file releases the lock, dropping the lease deletes it.
 #[derive(Debug)]
 enum Claim {
     /// The operating system's lock on a local lock file.
     File(#[allow(dead_code)] File),
     /// A lease object renewed in the background.
-    Lease(#[allow(dead_code)] Lease),
+    Lease(Lease),
 }
 
 /// The file a running app holds locked in its checkpoint directory (the lease object on stores).
@@ -157,6 +173,13 @@ impl CheckpointDir {
         self.store.location()
     }
 
+    /// Whether `name` holds exactly the `len` bytes of checksum `checksum`.
+    fn holds(&self, name: &str, len: u64, checksum: u32) -> bool {
+        self.store.get(name).is_ok_and(|blob| {
+            blob.bytes.len() as u64 == len && crc32fast::hash(&blob.bytes) == checksum
+        })
+    }
+
     /// A file's full name, for messages.
     pub fn describe(&self, name: &str) -> String {
         self.location().join(name).to_string()
@@ -189,8 +212,11 @@ impl CheckpointDir {
         let name = format!("{PREFIX}{:020}{SUFFIX}", checkpoint.time_ms);
         let bytes = frame(FORMAT_VERSION, &payload);
         let len = bytes.len() as u64;
+        let checksum = crc32fast::hash(&bytes);
         match self.store.put(&name, bytes, Put::Create) {
             Ok(_) => {}
+            // A create whose answer was lost and was sent again finds its own checkpoint.
+            Err(StoreError::Exists(_)) if self.holds(&name, len, checksum) => {}
             Err(StoreError::Exists(_)) => {
                 return Err(WriteFailure::Fenced(format!(
                     "fenced: the checkpoint {} already exists, written by another app on the \
@@ -486,6 +512,8 @@ struct Lease {
     stop: Arc<(Mutex<bool>, Condvar)>,
     renewer: Option<std::thread::JoinHandle<()>>,
     store: Arc<dyn Store>,
+    /// Set when another app took the location over: this one must stop writing to it.
+    lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Lease {
@@ -544,7 +572,8 @@ impl Lease {
             Err(e) => return Err(text(e)),
         };
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let (flag, renewer_store) = (stop.clone(), store.clone());
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, renewer_store, renewer_lost) = (stop.clone(), store.clone(), lost.clone());
         let renewer = std::thread::Builder::new()
             .name("streamc-lease".into())
             .spawn(move || {
@@ -567,9 +596,18 @@ impl Lease {
                     match renewer_store.put(LOCK_FILE, claim(renewal), mode) {
                         Ok(v) => version = v,
                         Err(StoreError::Changed(_)) | Err(StoreError::NotFound(_)) => {
+                            // A renewal whose answer was lost, then retried, finds its own
+                            // write: still ours.
+                            if let Ok(blob) = renewer_store.get(LOCK_FILE) {
+                                if blob.bytes == claim(renewal) {
+                                    version = blob.version;
+                                    continue;
+                                }
+                            }
                             // Checkpoints are created only if absent, so the new holder's and
-                            // ours cannot both commit one batch; we stop trying to.
+                            // ours cannot both commit one batch; this app stops at its next one.
                             tracing::error!(location = %renewer_store.location(), "lost the lease on the checkpoint location to another app");
+                            renewer_lost.store(true, std::sync::atomic::Ordering::SeqCst);
                             return;
                         }
                         Err(e) => tracing::warn!("cannot renew the lease on the checkpoint location: {e}"),
@@ -581,6 +619,7 @@ impl Lease {
             stop,
             renewer: Some(renewer),
             store,
+            lost,
         })
     }
 }
@@ -594,7 +633,8 @@ impl Drop for Lease {
             .renewer
             .take()
             .map(|r| r.join().is_err())
-            .unwrap_or(true);
+            .unwrap_or(true)
+            || self.lost.load(std::sync::atomic::Ordering::SeqCst);
         // A clean stop frees the location at once; a restart need not wait out the lease.
         if !lost {
             let _ = self.store.delete(LOCK_FILE);

@@ -40,7 +40,8 @@ pub enum RunError {
     /// the batch for good. The checkpoint covers only the batches before it.
     OutputFailed(String),
     /// A receiver failed for good: it could not store what it received within
-    /// `--receiver-failure-timeout`.
+    /// `--receiver-failure-timeout`; or a batch could not be journaled before it ran (the
+    /// checkpoint store out of reach through every retry).
     ReceiverFailed(String),
     /// Anything else that stopped the app: it could not start (its threads, the pipeline's own
     /// build, the monitoring server, a source), or a thread of the runtime panicked.
@@ -237,7 +238,7 @@ pub(crate) fn execute<P: Pipeline>(
 pub(crate) struct Checkpointer {
     dir: CheckpointDir,
     /// This run's claim on the directory, for as long as the checkpointer lives.
-    _lock: crate::checkpoint::DirLock,
+    lock: crate::checkpoint::DirLock,
     every_ms: u64,
     app: String,
     interval_ms: u64,
@@ -263,7 +264,7 @@ impl Checkpointer {
         let kept = dir.kept().map_err(RunError::Checkpoint)?.into();
         Ok(Some(Self {
             dir,
-            _lock: lock,
+            lock,
             every_ms: config.checkpoint_interval().as_millis().max(1) as u64,
             app: config.name.clone(),
             interval_ms: config.batch_interval.as_millis() as u64,
@@ -408,6 +409,9 @@ impl Checkpointer {
         positions: Vec<(String, Vec<u8>)>,
     ) -> Result<(Duration, u64, crate::source::Positions), WriteFailure> {
         let started = Instant::now();
+        if let Some(lost) = self.lock.lost() {
+            return Err(WriteFailure::Fenced(lost));
+        }
         let states = pipeline.state().snapshot()?;
         let checkpoint = Checkpoint {
             app: self.app.clone(),
@@ -504,39 +508,39 @@ pub(crate) struct Recovered {
     pub pending: Vec<JournaledBatch>,
 }
 
-/// Journals a batch before it runs, when the pipeline has replayable sources and a checkpoint directory.
+/// Journals a batch before it runs, when the pipeline has replayable sources and a checkpoint
+/// directory. A store that stays away (a full disk, a bucket out of reach) is retried under the
+/// sinks' policy; when that gives up, the batch must not run: after a crash it could not be cut
+/// again the same way. The error says so.
 pub(crate) fn journal(
     dir: Option<&CheckpointDir>,
     time: Time,
     partitions: usize,
     positions: &[(String, Vec<u8>)],
-) {
-    let Some(dir) = dir else { return };
+    retry: &crate::sink::RetryPolicy,
+    signal: &crate::stop::StopSignal,
+) -> Result<(), String> {
+    let Some(dir) = dir else { return Ok(()) };
     if positions.is_empty() {
-        return;
+        return Ok(());
     }
     let entry = JournaledBatch {
         time_ms: time.millis(),
         positions: positions.to_vec(),
         partitions: partitions as u32,
     };
-    // A full disk fails every batch's entry: say so on the first and every hundredth, and when it
-    // works again.
-    static FAILING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    match dir.journal(&entry) {
-        Ok(()) => {
-            let failed = FAILING.swap(0, std::sync::atomic::Ordering::Relaxed);
-            if failed > 0 {
-                tracing::info!(batch = %time, failed, "journaling batches works again");
-            }
-        }
-        Err(e) => {
-            let failed = FAILING.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if failed == 1 || failed.is_multiple_of(100) {
-                tracing::error!(batch = %time, failed, "cannot journal the batch; after a crash it would be cut afresh: {e}");
-            }
-        }
-    }
+    let what = format!("journaling batch {time} in {}", dir.location());
+    retry
+        .run(&what, &crate::sink::SinkStats::default(), signal, || {
+            dir.journal(&entry)
+                .map_err(crate::sink::SinkError::Unavailable)
+        })
+        .map_err(|e| {
+            format!(
+                "batch {time} could not be journaled in {}: {e}",
+                dir.location()
+            )
+        })
 }
 
 /// Options of a real-time run that are not configuration: where `print` goes, signal handling.
@@ -636,6 +640,7 @@ pub(crate) fn run<P: Pipeline>(
         resume_after: recovered.as_ref().map(|r| r.time),
         replay: recovered.map(|r| r.pending).unwrap_or_default(),
         journal: checkpointer.as_ref().map(Checkpointer::journal_dir),
+        journal_retry: config.sinks.retry,
         completed: machinery.completed.clone(),
         listeners: listeners.clone(),
         signal: signal.clone(),
@@ -793,8 +798,8 @@ pub(crate) fn run<P: Pipeline>(
     }
     if let Some(message) = signal.failure() {
         return Err(RunError::ReceiverFailed(format!(
-            "stopped because {message}. Every batch cut before the stop was processed and \
-             checkpointed: fix the cause and restart"
+            "stopped because {message}. Every batch cut before the stop was processed; a \
+             restart resumes from the last checkpoint written: fix the cause and restart"
         )));
     }
     tracing::info!(app = %config.name, batches = report.batches_completed, "stopped");
@@ -1002,6 +1007,8 @@ struct BatchPlan {
     replay: Vec<JournaledBatch>,
     /// Where batches are journaled before they run.
     journal: Option<CheckpointDir>,
+    /// How long journaling is retried before the app stops.
+    journal_retry: crate::sink::RetryPolicy,
     /// Positions of the last completed batch, passed on to the sources before each cut.
     completed: crate::source::Checkpointed,
     /// Told of each batch as it is cut (submitted).
@@ -1095,7 +1102,20 @@ fn generate_batches<S: SourceSet>(
             records,
             positions,
         } = sources.cut(next, plan.partitions);
-        journal(plan.journal.as_ref(), next, plan.partitions, &positions);
+        if let Err(e) = journal(
+            plan.journal.as_ref(),
+            next,
+            plan.partitions,
+            &positions,
+            &plan.journal_retry,
+            &plan.signal,
+        ) {
+            // Not run: a restart cuts it again from the last checkpoint's positions.
+            tracing::error!("{e}; the app stops");
+            plan.signal.fail(e);
+            sources.stop();
+            return;
+        }
         // Drained sources are the natural end of the data, as a batch job's: every batch is
         // processed, however long it takes; no deadline (a signal still brings one).
         if plan.stop_when_drained && !stopping && sources.all_finished() {

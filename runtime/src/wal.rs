@@ -319,8 +319,15 @@ impl ObjectLog {
         let segment = self.segments.last().map_or(0, |last| last + 1);
         let frame = frame(payload);
         let offset = frame.len() as u64;
-        match self.store.put(&segment_name(segment), frame, Put::Create) {
+        let checksum = crc32fast::hash(&frame);
+        let name = segment_name(segment);
+        match self.store.put(&name, frame, Put::Create) {
             Ok(_) => {}
+            // A create whose answer was lost and was sent again finds its own record.
+            Err(StoreError::Exists(_))
+                if self.store.get(&name).is_ok_and(|blob| {
+                    blob.bytes.len() as u64 == offset && crc32fast::hash(&blob.bytes) == checksum
+                }) => {}
             Err(StoreError::Exists(name)) => {
                 // Another writer on the same log: this one must not go on beside it.
                 return Err(format!(

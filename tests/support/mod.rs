@@ -85,8 +85,13 @@ pub fn child_with(
         .env(CHECKPOINTS, checkpoints)
         .env(PEER, peer)
         .env("STREAMC_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stdout(Stdio::null());
+    // STREAMC_TEST_CHILD_LOGS=1 shows the child apps' errors, to see why one stopped.
+    if std::env::var_os("STREAMC_TEST_CHILD_LOGS").is_some() {
+        command.arg("--nocapture");
+    } else {
+        command.stderr(Stdio::null());
+    }
     for (name, value) in env {
         command.env(name, value);
     }
@@ -492,5 +497,87 @@ impl Drop for S3Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy on loopback in front of `target` that can be cut off: while down it refuses new
+/// connections (accepts and closes them) and cuts the open ones, as a network partition or a
+/// store outage would.
+pub struct CuttableProxy {
+    pub port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CuttableProxy {
+    pub fn start(target: u16) -> CuttableProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let down = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = down.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if flag.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ] {
+                    let (Ok(mut from), Ok(mut to)) = (from, to) else {
+                        continue;
+                    };
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let _ = from.set_read_timeout(Some(std::time::Duration::from_millis(50)));
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            if flag.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e)
+                                    if e.kind() == std::io::ErrorKind::WouldBlock
+                                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                                Err(_) => break,
+                            }
+                        }
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        CuttableProxy { port, down }
+    }
+
+    /// Cuts the connections (`true`) or lets them through again.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl S3Server {
+    /// [`S3Server::env`] with the endpoint at `port` (a proxy in front of the server).
+    pub fn env_through(&self, port: u16) -> Vec<(&'static str, String)> {
+        let mut env = self.env();
+        for (key, value) in &mut env {
+            if *key == "AWS_ENDPOINT" {
+                *value = format!("http://127.0.0.1:{port}");
+            }
+        }
+        env
     }
 }
