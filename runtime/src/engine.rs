@@ -529,18 +529,34 @@ pub(crate) fn journal(
         positions: positions.to_vec(),
         partitions: partitions as u32,
     };
-    let what = format!("journaling batch {time} in {}", dir.location());
-    retry
-        .run(&what, &crate::sink::SinkStats::default(), signal, || {
-            dir.journal(&entry)
-                .map_err(crate::sink::SinkError::Unavailable)
-        })
-        .map_err(|e| {
-            format!(
-                "batch {time} could not be journaled in {}: {e}",
+    let mut attempt = 1;
+    loop {
+        let problem = match dir.journal(&entry) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        // Another part of the app already failed (a receiver that cannot store): stop with it.
+        let failed_elsewhere = signal.failure().is_some();
+        if attempt >= retry.attempts || failed_elsewhere || signal.is_aborted() {
+            return Err(format!(
+                "batch {time} could not be journaled in {} (gave up after {attempt} attempt(s)): {problem}",
                 dir.location()
-            )
-        })
+            ));
+        }
+        let wait = retry.backoff(attempt);
+        tracing::warn!(
+            batch = %time,
+            "journaling the batch: attempt {attempt} of {} failed, retrying in {wait:?}: {problem}",
+            retry.attempts
+        );
+        if !signal.sleep(wait) {
+            return Err(format!(
+                "batch {time} could not be journaled in {} before the app stopped: {problem}",
+                dir.location()
+            ));
+        }
+        attempt += 1;
+    }
 }
 
 /// Options of a real-time run that are not configuration: where `print` goes, signal handling.

@@ -45,8 +45,9 @@
 //! 1. leaf types and kernels: `time`, `spec` (what a pipeline declares), `settings` (a setting
 //!    declared once for its flag and its config key), `stop`, `rate`, `wal`, `shuffle`
 //!    (partitions, key hashing, the bucket shuffles), `demo`, `secret` (references to secrets and
-//!    their redaction), `kafka_client` (what every Kafka client shares: properties, owned keys,
-//!    librdkafka's log);
+//!    their redaction), `store` (where durable things live: a local directory or an object store
+//!    prefix, behind one `Store` trait), `kafka_client` (what every Kafka client shares:
+//!    properties, owned keys, librdkafka's log);
 //! 2. data: `state`, `checkpoint`, `output` (how records are shown);
 //! 3. connectors: `source` and `sink`, which never name the engine, the executor or the batch
 //!    context: receivers get a `ReceiverEnv`, sinks a `SinkEnv`;
