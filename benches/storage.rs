@@ -27,7 +27,7 @@ fn keyed_batches() -> Vec<Vec<(u64, u64)>> {
 }
 
 stream! {
-    app totals { batch: 1s, workers: 2, checkpoint: "target/streamc-bench/storage-totals" }
+    app totals { batch: 1s, workers: 2, checkpoint: "target/streamc-bench/storage-totals", checkpoint_every: 1s }
     let pairs = queue_stream::<(u64, u64)>(crate::keyed_batches());
     let totals = pairs.map(|p| *p).update_state_by_key(|new: &[u64], old: Option<u64>| Some(old.unwrap_or(0) + new.iter().sum::<u64>()));
     totals.foreach_batch(|batch, _| { std::hint::black_box(batch.len()); });
@@ -146,11 +146,12 @@ fn main() {
                 );
                 drop(driver);
                 let started = Instant::now();
-                let restored = totals::app()
+                let mut restored = totals::app()
                     .configure(|c| side.configure(c, &name))
                     .test_driver()
                     .unwrap();
                 figure.1.push(started.elapsed().as_secs_f64());
+                restored.run_batch();
                 let restored_keys: usize = restored.state_keys().iter().map(|(_, n)| n).sum();
                 assert_eq!(restored_keys as u64, keys);
                 drop(restored);

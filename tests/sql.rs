@@ -234,6 +234,8 @@ fn sql_crash_child() {
                 .insert("crash_totals".into(), setting("STREAMC_TEST_SINK_URL"));
             c.sinks.urls.insert("sql_totals_words".into(), setting(OUT));
             c.sinks.retry.initial_backoff = Duration::from_millis(20);
+            // With the checkpoints in a bucket, a restart after a kill waits out this lease.
+            c.storage.lease = Duration::from_millis(300);
         })
         .stop_on_signals()
         .run()
@@ -253,13 +255,16 @@ const FAILPOINTS: &[&str] = &[
 const SIGABRT: i32 = 6;
 const SIGKILL: i32 = 9;
 
-fn crash_child(
-    db: &Db,
-    out: &Path,
-    checkpoints: &Path,
-    input: &Path,
-    failpoint: Option<String>,
-) -> Child {
+/// Where a crash run keeps its checkpoints and its input: local directories, or a bucket.
+struct Place<'a> {
+    checkpoints: String,
+    input: String,
+    /// Puts one input file in place.
+    drop: Box<dyn Fn(&str, &[String]) + 'a>,
+    env: Vec<(&'static str, String)>,
+}
+
+fn crash_child(db: &Db, out: &Path, place: &Place<'_>, failpoint: Option<String>) -> Child {
     let mut env = vec![
         ("STREAMC_TEST_SINK_URL", db.url.clone()),
         (
@@ -268,11 +273,12 @@ fn crash_child(
         ),
     ];
     env.extend(failpoint.map(|f| ("STREAMC_FAILPOINT", f)));
+    env.extend(place.env.iter().cloned());
     child_with(
         "sql_crash_child",
         out,
-        checkpoints,
-        &input.to_string_lossy(),
+        &place.checkpoints,
+        &place.input,
         &env,
     )
 }
@@ -348,9 +354,21 @@ impl Ends {
 /// 10 files or so).
 fn crash_run(db: &Db, dir: &Path) {
     let input = dir.join(format!("in-{}", db.label));
-    let out = dir.join(format!("out-{}", db.label));
-    let checkpoints = dir.join(format!("ckpt-{}", db.label));
     std::fs::create_dir_all(&input).unwrap();
+    let place = Place {
+        checkpoints: dir
+            .join(format!("ckpt-{}", db.label))
+            .to_string_lossy()
+            .into_owned(),
+        input: input.to_string_lossy().into_owned(),
+        drop: Box::new(move |name: &str, lines: &[String]| drop_lines(&input, name, lines)),
+        env: Vec::new(),
+    };
+    crash_run_at(db, dir, &place);
+}
+
+fn crash_run_at(db: &Db, dir: &Path, place: &Place<'_>) {
+    let out = dir.join(format!("out-{}", db.label));
     reset(&db.url, "crash_totals", "sql_totals");
     let mut rng = Rng::new(11 + db.label.len() as u64);
     let mut all_lines: Vec<String> = Vec::new();
@@ -362,7 +380,7 @@ fn crash_run(db: &Db, dir: &Path) {
     };
     let (mut restarts, mut files_seen) = (0usize, 0usize);
     let mut armed: Option<usize> = None;
-    let mut app = crash_child(db, &out, &checkpoints, &input, None);
+    let mut app = crash_child(db, &out, place, None);
     let mut i = 0;
     // 36 files; more, up to 100, while a failpoint has not fired yet (a slow start on a loaded machine
     // can use up a turn).
@@ -373,7 +391,7 @@ fn crash_run(db: &Db, dir: &Path) {
                 _ => format!("w{} w{}", rng.next_u64() % 9, rng.next_u64() % 4),
             })
             .collect();
-        drop_lines(&input, &format!("f{i:03}.txt"), &lines);
+        (place.drop)(&format!("f{i:03}.txt"), &lines);
         all_lines.extend(lines);
         std::thread::sleep(Duration::from_millis(50 + rng.next_u64() % 150));
         i += 1;
@@ -395,13 +413,13 @@ fn crash_run(db: &Db, dir: &Path) {
             };
             format!("{}:{nth}", FAILPOINTS[p])
         });
-        app = crash_child(db, &out, &checkpoints, &input, failpoint);
+        app = crash_child(db, &out, place, failpoint);
         files_seen = 0;
     }
     if armed.is_some() || matches!(app.try_wait(), Ok(Some(_))) {
         // A failpoint could fire while the last incarnation catches up: that one runs without.
         ends.record(armed, end(&mut app));
-        app = crash_child(db, &out, &checkpoints, &input, None);
+        app = crash_child(db, &out, place, None);
     }
     // Give the last incarnation time to start and install its signal handlers before it is stopped.
     std::thread::sleep(Duration::from_millis(1500));
@@ -459,6 +477,26 @@ fn sql_and_rolling_sinks_are_exactly_once_across_kills_sqlite() {
     let dir = temp_dir("sql-crash-sqlite");
     let db = databases(&dir).remove(0);
     crash_run(&db, &dir);
+}
+
+/// The same crash test with the checkpoints and the watched directory in an S3 bucket.
+#[test]
+fn sql_and_rolling_sinks_are_exactly_once_across_kills_with_checkpoints_in_a_bucket() {
+    let Some(s3) = support::S3Server::start("the SQL crash test on S3") else {
+        return;
+    };
+    let dir = temp_dir("sql-crash-s3");
+    let db = databases(&dir).remove(0);
+    let bucket = s3.bucket("sql-crash");
+    let place = Place {
+        checkpoints: format!("{bucket}/checkpoints"),
+        input: format!("{bucket}/incoming/"),
+        drop: Box::new(|name: &str, lines: &[String]| {
+            s3.put_object("sql-crash", &format!("incoming/{name}"), lines.join("\n").as_bytes())
+        }),
+        env: s3.env(),
+    };
+    crash_run_at(&db, &dir, &place);
 }
 
 #[test]
@@ -815,6 +853,8 @@ fn kafka_sql_child() {
                 .urls
                 .insert("kafka_totals".into(), setting("STREAMC_TEST_SINK_URL"));
             c.sinks.retry.initial_backoff = Duration::from_millis(20);
+            // With the checkpoints in a bucket, a restart after a kill waits out this lease.
+            c.storage.lease = Duration::from_millis(300);
         })
         .stop_on_signals()
         .run()

@@ -146,10 +146,31 @@ impl TextFileSource {
                 starts.into_iter().map(move |s| (f.clone(), s))
             })
             .collect();
-        let results: Vec<Result<(TextBlock, u64, u64), String>> = pieces
-            .into_par_iter()
-            .map(|(file, start)| self.read_piece(store.as_ref(), &file, start, chunk))
-            .collect();
+        let read = |(file, start): &(Entry, u64)| self.read_piece(store.as_ref(), file, *start, chunk);
+        let results: Vec<Result<(TextBlock, u64, u64), String>> =
+            if store.location().local_path().is_some() {
+                pieces.par_iter().map(read).collect()
+            } else {
+                // Reads from an object store wait on the network, not the CPU: more of them in
+                // flight than there are cores.
+                let next = std::sync::atomic::AtomicUsize::new(0);
+                let slots: Vec<std::sync::Mutex<Option<_>>> =
+                    pieces.iter().map(|_| std::sync::Mutex::new(None)).collect();
+                std::thread::scope(|scope| {
+                    for _ in 0..OBJECT_READS_IN_FLIGHT.min(pieces.len()) {
+                        scope.spawn(|| loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(piece) = pieces.get(i) else { break };
+                            let result = read(piece);
+                            *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                        });
+                    }
+                });
+                slots
+                    .into_iter()
+                    .filter_map(|slot| slot.into_inner().unwrap_or_else(|p| p.into_inner()))
+                    .collect()
+            };
         let mut blocks = Vec::new();
         for result in results {
             match result {
@@ -236,6 +257,9 @@ impl TextFileSource {
         })
     }
 }
+
+/// Ranged GETs a directory source keeps in flight on an object store.
+const OBJECT_READS_IN_FLIGHT: usize = 16;
 
 /// Begins a position of taken files with their modification times.
 const POSITION_MAGIC: &[u8] = b"streamc-files-2:";
