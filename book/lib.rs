@@ -36,6 +36,9 @@ pub mod windows {}
 #[doc = include_str!("src/checkpoints.md")]
 pub mod checkpoints {}
 
+#[doc = include_str!("src/storage.md")]
+pub mod storage {}
+
 #[doc = include_str!("src/outputs.md")]
 pub mod outputs {}
 

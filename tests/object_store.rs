@@ -81,6 +81,21 @@ fn objects_are_created_once_replaced_only_at_their_version_listed_ranged_and_ren
         s3.keys("store-basics", "app/"),
         vec!["app/ckpt/dir/b".to_string()]
     );
+
+    // What --reset-state does to the write-ahead logs: every level under the prefix goes.
+    for name in [
+        "wal/lines/segment-1.wal",
+        "wal/lines/segment-2.wal",
+        "wal/kafka/segment-1.wal",
+    ] {
+        store.put(name, b"x".to_vec(), Put::Overwrite).unwrap();
+    }
+    assert_eq!(store.remove_all("wal").unwrap(), 3);
+    assert_eq!(store.remove_all("wal").unwrap(), 0);
+    assert_eq!(
+        s3.keys("store-basics", "app/"),
+        vec!["app/ckpt/dir/b".to_string()]
+    );
 }
 
 #[test]

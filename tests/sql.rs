@@ -255,12 +255,14 @@ const FAILPOINTS: &[&str] = &[
 const SIGABRT: i32 = 6;
 const SIGKILL: i32 = 9;
 
+/// Puts one input file (its name, its lines) in place.
+type DropInput<'a> = Box<dyn Fn(&str, &[String]) + 'a>;
+
 /// Where a crash run keeps its checkpoints and its input: local directories, or a bucket.
 struct Place<'a> {
     checkpoints: String,
     input: String,
-    /// Puts one input file in place.
-    drop: Box<dyn Fn(&str, &[String]) + 'a>,
+    drop: DropInput<'a>,
     env: Vec<(&'static str, String)>,
 }
 
@@ -492,7 +494,11 @@ fn sql_and_rolling_sinks_are_exactly_once_across_kills_with_checkpoints_in_a_buc
         checkpoints: format!("{bucket}/checkpoints"),
         input: format!("{bucket}/incoming/"),
         drop: Box::new(|name: &str, lines: &[String]| {
-            s3.put_object("sql-crash", &format!("incoming/{name}"), lines.join("\n").as_bytes())
+            s3.put_object(
+                "sql-crash",
+                &format!("incoming/{name}"),
+                lines.join("\n").as_bytes(),
+            )
         }),
         env: s3.env(),
     };

@@ -406,13 +406,9 @@ impl CheckpointDir {
     /// Deletes every checkpoint, journal entry, write-ahead log and leftover temporary file in the
     /// directory.
     pub fn reset(&self) -> Result<usize, String> {
-        if let Some(path) = self.location().local_path() {
-            let wal = path.join("wal");
-            if wal.exists() {
-                fs::remove_dir_all(&wal)
-                    .map_err(|e| format!("cannot remove {}: {e}", wal.display()))?;
-            }
-        }
+        self.store
+            .remove_all("wal")
+            .map_err(|e| format!("cannot remove {}: {e}", self.describe("wal")))?;
         let entries = self
             .store
             .list("")

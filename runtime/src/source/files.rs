@@ -146,7 +146,8 @@ impl TextFileSource {
                 starts.into_iter().map(move |s| (f.clone(), s))
             })
             .collect();
-        let read = |(file, start): &(Entry, u64)| self.read_piece(store.as_ref(), file, *start, chunk);
+        let read =
+            |(file, start): &(Entry, u64)| self.read_piece(store.as_ref(), file, *start, chunk);
         let results: Vec<Result<(TextBlock, u64, u64), String>> =
             if store.location().local_path().is_some() {
                 pieces.par_iter().map(read).collect()

@@ -41,6 +41,21 @@ impl LocalStore {
     }
 }
 
+/// The files under `dir`, at any depth.
+fn walk_files(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => walk_files(&e.path()),
+            Ok(_) => 1,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -141,6 +156,16 @@ impl Store for LocalStore {
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.failed("remove", &path, e)),
+        }
+    }
+
+    fn remove_all(&self, dir: &str) -> Result<usize, StoreError> {
+        let path = self.path(dir);
+        let count = walk_files(&path);
+        match fs::remove_dir_all(&path) {
+            Ok(()) => Ok(count),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(self.failed("remove", &path, e)),
         }
     }

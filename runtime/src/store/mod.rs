@@ -235,6 +235,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn delete(&self, name: &str) -> Result<(), StoreError>;
     /// Renames `from` to `to` (on object stores: copy, then delete).
     fn rename(&self, from: &str, to: &str) -> Result<(), StoreError>;
+    /// Deletes `dir` and everything under it; returns how many objects or files went. An absent
+    /// one is not an error.
+    fn remove_all(&self, dir: &str) -> Result<usize, StoreError>;
 }
 
 /// Opens the store at `location`.

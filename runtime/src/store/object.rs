@@ -293,6 +293,31 @@ impl Store for ObjectStoreBackend {
         })
     }
 
+    fn remove_all(&self, dir: &str) -> Result<usize, StoreError> {
+        let root = self.path(dir)?;
+        let store = self.store.clone();
+        let what = self.describe(dir);
+        wait(async move {
+            // Level by level: what lies under each common prefix is listed in turn.
+            let mut pending = vec![root];
+            let mut removed = 0;
+            while let Some(prefix) = pending.pop() {
+                let listed = store
+                    .list_with_delimiter(Some(&prefix))
+                    .await
+                    .map_err(|e| failure(what.clone(), e))?;
+                for object in listed.objects {
+                    match store.delete(&object.location).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
+                        Err(e) => return Err(failure(what.clone(), e)),
+                    }
+                }
+                pending.extend(listed.common_prefixes);
+            }
+            Ok(removed)
+        })
+    }
+
     fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {
         let (source, target) = (self.path(from)?, self.path(to)?);
         let store = self.store.clone();
