@@ -98,6 +98,29 @@ fn objects_are_created_once_replaced_only_at_their_version_listed_ranged_and_ren
     );
 }
 
+/// An object past the multipart threshold (64 MiB) goes up in parts and reads back whole.
+#[test]
+fn a_large_object_goes_up_in_parts_and_reads_back_whole() {
+    let Some(s3) = support::S3Server::start("the object store tests") else {
+        return;
+    };
+    let bucket = s3.bucket("large-objects");
+    let store = open(&Location::parse(&bucket).unwrap(), &options(&s3)).unwrap();
+    let bytes: Vec<u8> = (0..70u32 << 20).map(|i| (i % 251) as u8).collect();
+    store.put("big", bytes.clone(), Put::Overwrite).unwrap();
+    let listed = store.list("").unwrap();
+    assert_eq!(listed[0].len, bytes.len() as u64);
+    let at = (40 << 20) + 17;
+    assert_eq!(
+        store.get_range("big", at, 1000).unwrap(),
+        &bytes[at as usize..at as usize + 1000]
+    );
+    assert!(
+        store.get("big").unwrap().bytes == bytes,
+        "the parts add up to the object"
+    );
+}
+
 #[test]
 fn a_missing_bucket_is_an_error_that_names_it_and_no_credential() {
     let Some(s3) = support::S3Server::start("the object store tests") else {
@@ -450,4 +473,74 @@ fn file_outputs_write_whole_objects_to_a_bucket() {
     expected.sort();
     assert_eq!(got, expected, "{rolled:?}");
     assert!(rolled.len() >= 3, "rolled at 8 bytes: {rolled:?}");
+}
+
+/// An app whose lease was taken over (here: its lock object replaced, as a newcomer would after
+/// an outage longer than the lease) stops before its next batch writes anything, and says why.
+#[test]
+fn an_app_that_lost_its_lease_stops_fenced() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let Some(s3) = support::S3Server::start("the lost-lease test on S3") else {
+        return;
+    };
+    let checkpoints = format!("{}/app", s3.bucket("lost-lease"));
+    let mut app = Command::new(support::example_binary("update_state_by_key_word_count"))
+        .args(["--demo", "--batch", "200ms", "--storage-lease", "1s"])
+        .args(["--checkpoint", &checkpoints])
+        .envs(s3.env())
+        .env("STREAMC_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = support::StderrLines::of(&mut app);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !s3
+        .keys("lost-lease", "app/")
+        .iter()
+        .any(|k| k.ends_with(".ckpt"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the app must checkpoint: {}",
+            log.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Through a signed client, as another streamc would: moto refuses anonymous overwrites.
+    let bucket = open(&Location::parse("s3://lost-lease").unwrap(), &options(&s3)).unwrap();
+    bucket
+        .put(
+            "app/lock",
+            b"process 1 on another-host, renewal 0".to_vec(),
+            Put::Overwrite,
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = app.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a fenced app must stop: {}",
+            log.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(status.code(), Some(1), "{}", log.text());
+    assert!(
+        log.text()
+            .contains("another app took the checkpoint location")
+            && log.text().contains("fenced"),
+        "{}",
+        log.text()
+    );
+    assert_eq!(
+        s3.get_object("lost-lease", "app/lock"),
+        "process 1 on another-host, renewal 0",
+        "the fenced app leaves the newcomer's lease alone"
+    );
 }

@@ -393,6 +393,11 @@ impl Checkpointer {
         Ok(Some(Recovered { time, pending }))
     }
 
+    /// Why this app no longer holds its checkpoint location, if another app took it over.
+    pub(crate) fn lost_lease(&self) -> Option<String> {
+        self.lock.lost()
+    }
+
     /// The checkpoint directory, for journaling batches as they are cut.
     pub(crate) fn journal_dir(&self) -> CheckpointDir {
         self.dir.clone()
@@ -690,6 +695,14 @@ pub(crate) fn run<P: Pipeline>(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        if fenced.is_none() {
+            // Another app took the location over: none of this one's batches may write outputs.
+            if let Some(lost) = checkpointer.as_ref().and_then(Checkpointer::lost_lease) {
+                tracing::error!("{lost}");
+                fenced = Some(lost);
+                stop_handle.stop();
+            }
+        }
         if output_failure.is_some() || fenced.is_some() || signal.is_aborted() {
             // Stopping after an output gave up, or without finishing: later batches stay journaled
             // for the restart.

@@ -10,9 +10,14 @@ use super::{Blob, Entry, Location, Put, StorageOptions, Store, StoreError};
 use object_store::path::Path as ObjectPath;
 use object_store::{
     BackoffConfig, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
-    PutPayload, RetryConfig, UpdateVersion,
+    PutPayload, RetryConfig, UpdateVersion, WriteMultipart,
 };
 use std::future::Future;
+
+/// Unconditional writes larger than this go up as a multipart upload...
+const MULTIPART_ABOVE: usize = 64 << 20;
+/// ...of parts this large (S3 wants at least 5 MiB but the last).
+const MULTIPART_PART: usize = 16 << 20;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Clients by bucket URL and options.
@@ -268,6 +273,30 @@ impl Store for ObjectStoreBackend {
                 version: None,
             }),
         };
+        if matches!(mode, PutMode::Overwrite) && bytes.len() > MULTIPART_ABOVE {
+            // Past S3's 5 GiB single-PUT limit, and faster well below it: parts in parallel. The
+            // object still appears only when the upload completes.
+            return wait(async move {
+                let upload = store
+                    .put_multipart(&path)
+                    .await
+                    .map_err(|e| failure(what.clone(), e))?;
+                let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
+                for part in bytes.chunks(MULTIPART_PART) {
+                    if let Err(e) = writer.wait_for_capacity(4).await {
+                        // Parts of an unfinished upload are kept (and billed) until aborted.
+                        let _ = writer.abort().await;
+                        return Err(failure(what, e));
+                    }
+                    writer.write(part);
+                }
+                writer
+                    .finish()
+                    .await
+                    .map(|result| result.e_tag)
+                    .map_err(|e| failure(what, e))
+            });
+        }
         wait(async move {
             let options = PutOptions {
                 mode,
