@@ -581,3 +581,132 @@ impl S3Server {
         env
     }
 }
+
+/// Azure Blob Storage's emulator (Azurite, npm `azurite`) on loopback, killed on drop.
+pub struct AzureServer {
+    child: Child,
+    pub port: u16,
+    _dir: PathBuf,
+}
+
+/// The emulator's well-known account and key (public, documented by Microsoft).
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+impl AzureServer {
+    /// Starts one, or `None` (saying why) when Azurite is not installed; under
+    /// `STREAMC_REQUIRE_SERVICES` a missing one fails the test.
+    pub fn start(why: &str) -> Option<AzureServer> {
+        if !have_program("azurite-blob", why) {
+            return None;
+        }
+        let port = free_port();
+        let dir = temp_dir(&format!("azurite-{port}"));
+        let child = Command::new("azurite-blob")
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .args(["--silent", "--skipApiVersionCheck", "--location"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start azurite-blob");
+        let server = AzureServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "azurite did not listen on port {port} within 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Some(server)
+    }
+
+    /// The environment an app needs to reach it, as a user's would set it.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AZURE_STORAGE_USE_EMULATOR", "true".into()),
+            (
+                "AZURITE_BLOB_STORAGE_URL",
+                format!("http://127.0.0.1:{}", self.port),
+            ),
+        ]
+    }
+
+    /// Creates container `name` (a shared-key signed request); returns its `az://` URL.
+    pub fn container(&self, name: &str) -> String {
+        use base64::Engine as _;
+        use std::io::{Read, Write};
+        let date = httpdate_now();
+        let version = "2021-08-06";
+        let resource = format!("/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{name}\nrestype:container");
+        let to_sign = format!(
+            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n{resource}"
+        );
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(AZURITE_KEY)
+            .expect("the emulator's key");
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+        let signature = base64::engine::general_purpose::STANDARD
+            .encode(ring::hmac::sign(&key, to_sign.as_bytes()).as_ref());
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("reach azurite");
+        write!(
+            stream,
+            "PUT /{AZURITE_ACCOUNT}/{name}?restype=container HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\
+             x-ms-date: {date}\r\nx-ms-version: {version}\r\n\
+             Authorization: SharedKey {AZURITE_ACCOUNT}:{signature}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .expect("send the request");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 201"),
+            "creating container {name}: {answer}"
+        );
+        format!("az://{name}")
+    }
+}
+
+impl Drop for AzureServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Now as an HTTP date (`Fri, 04 Dec 2026 03:12:20 GMT`).
+fn httpdate_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let name = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(month - 1) as usize];
+    format!(
+        "{weekday}, {day:02} {name} {year} {:02}:{:02}:{:02} GMT",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
