@@ -189,8 +189,9 @@ fn objects_in_a_bucket_are_counted_exactly_once_across_sigkills() {
 }
 
 /// The bucket out of reach mid-run (its connections cut): a short outage only delays batches,
-/// which wait and retry; a long one stops the app by itself with an error; restarted once the
-/// bucket is back, it counts every object exactly once, those written during the outage too.
+/// which wait and retry, as a slow bucket does; a long one stops the app by itself with an error;
+/// restarted once the bucket is back, it counts every object exactly once, those written during
+/// the outage too.
 #[test]
 fn a_bucket_out_of_reach_delays_batches_then_stops_the_app_and_a_restart_loses_nothing() {
     use std::time::Instant;
@@ -237,6 +238,15 @@ fn a_bucket_out_of_reach_delays_batches_then_stops_the_app_and_a_restart_loses_n
     assert!(
         app.try_wait().unwrap().is_none(),
         "the app goes on once the bucket is back"
+    );
+    // A slow store (every answer held back, within the request timeout): batches take longer.
+    proxy.set_delay(Duration::from_millis(300));
+    drop_some(5, &mut expected);
+    std::thread::sleep(Duration::from_millis(2500));
+    proxy.set_delay(Duration::ZERO);
+    assert!(
+        app.try_wait().unwrap().is_none(),
+        "a slow store does not stop the app"
     );
     // A long one: the app gives up and stops by itself.
     proxy.set_down(true);

@@ -502,10 +502,12 @@ impl Drop for S3Server {
 
 /// A TCP proxy on loopback in front of `target` that can be cut off: while down it refuses new
 /// connections (accepts and closes them) and cuts the open ones, as a network partition or a
-/// store outage would.
+/// store outage would; it can also hold every answer back a while, as a slow store would.
 pub struct CuttableProxy {
     pub port: u16,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Milliseconds each chunk of an answer is held back.
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl CuttableProxy {
@@ -514,7 +516,9 @@ impl CuttableProxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let port = listener.local_addr().expect("proxy address").port();
         let down = std::sync::Arc::new(AtomicBool::new(false));
+        let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let flag = down.clone();
+        let delay = delay_ms.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -525,14 +529,15 @@ impl CuttableProxy {
                 let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
                     continue;
                 };
-                for (from, to) in [
-                    (client.try_clone(), server.try_clone()),
-                    (server.try_clone(), client.try_clone()),
+                for (from, to, answers) in [
+                    (client.try_clone(), server.try_clone(), false),
+                    (server.try_clone(), client.try_clone(), true),
                 ] {
                     let (Ok(mut from), Ok(mut to)) = (from, to) else {
                         continue;
                     };
                     let flag = flag.clone();
+                    let delay = delay.clone();
                     std::thread::spawn(move || {
                         use std::io::{Read, Write};
                         let _ = from.set_read_timeout(Some(std::time::Duration::from_millis(50)));
@@ -544,6 +549,10 @@ impl CuttableProxy {
                             match from.read(&mut buf) {
                                 Ok(0) => break,
                                 Ok(n) => {
+                                    let held = delay.load(Ordering::SeqCst);
+                                    if answers && held > 0 {
+                                        std::thread::sleep(std::time::Duration::from_millis(held));
+                                    }
                                     if to.write_all(&buf[..n]).is_err() {
                                         break;
                                     }
@@ -560,7 +569,19 @@ impl CuttableProxy {
                 }
             }
         });
-        CuttableProxy { port, down }
+        CuttableProxy {
+            port,
+            down,
+            delay_ms,
+        }
+    }
+
+    /// Holds each chunk of every answer back by `delay` (zero: none).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.delay_ms.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::SeqCst,
+        );
     }
 
     /// Cuts the connections (`true`) or lets them through again.
