@@ -991,6 +991,61 @@ mod tests {
     }
 
     #[test]
+    fn storage_options_expand_their_secrets_which_are_then_masked() {
+        std::env::set_var(
+            "STREAMC_CONFIG_TEST_S3_SECRET",
+            "s3-secret-for-the-config-test",
+        );
+        let file = config_file(
+            "storage.toml",
+            "checkpoint = \"s3://bucket/app\"\n[storage]\nlease = \"2s\"\n\
+             [storage.options]\naws_endpoint = \"http://127.0.0.1:9000\"\n\
+             aws_secret_access_key = \"${STREAMC_CONFIG_TEST_S3_SECRET}\"\n",
+        );
+        let path = file.to_string_lossy().into_owned();
+        let config = configured(&[
+            "--config",
+            path.as_str(),
+            "--storage-option",
+            "aws_region=eu-west-1",
+        ]);
+        assert_eq!(
+            config.checkpoint_dir,
+            Some(Location::Remote("s3://bucket/app".into()))
+        );
+        assert_eq!(config.storage.lease, Duration::from_secs(2));
+        let option = |key: &str| {
+            config
+                .storage
+                .options
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            option("aws_secret_access_key").as_deref(),
+            Some("s3-secret-for-the-config-test")
+        );
+        assert_eq!(option("aws_region").as_deref(), Some("eu-west-1"));
+        assert!(!format!("{:?}", config.storage).contains("s3-secret"));
+        assert_eq!(
+            crate::secret::redact("denied with key s3-secret-for-the-config-test"),
+            "denied with key ***"
+        );
+        let mut config = AppConfig::from_spec(&SPEC);
+        let err = config
+            .apply_args(&SPEC, ["--storage-lease", "100ms"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 1s"), "{err}");
+        let err = config
+            .apply_args(&SPEC, ["--checkpoint", "hdfs://namenode/ckpt"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("s3://"), "{err}");
+    }
+
+    #[test]
     fn config_file_errors_name_the_file_and_the_key() {
         for (name, text, problem) in [
             ("unknown.toml", "bogus = 1\n", "unknown field `bogus`"),

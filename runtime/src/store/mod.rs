@@ -295,4 +295,21 @@ mod tests {
         assert!(is_secret_option("azure_storage_sas_key"));
         assert!(!is_secret_option("aws_endpoint"));
     }
+
+    #[cfg(feature = "object-store")]
+    #[test]
+    fn an_option_the_store_does_not_know_is_named() {
+        let options = StorageOptions {
+            options: vec![("aws_no_such_thing".into(), "1".into())],
+            ..StorageOptions::default()
+        };
+        let err = open(&Location::parse("s3://bucket/x").unwrap(), &options).unwrap_err();
+        assert!(err.contains("`aws_no_such_thing`"), "{err}");
+        let err = Location::parse("hdfs://namenode/x").unwrap_err();
+        assert!(err.contains("s3://") && err.contains("hdfs://"), "{err}");
+        assert!(
+            Location::parse("s3:///prefix").is_err(),
+            "a URL without a bucket"
+        );
+    }
 }
