@@ -277,3 +277,34 @@ fn a_bucket_out_of_reach_delays_batches_then_stops_the_app_and_a_restart_loses_n
         "every object is counted exactly once across the outages"
     );
 }
+
+/// `--files-remember`: a file last modified longer ago than the horizon is ignored (Spark's
+/// minRememberDuration), a fresh one is counted.
+#[test]
+fn files_older_than_the_remember_horizon_are_ignored() {
+    let dir = temp_dir("remember");
+    let checkpoints = temp_dir("remember-ckpt");
+    std::fs::write(dir.join("old.txt"), "stale stale").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(dir.join("old.txt"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    drop_file(&dir, "new.txt", b"fresh");
+    let mut child = Command::new(example_binary("dir_word_count"))
+        .args(["--source", &format!("lines={}", dir.display())])
+        .args(["--checkpoint", &checkpoints.to_string_lossy()])
+        .args(["--batch", "200ms", "--files-remember", "10min"])
+        .env("STREAMC_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    support::ask_to_stop(&mut child);
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(stdout.contains("(fresh,1)"), "{stdout}");
+    assert!(!stdout.contains("stale"), "{stdout}");
+}
