@@ -703,31 +703,24 @@ impl Drop for AzureServer {
     }
 }
 
-/// Now as an HTTP date (`Fri, 04 Dec 2026 03:12:20 GMT`).
+/// Now as an HTTP date (`Fri, 04 Dec 2026 03:12:20 GMT`), from the SQL sink's UTC timestamp.
 fn httpdate_now() -> String {
-    let secs = std::time::SystemTime::now()
+    let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
-        .as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
-    // Days to a civil date (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+        .as_millis() as u64;
+    let weekday =
+        ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(millis / 86_400_000 % 7) as usize];
+    // `YYYY-MM-DD HH:MM:SS.mmm`
+    let stamp = streamc::sink::sql::format_timestamp(millis);
+    let month: usize = stamp[5..7].parse().expect("a month");
     let name = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ][(month - 1) as usize];
+    ][month - 1];
     format!(
-        "{weekday}, {day:02} {name} {year} {:02}:{:02}:{:02} GMT",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
+        "{weekday}, {} {name} {} {} GMT",
+        &stamp[8..10],
+        &stamp[0..4],
+        &stamp[11..19]
     )
 }

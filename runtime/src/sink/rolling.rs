@@ -140,6 +140,20 @@ struct RollState {
 }
 
 impl RollState {
+    /// Whether batch `time` is one of the in-progress file's.
+    fn spans(&self, time: u64) -> bool {
+        self.first_batch.is_some_and(|f| time >= f) && self.last_batch.is_some_and(|l| time <= l)
+    }
+
+    /// The state once the in-progress file is finished.
+    fn rolled(&self) -> RollState {
+        RollState {
+            last_batch: self.last_batch,
+            first_batch: None,
+            committed_len: 0,
+        }
+    }
+
     fn encode(&self) -> String {
         let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
         format!(
@@ -211,19 +225,14 @@ impl RollingSink {
         if let Some(name) = finished_name(&spec, &state) {
             if state.committed_len > 0 && store.get_range(&name, 0, 1).is_ok() {
                 // A crash right after a roll wrote the finished object: start a new one.
-                state.first_batch = None;
-                state.committed_len = 0;
+                state = state.rolled();
             }
         }
         // Pieces that are not the committed in-progress file's: a roll's leftovers, or a batch
         // whose state was never saved (it is written again).
         for piece in store.list(IN_PROGRESS).map_err(unavailable)? {
             let time: Option<u64> = piece.name.parse().ok();
-            let committed = state.committed_len > 0
-                && time.is_some_and(|t| {
-                    state.first_batch.is_some_and(|f| t >= f)
-                        && state.last_batch.is_some_and(|l| t <= l)
-                });
+            let committed = state.committed_len > 0 && time.is_some_and(|t| state.spans(t));
             if !committed {
                 store
                     .delete(&format!("{IN_PROGRESS}/{}", piece.name))
@@ -255,8 +264,7 @@ impl RollingSink {
         };
         if state.committed_len > 0 && !spec.dir.join(IN_PROGRESS).exists() {
             // A crash right after a roll renamed the file: it is finished; start a new one.
-            state.first_batch = None;
-            state.committed_len = 0;
+            state = state.rolled();
         }
         Ok(Self {
             spec,
@@ -356,11 +364,7 @@ impl RollingSink {
         fs::rename(&from, self.spec.dir.join(&name))
             .map_err(|e| self.unavailable("roll into", &name, e))?;
         super::failpoint("rolling.after_rename");
-        let next = RollState {
-            last_batch: state.last_batch,
-            first_batch: None,
-            committed_len: 0,
-        };
+        let next = state.rolled();
         self.save(&next)?;
         *state = next;
         Ok(())
@@ -380,10 +384,7 @@ impl RollingSink {
             .map_err(unavailable)?
             .iter()
             .filter_map(|piece| piece.name.parse().ok())
-            .filter(|t| {
-                state.first_batch.is_some_and(|f| *t >= f)
-                    && state.last_batch.is_some_and(|l| *t <= l)
-            })
+            .filter(|t| state.spans(*t))
             .collect();
         pieces.sort_unstable();
         let mut bytes = Vec::with_capacity(state.committed_len as usize);
@@ -403,11 +404,7 @@ impl RollingSink {
             .put(name, bytes, Put::Overwrite)
             .map_err(unavailable)?;
         super::failpoint("rolling.after_rename");
-        let next = RollState {
-            last_batch: state.last_batch,
-            first_batch: None,
-            committed_len: 0,
-        };
+        let next = state.rolled();
         self.save(&next)?;
         *state = next;
         for time in pieces {
