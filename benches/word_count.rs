@@ -49,6 +49,19 @@ stream! {
 
 static COUNTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+// Spark's advice for a receiver-bound app: several input streams, unioned.
+stream! {
+    app union_count { batch: 1s, workers: 2 }
+    let first = socket_text_stream("127.0.0.1", 9);
+    let second = socket_text_stream("127.0.0.1", 10);
+    let counts = first
+        .union(second)
+        .flat_map(|line: &str| line.split(' '))
+        .map(|w| (w.to_string(), 1u64))
+        .reduce_by_key(|a, b| a + b);
+    counts.foreach_batch(|batch, _| crate::count_words(&batch));
+}
+
 fn count_words(batch: &Batch<(String, u64)>) {
     let words: u64 = batch.iter().map(|(_, n)| n).sum();
     COUNTED.fetch_add(words, std::sync::atomic::Ordering::SeqCst);
@@ -230,6 +243,24 @@ fn main() {
             100.0 * (1.0 - best_plain.as_secs_f64() / best_logged.as_secs_f64())
         );
     }
+    if wanted("union") {
+        // The same payload through one receiver, or split at a line boundary across two unioned
+        // ones (one connection each); alternating pairs.
+        let mut pairs = Vec::new();
+        for _ in 0..3 {
+            let (one, _) = socket_run(&repeated, 3 * words as u64, 2, Duration::from_millis(100));
+            let two = union_run(&repeated, 3 * words as u64, Duration::from_millis(100));
+            pairs.push((one, two));
+        }
+        let best_one = pairs.iter().map(|p| p.0).min().unwrap_or_default();
+        let best_two = pairs.iter().map(|p| p.1).min().unwrap_or_default();
+        println!(
+            "two unioned socket receivers against one (2 workers, 100 ms batches, best of 3 pairs): {} with one, {} with two ({:.2}x)",
+            million(rate(3 * words, best_one)),
+            million(rate(3 * words, best_two)),
+            best_one.as_secs_f64() / best_two.as_secs_f64()
+        );
+    }
     if wanted("metrics") {
         // Median of paired runs (plain, monitored) on the loopback socket; while monitored, a client
         // fetches /metrics and the dashboard's JSON every second, as an open dashboard (which polls each
@@ -343,6 +374,51 @@ fn socket_run_with(
     drop(conn);
     let report = app.stop().unwrap();
     (elapsed, report)
+}
+
+/// Streams `payload`, split in two at a line boundary, through the two unioned receivers of
+/// `union_count`; time from both connections to the last word counted.
+fn union_run(payload: &[u8], words: u64, interval: Duration) -> Duration {
+    COUNTED.store(0, std::sync::atomic::Ordering::SeqCst);
+    let listeners = [
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+    ];
+    let app = union_count::app()
+        .batch_interval(interval)
+        .source_address("first", listeners[0].local_addr().unwrap().to_string())
+        .source_address("second", listeners[1].local_addr().unwrap().to_string())
+        .start()
+        .unwrap();
+    let middle = payload.len() / 2;
+    let cut = middle
+        + payload[middle..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(0)
+        + 1;
+    let halves = [&payload[..cut], &payload[cut..]];
+    let mut conns: Vec<_> = listeners.iter().map(|l| l.accept().unwrap().0).collect();
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for (conn, half) in conns.iter_mut().zip(halves) {
+            scope.spawn(move || conn.write_all(half).unwrap());
+        }
+    });
+    while COUNTED.load(std::sync::atomic::Ordering::SeqCst) < words
+        && start.elapsed() < Duration::from_secs(120)
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let elapsed = start.elapsed();
+    drop(conns);
+    app.stop().unwrap();
+    assert_eq!(
+        COUNTED.load(std::sync::atomic::Ordering::SeqCst),
+        words,
+        "every word counted"
+    );
+    elapsed
 }
 
 /// Fetches the endpoints an open dashboard and a Prometheus scraper read, every second, until dropped.
