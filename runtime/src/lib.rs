@@ -59,6 +59,11 @@
 
 #![warn(missing_docs)]
 
+/// With the `mimalloc` feature, every binary that links the runtime allocates with mimalloc.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod app;
 pub mod batch;
 mod checkpoint;
