@@ -301,17 +301,17 @@ impl RollingSink {
         }
         let mut next = *state;
         if !text.is_empty() {
+            next.committed_len += text.len() as u64;
             match &self.objects {
                 Some(store) => {
                     store
-                        .put(&piece_name(time), text.clone().into_bytes(), Put::Overwrite)
+                        .put(&piece_name(time), text.into_bytes(), Put::Overwrite)
                         .map_err(|e| SinkError::Unavailable(e.to_string()))?;
                 }
                 None => self
                     .append(state.committed_len, text.as_bytes())
                     .map_err(|e| self.unavailable("write", IN_PROGRESS, e))?,
             }
-            next.committed_len += text.len() as u64;
             next.first_batch = next.first_batch.or(Some(time));
         }
         next.last_batch = Some(time);
