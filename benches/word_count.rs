@@ -37,6 +37,18 @@ stream! {
     counts.foreach_batch(|batch, _| { std::hint::black_box(batch.len()); });
 }
 
+// The seed's UpdateStateByKeyWordCount on the same queued batches: running totals instead of
+// per-batch counts, checkpointed at the default interval.
+stream! {
+    app queued_state_count { batch: 1s, workers: 2, checkpoint: "target/streamc-bench/word-count-state" }
+    let lines = queue_stream::<&'static str>(crate::queued_batches());
+    let totals = lines
+        .flat_map(|line| line.split(' '))
+        .map(|w| (w.to_string(), 1u64))
+        .update_state_by_key(|new: &[u64], old: Option<u64>| Some(old.unwrap_or(0) + new.iter().sum::<u64>()));
+    totals.foreach_batch(|batch, _| { std::hint::black_box(batch.len()); });
+}
+
 stream! {
     app socket_count { batch: 1s, workers: 2 }
     let lines = socket_text_stream("127.0.0.1", 9);
@@ -191,6 +203,10 @@ fn main() {
         );
     }
 
+    if wanted("stateful") {
+        stateful_against_stateless(batches.len(), words);
+    }
+
     let mut payload = all_lines.join("\n").into_bytes();
     payload.push(b'\n');
     // Three copies of the corpus, so the tick alignment of 1 s batches weighs less in the figure.
@@ -313,6 +329,48 @@ fn main() {
         );
         app_peak_rss(&all_lines, &repeated);
     }
+}
+
+/// Processing time of the running-total word count against the per-batch one, on the same queued
+/// batches, alternating; each stateful run starts from an empty checkpoint directory.
+fn stateful_against_stateless(batches: usize, words: usize) {
+    const PAIRS: usize = 7;
+    let dir = std::env::temp_dir().join(format!("streamc-bench-state-{}", std::process::id()));
+    for workers in [1usize, 2] {
+        let (mut plain, mut stateful) = (Vec::new(), Vec::new());
+        for _ in 0..PAIRS {
+            let mut driver = queued_count::app().workers(workers).test_driver().unwrap();
+            let start = Instant::now();
+            std::hint::black_box(driver.run_batches(batches));
+            plain.push(start.elapsed());
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut driver = queued_state_count::app()
+                .workers(workers)
+                .configure(|c| c.checkpoint_dir = Some(dir.clone().into()))
+                .test_driver()
+                .unwrap();
+            let start = Instant::now();
+            std::hint::black_box(driver.run_batches(batches));
+            stateful.push(start.elapsed());
+        }
+        let mut ratios: Vec<f64> = stateful
+            .iter()
+            .zip(&plain)
+            .map(|(s, p)| s.as_secs_f64() / p.as_secs_f64())
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let best = |runs: &[Duration]| runs.iter().min().copied().unwrap_or_default();
+        println!(
+            "update_state_by_key against reduce_by_key, queue_stream, {workers} worker{}: {} against {} (best of {PAIRS}); stateful time median {:.2}x the stateless, pairs {:.2}x..{:.2}x",
+            if workers == 1 { " " } else { "s" },
+            million(rate(words, best(&stateful))),
+            million(rate(words, best(&plain))),
+            ratios[PAIRS / 2],
+            ratios[0],
+            ratios[PAIRS - 1],
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Streams `payload` through a socket into the pipeline; time from connection to the last word counted.

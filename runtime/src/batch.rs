@@ -3,8 +3,8 @@
 
 use crate::context::BatchOrigin;
 use crate::shuffle::{
-    bucketize, group_buckets, inner_emit, join_buckets, left_outer_emit, reduce_buckets,
-    split_even, transpose, Combiner, Partitions,
+    bucketize, inner_emit, join_buckets, left_outer_emit, merge_groups, reduce_buckets, split_even,
+    transpose, Combiner, Grouper, Partitions,
 };
 use crate::time::Time;
 use rayon::prelude::*;
@@ -269,13 +269,23 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
     /// All values of each key.
     pub fn group_by_key(self) -> Batch<(K, Vec<V>)> {
         let n = self.workers;
-        let per_map: Vec<Vec<Vec<(K, V)>>> = self
+        let per_map: Vec<Vec<Vec<(K, Vec<V>)>>> = self
             .parts
             .into_par_iter()
-            .map(|part| bucketize(part.into_iter(), n))
+            .map(|part| {
+                let mut grouper = Grouper::new();
+                for pair in part {
+                    grouper.push(pair);
+                }
+                grouper.into_buckets(n)
+            })
             .collect();
+        let groups = merge_groups(transpose(per_map, n));
         Batch {
-            parts: group_buckets(transpose(per_map, n)),
+            parts: groups
+                .into_par_iter()
+                .map(|groups| groups.into_iter().collect())
+                .collect(),
             time: self.time,
             workers: self.workers,
             origin: self.origin.clone(),

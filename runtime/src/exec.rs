@@ -12,11 +12,11 @@ use rayon::prelude::*;
 use std::hash::Hash;
 
 pub(crate) use crate::shuffle::{
-    bucketize, group_buckets, join_buckets, merge_into, reduce_buckets, transpose,
+    bucketize, join_buckets, merge_groups, merge_into, reduce_buckets, transpose,
 };
 pub use crate::shuffle::{
     inner_emit, left_outer_emit, partition_of, records, records_cloned, split_even, Combiner,
-    Counter, FastMap, Partitioned, Partitions, Records, Reducer, ValueCounter,
+    Counter, FastMap, Grouper, Partitioned, Partitions, Records, Reducer, ValueCounter,
 };
 
 /// Runs `body` over every partition, collecting what it pushes: the materialization of a stream.
@@ -127,15 +127,44 @@ where
     transpose(per_map, n)
 }
 
+/// Groups `(key, value)` records by key: map-side groups, hash shuffle into `workers` partitions,
+/// merged per reducer.
+pub(crate) fn group_shuffle<D, K, V, B>(
+    ctx: &BatchContext<'_>,
+    data: D,
+    body: B,
+) -> Vec<FastMap<K, Vec<V>>>
+where
+    D: Partitioned,
+    K: Hash + Eq + Send,
+    V: Send,
+    B: Fn(D::Part, &mut Grouper<K, V>) + Sync + Send,
+{
+    let n = ctx.workers;
+    let per_map: Vec<Partitions<(K, Vec<V>)>> = data
+        .into_parts()
+        .into_par_iter()
+        .map(|part| {
+            let mut grouper = Grouper::new();
+            body(part, &mut grouper);
+            grouper.into_buckets(n)
+        })
+        .collect();
+    merge_groups(transpose(per_map, n))
+}
+
 /// `group_by_key`: all values of each key, in arrival order within a partition.
 pub fn group_by_key<D, K, V, B>(ctx: &BatchContext<'_>, data: D, body: B) -> Partitions<(K, Vec<V>)>
 where
     D: Partitioned,
     K: Hash + Eq + Send,
     V: Send,
-    B: Fn(D::Part, &mut Vec<(K, V)>) + Sync + Send,
+    B: Fn(D::Part, &mut Grouper<K, V>) + Sync + Send,
 {
-    group_buckets(shuffle_by_key(ctx, data, body))
+    group_shuffle(ctx, data, body)
+        .into_par_iter()
+        .map(|groups| groups.into_iter().collect())
+        .collect()
 }
 
 /// `join` (with [`inner_emit`]) and `left_outer_join` (with [`left_outer_emit`]) of two keyed

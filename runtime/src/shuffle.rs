@@ -113,6 +113,57 @@ impl<'r, K: Hash + Eq, V, R: Fn(V, V) -> V> Combiner<'r, K, V, R> {
     }
 }
 
+/// Map-side grouper of `group_by_key` and `update_state_by_key`: gathers each key's values inside one
+/// partition before the shuffle, so a key crosses it once per partition instead of once per record
+/// and a repeated owned key is dropped at once rather than held until the reducer. Values keep their
+/// arrival order within the partition.
+///
+/// Records are logged flat (the key's index, the value) and grouped once at the end: appending to
+/// one log keeps the hash table and its keys in cache, where appending to a vector per key would
+/// scatter writes over the heap and evict them (about 2x slower on a word count).
+pub struct Grouper<K, V> {
+    pub(crate) index: FastMap<K, u32>,
+    pub(crate) keys_of: Vec<u32>,
+    pub(crate) values: Vec<V>,
+}
+
+impl<K: Hash + Eq, V> Grouper<K, V> {
+    pub(crate) fn new() -> Self {
+        Self {
+            index: FastMap::default(),
+            keys_of: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Adds one `(key, value)` record.
+    #[inline]
+    pub fn push(&mut self, (key, value): (K, V)) {
+        let next = self.index.len() as u32;
+        let at = *self.index.entry(key).or_insert(next);
+        self.keys_of.push(at);
+        self.values.push(value);
+    }
+
+    /// The groups, split into `n` shuffle buckets by key.
+    pub(crate) fn into_buckets(self, n: usize) -> Partitions<(K, Vec<V>)> {
+        let mut counts = vec![0usize; self.index.len()];
+        for &at in &self.keys_of {
+            counts[at as usize] += 1;
+        }
+        let mut groups: Vec<Vec<V>> = counts.into_iter().map(Vec::with_capacity).collect();
+        for (at, value) in self.keys_of.into_iter().zip(self.values) {
+            groups[at as usize].push(value);
+        }
+        bucketize(
+            self.index
+                .into_iter()
+                .map(|(key, at)| (key, std::mem::take(&mut groups[at as usize]))),
+            n,
+        )
+    }
+}
+
 /// Map-side counter of `count_by_value`: counts each record inside one partition before the shuffle.
 pub struct ValueCounter<T> {
     pub(crate) counts: FastMap<T, u64>,
@@ -253,17 +304,27 @@ where
         .collect()
 }
 
-pub(crate) fn group_buckets<K: Hash + Eq + Send, V: Send>(
-    per_reducer: Vec<Vec<Vec<(K, V)>>>,
-) -> Vec<Vec<(K, Vec<V>)>> {
+/// Final merge of map-side groups, one reducer per output partition: a key's values in map
+/// partition order, each partition's in arrival order.
+pub(crate) fn merge_groups<K: Hash + Eq + Send, V: Send>(
+    per_reducer: Vec<Vec<Vec<(K, Vec<V>)>>>,
+) -> Vec<FastMap<K, Vec<V>>> {
     per_reducer
         .into_par_iter()
         .map(|buckets| {
-            let mut groups: FastMap<K, Vec<V>> = FastMap::default();
-            for (k, v) in buckets.into_iter().flatten() {
-                groups.entry(k).or_default().push(v);
+            let capacity = buckets.iter().map(Vec::len).max().unwrap_or(0);
+            let mut groups: FastMap<K, Vec<V>> =
+                FastMap::with_capacity_and_hasher(capacity, Default::default());
+            for (k, values) in buckets.into_iter().flatten() {
+                use std::collections::hash_map::Entry;
+                match groups.entry(k) {
+                    Entry::Occupied(mut held) => held.get_mut().extend(values),
+                    Entry::Vacant(slot) => {
+                        slot.insert(values);
+                    }
+                }
             }
-            groups.into_iter().collect()
+            groups
         })
         .collect()
 }
@@ -321,4 +382,46 @@ where
             out
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grouped(records: &[(&'static str, u32)], n: usize) -> Partitions<(&'static str, Vec<u32>)> {
+        let mut grouper = Grouper::new();
+        for &record in records {
+            grouper.push(record);
+        }
+        grouper.into_buckets(n)
+    }
+
+    #[test]
+    fn a_grouper_keeps_each_keys_values_in_arrival_order_and_buckets_by_the_partitioner() {
+        let records = [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5), ("a", 6)];
+        let buckets = grouped(&records, 3);
+        assert_eq!(buckets.len(), 3);
+        let mut all: Vec<_> = buckets.iter().flatten().cloned().collect();
+        all.sort();
+        assert_eq!(
+            all,
+            vec![("a", vec![1, 3, 6]), ("b", vec![2, 5]), ("c", vec![4])]
+        );
+        for (j, bucket) in buckets.iter().enumerate() {
+            assert!(bucket.iter().all(|(k, _)| partition_of(k, 3) == j));
+        }
+    }
+
+    #[test]
+    fn merged_groups_follow_map_partition_order() {
+        let first = grouped(&[("a", 1), ("b", 2), ("a", 3)], 1);
+        let second = grouped(&[("b", 4), ("a", 5), ("c", 6)], 1);
+        let merged = merge_groups(transpose(vec![first, second], 1));
+        let mut groups: Vec<_> = merged.into_iter().flatten().collect();
+        groups.sort();
+        assert_eq!(
+            groups,
+            vec![("a", vec![1, 3, 5]), ("b", vec![2, 4]), ("c", vec![6])]
+        );
+    }
 }

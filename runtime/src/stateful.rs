@@ -4,8 +4,8 @@
 
 use crate::context::BatchContext;
 use crate::exec::{
-    collect, combine_shuffle, group_buckets, merge_into, shuffle_by_key, split_even, Combiner,
-    FastMap, Partitioned, Partitions,
+    collect, combine_shuffle, group_shuffle, merge_into, shuffle_by_key, split_even, Combiner,
+    FastMap, Grouper, Partitioned, Partitions,
 };
 use crate::state::{KeyedState, RecordWindow, StateData, StateRegistry, WindowPart, WindowState};
 use rayon::prelude::*;
@@ -57,7 +57,7 @@ where
     K: Hash + Eq + Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
     V: Send,
     S: Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
-    B: Fn(D::Part, &mut Vec<(K, V)>) + Sync + Send,
+    B: Fn(D::Part, &mut Grouper<K, V>) + Sync + Send,
     F: Fn(&[V], Option<S>) -> Option<S> + Sync + Send,
     G: FnOnce() -> I,
     I: IntoIterator<Item = (K, S)>,
@@ -67,14 +67,13 @@ where
         state.check::<KeyedState<K, S>>(slot, n);
         return Vec::new();
     }
-    let grouped = group_buckets(shuffle_by_key(ctx, data, body));
+    let grouped = group_shuffle(ctx, data, body);
     let initial = |parts| KeyedState::from_pairs(initial(), parts);
     with_state_from(state, slot, n, initial, |held: &mut KeyedState<K, S>| {
         held.parts
             .par_iter_mut()
             .zip(grouped.into_par_iter())
-            .map(|(map, groups)| {
-                let mut fresh: FastMap<K, Vec<V>> = groups.into_iter().collect();
+            .map(|(map, mut fresh)| {
                 let previous = std::mem::take(map);
                 let mut next: FastMap<K, S> = FastMap::with_capacity_and_hasher(
                     previous.len() + fresh.len(),
