@@ -6,6 +6,9 @@
 //!     cargo bench --bench word_count -- --quick (a smaller corpus, for a smoke run)
 //!     cargo bench --bench word_count -- --only queue|socket|wal|metrics|interval|rss (one section)
 //!     cargo bench --bench word_count -- --only metrics-cpu (only the app's CPU with and without monitoring)
+//!     cargo bench --bench word_count -- --only stateful (update_state_by_key against reduce_by_key, queued)
+//!     cargo bench --bench word_count -- --only sustained [--variants owned,borrowed] [--workers 2]
+//!         (highest sustained rate per variant, by binary search; with STREAMC_BENCH_EXTERNAL, Spark too)
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -15,6 +18,9 @@ use streamc::prelude::*;
 use streamc::testkit::Corpus;
 
 const WORDS_PER_LINE: usize = 10;
+
+#[path = "word_count/sustained.rs"]
+mod sustained;
 
 /// The queued batches borrow the corpus (leaked once for the whole run), so that, like the hand-written
 /// loop reading `&[String]`, the pipeline does not free a million strings per run: the comparison is of
@@ -79,13 +85,19 @@ fn count_words(batch: &Batch<(String, u64)>) {
     COUNTED.fetch_add(words, std::sync::atomic::Ordering::SeqCst);
 }
 
-/// The same work as the pipeline, written by hand: split, own the word, count in a hash map. With more
-/// threads, each counts a contiguous share and the maps are merged at the end.
+/// The same work as the pipeline, written by hand as well as it can be: split, look the word up
+/// borrowed, own it only when it is new, count in a hash map. With more threads, each counts a
+/// contiguous share and the maps are merged at the end.
 fn hand_written(lines: &[String]) -> HashMap<String, u64, foldhash::fast::RandomState> {
     let mut counts: HashMap<String, u64, foldhash::fast::RandomState> = HashMap::default();
     for line in lines {
         for w in line.split(' ') {
-            *counts.entry(w.to_string()).or_insert(0) += 1;
+            match counts.get_mut(w) {
+                Some(n) => *n += 1,
+                None => {
+                    counts.insert(w.to_string(), 1);
+                }
+            }
         }
     }
     counts
@@ -129,6 +141,9 @@ fn million(x: f64) -> String {
 }
 
 fn main() {
+    if sustained::child_main() {
+        return;
+    }
     if let Ok(address) = std::env::var(RSS_CHILD) {
         return rss_child(address);
     }
@@ -322,6 +337,28 @@ fn main() {
     {
         let verdict = keeps_up(&all_lines, Duration::from_millis(interval));
         println!("  {interval:>3} ms: {verdict}");
+    }
+    if only.as_deref() == Some("sustained") || (only.is_none() && !quick) {
+        println!("highest sustained rate per variant (1 s batches, paced loopback sender):");
+        // `--variants owned,stateful-owned` and `--workers 2` narrow the search.
+        let listed = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|i| args.get(i + 1))
+                .map(|v| v.split(',').map(str::to_string).collect::<Vec<_>>())
+        };
+        let variants: Vec<&'static str> = match listed("--variants") {
+            Some(named) => sustained::VARIANTS
+                .iter()
+                .copied()
+                .filter(|v| named.iter().any(|n| n == v))
+                .collect(),
+            None => sustained::VARIANTS.to_vec(),
+        };
+        let workers: Vec<usize> = listed("--workers")
+            .map(|w| w.iter().filter_map(|n| n.parse().ok()).collect())
+            .unwrap_or_else(|| vec![1, 2]);
+        sustained::report(&all_lines, &variants, &workers);
     }
     if wanted("rss") {
         println!(

@@ -422,3 +422,103 @@ fn a_cached_stream_is_computed_once_per_batch_for_all_its_outputs() {
         );
     }
 }
+
+fn word_refs() -> Vec<Vec<&'static str>> {
+    vec![vec!["a", "b", "a"], vec![], vec!["c", "a", "c"]]
+}
+
+// The forms of `map(|w| (w.to_string(), value))` before a keyed table, which the generated code
+// pushes by the word's text, next to forms it must leave as written.
+stream! {
+    app owned_key_forms { batch: 1s, workers: 2, checkpoint: "target/streamc-test/owned-key-forms" }
+    let lines = queue_stream::<String>(crate::words_batches());
+    let plain = lines.flat_map(|line| line.split(' ')).map(|w| (w.to_string(), 1u64)).reduce_by_key(|a, b| a + b);
+    let annotated = lines.flat_map(|line| line.split(' ')).map(|w: &str| { (w.to_string(), 1u64) }).reduce_by_key(|a, b| a + b);
+    let numeric = lines.flat_map(|line| line.split(' ')).map(|w| w.len()).map(|n| (n.to_string(), 1u64)).reduce_by_key(|a, b| a + b);
+    let lengths = lines.flat_map(|line| line.split(' ')).map(|w| (w.to_string(), w.len() as u64)).reduce_by_key(|a, b| a + b);
+    let groups = lines.flat_map(|line| line.split(' ')).map(|w| (w.to_string(), 1u64)).group_by_key().map(|(w, ones): (String, Vec<u64>)| (w, ones.len() as u64));
+    let totals = lines.flat_map(|line| line.split(' ')).map(|w| (w.to_string(), 1u64)).update_state_by_key(|new: &[u64], old: Option<u64>| Some(old.unwrap_or(0) + new.iter().sum::<u64>()));
+    let windowed = lines.flat_map(|line| line.split(' ')).map(|w| (w.to_string(), 1u64)).reduce_by_key_and_window(|a, b| a + b, 2s, 1s);
+    let refs = queue_stream::<&'static str>(crate::word_refs());
+    let borrowed_twice = refs.map(|w| (w.to_string(), 1u64)).reduce_by_key(|a, b| a + b);
+    plain.collect();
+    annotated.collect();
+    numeric.collect();
+    lengths.collect();
+    groups.collect();
+    totals.collect();
+    windowed.collect();
+    borrowed_twice.collect();
+}
+
+fn tally<K: Ord>(pairs: impl IntoIterator<Item = (K, u64)>) -> BTreeMap<K, u64> {
+    let mut out = BTreeMap::new();
+    for (k, v) in pairs {
+        *out.entry(k).or_default() += v;
+    }
+    out
+}
+
+#[test]
+fn words_owned_by_to_string_before_a_keyed_table_count_as_written() {
+    let dir = std::env::temp_dir().join(format!("streamc-owned-keys-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut driver = owned_key_forms::app()
+        .configure(|c| c.checkpoint_dir = Some(dir.clone().into()))
+        .test_driver()
+        .unwrap();
+    driver.run_batches(4);
+    let take = |driver: &mut TestDriver<_>, name: &str| -> Vec<BTreeMap<String, u64>> {
+        driver
+            .take::<(String, u64)>(name)
+            .unwrap()
+            .into_iter()
+            .map(|(_, records)| tally(records))
+            .collect()
+    };
+    let [plain, annotated, numeric, lengths, groups, totals, windowed, borrowed_twice] = [
+        "plain",
+        "annotated",
+        "numeric",
+        "lengths",
+        "groups",
+        "totals",
+        "windowed",
+        "borrowed_twice",
+    ]
+    .map(|name| take(&mut driver, name));
+    let batches = words_batches();
+    let words: Vec<Vec<&str>> = batches
+        .iter()
+        .map(|lines| lines.iter().flat_map(|l| l.split(' ')).collect())
+        .collect();
+    let mut running = BTreeMap::new();
+    for (batch, ws) in words.iter().enumerate() {
+        let counts = tally(ws.iter().map(|w| (w.to_string(), 1)));
+        assert_eq!(plain[batch], counts, "plain, batch {batch}");
+        assert_eq!(annotated[batch], counts, "annotated, batch {batch}");
+        assert_eq!(groups[batch], counts, "group_by_key, batch {batch}");
+        let by_length = tally(ws.iter().map(|w| (w.len().to_string(), 1)));
+        assert_eq!(numeric[batch], by_length, "numeric keys, batch {batch}");
+        let lengths_expected = tally(ws.iter().map(|w| (w.to_string(), w.len() as u64)));
+        assert_eq!(lengths[batch], lengths_expected, "lengths, batch {batch}");
+        for (w, n) in &counts {
+            *running.entry(w.clone()).or_insert(0) += n;
+        }
+        assert_eq!(totals[batch], running, "update_state_by_key, batch {batch}");
+        let previous = batch
+            .checked_sub(1)
+            .map(|b| words[b].clone())
+            .unwrap_or_default();
+        let window = tally(ws.iter().chain(&previous).map(|w| (w.to_string(), 1)));
+        assert_eq!(windowed[batch], window, "window, batch {batch}");
+    }
+    for (batch, ws) in word_refs().iter().enumerate() {
+        let counts = tally(ws.iter().map(|w| (w.to_string(), 1)));
+        assert_eq!(
+            borrowed_twice[batch], counts,
+            "&&str records, batch {batch}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

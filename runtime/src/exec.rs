@@ -16,7 +16,8 @@ pub(crate) use crate::shuffle::{
 };
 pub use crate::shuffle::{
     inner_emit, left_outer_emit, partition_of, records, records_cloned, split_even, Combiner,
-    Counter, FastMap, Grouper, Partitioned, Partitions, Records, Reducer, ValueCounter,
+    Counter, DisplayKey, FastMap, Grouper, KeyText, KeyedTable, Partitioned, Partitions, Records,
+    Reducer, TextKey, ValueCounter,
 };
 
 /// Runs `body` over every partition, collecting what it pushes: the materialization of a stream.

@@ -123,36 +123,34 @@ impl<'r, K: Hash + Eq, V, R: Fn(V, V) -> V> Combiner<'r, K, V, R> {
 /// scatter writes over the heap and evict them (about 2x slower on a word count).
 pub struct Grouper<K, V> {
     pub(crate) index: FastMap<K, u32>,
-    pub(crate) keys_of: Vec<u32>,
-    pub(crate) values: Vec<V>,
+    /// Each record as its key's index and its value, in arrival order.
+    pub(crate) log: Vec<(u32, V)>,
 }
 
 impl<K: Hash + Eq, V> Grouper<K, V> {
     pub(crate) fn new() -> Self {
         Self {
             index: FastMap::default(),
-            keys_of: Vec::new(),
-            values: Vec::new(),
+            log: Vec::new(),
         }
     }
 
     /// Adds one `(key, value)` record.
-    #[inline]
+    #[inline(always)]
     pub fn push(&mut self, (key, value): (K, V)) {
         let next = self.index.len() as u32;
         let at = *self.index.entry(key).or_insert(next);
-        self.keys_of.push(at);
-        self.values.push(value);
+        self.log.push((at, value));
     }
 
     /// The groups, split into `n` shuffle buckets by key.
     pub(crate) fn into_buckets(self, n: usize) -> Partitions<(K, Vec<V>)> {
         let mut counts = vec![0usize; self.index.len()];
-        for &at in &self.keys_of {
-            counts[at as usize] += 1;
+        for (at, _) in &self.log {
+            counts[*at as usize] += 1;
         }
         let mut groups: Vec<Vec<V>> = counts.into_iter().map(Vec::with_capacity).collect();
-        for (at, value) in self.keys_of.into_iter().zip(self.values) {
+        for (at, value) in self.log {
             groups[at as usize].push(value);
         }
         bucketize(
@@ -161,6 +159,111 @@ impl<K: Hash + Eq, V> Grouper<K, V> {
                 .map(|(key, at)| (key, std::mem::take(&mut groups[at as usize]))),
             n,
         )
+    }
+}
+
+/// A per-partition table of `(String, value)` records that can find a key by its text: the
+/// generated code for `map(|w| (w.to_string(), v))` ending a keyed stage pushes through it, so a
+/// key is owned only the first time the partition sees it (see [`KeyText`]).
+pub trait KeyedTable<V> {
+    /// Adds a record whose key is owned already.
+    fn push_owned(&mut self, key: String, value: V);
+    /// Adds a record whose key is `key.to_owned()`, owning it only if the table has no such key.
+    fn push_text(&mut self, key: &str, value: V);
+}
+
+impl<V, R: Fn(V, V) -> V> KeyedTable<V> for Combiner<'_, String, V, R> {
+    #[inline]
+    fn push_owned(&mut self, key: String, value: V) {
+        self.push((key, value));
+    }
+
+    #[inline]
+    fn push_text(&mut self, key: &str, value: V) {
+        match self.map.get_mut(key) {
+            Some(slot) => {
+                *slot = Some(match slot.take() {
+                    Some(old) => (self.reduce)(old, value),
+                    None => value,
+                });
+            }
+            None => {
+                self.map.insert(key.to_owned(), Some(value));
+            }
+        }
+    }
+}
+
+impl<V> KeyedTable<V> for Grouper<String, V> {
+    #[inline]
+    fn push_owned(&mut self, key: String, value: V) {
+        self.push((key, value));
+    }
+
+    #[inline(always)]
+    fn push_text(&mut self, key: &str, value: V) {
+        let at = match self.index.get(key) {
+            Some(&at) => at,
+            None => {
+                let at = self.index.len() as u32;
+                self.index.insert(key.to_owned(), at);
+                at
+            }
+        };
+        self.log.push((at, value));
+    }
+}
+
+/// A key the user's code turns into a `String` with `to_string()`. Generated code calls
+/// `(&KeyText(key)).push_keyed(table, value)` with both [`TextKey`] and [`DisplayKey`] in scope:
+/// method resolution picks `TextKey` when the key is text (looked up borrowed) and falls back to
+/// `DisplayKey` (`to_string()`, as written) for any other type.
+pub struct KeyText<T>(pub T);
+
+/// Pushing a text key without owning it first (see [`KeyText`]).
+pub trait TextKey {
+    /// Adds `(key, value)` to `table`, the key looked up by its text.
+    fn push_keyed<V, O: KeyedTable<V>>(&self, table: &mut O, value: V);
+}
+
+impl TextKey for KeyText<&str> {
+    #[inline(always)]
+    fn push_keyed<V, O: KeyedTable<V>>(&self, table: &mut O, value: V) {
+        table.push_text(self.0, value);
+    }
+}
+
+impl TextKey for KeyText<&&str> {
+    #[inline(always)]
+    fn push_keyed<V, O: KeyedTable<V>>(&self, table: &mut O, value: V) {
+        table.push_text(self.0, value);
+    }
+}
+
+impl TextKey for KeyText<&String> {
+    #[inline(always)]
+    fn push_keyed<V, O: KeyedTable<V>>(&self, table: &mut O, value: V) {
+        table.push_text(self.0, value);
+    }
+}
+
+impl TextKey for KeyText<String> {
+    #[inline(always)]
+    fn push_keyed<V, O: KeyedTable<V>>(&self, table: &mut O, value: V) {
+        table.push_text(&self.0, value);
+    }
+}
+
+/// Pushing any other key as written: owned by `to_string()` (see [`KeyText`]).
+pub trait DisplayKey {
+    /// Adds `(key.to_string(), value)` to `table`.
+    fn push_keyed<V, O: KeyedTable<V>>(&self, table: &mut O, value: V);
+}
+
+impl<T: ToString> DisplayKey for &KeyText<T> {
+    #[inline(always)]
+    fn push_keyed<V, O: KeyedTable<V>>(&self, table: &mut O, value: V) {
+        table.push_owned(self.0.to_string(), value);
     }
 }
 

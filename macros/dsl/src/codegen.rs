@@ -353,11 +353,23 @@ impl<'g> Generator<'g> {
     /// The stage reading stream `from`: its materialized root, and a body fusing the narrow operators
     /// between that root and `from`.
     fn stage(&self, from: NodeId) -> (TokenStream, TokenStream) {
-        self.stage_with(Vec::new(), from)
+        self.stage_into(Vec::new(), from, false)
     }
 
     /// Like [`Self::stage`], with narrow operators `chain` (innermost last) applied after `from`.
-    fn stage_with(&self, mut chain: Vec<NodeId>, from: NodeId) -> (TokenStream, TokenStream) {
+    fn stage_with(&self, chain: Vec<NodeId>, from: NodeId) -> (TokenStream, TokenStream) {
+        self.stage_into(chain, from, false)
+    }
+
+    /// The stage, for a consumer whose output is a keyed table when `keyed` (see
+    /// [`crate::ops::Operator::keyed_input`]): its last operator may then push into the table
+    /// directly.
+    fn stage_into(
+        &self,
+        mut chain: Vec<NodeId>,
+        from: NodeId,
+        keyed: bool,
+    ) -> (TokenStream, TokenStream) {
         chain.reverse();
         let mut current = from;
         while !self.materialized(current) {
@@ -369,7 +381,14 @@ impl<'g> Generator<'g> {
         let part = Ident::new("part", Span::mixed_site());
         let out = Ident::new("out", Span::mixed_site());
         let record = Ident::new("record", Span::mixed_site());
-        let loop_body = self.fuse(&chain, &record, &quote!(#out.push(#record);));
+        let keyed_end = chain
+            .last()
+            .filter(|_| keyed)
+            .and_then(|&last| self.fuse_keyed(last, &record, &out));
+        let loop_body = match keyed_end {
+            Some(end) => self.fuse(&chain[..chain.len() - 1], &record, &end),
+            None => self.fuse(&chain, &record, &quote!(#out.push(#record);)),
+        };
         let body = quote! {
             |#part, #out| {
                 for #record in #records(#part) {
@@ -402,6 +421,26 @@ impl<'g> Generator<'g> {
         })
     }
 
+    /// Node `id`'s code pushing its result into the keyed table `out`, if its operator has a better
+    /// way than making the record (see [`crate::ops::Operator::fuse_keyed`]).
+    fn fuse_keyed(&self, id: NodeId, record: &Ident, out: &Ident) -> Option<TokenStream> {
+        let node = &self.graph.nodes[id];
+        let NodeKind::Op { op, args, .. } = &node.kind else {
+            return None;
+        };
+        let write = op.fuse_keyed?;
+        write(
+            &FuseCode {
+                exec: &self.exec,
+                record,
+                function: &args[0],
+                inner: TokenStream::new(),
+                span: node.span,
+            },
+            out,
+        )
+    }
+
     /// The statement computing node `id`, if it is materialized or an output.
     fn step(&self, id: NodeId) -> Option<TokenStream> {
         let node = &self.graph.nodes[id];
@@ -422,7 +461,10 @@ impl<'g> Generator<'g> {
             // A narrow operator materialized for its several consumers includes itself in the stage.
             (self.stage_with(vec![id], *input), None)
         } else {
-            (self.stage(*input), other.map(|other| self.stage(other)))
+            (
+                self.stage_into(Vec::new(), *input, op.keyed_input),
+                other.map(|other| self.stage(other)),
+            )
         };
         let code = StepCode {
             id,
@@ -463,7 +505,8 @@ impl<'g> Generator<'g> {
 
 /// What a narrow operator's code is written from (see [`Generate::Fuse`]).
 pub struct FuseCode<'a> {
-    exec: &'a TokenStream,
+    /// The path of the runtime's `exec` module.
+    pub exec: &'a TokenStream,
     /// The variable holding the record, in and out.
     pub record: &'a Ident,
     /// The user's function.

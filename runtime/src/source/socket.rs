@@ -427,6 +427,10 @@ impl LineSplitter {
 
     pub(crate) fn feed(&mut self, chunk: &[u8], block: &mut TextBlock) -> SplitOutcome {
         let mut outcome = SplitOutcome::default();
+        // A block grown line by line would hold up to twice its text (and copy it as it grows);
+        // counting the lines first costs one more pass over bytes already in cache.
+        let lines = memchr::memchr_iter(b'\n', chunk).count();
+        block.reserve(chunk.len() + self.partial.len(), lines);
         let mut start = 0;
         for end in memchr::memchr_iter(b'\n', chunk) {
             let piece = &chunk[start..end];

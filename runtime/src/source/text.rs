@@ -28,6 +28,13 @@ impl TextBlock {
         self.ends.push(self.data.len() as u32);
     }
 
+    /// Makes room for `lines` more lines of `bytes` bytes in all, so that filling the block from one
+    /// read allocates once and holds no slack.
+    pub fn reserve(&mut self, bytes: usize, lines: usize) {
+        self.data.reserve_exact(bytes);
+        self.ends.reserve_exact(lines);
+    }
+
     /// Whether appending `extra` bytes would exceed the offset range of one block.
     pub fn would_overflow(&self, extra: usize) -> bool {
         self.data.len() + extra > u32::MAX as usize

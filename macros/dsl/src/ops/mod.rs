@@ -151,7 +151,18 @@ pub struct Operator {
     pub lowering: Option<Lowering>,
     pub check: Option<GraphCheck>,
     pub generate: Generate,
+    /// For a wide operator: its input stage pushes `(key, value)` pairs into a per-partition keyed
+    /// table (the runtime's `KeyedTable`: a combiner or a grouper), which can find a key by its
+    /// text before the key is owned.
+    pub keyed_input: bool,
+    /// For a narrow operator: the code that pushes its result straight into such a table when it
+    /// ends the stage, if its function allows better than making the record first; `None` from
+    /// the function means it does not.
+    pub fuse_keyed: Option<FuseKeyed>,
 }
+
+/// See [`Operator::fuse_keyed`]: the operator's code, given the table's variable.
+pub type FuseKeyed = fn(&FuseCode, &proc_macro2::Ident) -> Option<TokenStream>;
 
 /// The defaults a descriptor starts from.
 pub(crate) const BASE: Operator = Operator {
@@ -171,6 +182,8 @@ pub(crate) const BASE: Operator = Operator {
     lowering: None,
     check: None,
     generate: Generate::Nothing,
+    keyed_input: false,
+    fuse_keyed: None,
 };
 
 /// The families, in the order the reference lists them.

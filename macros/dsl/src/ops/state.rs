@@ -31,6 +31,7 @@ pub const OPERATORS: &[Operator] = &[
             initial: true,
         },
         generate: Generate::Call(update_state_by_key),
+        keyed_input: true,
         ..KEYED
     },
     Operator {

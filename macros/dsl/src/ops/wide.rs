@@ -25,6 +25,7 @@ pub const OPERATORS: &[Operator] = &[
                   within each partition before the shuffle, as Spark does).",
         spark: Some("reduceByKey"),
         generate: Generate::Call(reduce_by_key),
+        keyed_input: true,
         ..SHUFFLE
     },
     Operator {
@@ -33,6 +34,7 @@ pub const OPERATORS: &[Operator] = &[
         summary: "One `(key, values)` pair per key, its values in a `Vec`.",
         spark: Some("groupByKey"),
         generate: Generate::Call(group_by_key),
+        keyed_input: true,
         ..SHUFFLE
     },
     Operator {

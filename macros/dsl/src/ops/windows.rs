@@ -77,6 +77,7 @@ pub const OPERATORS: &[Operator] = &[
         },
         checkpoint: CheckpointRule::WithInverse,
         generate: Generate::Call(reduce_by_key_and_window),
+        keyed_input: true,
         ..WINDOW
     },
     Operator {
