@@ -6,6 +6,7 @@
 //!     cargo bench --bench word_count -- --quick (a smaller corpus, for a smoke run)
 //!     cargo bench --bench word_count -- --only queue|socket|wal|metrics|interval|rss (one section)
 //!     cargo bench --bench word_count -- --only metrics-cpu (only the app's CPU with and without monitoring)
+//!     cargo bench --bench word_count -- --only intake (the socket receiver against a bare reader)
 //!     cargo bench --bench word_count -- --only stateful (update_state_by_key against reduce_by_key, queued)
 //!     cargo bench --bench word_count -- --only sustained [--variants owned,borrowed] [--workers 2]
 //!         (highest sustained rate per variant, by binary search; with STREAMC_BENCH_EXTERNAL, Spark too)
@@ -19,6 +20,8 @@ use streamc::testkit::Corpus;
 
 const WORDS_PER_LINE: usize = 10;
 
+#[path = "word_count/intake.rs"]
+mod intake;
 #[path = "word_count/sustained.rs"]
 mod sustained;
 
@@ -250,6 +253,9 @@ fn main() {
         );
     }
 
+    if wanted("intake") {
+        intake::report(&repeated, 3 * lines_total as u64, 3);
+    }
     if wanted("wal") {
         let dir = std::env::temp_dir().join(format!("streamc-bench-wal-{}", std::process::id()));
         let mut pairs = Vec::new();

@@ -459,7 +459,8 @@ fn check_replay_partitions(pending: &[JournaledBatch], workers: usize) -> Result
     )))
 }
 
-/// Backpressure: one PID estimator per receiver, fed each batch's figures.
+/// Backpressure: one PID estimator per receiver, fed each batch's figures; and, with or without it,
+/// each receiver's processing rate, which it keeps to under memory pressure.
 struct Backpressure {
     enabled: bool,
     interval: Duration,
@@ -478,9 +479,6 @@ impl Backpressure {
     }
 
     fn update(&mut self, info: &BatchInfo) {
-        if !self.enabled {
-            return;
-        }
         for (name, control) in self.controls.all() {
             let records = info
                 .records
@@ -488,6 +486,10 @@ impl Backpressure {
                 .find(|(n, _)| *n == name)
                 .map(|(_, r)| *r as u64)
                 .unwrap_or(0);
+            control.observe_processing(records, info.processing_time);
+            if !self.enabled {
+                continue;
+            }
             let estimator = self
                 .estimators
                 .entry(name.clone())

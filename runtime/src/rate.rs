@@ -2,6 +2,11 @@
 //! (`--backpressure`): after every batch a PID estimator, with Spark's defaults, computes the rate the
 //! pipeline can sustain from the batch's size, processing time and scheduling delay, and receivers are
 //! held to it.
+//!
+//! Without backpressure, a receiver whose memory budget is more than half used paces itself at the
+//! rate processing keeps up with (records per second of processing time, smoothed over batches), so
+//! that an overloaded app gets batches of even size instead of a full batch and then empty ones
+//! while the budget is held.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +19,9 @@ pub struct RateControl {
     limit: AtomicU64,
     /// The configured ceiling (`--receiver-max-rate`); backpressure never goes above it.
     ceiling: AtomicU64,
+    /// Records per second processing kept up with lately (0 until known): the pace of a receiver
+    /// under memory pressure.
+    processing_rate: AtomicU64,
 }
 
 impl RateControl {
@@ -23,12 +31,30 @@ impl RateControl {
         Self {
             limit: AtomicU64::new(max),
             ceiling: AtomicU64::new(max),
+            processing_rate: AtomicU64::new(0),
         }
     }
 
     /// Records per second allowed now; 0 when unlimited.
     pub fn limit(&self) -> u64 {
         self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Folds a batch's processing rate into the smoothed one (half weight each batch).
+    pub fn observe_processing(&self, records: u64, processing: Duration) {
+        if records == 0 || processing.is_zero() {
+            return;
+        }
+        let rate = (records as f64 / processing.as_secs_f64()) as u64;
+        let old = self.processing_rate.load(Ordering::Relaxed);
+        let smoothed = if old == 0 { rate } else { (old + rate) / 2 };
+        self.processing_rate
+            .store(smoothed.max(1), Ordering::Relaxed);
+    }
+
+    /// Records per second processing kept up with lately; 0 until a batch with records completed.
+    pub fn processing_rate(&self) -> u64 {
+        self.processing_rate.load(Ordering::Relaxed)
     }
 
     /// Sets the rate from backpressure, capped by the configured maximum.
@@ -68,6 +94,7 @@ pub struct Pacer {
     anchor: Instant,
     delivered: u64,
     rate: u64,
+    pressed: bool,
 }
 
 impl Pacer {
@@ -79,12 +106,33 @@ impl Pacer {
             anchor: Instant::now(),
             delivered: 0,
             rate: 0,
+            pressed: false,
+        }
+    }
+
+    /// Whether the receiver's memory budget is under pressure (more than half used): it then also
+    /// keeps to the processing rate.
+    pub fn set_pressed(&mut self, pressed: bool) {
+        self.pressed = pressed;
+    }
+
+    /// The rate in force: the limit, and under memory pressure the processing rate too.
+    fn rate(&self) -> u64 {
+        let limit = self.control.limit();
+        let processing = if self.pressed {
+            self.control.processing_rate()
+        } else {
+            0
+        };
+        match (limit, processing) {
+            (0, rate) | (rate, 0) => rate,
+            (limit, processing) => limit.min(processing),
         }
     }
 
     /// The largest block to deliver at once: a twentieth of a second of records, so pacing stays smooth.
     pub fn block_limit(&self) -> Option<usize> {
-        match self.control.limit() {
+        match self.rate() {
             0 => None,
             rate => Some((rate as usize / 20).max(1)),
         }
@@ -92,7 +140,7 @@ impl Pacer {
 
     /// How long to wait after delivering `records` more.
     pub fn delay_after(&mut self, records: u64) -> Duration {
-        let rate = self.control.limit();
+        let rate = self.rate();
         let now = Instant::now();
         if rate != self.rate || rate == 0 {
             // The limit changed (or there is none): pace afresh from now.
@@ -239,6 +287,25 @@ mod tests {
         assert_eq!(unlimited.limit(), 0);
         unlimited.set(700);
         assert_eq!(unlimited.limit(), 700);
+    }
+
+    #[test]
+    fn under_memory_pressure_a_receiver_keeps_to_the_processing_rate() {
+        let control = Arc::new(RateControl::new(None));
+        let mut pacer = Pacer::new(control.clone());
+        pacer.set_pressed(true);
+        assert_eq!(pacer.block_limit(), None, "no rate known yet");
+        control.observe_processing(10_000, Duration::from_millis(500));
+        control.observe_processing(40_000, Duration::from_millis(1000));
+        assert_eq!(control.processing_rate(), 30_000, "the mean of 20,000 and 40,000");
+        assert_eq!(pacer.block_limit(), Some(1_500));
+        pacer.set_pressed(false);
+        assert_eq!(pacer.block_limit(), None, "no pressure, no pace");
+        control.set(1_000);
+        pacer.set_pressed(true);
+        assert_eq!(pacer.block_limit(), Some(50), "the lower of the two");
+        control.observe_processing(0, Duration::from_millis(5));
+        assert_eq!(control.processing_rate(), 30_000, "empty batches say nothing");
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! splits the byte stream into lines, and hands complete lines to the engine in blocks. Each block takes
 //! its size from a [`MemoryBudget`]; when processing falls behind the budget runs out, the receiver stops
 //! reading, and TCP flow control pushes back on the sender: memory stays bounded, nothing is dropped.
+//! Before that, once more than half the budget is held, the receiver reads only as fast as processing
+//! keeps up (see [`crate::rate`]), so an overloaded app gets even batches rather than a full one and
+//! then empty ones.
 
 use super::blocks::{BlockSink, Loggable, ReceivedBlocks, StoreRetry, Unstored};
 use super::text::{MemoryBudget, TextBlock, TextPartition};
@@ -330,6 +333,7 @@ impl Receiver {
         if block.is_empty() {
             return !*self.stop.borrow();
         }
+        self.pacer.set_pressed(self.budget.pressed());
         let slices = match self.pacer.block_limit() {
             Some(limit) if block.len() > limit => block.split_every(limit),
             _ => vec![block],
@@ -431,34 +435,62 @@ impl LineSplitter {
         // counting the lines first costs one more pass over bytes already in cache.
         let lines = memchr::memchr_iter(b'\n', chunk).count();
         block.reserve(chunk.len() + self.partial.len(), lines);
+        let Some(last) = memchr::memrchr(b'\n', chunk) else {
+            self.hold(chunk, &mut outcome);
+            return outcome;
+        };
         let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', chunk) {
-            let piece = &chunk[start..end];
-            start = end + 1;
+        if self.discarding || !self.partial.is_empty() {
+            // The line begun in an earlier chunk ends at this chunk's first newline.
+            let first = memchr::memchr(b'\n', chunk).unwrap_or(last);
             if self.discarding {
                 self.discarding = false;
-                continue;
-            }
-            if self.partial.is_empty() {
-                Self::emit(piece, self.max_line, block, &mut outcome);
             } else {
-                self.partial.extend_from_slice(piece);
+                self.partial.extend_from_slice(&chunk[..first]);
                 let line = std::mem::take(&mut self.partial);
                 Self::emit(&line, self.max_line, block, &mut outcome);
             }
+            start = first + 1;
         }
-        let rest = &chunk[start..];
-        if !self.discarding {
-            if self.partial.len() + rest.len() > self.max_line {
-                // The line is already too long: drop what we hold and skip to its end.
-                self.partial.clear();
-                self.discarding = true;
-                outcome.oversized += 1;
-            } else {
-                self.partial.extend_from_slice(rest);
+        if start <= last {
+            // Whole lines, which begin at a line start: valid UTF-8 as a run (nearly always) means
+            // valid line by line, so they are checked at once instead of a short slice at a time.
+            let complete = &chunk[start..last];
+            match std::str::from_utf8(complete) {
+                Ok(text) => {
+                    // memchr's search beats `str::split`'s on lines this short.
+                    let mut line_start = 0;
+                    for end in memchr::memchr_iter(b'\n', complete) {
+                        Self::emit_text(&text[line_start..end], self.max_line, block, &mut outcome);
+                        line_start = end + 1;
+                    }
+                    Self::emit_text(&text[line_start..], self.max_line, block, &mut outcome);
+                }
+                Err(_) => {
+                    for line in complete.split(|&b| b == b'\n') {
+                        Self::emit(line, self.max_line, block, &mut outcome);
+                    }
+                }
             }
         }
+        self.hold(&chunk[last + 1..], &mut outcome);
         outcome
+    }
+
+    /// Keeps the start of a line whose end has not arrived, or starts skipping it once it is
+    /// longer than the limit.
+    fn hold(&mut self, rest: &[u8], outcome: &mut SplitOutcome) {
+        if self.discarding {
+            return;
+        }
+        if self.partial.len() + rest.len() > self.max_line {
+            // The line is already too long: drop what we hold and skip to its end.
+            self.partial.clear();
+            self.discarding = true;
+            outcome.oversized += 1;
+        } else {
+            self.partial.extend_from_slice(rest);
+        }
     }
 
     /// The stream ended: a last line without a terminator still counts.
@@ -474,15 +506,27 @@ impl LineSplitter {
     }
 
     fn emit(line: &[u8], max_line: usize, block: &mut TextBlock, outcome: &mut SplitOutcome) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.len() > max_line {
-            outcome.oversized += 1;
-            return;
-        }
         match std::str::from_utf8(line) {
-            Ok(text) if !block.would_overflow(text.len()) => block.push_line(text),
-            Ok(_) => outcome.oversized += 1,
-            Err(_) => outcome.invalid_utf8 += 1,
+            Ok(text) => Self::emit_text(text, max_line, block, outcome),
+            Err(_) => {
+                // A line that is both too long and invalid counts as too long, as it always has.
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.len() > max_line {
+                    outcome.oversized += 1;
+                } else {
+                    outcome.invalid_utf8 += 1;
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn emit_text(line: &str, max_line: usize, block: &mut TextBlock, outcome: &mut SplitOutcome) {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.len() > max_line || block.would_overflow(line.len()) {
+            outcome.oversized += 1;
+        } else {
+            block.push_line(line);
         }
     }
 }
@@ -517,6 +561,17 @@ mod tests {
     fn invalid_utf8_is_counted_and_skipped() {
         let (lines, outcome) = split(&[b"ok\n\xff\xfe bad\nfine\n"], 100);
         assert_eq!(lines, vec!["ok", "fine"]);
+        assert_eq!(outcome.invalid_utf8, 1);
+    }
+
+    #[test]
+    fn a_character_split_between_reads_and_a_bad_line_among_good_ones() {
+        let text = "première\nligne été\n".as_bytes();
+        let (lines, outcome) = split(&[&text[..4], &text[4..15], &text[15..]], 100);
+        assert_eq!(lines, vec!["première", "ligne été"]);
+        assert_eq!(outcome, SplitOutcome::default());
+        let (lines, outcome) = split(&[b"a\nb\xc3\nc\r\n\nd\n"], 100);
+        assert_eq!(lines, vec!["a", "c", "", "d"]);
         assert_eq!(outcome.invalid_utf8, 1);
     }
 

@@ -215,6 +215,12 @@ impl MemoryBudget {
     pub fn available(&self) -> usize {
         self.semaphore.available_permits()
     }
+
+    /// Whether more than half the budget is held: the receiver then paces itself at the
+    /// processing rate, so batches stay even instead of full and then empty.
+    pub fn pressed(&self) -> bool {
+        self.available() < self.limit / 2
+    }
 }
 
 #[cfg(test)]
