@@ -160,10 +160,7 @@ fn an_overloaded_app_over_a_small_budget_gets_even_batches_not_full_and_empty_on
     // After the first full budget is worked off (about 3 s), the last batch aside (the stop's).
     let steady = &sizes[15..sizes.len() - 1];
     assert!(steady.len() >= 10, "{sizes:?}");
-    let (fewest, most) = (
-        *steady.iter().min().unwrap(),
-        *steady.iter().max().unwrap(),
-    );
+    let (fewest, most) = (*steady.iter().min().unwrap(), *steady.iter().max().unwrap());
     assert!(
         fewest > 0 && most <= 4 * fewest,
         "batches should be even under memory pressure: {sizes:?}"

@@ -4,7 +4,7 @@
 use crate::context::BatchOrigin;
 use crate::shuffle::{
     bucketize, inner_emit, join_buckets, left_outer_emit, merge_groups, reduce_buckets, split_even,
-    transpose, Combiner, Grouper, Partitions,
+    transpose, Combiner, Grouper, Partitions, ShuffledGroups,
 };
 use crate::time::Time;
 use rayon::prelude::*;
@@ -269,7 +269,7 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
     /// All values of each key.
     pub fn group_by_key(self) -> Batch<(K, Vec<V>)> {
         let n = self.workers;
-        let per_map: Vec<Vec<Vec<(K, Vec<V>)>>> = self
+        let per_map: ShuffledGroups<K, V> = self
             .parts
             .into_par_iter()
             .map(|part| {

@@ -297,7 +297,11 @@ mod tests {
         assert_eq!(pacer.block_limit(), None, "no rate known yet");
         control.observe_processing(10_000, Duration::from_millis(500));
         control.observe_processing(40_000, Duration::from_millis(1000));
-        assert_eq!(control.processing_rate(), 30_000, "the mean of 20,000 and 40,000");
+        assert_eq!(
+            control.processing_rate(),
+            30_000,
+            "the mean of 20,000 and 40,000"
+        );
         assert_eq!(pacer.block_limit(), Some(1_500));
         pacer.set_pressed(false);
         assert_eq!(pacer.block_limit(), None, "no pressure, no pace");
@@ -305,7 +309,11 @@ mod tests {
         pacer.set_pressed(true);
         assert_eq!(pacer.block_limit(), Some(50), "the lower of the two");
         control.observe_processing(0, Duration::from_millis(5));
-        assert_eq!(control.processing_rate(), 30_000, "empty batches say nothing");
+        assert_eq!(
+            control.processing_rate(),
+            30_000,
+            "empty batches say nothing"
+        );
     }
 
     #[test]

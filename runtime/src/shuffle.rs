@@ -426,10 +426,13 @@ where
         .collect()
 }
 
+/// Map-side groups after the shuffle: for each reducer, one bucket of `(key, values)` per map partition.
+pub(crate) type ShuffledGroups<K, V> = Vec<Vec<Vec<(K, Vec<V>)>>>;
+
 /// Final merge of map-side groups, one reducer per output partition: a key's values in map
 /// partition order, each partition's in arrival order.
 pub(crate) fn merge_groups<K: Hash + Eq + Send, V: Send>(
-    per_reducer: Vec<Vec<Vec<(K, Vec<V>)>>>,
+    per_reducer: ShuffledGroups<K, V>,
 ) -> Vec<FastMap<K, Vec<V>>> {
     per_reducer
         .into_par_iter()
