@@ -615,21 +615,7 @@ fn app_peak_rss(lines: &[String], payload: &[u8]) {
             .unwrap();
         let (mut conn, _) = listener.accept().unwrap();
         let status = format!("/proc/{}/status", child.id());
-        let sampler = std::thread::spawn(move || {
-            let mut peak_kib = 0u64;
-            while let Ok(text) = std::fs::read_to_string(&status) {
-                let hwm = text
-                    .lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok());
-                match hwm {
-                    Some(kib) => peak_kib = peak_kib.max(kib),
-                    None => break,
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            peak_kib
-        });
+        let sampler = std::thread::spawn(move || sustained::peak_rss(&status));
         if paced {
             pace(&mut conn, lines, 1_000_000, Duration::from_secs(4));
         } else {

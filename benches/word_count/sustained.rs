@@ -248,8 +248,8 @@ fn parse_batch(line: &str) -> Option<BatchFigures> {
     })
 }
 
-/// The highest VmHWM of a process, sampled until it exits.
-fn peak_rss(status: &str) -> u64 {
+/// The highest VmHWM of a process, in KiB, sampled until it exits.
+pub fn peak_rss(status: &str) -> u64 {
     let mut peak_kib = 0u64;
     while let Ok(text) = std::fs::read_to_string(status) {
         let hwm = text

@@ -110,10 +110,15 @@ impl Pacer {
         }
     }
 
-    /// Whether the receiver's memory budget is under pressure (more than half used): it then also
-    /// keeps to the processing rate.
+    /// Whether the receiver's memory budget is under pressure: it then also keeps to the
+    /// processing rate.
     pub fn set_pressed(&mut self, pressed: bool) {
         self.pressed = pressed;
+    }
+
+    /// Whether it was under pressure at the last delivery.
+    pub fn pressed(&self) -> bool {
+        self.pressed
     }
 
     /// The rate in force: the limit, and under memory pressure the processing rate too.

@@ -4,9 +4,9 @@
 //! splits the byte stream into lines, and hands complete lines to the engine in blocks. Each block takes
 //! its size from a [`MemoryBudget`]; when processing falls behind the budget runs out, the receiver stops
 //! reading, and TCP flow control pushes back on the sender: memory stays bounded, nothing is dropped.
-//! Before that, once more than half the budget is held, the receiver reads only as fast as processing
-//! keeps up (see [`crate::rate`]), so an overloaded app gets even batches rather than a full one and
-//! then empty ones.
+//! Before that, once more than half the budget is held (and until less than a quarter is), the
+//! receiver reads only as fast as processing keeps up (see [`crate::rate`]), so an overloaded app gets
+//! even batches rather than a full one and then empty ones.
 
 use super::blocks::{BlockSink, Loggable, ReceivedBlocks, StoreRetry, Unstored};
 use super::text::{MemoryBudget, TextBlock, TextPartition};
@@ -333,7 +333,8 @@ impl Receiver {
         if block.is_empty() {
             return !*self.stop.borrow();
         }
-        self.pacer.set_pressed(self.budget.pressed());
+        let pressed = self.budget.pressed(self.pacer.pressed());
+        self.pacer.set_pressed(pressed);
         let slices = match self.pacer.block_limit() {
             Some(limit) if block.len() > limit => block.split_every(limit),
             _ => vec![block],

@@ -216,10 +216,16 @@ impl MemoryBudget {
         self.semaphore.available_permits()
     }
 
-    /// Whether more than half the budget is held: the receiver then paces itself at the
-    /// processing rate, so batches stay even instead of full and then empty.
-    pub fn pressed(&self) -> bool {
-        self.available() < self.limit / 2
+    /// Whether the receiver should pace itself at the processing rate, so that batches stay even
+    /// instead of full and then empty: from when more than half the budget is held until less than
+    /// a quarter is (`was` is the answer last time), so that a brief dip lets no burst in.
+    pub fn pressed(&self, was: bool) -> bool {
+        let held = self.limit - self.available().min(self.limit);
+        if was {
+            held > self.limit / 4
+        } else {
+            held > self.limit / 2
+        }
     }
 }
 
