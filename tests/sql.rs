@@ -369,6 +369,10 @@ fn crash_run(db: &Db, dir: &Path) {
     crash_run_at(db, dir, &place);
 }
 
+/// Fewer ends than these and the crash test has not tested what it says.
+const MIN_RESTARTS: usize = 8;
+const MIN_KILLS: usize = 2;
+
 fn crash_run_at(db: &Db, dir: &Path, place: &Place<'_>) {
     let out = dir.join(format!("out-{}", db.label));
     reset(&db.url, "crash_totals", "sql_totals");
@@ -384,9 +388,12 @@ fn crash_run_at(db: &Db, dir: &Path, place: &Place<'_>) {
     let mut armed: Option<usize> = None;
     let mut app = crash_child(db, &out, place, None);
     let mut i = 0;
-    // 36 files; more, up to 100, while a failpoint has not fired yet (a slow start on a loaded machine
-    // can use up a turn).
-    while i < 36 || (ends.fired.contains(&0) && i < 100) {
+    // 36 files; more, up to 100, while a failpoint has not fired yet or too few incarnations have ended
+    // (a slow start on a loaded machine, or a slow bucket, can use up a turn).
+    let too_few = |ends: &Ends, restarts: usize| {
+        ends.fired.contains(&0) || restarts < MIN_RESTARTS || ends.kills < MIN_KILLS
+    };
+    while i < 36 || (too_few(&ends, restarts) && i < 100) {
         let lines: Vec<String> = (0..1 + rng.next_u64() % 8)
             .map(|_| match rng.next_u64() % 4 {
                 0 => format!("w{} toolong{}", rng.next_u64() % 9, rng.next_u64() % 3),
@@ -438,7 +445,7 @@ fn crash_run_at(db: &Db, dir: &Path, place: &Place<'_>) {
         .collect();
     words.sort();
     assert!(
-        restarts >= 8 && ends.kills >= 2,
+        restarts >= MIN_RESTARTS && ends.kills >= MIN_KILLS,
         "{}: too few crashes: {restarts} restarts ({ends:?})",
         db.label
     );
