@@ -124,7 +124,8 @@ fn main() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Starts each server run from an empty table.
+/// Starts each server run from an empty table and no progress: batch times repeat from run to run,
+/// so the sink would otherwise skip every batch of a second run as already written.
 fn drop_table(url: &str) {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -137,6 +138,10 @@ fn drop_table(url: &str) {
                 .execute(&pool)
                 .await
                 .unwrap();
+            // The progress table may not exist yet.
+            let _ = sqlx::query("DELETE FROM streamc_progress WHERE pipeline = 'sql_bench'")
+                .execute(&pool)
+                .await;
             pool.close().await;
         });
 }

@@ -204,6 +204,8 @@ fn main() {
         size as f64 / 1048576.0,
         size as f64 / keys.max(1) as f64
     );
+    // The directory is locked by its running app: the first one must be gone before it restarts.
+    drop(driver);
     let started = Instant::now();
     let restored = totals::app()
         .configure(|c| c.checkpoint_dir = Some(dir.clone().into()))
