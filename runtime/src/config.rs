@@ -166,6 +166,16 @@ impl AppConfig {
             .unwrap_or_else(declared)
     }
 
+    /// Options for the supervisor of a custom receiver (`receiver_stream`, `socket_stream`): the
+    /// `[receiver]` settings.
+    pub fn receiver_options(&self) -> crate::source::ReceiverOptions {
+        crate::source::ReceiverOptions {
+            block_interval: self.socket.block_interval,
+            buffer_bytes: self.socket.buffer_bytes,
+            ..Default::default()
+        }
+    }
+
     /// Options for Kafka source `name`: the `[kafka]` settings, its client properties those of
     /// `[kafka.properties]` and `--kafka-property` with `[sources.NAME.properties]` over them.
     #[cfg(feature = "kafka")]

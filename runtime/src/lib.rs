@@ -134,7 +134,8 @@ pub mod __private {
     pub use crate::sink::sql::SqlDestination;
     pub use crate::sink::{OutputResult, RollingFiles};
     pub use crate::source::{
-        FileOptions, QueueSource, SocketTextSource, SourceSet, TextFileSource,
+        FileOptions, QueueSource, ReceiverSource, SocketRecords, SocketTextSource, SourceSet,
+        TextFileSource,
     };
     #[cfg(feature = "kafka")]
     pub use crate::source::{KafkaDirectSource, KafkaReceiverSource};

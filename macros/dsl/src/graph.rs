@@ -839,15 +839,17 @@ impl Builder {
             },
             _ => None,
         };
+        let record_type = record_type.or_else(|| {
+            let infer = def.type_from_args?;
+            infer(&call.args.iter().cloned().collect::<Vec<_>>()).map(Box::new)
+        });
         if def.needs_record_type && record_type.is_none() {
-            return Err(
-                Diagnostic::at(&segment.ident, format!("`{name}` needs its record type"))
-                    .help(format!(
-                        "write `{}`, e.g. `{name}::<String>(..)`",
-                        def.signature
-                    ))
-                    .into(),
-            );
+            return Err(Diagnostic::at(
+                &segment.ident,
+                format!("`{name}` needs its {}", def.type_param),
+            )
+            .help(format!("write `{}`", def.signature))
+            .into());
         }
         let taken: Vec<String> = self
             .nodes

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 /// A block that can be written to the log and read back.
 pub trait Loggable: Sized + Send + 'static {
-    fn encode(&self) -> Vec<u8>;
+    /// The block's bytes in the log; an error is the reason it cannot be logged.
+    fn encode(&self) -> Result<Vec<u8>, String>;
     fn decode(bytes: &[u8]) -> Result<Self, String>;
 }
 
@@ -47,7 +48,11 @@ impl<B: Loggable> BlockSink<B> {
         let position = match &self.wal {
             Some(wal) => {
                 let mut wal = wal.lock().unwrap_or_else(|p| p.into_inner());
-                match wal.append_durably(&block.encode()) {
+                let encoded = match block.encode() {
+                    Ok(encoded) => encoded,
+                    Err(e) => return Err((block, e)),
+                };
+                match wal.append_durably(&encoded) {
                     Ok(position) => Some(position),
                     Err(e) => {
                         return Err((block, format!("cannot write the write-ahead log: {e}")))

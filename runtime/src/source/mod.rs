@@ -5,13 +5,18 @@
 //! never takes a worker away, so `workers: 1` works (unlike Spark's `local[1]`).
 
 mod blocks;
+mod custom;
 mod files;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod queue;
 mod socket;
+mod socket_records;
 mod text;
 
+pub use custom::{
+    Receiver, ReceiverContext, ReceiverOptions, ReceiverSource, RecordBlock, StoreError,
+};
 pub use files::{glob_matches, FileOptions, TextFileSource};
 #[cfg(feature = "kafka")]
 pub use kafka::KafkaReceiverSource;
@@ -22,6 +27,7 @@ pub use kafka::{
 };
 pub use queue::QueueSource;
 pub use socket::{SocketOptions, SocketTextSource};
+pub use socket_records::{Converter, SocketRecords};
 pub use text::{MemoryBudget, TextBlock, TextLines, TextPartition};
 
 use crate::time::Time;

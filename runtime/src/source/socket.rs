@@ -32,6 +32,8 @@ pub struct SocketOptions {
     pub reconnect_min: Duration,
     /// The longest delay between reconnect attempts.
     pub reconnect_max: Duration,
+    /// How often a custom receiver's records stored one at a time are cut into a block.
+    pub block_interval: Duration,
 }
 
 impl Default for SocketOptions {
@@ -41,6 +43,7 @@ impl Default for SocketOptions {
             max_line_bytes: 1 << 20,
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
+            block_interval: Duration::from_millis(200),
         }
     }
 }
@@ -56,6 +59,10 @@ impl SocketOptions {
         setting!(SocketOptions { section: "receiver", key: "max_line_bytes",
             flag: "max-line-bytes", value: "BYTES",
             help: "Longer lines are skipped and counted." } => max_line_bytes),
+        setting!(SocketOptions { section: "receiver", key: "block_interval",
+            flag: "receiver-block-interval", value: "DURATION",
+            help: "How often a custom receiver's records stored one at a time become a block (Spark's spark.streaming.blockInterval)." }
+            => block_interval),
     ];
 }
 
@@ -92,7 +99,7 @@ impl SocketTextSource {
 
 /// In the write-ahead log a block is its lines joined by newlines.
 impl Loggable for TextBlock {
-    fn encode(&self) -> Vec<u8> {
+    fn encode(&self) -> Result<Vec<u8>, String> {
         let mut payload = Vec::with_capacity(self.bytes() + self.len());
         for (i, line) in self.lines().enumerate() {
             if i > 0 {
@@ -100,7 +107,7 @@ impl Loggable for TextBlock {
             }
             payload.extend_from_slice(line.as_bytes());
         }
-        payload
+        Ok(payload)
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, String> {

@@ -211,6 +211,12 @@ impl MemoryBudget {
         self.semaphore.clone().acquire_many_owned(bytes).await.ok()
     }
 
+    /// Takes `bytes` of the budget if they fit now.
+    pub(crate) fn try_acquire(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let bytes = bytes.clamp(1, self.limit) as u32;
+        self.semaphore.clone().try_acquire_many_owned(bytes).ok()
+    }
+
     /// Bytes currently free.
     pub fn available(&self) -> usize {
         self.semaphore.available_permits()

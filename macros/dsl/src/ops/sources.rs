@@ -5,6 +5,9 @@ use crate::codegen::SourceCode;
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 
+/// Reads a source's type from its arguments, when they show it.
+pub type TypeFromArgs = fn(&[syn::Expr]) -> Option<syn::Type>;
+
 /// A source (called as a function).
 pub struct SourceDef {
     pub name: &'static str,
@@ -21,8 +24,14 @@ pub struct SourceDef {
     /// Whether `--demo` can feed it from a local line generator (it reads text lines from an
     /// address).
     pub demo: bool,
-    /// Whether the record type must be written (`queue_stream::<T>(...)`): nothing else tells it.
+    /// Whether a type must be written (`queue_stream::<T>(...)`) or found by `type_from_args`:
+    /// nothing else tells it.
     pub needs_record_type: bool,
+    /// What that type is, for the error that asks for it ("record type").
+    pub type_param: &'static str,
+    /// Reads the type from the arguments when it is not written: the receiver of
+    /// `receiver_stream(MyReceiver::new(..))`.
+    pub type_from_args: Option<TypeFromArgs>,
     /// The Rust type of the source, one field of the pipeline's `Sources` tuple.
     pub rust_type: fn(&SourceCode) -> TokenStream,
     /// The expression building the source in `Pipeline::build`.
@@ -43,6 +52,8 @@ pub const SOURCES: &[SourceDef] = &[
         feature: None,
         demo: true,
         needs_record_type: false,
+        type_param: "record type",
+        type_from_args: None,
         rust_type: |code| code.runtime_type(quote!(SocketTextSource)),
         build: socket_text_stream,
     },
@@ -57,6 +68,8 @@ pub const SOURCES: &[SourceDef] = &[
         feature: None,
         demo: false,
         needs_record_type: true,
+        type_param: "record type",
+        type_from_args: None,
         rust_type: |code| {
             let record = code.record_type;
             code.runtime_type(quote!(QueueSource<#record>))
@@ -76,6 +89,8 @@ pub const SOURCES: &[SourceDef] = &[
         feature: Some("kafka"),
         demo: false,
         needs_record_type: false,
+        type_param: "record type",
+        type_from_args: None,
         rust_type: |code| code.runtime_type(quote!(KafkaDirectSource)),
         build: kafka_direct_stream,
     },
@@ -91,6 +106,8 @@ pub const SOURCES: &[SourceDef] = &[
         feature: Some("kafka"),
         demo: false,
         needs_record_type: false,
+        type_param: "record type",
+        type_from_args: None,
         rust_type: |code| code.runtime_type(quote!(KafkaReceiverSource)),
         build: kafka_receiver_stream,
     },
@@ -105,10 +122,109 @@ pub const SOURCES: &[SourceDef] = &[
         feature: None,
         demo: false,
         needs_record_type: false,
+        type_param: "record type",
+        type_from_args: None,
         rust_type: |code| code.runtime_type(quote!(TextFileSource)),
         build: text_file_stream,
     },
+    SourceDef {
+        name: "socket_stream",
+        args: (3, 3),
+        signature: "socket_stream::<T>(host, port, |input: &mut dyn std::io::BufRead| -> std::io::Result<Option<T>> { .. })",
+        records: "`&T`",
+        summary: "Records of any protocol read from a TCP server: the converter reads one record \
+                  from the connection (`Ok(None)` at its end); an error or the end of the stream \
+                  reconnects with backoff. `T` must be serde-serializable (for the write-ahead \
+                  log).",
+        spark: Some("socketStream"),
+        feature: None,
+        demo: false,
+        needs_record_type: true,
+        type_param: "record type",
+        type_from_args: None,
+        rust_type: |code| {
+            let (p, record) = (&code.runtime, code.record_type);
+            quote!(#p::ReceiverSource<#p::SocketRecords<#record>>)
+        },
+        build: socket_stream,
+    },
+    SourceDef {
+        name: "receiver_stream",
+        args: (1, 1),
+        signature: "receiver_stream(MyReceiver::new(..)) or receiver_stream::<MyReceiver>(make_receiver())",
+        records: "`&R::Record`",
+        summary: "The app's own receiver (a type implementing `streamc::source::Receiver`), run \
+                  like the built-in ones: rate limits, backpressure, the memory budget, the \
+                  write-ahead log, restarts, monitoring and the graceful stop apply.",
+        spark: Some("receiverStream"),
+        feature: None,
+        demo: false,
+        needs_record_type: true,
+        type_param: "receiver type",
+        type_from_args: Some(receiver_type),
+        rust_type: |code| {
+            let receiver = code.record_type;
+            code.runtime_type(quote!(ReceiverSource<#receiver>))
+        },
+        build: receiver_stream,
+    },
 ];
+
+/// The receiver's type, read from the expression that makes it: the path before the function of
+/// `Type::new(..)`, a tuple struct's constructor (`Type(..)`, capitalized), or the type of a struct
+/// literal. A call of a plain function says nothing about its type.
+fn receiver_type(args: &[syn::Expr]) -> Option<syn::Type> {
+    let path = match args.first()? {
+        syn::Expr::Call(call) => match &*call.func {
+            syn::Expr::Path(p) if p.qself.is_none() => {
+                let mut path = p.path.clone();
+                let last = path.segments.last()?.ident.to_string();
+                if last.starts_with(|c: char| c.is_ascii_lowercase() || c == '_') {
+                    if path.segments.len() < 2 {
+                        return None;
+                    }
+                    path.segments.pop();
+                    path.segments.pop_punct();
+                }
+                path
+            }
+            _ => return None,
+        },
+        syn::Expr::Struct(s) if s.qself.is_none() => s.path.clone(),
+        _ => return None,
+    };
+    Some(syn::Type::Path(syn::TypePath { qself: None, path }))
+}
+
+fn socket_stream(code: &SourceCode) -> TokenStream {
+    let (host, port, converter) = (&code.args[0], &code.args[1], &code.args[2]);
+    let (p, config, name, record, span) = (
+        &code.runtime,
+        &code.config,
+        code.name,
+        code.record_type,
+        code.span,
+    );
+    quote_spanned! {span=>
+        #p::ReceiverSource::new(
+            #name,
+            #p::SocketRecords::<#record>::new(
+                #config.source_address(#name, || ::std::format!("{}:{}", #host, #port)),
+                #converter,
+                #config.socket.clone(),
+            ),
+            #config.receiver_options(),
+        )
+    }
+}
+
+fn receiver_stream(code: &SourceCode) -> TokenStream {
+    let (p, config, name, span) = (&code.runtime, &code.config, code.name, code.span);
+    let receiver = &code.args[0];
+    quote_spanned! {span=>
+        #p::ReceiverSource::new(#name, #receiver, #config.receiver_options())
+    }
+}
 
 fn socket_text_stream(code: &SourceCode) -> TokenStream {
     let (host, port, config) = (&code.args[0], &code.args[1], &code.config);

@@ -67,8 +67,8 @@ impl KafkaReceiverSource {
 
 /// In the write-ahead log a block is its records, postcard-encoded.
 impl Loggable for Vec<KafkaRecord> {
-    fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).unwrap_or_default()
+    fn encode(&self) -> Result<Vec<u8>, String> {
+        postcard::to_stdvec(self).map_err(|e| format!("a Kafka block cannot be encoded: {e}"))
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, String> {
