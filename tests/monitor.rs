@@ -883,3 +883,50 @@ fn healthz_and_readyz_follow_every_state_of_the_engine() {
     app.wait().unwrap();
     feeder.join().unwrap();
 }
+
+stream! {
+    app watched_dir { batch: 100ms, workers: 1 }
+    let lines = text_file_stream("unused");
+    lines.count().foreach_batch(|batch, _| { std::hint::black_box(batch.len()); });
+}
+
+/// A directory is read at each cut, not received: it has its counters but no receiver row.
+#[test]
+fn a_file_source_is_not_listed_as_a_receiver() {
+    let dir = std::env::temp_dir().join(format!("streamc-monitor-dir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let app = watched_dir::app()
+        .source_address("lines", dir.to_string_lossy())
+        .configure(|c| c.ui = Some("127.0.0.1:0".parse().unwrap()))
+        .start()
+        .unwrap();
+    let address = app.ui_address().unwrap();
+    std::fs::write(dir.join(".a.tmp"), "one\ntwo\n").unwrap();
+    std::fs::rename(dir.join(".a.tmp"), dir.join("a.txt")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let batches = loop {
+        let batches: serde_json::Value =
+            serde_json::from_str(&get(address, "/api/v1/batches").1).unwrap();
+        let counted: u64 = batches
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b["records"].as_u64())
+            .sum();
+        if counted >= 2 || Instant::now() > deadline {
+            break counted;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(batches, 2, "the file's lines were read");
+    let receivers: serde_json::Value =
+        serde_json::from_str(&get(address, "/api/v1/receivers").1).unwrap();
+    assert_eq!(receivers, serde_json::json!([]), "no receiver row");
+    let metrics = get(address, "/metrics").1;
+    assert!(
+        !metrics.contains("streamc_receiver_active{"),
+        "no receiver metrics: {metrics}"
+    );
+    app.stop().unwrap();
+}
