@@ -62,6 +62,118 @@ fn a_consumer_group_receiver_gets_every_message() {
     assert_eq!(report.records, 500);
 }
 
+/// Whether the receiver has joined its group and been given partitions (its receiver row counts a
+/// connection then).
+fn assigned(address: std::net::SocketAddr) -> bool {
+    let body = scrape(address, "/api/v1/receivers");
+    let json = body.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|r| r[0]["connections"].as_u64())
+        .is_some_and(|n| n > 0)
+}
+
+/// `--kafka-start latest`: a new group's receiver skips what was in the topic before it joined and
+/// reads what comes after.
+#[test]
+fn a_receiver_started_at_latest_reads_only_what_comes_after_it_joined() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("events", 2, 1).unwrap();
+    produce(&brokers, "events", 0, 100);
+    let app = received_count::app()
+        .source_address("records", brokers.clone())
+        .configure(|c| {
+            c.kafka.start = streamc::source::StartAt::Latest;
+            c.kafka.group = Some("starts-at-latest".into());
+            c.ui = Some("127.0.0.1:0".parse().unwrap());
+        })
+        .start()
+        .unwrap();
+    let address = app.ui_address().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !assigned(address) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(assigned(address), "the receiver joined its group");
+    produce(&brokers, "events", 100, 50);
+    let mut got = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 50 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        for (_, values) in app.take::<String>("values").unwrap() {
+            got.extend(values);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for (_, values) in app.take::<String>("values").unwrap() {
+        got.extend(values);
+    }
+    app.stop().unwrap();
+    let expected: BTreeSet<String> = (100..150).map(|i| format!("message {i}")).collect();
+    assert_eq!(got, expected, "only the messages produced after it joined");
+}
+
+stream! {
+    app slow_received { batch: 500ms, workers: 2 }
+    let records = kafka_receiver_stream("127.0.0.1:9", ["events"]);
+    let sizes = records.map(|r| r.value.as_ref().map_or(0, Vec::len));
+    // Each batch with data takes a second: the receiver runs ahead of processing.
+    sizes.foreach_batch(|batch, _| {
+        crate::SLOW_BATCHES.lock().unwrap().push(batch.len());
+        if !batch.is_empty() {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    });
+}
+
+static SLOW_BATCHES: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+/// A receiver ahead of processing holds at most its memory budget: batches stay small and the
+/// rest waits in Kafka, none lost.
+#[test]
+fn a_receiver_ahead_of_processing_keeps_to_its_memory_budget() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("events", 2, 1).unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let payload = vec![b'x'; 1000];
+    for i in 0..8000 {
+        producer
+            .send(
+                BaseRecord::<(), [u8]>::to("events")
+                    .payload(&payload)
+                    .partition(i % 2),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let app = slow_received::app()
+        .source_address("records", brokers.clone())
+        .configure(|c| c.socket.buffer_bytes = 1 << 20)
+        .start()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let total = || SLOW_BATCHES.lock().unwrap().iter().sum::<usize>();
+    while total() < 8000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    app.stop().unwrap();
+    let batches = SLOW_BATCHES.lock().unwrap().clone();
+    assert_eq!(total(), 8000, "every message, once: {batches:?}");
+    // 1 MiB holds about 900 of these records; a block is at most 1 MiB more.
+    let largest = batches.iter().max().copied().unwrap_or(0);
+    assert!(
+        largest <= 2500,
+        "a batch holds at most about the budget, not the backlog: {batches:?}"
+    );
+}
+
 /// A rate-limited receiver falls behind a backlog: its lag per partition shows in `/metrics`.
 #[test]
 fn the_receiver_reports_its_lag_per_partition() {

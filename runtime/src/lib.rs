@@ -138,7 +138,7 @@ pub mod __private {
         TextFileSource,
     };
     #[cfg(feature = "kafka")]
-    pub use crate::source::{KafkaDirectSource, KafkaReceiverSource};
+    pub use crate::source::{KafkaDirectSource, KafkaReceiver};
     pub use crate::state::StateRegistry;
     pub use crate::stateful;
     pub use crate::{App, AppConfig};

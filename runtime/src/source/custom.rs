@@ -61,6 +61,13 @@ pub trait Receiver: Send + 'static {
     /// read back after a crash.
     type Record: Serialize + DeserializeOwned + Send + 'static;
 
+    /// Checks what can be checked before receiving (an address, a secret, a client's
+    /// configuration), once, when the app starts: an error here stops the app from starting, with
+    /// the message, where errors of `on_start` are retried. `source` is the source's name.
+    fn prepare(&mut self, _source: &str) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Starts receiving: connect, start the thread or task that calls the context's `store`
     /// methods, and return. An error is reported (monitoring's receiver table shows it) and the
     /// receiver is started again after a delay, as after [`ReceiverContext::restart`].
@@ -294,6 +301,23 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> ReceiverContext<R> {
         ReceiverCounters::add(&self.shared.counters.connections, 1);
     }
 
+    /// The largest block worth storing at once under the current rate limit (a twentieth of a
+    /// second of records), so that pacing stays smooth; `None` without a limit.
+    pub fn block_limit(&self) -> Option<usize> {
+        self.shared
+            .pacer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .block_limit()
+    }
+
+    /// Kafka: messages behind the high watermark, per (topic, partition).
+    pub(crate) fn set_lag(&self, lag: Vec<(String, i32, i64)>) {
+        if let Ok(mut kept) = self.shared.counters.lag.lock() {
+            *kept = lag;
+        }
+    }
+
     /// Waits as long as the rate limit (and, under memory pressure, the processing rate) asks after
     /// `records` more.
     fn pace(&self, records: u64) {
@@ -501,9 +525,10 @@ impl<T: Receiver> Source for ReceiverSource<T> {
     }
 
     fn start(&mut self, env: &ReceiverEnv) -> Result<(), SourceError> {
-        let Some(receiver) = self.receiver.take() else {
+        let Some(mut receiver) = self.receiver.take() else {
             return Err(self.error("the receiver was already started".into()));
         };
+        receiver.prepare(&self.name).map_err(|e| self.error(e))?;
         let sink = self.blocks.start(env)?;
         let control = Arc::new(RateControl::new(env.max_rate));
         if let Some(initial) = env.initial_rate {

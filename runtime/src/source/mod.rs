@@ -19,12 +19,12 @@ pub use custom::{
 };
 pub use files::{glob_matches, FileOptions, TextFileSource};
 #[cfg(feature = "kafka")]
-pub use kafka::KafkaReceiverSource;
-#[cfg(feature = "kafka")]
 pub use kafka::{
     offset_ranges, KafkaDirectSource, KafkaOptions, KafkaRecord, KafkaSettings, OffsetRange,
     StartAt,
 };
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaReceiver, KafkaReceiverSource};
 pub use queue::QueueSource;
 pub use socket::{SocketOptions, SocketTextSource};
 pub use socket_records::{Converter, SocketRecords};

@@ -108,7 +108,10 @@ pub const SOURCES: &[SourceDef] = &[
         needs_record_type: false,
         type_param: "record type",
         type_from_args: None,
-        rust_type: |code| code.runtime_type(quote!(KafkaReceiverSource)),
+        rust_type: |code| {
+            let p = &code.runtime;
+            quote!(#p::ReceiverSource<#p::KafkaReceiver>)
+        },
         build: kafka_receiver_stream,
     },
     SourceDef {
@@ -248,17 +251,26 @@ fn queue_stream(code: &SourceCode) -> TokenStream {
 }
 
 fn kafka_direct_stream(code: &SourceCode) -> TokenStream {
-    kafka_source(code, quote!(KafkaDirectSource))
+    let (brokers, topics, options) = kafka_arguments(code);
+    code.new_source(quote!(KafkaDirectSource), brokers, &[topics, options])
 }
 
 fn kafka_receiver_stream(code: &SourceCode) -> TokenStream {
-    kafka_source(code, quote!(KafkaReceiverSource))
+    let (p, config, name) = (&code.runtime, &code.config, code.name);
+    let (brokers, topics, options) = kafka_arguments(code);
+    quote_spanned! {code.span=>
+        #p::ReceiverSource::new(
+            #name,
+            #p::KafkaReceiver::new(#config.source_address(#name, || #brokers), #topics, #options),
+            #config.receiver_options(),
+        )
+    }
 }
 
-/// A Kafka source of `brokers` (movable by `--source name=...`) and `topics`: any iterable of
-/// displayable names, read into the `Vec<String>` the sources take; its options from the app's
+/// A Kafka source's brokers (movable by `--source name=...`), its `topics` (any iterable of
+/// displayable names, read into the `Vec<String>` the sources take) and its options: from the app's
 /// configuration, over the properties of the third argument (pairs of strings), if any.
-fn kafka_source(code: &SourceCode, source: TokenStream) -> TokenStream {
+fn kafka_arguments(code: &SourceCode) -> (TokenStream, TokenStream, TokenStream) {
     let (brokers, topics, config, name) = (&code.args[0], &code.args[1], &code.config, code.name);
     let options = match code.args.get(2) {
         Some(properties) => quote_spanned! {code.span=>
@@ -269,10 +281,10 @@ fn kafka_source(code: &SourceCode, source: TokenStream) -> TokenStream {
     let topics = quote_spanned! {code.span=>
         ::std::iter::IntoIterator::into_iter(#topics).map(|topic| ::std::string::ToString::to_string(&topic)).collect()
     };
-    code.new_source(
-        source,
+    (
         quote!(::std::string::ToString::to_string(&#brokers)),
-        &[topics, options],
+        topics,
+        options,
     )
 }
 

@@ -9,7 +9,7 @@
 
 mod receiver;
 
-pub use receiver::KafkaReceiverSource;
+pub use receiver::{KafkaReceiver, KafkaReceiverSource};
 
 use crate::kafka_client::{client_config, describe, ClientLog, KafkaProperties};
 use crate::settings::{setting, Setting};
