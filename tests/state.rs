@@ -103,9 +103,10 @@ fn update_state_by_key_runs_for_every_key_and_none_removes() {
 }
 
 stream! {
-    app sessions { batch: 1s, workers: 2, checkpoint: "target/streamc-test/sessions", checkpoint_every: 1s }
+    app sessions { batch: 1s, workers: 2, checkpoint: "target/streamc-test/sessions" }
     let words = queue_stream::<String>(crate::word_batches());
-    // Emits (word, running count) per record; a word idle for 3 s times out with a final (word, 0).
+    // Emits (word, running count) per record; a word idle for more than 3 s times out with a final
+    // (word, 0). The stream is checkpointed, and so scanned for timeouts, every batch.
     let seen = words
         .map(|w| (w.clone(), 1u64))
         .map_with_state(|word: &String, one: Option<u64>, state: &mut StateCell<u64>| {
@@ -117,7 +118,8 @@ stream! {
                 }
                 None => (word.clone(), 0),
             }
-        }, 3s);
+        }, 3s)
+        .checkpoint(1s);
     let held = seen.state_snapshots();
     seen.collect();
     held.collect();
@@ -142,10 +144,11 @@ fn map_with_state_emits_per_record_times_out_idle_keys_and_snapshots_state() {
             entry.1 = now;
             expected.push((w.clone(), entry.0));
         }
-        // Every batch is a checkpoint batch here (checkpoint_every: 1s), so timeouts are checked each time.
+        // Every batch scans for timeouts here (`.checkpoint(1s)`); idle means touched strictly
+        // before `now - timeout`, as in Spark.
         let idle: Vec<String> = state
             .iter()
-            .filter(|(_, (_, t))| t + 3000 <= now)
+            .filter(|(_, (_, t))| t + 3000 < now)
             .map(|(w, _)| w.clone())
             .collect();
         for w in idle {
@@ -433,4 +436,134 @@ fn initial_state_seeds_a_fresh_start_and_a_checkpoint_overrides_it() {
         *reference.entry(w.clone()).or_insert(0) += 1;
     }
     assert_eq!(sorted(fifth), reference.into_iter().collect::<Vec<_>>());
+}
+
+/// One `a`, three empty batches, another `a` (the minimal cases from a comparison with Spark
+/// 4.3 on the same queued batches).
+fn a_then_idle_then_a() -> Vec<Vec<String>> {
+    let a = || vec!["a".to_string()];
+    vec![a(), vec![], vec![], vec![], a()]
+}
+
+fn a_alone() -> Vec<Vec<String>> {
+    vec![vec!["a".to_string()]]
+}
+
+/// `key count` per record, `key timed out` for a key's last call.
+fn counted(word: &String, one: Option<u64>, state: &mut StateCell<u64>) -> String {
+    match one {
+        Some(one) => {
+            let next = state.get().copied().unwrap_or(0) + one;
+            state.update(next);
+            format!("{word} {next}")
+        }
+        None => format!("{word} timed out"),
+    }
+}
+
+stream! {
+    app scanned_each_batch { batch: 100ms, workers: 2, checkpoint: "target/streamc-test/scanned_each_batch" }
+    let words = queue_stream::<String>(crate::a_then_idle_then_a());
+    let seen = words.map(|w| (w.clone(), 1u64)).map_with_state(crate::counted, 300ms).checkpoint(100ms);
+    seen.collect();
+}
+
+stream! {
+    app scanned_by_default { batch: 100ms, workers: 2, checkpoint: "target/streamc-test/scanned_by_default" }
+    let words = queue_stream::<String>(crate::a_alone());
+    let seen = words.map(|w| (w.clone(), 1u64)).map_with_state(crate::counted, 300ms);
+    seen.collect();
+}
+
+stream! {
+    app scanned_exactly { batch: 100ms, workers: 2, checkpoint: "target/streamc-test/scanned_exactly" }
+    let words = queue_stream::<String>(crate::a_alone());
+    let seen = words.map(|w| (w.clone(), 1u64)).map_with_state(crate::counted, 300ms).checkpoint(100ms);
+    seen.collect();
+}
+
+/// What each batch emitted, by its 1-based number, empty batches left out.
+fn emitted(batches: Vec<(Time, Vec<String>)>) -> Vec<(usize, Vec<String>)> {
+    batches
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (_, records))| !records.is_empty())
+        .map(|(i, (_, records))| (i + 1, records))
+        .collect()
+}
+
+#[test]
+fn map_with_state_times_out_when_spark_does() {
+    // Scanned every batch, `a` touched at batch 1 and 300 ms of timeout: at batch 4 it is exactly
+    // 300 ms old, not older, so the `a` of batch 5 finds its state (Spark: `a 1`, then `a 2`).
+    let mut driver = scanned_each_batch::app()
+        .configure(|c| c.checkpoint_dir = Some(temp_dir("scanned-each").into()))
+        .test_driver()
+        .unwrap();
+    driver.run_batches(8);
+    assert_eq!(
+        emitted(driver.take::<String>("seen").unwrap()),
+        [(1, vec!["a 1".to_string()]), (5, vec!["a 2".to_string()])]
+    );
+    // Alone, it times out at the first scan where it is older than the timeout: batch 5.
+    let mut driver = scanned_exactly::app()
+        .configure(|c| c.checkpoint_dir = Some(temp_dir("scanned-exactly").into()))
+        .test_driver()
+        .unwrap();
+    driver.run_batches(8);
+    assert_eq!(
+        emitted(driver.take::<String>("seen").unwrap()),
+        [
+            (1, vec!["a 1".to_string()]),
+            (5, vec!["a timed out".to_string()])
+        ]
+    );
+    // By default the stream is checkpointed, and scanned, every 10 batch intervals: the 10th batch.
+    let mut driver = scanned_by_default::app()
+        .configure(|c| c.checkpoint_dir = Some(temp_dir("scanned-default").into()))
+        .test_driver()
+        .unwrap();
+    driver.run_batches(25);
+    assert_eq!(
+        emitted(driver.take::<String>("seen").unwrap()),
+        [
+            (1, vec!["a 1".to_string()]),
+            (10, vec!["a timed out".to_string()])
+        ]
+    );
+}
+
+stream! {
+    app stopped_idle { batch: 100ms, workers: 2, checkpoint: "target/streamc-test/stopped_idle" }
+    let words = queue_stream::<String>(crate::a_alone());
+    let seen = words.map(|w| (w.clone(), 1u64)).map_with_state(crate::counted, 100ms);
+    let held = seen.state_snapshots();
+    seen.collect();
+    held.collect();
+}
+
+/// A stop does nothing special to timeouts: the last batch (a checkpoint batch) does not scan, so a
+/// key idle past its timeout is still in the final checkpoint, as in Spark.
+#[test]
+fn a_stop_times_nothing_out() {
+    let dir = temp_dir("stopped-idle");
+    let app = stopped_idle::app()
+        .configure(|c| {
+            c.checkpoint_dir = Some(dir.clone().into());
+            c.stop_after_batches = Some(4);
+        })
+        .start()
+        .unwrap();
+    app.wait().unwrap();
+    let mut driver = stopped_idle::app()
+        .configure(|c| c.checkpoint_dir = Some(dir.clone().into()))
+        .test_driver()
+        .unwrap();
+    driver.run_batch();
+    let held = driver.take::<(String, u64)>("held").unwrap();
+    assert_eq!(
+        held[0].1,
+        [("a".to_string(), 1)],
+        "`a` outlived the stop in the checkpoint"
+    );
 }

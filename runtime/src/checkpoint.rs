@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 pub type Positions = Vec<(String, Vec<u8>)>;
 
 const MAGIC: &[u8; 8] = b"STREAMC\x01";
-/// Version of the checkpoint files' layout and payload; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the checkpoint files' layout and payload; bumped on any incompatible change. 2 added the
+/// run's zero time; version 1 files, written by earlier builds, are still read.
+pub const FORMAT_VERSION: u32 = 2;
 /// Version of the batch journal's entries: 2 added the partition count. Version 1 entries, written by
 /// earlier builds, are still read.
 const JOURNAL_VERSION: u32 = 2;
@@ -76,6 +77,20 @@ pub struct Checkpoint {
     /// The saved state of every stateful operator that has run (or still holds state restored
     /// earlier), keyed by the operator's stable name.
     pub states: Vec<SavedState>,
+    /// The run's zero time (Spark's `zeroTime`: one interval before its first batch), which
+    /// per-stream schedules such as `map_with_state`'s timeout scans count from, so that a restart
+    /// keeps their rhythm; `None` in checkpoints of earlier builds.
+    pub zero_time_ms: Option<u64>,
+}
+
+/// A checkpoint as version 1 wrote it.
+#[derive(Deserialize)]
+struct CheckpointV1 {
+    app: String,
+    batch_interval_ms: u64,
+    time_ms: u64,
+    positions: Vec<(String, Vec<u8>)>,
+    states: Vec<SavedState>,
 }
 
 /// A checkpoint location: a local directory or an object store prefix.
@@ -365,7 +380,7 @@ impl CheckpointDir {
     /// Verifies a checkpoint file whole and decodes its time and positions.
     fn read_head(&self, file: &str) -> Result<Head, Unreadable> {
         let bytes = self.read_bytes(file)?;
-        let payload = unframe(&bytes).map_err(Unreadable::Damaged)?;
+        let (_, payload) = unframe(&bytes).map_err(Unreadable::Damaged)?;
         postcard::take_from_bytes::<Head>(payload)
             .map(|(head, _state)| head)
             .map_err(|e| Unreadable::Damaged(format!("cannot decode: {e}")))
@@ -463,6 +478,9 @@ enum Unreadable {
     Damaged(String),
 }
 
+/// How long a lock that looks held is tried again before the location is refused as in use.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
 fn lock_file(dir: &Path) -> Result<File, String> {
     let path = dir.join(LOCK_FILE);
     let mut file = fs::OpenOptions::new()
@@ -472,7 +490,17 @@ fn lock_file(dir: &Path) -> Result<File, String> {
         .write(true)
         .open(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    match file.try_lock() {
+    // A lock just released can look held for a moment: a process forked in between (to run a
+    // child) holds a copy of the descriptor until it execs.
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    let mut attempt = file.try_lock();
+    while matches!(attempt, Err(fs::TryLockError::WouldBlock))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        attempt = file.try_lock();
+    }
+    match attempt {
         Ok(()) => {
             // Who holds it, for the message the next app gets; the lock itself is what counts.
             let _ = file
@@ -674,8 +702,8 @@ fn frame(version: u32, payload: &[u8]) -> Vec<u8> {
 }
 
 /// The payload of a framed checkpoint file, after checking magic, version, length and checksum.
-fn unframe(bytes: &[u8]) -> Result<&[u8], String> {
-    unframe_versions(bytes, &[FORMAT_VERSION]).map(|(_, payload)| payload)
+fn unframe(bytes: &[u8]) -> Result<(u32, &[u8]), String> {
+    unframe_versions(bytes, &[1, FORMAT_VERSION])
 }
 
 /// The version and payload of a framed file whose version is one of `readable`.
@@ -710,7 +738,20 @@ fn unframe_versions<'b>(bytes: &'b [u8], readable: &[u32]) -> Result<(u32, &'b [
 
 /// Decodes a checkpoint file's bytes, after checking magic, version, length and checksum.
 fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
-    postcard::from_bytes(unframe(bytes)?).map_err(|e| format!("cannot decode: {e}"))
+    let (version, payload) = unframe(bytes)?;
+    let decoded = if version == 1 {
+        postcard::from_bytes::<CheckpointV1>(payload).map(|v1| Checkpoint {
+            app: v1.app,
+            batch_interval_ms: v1.batch_interval_ms,
+            time_ms: v1.time_ms,
+            positions: v1.positions,
+            states: v1.states,
+            zero_time_ms: None,
+        })
+    } else {
+        postcard::from_bytes(payload)
+    };
+    decoded.map_err(|e| format!("cannot decode: {e}"))
 }
 
 /// The leading fields of [`Checkpoint`], in its order, so the state need not be decoded.
@@ -746,7 +787,42 @@ mod tests {
                 types: "t".into(),
                 bytes: vec![1, 2, 3],
             }],
+            zero_time_ms: None,
         }
+    }
+
+    #[test]
+    fn a_checkpoint_of_format_version_1_is_still_read() {
+        #[derive(Serialize)]
+        struct V1 {
+            app: String,
+            batch_interval_ms: u64,
+            time_ms: u64,
+            positions: Vec<(String, Vec<u8>)>,
+            states: Vec<SavedState>,
+        }
+        let written = Checkpoint {
+            zero_time_ms: Some(4000),
+            ..checkpoint(5000)
+        };
+        assert_eq!(
+            decode(&frame(
+                FORMAT_VERSION,
+                &postcard::to_stdvec(&written).unwrap()
+            ))
+            .unwrap(),
+            written
+        );
+        let c = checkpoint(5000);
+        let v1 = V1 {
+            app: c.app.clone(),
+            batch_interval_ms: c.batch_interval_ms,
+            time_ms: c.time_ms,
+            positions: c.positions.clone(),
+            states: c.states.clone(),
+        };
+        let decoded = decode(&frame(1, &postcard::to_stdvec(&v1).unwrap())).unwrap();
+        assert_eq!(decoded, c, "version 1 has no zero time");
     }
 
     #[test]

@@ -15,8 +15,11 @@ pub struct BatchContext<'a> {
     pub workers: usize,
     /// A check of state types against a restored checkpoint: no data, no output, no user code.
     pub dry_run: bool,
-    /// Operators that scan all their state (timeouts) do it in this batch.
-    pub full_scan: bool,
+    /// The run's zero time: one batch interval before its first batch (Spark's `zeroTime`), kept
+    /// across restarts.
+    pub zero_time: Time,
+    /// The batch interval, in milliseconds.
+    pub batch_interval_ms: u64,
     /// Where the replayable sources stood after this batch was cut.
     pub origin: Arc<BatchOrigin>,
     pub(crate) outputs: &'a Outputs,
@@ -31,6 +34,17 @@ pub struct BatchOrigin {
 }
 
 impl BatchContext<'_> {
+    /// Whether this batch falls on a schedule of `every_ms` counted from the zero time, as Spark
+    /// schedules a stream's checkpoints: every 10 batches is the 10th, 20th, ... batch of the run.
+    pub fn on_schedule(&self, every_ms: u64) -> bool {
+        every_ms > 0
+            && self
+                .time
+                .millis()
+                .saturating_sub(self.zero_time.millis())
+                .is_multiple_of(every_ms)
+    }
+
     /// Writes Spark's print block for this batch.
     pub fn print<'r, T: Show + 'r>(&self, records: impl Iterator<Item = &'r T>, n: usize) {
         let text = format_print(self.time, records, n);

@@ -108,6 +108,45 @@ pub(crate) struct Machinery {
     pub checkpointed: crate::source::Checkpointed,
     /// Source positions of the last completed batch.
     pub completed: crate::source::Checkpointed,
+    /// The run's zero time, which per-stream schedules count batches from.
+    pub clock: BatchClock,
+}
+
+/// Spark's `zeroTime`: one batch interval before the run's first batch (kept across restarts by the
+/// checkpoints), so that "every 10 batches" means the 10th, 20th, ... batch of the run.
+#[derive(Debug)]
+pub(crate) struct BatchClock {
+    /// [`BatchClock::UNSET`] until the first batch or a checkpoint sets it.
+    zero_ms: std::sync::atomic::AtomicU64,
+    interval_ms: u64,
+}
+
+impl BatchClock {
+    const UNSET: u64 = u64::MAX;
+
+    /// The zero time, set from `time` if this is the run's first batch.
+    pub(crate) fn zero_for(&self, time: Time) -> u64 {
+        use std::sync::atomic::Ordering;
+        let first = time.millis().saturating_sub(self.interval_ms);
+        match self.zero_ms.compare_exchange(
+            Self::UNSET,
+            first,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => first,
+            Err(zero) => zero,
+        }
+    }
+
+    /// Takes the zero time of a restored run; `None` (a checkpoint of an earlier build) leaves it
+    /// to the first batch.
+    pub(crate) fn restore(&self, zero_ms: Option<u64>) {
+        if let Some(zero_ms) = zero_ms {
+            self.zero_ms
+                .store(zero_ms, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 impl Machinery {
@@ -144,6 +183,10 @@ impl Machinery {
             rates: Default::default(),
             checkpointed: Default::default(),
             completed: Default::default(),
+            clock: BatchClock {
+                zero_ms: BatchClock::UNSET.into(),
+                interval_ms: config.batch_interval.as_millis() as u64,
+            },
         })
     }
 
@@ -176,8 +219,10 @@ pub(crate) struct BatchMode {
     pub origin: Arc<crate::context::BatchOrigin>,
     /// Check state types only (after restoring a checkpoint).
     pub dry_run: bool,
-    /// Let operators scan all their state (timeouts): checkpoint batches.
-    pub full_scan: bool,
+    /// The run's zero time (see [`BatchClock`]), in epoch milliseconds.
+    pub zero_ms: u64,
+    /// The batch interval, in milliseconds.
+    pub interval_ms: u64,
 }
 
 /// Why a batch failed.
@@ -203,7 +248,8 @@ pub(crate) fn execute<P: Pipeline>(
         time,
         workers,
         dry_run: mode.dry_run,
-        full_scan: mode.full_scan,
+        zero_time: Time(mode.zero_ms),
+        batch_interval_ms: mode.interval_ms,
         origin: mode.origin,
         outputs,
     };
@@ -314,6 +360,7 @@ impl Checkpointer {
             };
             check_replay_partitions(&pending, workers)?;
             let time = Time(first.time_ms.saturating_sub(self.interval_ms));
+            machinery.clock.restore(Some(time.millis()));
             tracing::info!(
                 pending = pending.len(),
                 "no checkpoint yet: running the journaled batches again"
@@ -358,6 +405,7 @@ impl Checkpointer {
         sources
             .seek(&ckpt.positions)
             .map_err(|e| RunError::Checkpoint(format!("{e}; {way_out}")))?;
+        machinery.clock.restore(ckpt.zero_time_ms);
         let time = Time(ckpt.time_ms);
         let dry = BatchMode {
             dry_run: true,
@@ -412,6 +460,7 @@ impl Checkpointer {
         pipeline: &P,
         time: Time,
         positions: Vec<(String, Vec<u8>)>,
+        zero_time_ms: u64,
     ) -> Result<(Duration, u64, crate::source::Positions), WriteFailure> {
         let started = Instant::now();
         if let Some(lost) = self.lock.lost() {
@@ -424,6 +473,7 @@ impl Checkpointer {
             time_ms: time.millis(),
             positions,
             states,
+            zero_time_ms: Some(zero_time_ms),
         };
         let (_, bytes) = self.dir.write(&checkpoint)?;
         let oldest_file = self.dir.oldest_time()?.unwrap_or(checkpoint.time_ms);
@@ -968,10 +1018,12 @@ pub(crate) fn run_batch<P: Pipeline>(
     let origin = Arc::new(crate::context::BatchOrigin { positions });
     let checkpoint_due = checkpointer.is_some_and(|c| c.is_due(time) || last);
     let started = Instant::now();
+    let zero_ms = machinery.clock.zero_for(time);
     let mode = BatchMode {
         origin: origin.clone(),
         dry_run: false,
-        full_scan: checkpoint_due,
+        zero_ms,
+        interval_ms: machinery.clock.interval_ms,
     };
     let failure = execute(
         pipeline,
@@ -997,7 +1049,7 @@ pub(crate) fn run_batch<P: Pipeline>(
         machinery.completed.set(positions.clone());
     }
     let checkpoint = match checkpointer {
-        Some(c) if checkpoint_due => Some(c.write(pipeline, time, positions.clone()).map(
+        Some(c) if checkpoint_due => Some(c.write(pipeline, time, positions.clone(), zero_ms).map(
             |(took, bytes, oldest_kept)| {
                 machinery.checkpointed.set(oldest_kept);
                 (took, bytes)

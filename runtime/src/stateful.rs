@@ -142,12 +142,18 @@ impl<S> StateCell<S> {
     }
 }
 
+/// Spark checkpoints a `mapWithState` stream, and so scans it for timed-out keys, every this many
+/// batch intervals unless told otherwise.
+const MAP_WITH_STATE_CHECKPOINT_BATCHES: u64 = 10;
+
 /// `map_with_state`: calls `f(key, value, state)` for each record of the batch — cost follows the keys
-/// touched, not the keys held — and emits what it returns. With a timeout, keys idle for longer get one
-/// last call (value `None`, `is_timing_out()`) and are dropped; idle keys are looked for in full-scan
-/// batches (checkpoint batches), as Spark does. With `snapshots`, the second result is all state.
-/// `initial` seeds a fresh start, as for [`update_state_by_key`]; seeded keys count as touched at the
-/// first batch.
+/// touched, not the keys held — and emits what it returns. With a timeout, keys not touched for longer
+/// than it (touched strictly before `now - timeout`) get one last call (value `None`,
+/// `is_timing_out()`) and are dropped. As in Spark, idle keys are looked for only in the batches
+/// where the state stream is checkpointed: every `scan_every_ms` counted from the run's zero time
+/// (the stream's `.checkpoint(interval)`), by default every 10 batch intervals — never because the
+/// app stops. With `snapshots`, the second result is all state. `initial` seeds a fresh start, as for
+/// [`update_state_by_key`]; seeded keys count as touched at the first batch.
 #[allow(clippy::too_many_arguments)]
 pub fn map_with_state<D, K, V, S, U, B, F, G, I>(
     ctx: &BatchContext<'_>,
@@ -157,6 +163,7 @@ pub fn map_with_state<D, K, V, S, U, B, F, G, I>(
     body: B,
     f: F,
     timeout_ms: u64,
+    scan_every_ms: u64,
     snapshots: bool,
     initial: G,
 ) -> (Partitions<U>, Partitions<(K, S)>)
@@ -178,7 +185,11 @@ where
     }
     let now = ctx.time.millis();
     let per_reducer = shuffle_by_key(ctx, data, body);
-    let scan = timeout_ms > 0 && ctx.full_scan;
+    let scan_every = match scan_every_ms {
+        0 => MAP_WITH_STATE_CHECKPOINT_BATCHES * ctx.batch_interval_ms,
+        every => every,
+    };
+    let scan = timeout_ms > 0 && ctx.on_schedule(scan_every);
     let initial =
         |parts| KeyedState::from_pairs(initial().into_iter().map(|(k, s)| (k, (s, now))), parts);
     let results: Vec<(Vec<U>, Snapshot<K, S>)> = with_state_from(
@@ -206,7 +217,7 @@ where
                     if scan {
                         let idle: Vec<K> = map
                             .iter()
-                            .filter(|(_, (_, touched))| touched + timeout_ms <= now)
+                            .filter(|(_, (_, touched))| touched + timeout_ms < now)
                             .map(|(k, _)| k.clone())
                             .collect();
                         for key in idle {
