@@ -1,6 +1,7 @@
 //! The directory source end to end: files dropped while the app runs are each counted once, hidden and
-//! in-progress names are ignored until renamed, invalid UTF-8 is counted, not fatal; and an app killed
-//! with SIGKILL at random points and restarted counts every file exactly once.
+//! in-progress names are ignored until renamed, invalid UTF-8 is counted, not fatal; files already
+//! there at the first start are left alone unless asked for, a file deleted and created again is new;
+//! and an app killed with SIGKILL at random points and restarted counts every file exactly once.
 
 mod support;
 
@@ -41,6 +42,8 @@ fn dir_word_count_counts_each_dropped_file_once() {
             &checkpoints.to_string_lossy(),
             "--batch",
             "200ms",
+            // Files are dropped from the moment it is spawned, maybe before it first looks.
+            "--files-include-existing",
         ])
         .env("STREAMC_LOG", "warn")
         .stdout(Stdio::piped())
@@ -103,6 +106,9 @@ fn dir_crash_child() {
         .configure(|c| {
             c.checkpoint_dir =
                 Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
+            // Files arrive from the first moment: one killed before it journaled a batch starts
+            // afresh, and must not take what arrived meanwhile for files that were there before.
+            c.files_include_existing = true;
             // On a bucket, a restart after SIGKILL waits out this lease.
             c.storage.lease = Duration::from_millis(300);
             // An unreachable store gives up within seconds (the outage test).
@@ -296,6 +302,7 @@ fn files_older_than_the_remember_horizon_are_ignored() {
         .args(["--source", &format!("lines={}", dir.display())])
         .args(["--checkpoint", &checkpoints.to_string_lossy()])
         .args(["--batch", "200ms", "--files-remember", "10min"])
+        .arg("--files-include-existing")
         .env("STREAMC_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -307,4 +314,108 @@ fn files_older_than_the_remember_horizon_are_ignored() {
     assert!(child.wait().unwrap().success());
     assert!(stdout.contains("(fresh,1)"), "{stdout}");
     assert!(!stdout.contains("stale"), "{stdout}");
+}
+
+mod fresh {
+    use streamc::prelude::*;
+
+    stream! {
+        app dir_lines { batch: 100ms, workers: 2, checkpoint: "target/streamc-test/dir_lines", checkpoint_every: 100ms }
+        let lines = text_file_stream("target/streamc-test/dir_lines_in");
+        lines.map(|l: &str| l.to_string()).collect("lines");
+    }
+}
+
+fn driver(
+    dir: &Path,
+    checkpoints: &Path,
+    include_existing: bool,
+) -> streamc::TestDriver<fresh::dir_lines::Pipeline> {
+    fresh::dir_lines::app()
+        .source_address("lines", dir.to_string_lossy())
+        .configure(|c| {
+            c.checkpoint_dir = Some(checkpoints.to_path_buf().into());
+            c.files_include_existing = include_existing;
+        })
+        .test_driver()
+        .unwrap()
+}
+
+fn lines_of(driver: &streamc::TestDriver<fresh::dir_lines::Pipeline>) -> Vec<String> {
+    let mut lines: Vec<String> = driver
+        .take::<String>("lines")
+        .unwrap()
+        .into_iter()
+        .flat_map(|(_, l)| l)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Spark's `newFilesOnly`: a first start leaves alone what the directory already holds and reads what
+/// arrives after; a file deleted and written again under its name is new; a restart from the
+/// checkpoint reads what arrived while the app was down; `--files-include-existing` reads all.
+#[test]
+fn only_files_that_appear_after_the_first_start_are_read_unless_asked_for() {
+    let (dir, checkpoints) = (temp_dir("fresh-in"), temp_dir("fresh-ckpt"));
+    drop_file(&dir, "before.txt", b"was there");
+    let mut app = driver(&dir, &checkpoints, false);
+    app.run_batches(2);
+    assert!(
+        lines_of(&app).is_empty(),
+        "the file present at the start is ignored"
+    );
+    drop_file(&dir, "after.txt", b"arrived");
+    app.run_batches(2);
+    assert_eq!(lines_of(&app), ["arrived"]);
+    // Deleted, then created again with other contents (and another modification time).
+    std::fs::remove_file(dir.join("after.txt")).unwrap();
+    drop_file(&dir, "after.txt", b"arrived again");
+    std::fs::File::options()
+        .write(true)
+        .open(dir.join("after.txt"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    app.run_batches(2);
+    assert_eq!(lines_of(&app), ["arrived again"], "a recreated file is new");
+    app.run_batches(10);
+    app.stop();
+    drop_file(&dir, "while-down.txt", b"while it was down");
+    let mut app = driver(&dir, &checkpoints, false);
+    app.run_batches(2);
+    assert_eq!(
+        lines_of(&app),
+        ["while it was down"],
+        "a restart is no first start: what came meanwhile is new, the rest was taken"
+    );
+    app.stop();
+
+    // Killed before any checkpoint: re-cutting its journaled batches does not read the file the
+    // first start left alone.
+    let (dir, checkpoints) = (temp_dir("fresh-crash-in"), temp_dir("fresh-crash-ckpt"));
+    drop_file(&dir, "before.txt", b"was there");
+    let mut app = fresh::dir_lines::app()
+        .source_address("lines", dir.to_string_lossy())
+        .configure(|c| {
+            c.checkpoint_dir = Some(checkpoints.clone().into());
+            c.checkpoint_every = Some(Duration::from_secs(3600));
+        })
+        .test_driver()
+        .unwrap();
+    drop_file(&dir, "after.txt", b"arrived");
+    app.run_batches(3);
+    assert_eq!(lines_of(&app), ["arrived"]);
+    drop(app);
+    let mut app = driver(&dir, &checkpoints, false);
+    app.run_batches(3);
+    assert_eq!(lines_of(&app), ["arrived"], "the same batches, cut again");
+    app.stop();
+
+    let (dir, checkpoints) = (temp_dir("fresh-all-in"), temp_dir("fresh-all-ckpt"));
+    drop_file(&dir, "before.txt", b"was there");
+    let mut app = driver(&dir, &checkpoints, true);
+    app.run_batches(2);
+    assert_eq!(lines_of(&app), ["was there"], "--files-include-existing");
+    app.stop();
 }

@@ -247,6 +247,8 @@ fn kafka_sink_child() {
         .configure(|c| {
             c.checkpoint_dir =
                 Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
+            // Files arrive from the first moment (see tests/files.rs).
+            c.files_include_existing = true;
             c.sinks
                 .urls
                 .insert("totals_tx".into(), setting("STREAMC_TEST_BROKERS"));

@@ -898,7 +898,11 @@ fn a_file_source_is_not_listed_as_a_receiver() {
     std::fs::create_dir_all(&dir).unwrap();
     let app = watched_dir::app()
         .source_address("lines", dir.to_string_lossy())
-        .configure(|c| c.ui = Some("127.0.0.1:0".parse().unwrap()))
+        .configure(|c| {
+            c.ui = Some("127.0.0.1:0".parse().unwrap());
+            // The file may arrive before the source first looks.
+            c.files_include_existing = true;
+        })
         .start()
         .unwrap();
     let address = app.ui_address().unwrap();

@@ -270,6 +270,8 @@ fn the_seeds_hdfs_word_count_counts_a_bucket_exactly_once_across_sigkills() {
             .args(["--source", &format!("lines={bucket}/wordcount_dir/")])
             .args(["--checkpoint", &format!("{bucket}/checkpoints")])
             .args(["--batch", "200ms", "--storage-lease", "1s"])
+            // Objects arrive from the first moment (see tests/files.rs).
+            .arg("--files-include-existing")
             .envs(s3.env())
             .env("STREAMC_LOG", "error")
             .stdout(Stdio::piped())

@@ -229,6 +229,8 @@ fn sql_crash_child() {
         .configure(|c| {
             c.checkpoint_dir =
                 Some(streamc::store::Location::parse(&setting(CHECKPOINTS)).unwrap());
+            // Files arrive from the first moment (see tests/files.rs).
+            c.files_include_existing = true;
             c.sinks
                 .urls
                 .insert("crash_totals".into(), setting("STREAMC_TEST_SINK_URL"));

@@ -53,6 +53,9 @@ pub struct AppConfig {
     /// Directory sources ignore files modified longer than this before a batch and forget them
     /// once taken (`None`: every file present is taken).
     pub files_remember: Option<Duration>,
+    /// Directory sources also read the files already there when the app first starts (Spark's
+    /// `newFilesOnly = false`); by default those are ignored.
+    pub files_include_existing: bool,
     /// How object stores (checkpoints, file streams and outputs on `s3://`, `gs://`, `az://`) are
     /// reached.
     pub storage: StorageOptions,
@@ -123,6 +126,7 @@ impl AppConfig {
             checkpoint_every: spec.checkpoint_every,
             storage: StorageOptions::default(),
             files_remember: None,
+            files_include_existing: false,
             state_slide: spec.state_slide,
             keep_checkpoints: 3,
             reset_state: false,
@@ -614,6 +618,10 @@ const SETTINGS: &[Setting<AppConfig>] = &[
                what keeps a checkpoint small over a bucket nobody empties (default: every file \
                present is taken, and remembered while it is there)." }
         => Some(files_remember)),
+    setting!(AppConfig { section: "files", key: "include_existing", flag: "files-include-existing",
+        value: "BOOL", switch: true,
+        help: "Directory sources also read the files already in the directory when the app first                starts (default: only files that appear after the start, as Spark's newFilesOnly; a                restart from a checkpoint reads what arrived while the app was down either way)." }
+        => files_include_existing),
     setting!(AppConfig { key: "keep_checkpoints", flag: "keep-checkpoints", value: "N",
         help: "How many complete checkpoints to keep (default 3)." } => positive keep_checkpoints),
     setting!(AppConfig { key: "reset_state", flag: "reset-state", value: "BOOL", switch: true,

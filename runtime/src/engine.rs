@@ -671,6 +671,9 @@ pub(crate) fn run<P: Pipeline>(
         .with_listeners(listeners.clone());
     let (checkpointer, recovered) =
         Checkpointer::open_and_recover(&config, &pipeline, &mut sources, &machinery, &outputs)?;
+    if recovered.is_none() {
+        sources.fresh_start();
+    }
     sources
         .start(&machinery.env(&config, &stop_handle))
         .map_err(|e| RunError::Failed(e.to_string()))?;

@@ -32,6 +32,8 @@ pub struct FileOptions {
     pub remember: Option<Duration>,
     /// How an object store directory is reached.
     pub storage: StorageOptions,
+    /// On a fresh start, read the files already present too (Spark's `newFilesOnly = false`).
+    pub include_existing: bool,
 }
 
 impl Default for FileOptions {
@@ -42,6 +44,7 @@ impl Default for FileOptions {
             max_line_bytes: 1 << 20,
             remember: None,
             storage: StorageOptions::default(),
+            include_existing: false,
         }
     }
 }
@@ -57,6 +60,12 @@ pub struct TextFileSource {
     /// under `remember` still recent, are kept).
     taken: BTreeMap<String, u64>,
     counters: Arc<ReceiverCounters>,
+    /// A fresh start that leaves the files already present alone.
+    ignore_present: bool,
+    /// The files left alone because they were there at the first start (while still present).
+    /// Part of the position, apart from `taken`, so that re-cutting the first batch after a crash
+    /// does not read them.
+    ignored: BTreeMap<String, u64>,
 }
 
 impl TextFileSource {
@@ -71,6 +80,8 @@ impl TextFileSource {
             options,
             taken: BTreeMap::new(),
             counters: Arc::default(),
+            ignore_present: false,
+            ignored: BTreeMap::new(),
         }
     }
 
@@ -83,6 +94,8 @@ impl TextFileSource {
             options,
             taken: BTreeMap::new(),
             counters: Arc::default(),
+            ignore_present: false,
+            ignored: BTreeMap::new(),
         }
     }
 
@@ -109,6 +122,15 @@ impl TextFileSource {
         store
             .list("")
             .map_err(|e| format!("cannot list {}: {e}", self.describe()))
+    }
+
+    /// Whether `file` was taken before: the same name with the same modification time. A name
+    /// that comes back with another time was deleted and created again (or replaced): a new file.
+    /// Positions of earlier builds remember names only (`u64::MAX`).
+    fn already_taken(&self, file: &Entry) -> bool {
+        let same = |t: &u64| *t == file.modified_ms || *t == u64::MAX;
+        self.taken.get(&file.name).is_some_and(same)
+            || self.ignored.get(&file.name).is_some_and(same)
     }
 
     /// Whether a file modified at `modified_ms` is too old for the batch at `time`.
@@ -242,17 +264,21 @@ impl TextFileSource {
 }
 
 impl TextFileSource {
-    fn decode(&self, position: &[u8]) -> Result<BTreeMap<String, u64>, SourceError> {
-        let Some(current) = position.strip_prefix(POSITION_MAGIC) else {
-            // Written before files were remembered with their times: kept while present.
-            let names: std::collections::BTreeSet<String> = postcard::from_bytes(position)
-                .map_err(|e| SourceError {
-                    source_name: self.name.clone(),
-                    message: format!("malformed position in the checkpoint: {e}"),
-                })?;
-            return Ok(names.into_iter().map(|n| (n, u64::MAX)).collect());
+    /// The taken and the ignored files of a position.
+    fn decode(&self, position: &[u8]) -> Result<(Taken, Taken), SourceError> {
+        let decoded = if let Some(current) = position.strip_prefix(POSITION_MAGIC) {
+            postcard::from_bytes(current)
+        } else if let Some(taken) = position.strip_prefix(POSITION_MAGIC_2) {
+            // An earlier build's: no ignored files.
+            postcard::from_bytes(taken).map(|taken| (taken, Taken::new()))
+        } else {
+            // Older still, before files were remembered with their times: kept while present.
+            postcard::from_bytes::<std::collections::BTreeSet<String>>(position).map(|names| {
+                let taken = names.into_iter().map(|n| (n, u64::MAX)).collect();
+                (taken, Taken::new())
+            })
         };
-        postcard::from_bytes(current).map_err(|e| SourceError {
+        decoded.map_err(|e| SourceError {
             source_name: self.name.clone(),
             message: format!("malformed position in the checkpoint: {e}"),
         })
@@ -263,7 +289,12 @@ impl TextFileSource {
 const OBJECT_READS_IN_FLIGHT: usize = 16;
 
 /// Begins a position of taken files with their modification times.
-const POSITION_MAGIC: &[u8] = b"streamc-files-2:";
+const POSITION_MAGIC: &[u8] = b"streamc-files-3:";
+/// Begins a position of taken files without the ignored ones (earlier builds).
+const POSITION_MAGIC_2: &[u8] = b"streamc-files-2:";
+
+/// File names with their modification times.
+type Taken = BTreeMap<String, u64>;
 
 /// `*` matches any run of characters, `?` one character.
 pub fn glob_matches(pattern: &str, name: &str) -> bool {
@@ -304,9 +335,29 @@ impl Source for TextFileSource {
         &self.name
     }
 
+    fn fresh_start(&mut self) {
+        self.ignore_present = !self.options.include_existing;
+    }
+
     fn start(&mut self, _env: &super::ReceiverEnv) -> Result<(), SourceError> {
         match self.list() {
-            Ok(_) => Ok(()),
+            Ok(files) => {
+                if self.ignore_present {
+                    // Spark's newFilesOnly: what is there before the first start is not new.
+                    let present: Vec<Entry> =
+                        files.into_iter().filter(|f| visible(&f.name)).collect();
+                    if !present.is_empty() {
+                        tracing::info!(
+                            source = %self.name,
+                            files = present.len(),
+                            "ignoring the files already in the directory (--files-include-existing reads them)"
+                        );
+                    }
+                    self.ignored
+                        .extend(present.into_iter().map(|f| (f.name, f.modified_ms)));
+                }
+                Ok(())
+            }
             Err(e) => Err(SourceError {
                 source_name: self.name.clone(),
                 message: format!(
@@ -331,6 +382,8 @@ impl Source for TextFileSource {
             .map(|f| (f.name.as_str(), f.modified_ms))
             .collect();
         let remember = self.options.remember;
+        self.ignored
+            .retain(|name, _| present.contains_key(name.as_str()));
         self.taken.retain(|name, modified_ms| {
             present.contains_key(name.as_str())
                 && remember.is_none_or(|h| {
@@ -339,7 +392,7 @@ impl Source for TextFileSource {
         });
         let mut new: Vec<Entry> = listed
             .into_iter()
-            .filter(|f| visible(&f.name) && !self.taken.contains_key(&f.name))
+            .filter(|f| visible(&f.name) && !self.already_taken(f))
             .filter(|f| !self.forgotten(time, f.modified_ms))
             .filter(|f| {
                 self.options
@@ -368,7 +421,7 @@ impl Source for TextFileSource {
 
     fn position(&self) -> Option<Vec<u8>> {
         let position = POSITION_MAGIC.to_vec();
-        postcard::to_extend(&self.taken, position).ok()
+        postcard::to_extend(&(&self.taken, &self.ignored), position).ok()
     }
 
     fn recut(
@@ -377,14 +430,15 @@ impl Source for TextFileSource {
         partitions: usize,
         position: &[u8],
     ) -> Result<Self::Batch, SourceError> {
-        let target = self.decode(position)?;
+        let (target, ignored) = self.decode(position)?;
+        self.ignored = ignored;
         let listed = self.list().map_err(|message| SourceError {
             source_name: self.name.clone(),
             message,
         })?;
         let mut again: Vec<Entry> = listed
             .into_iter()
-            .filter(|f| target.contains_key(&f.name) && !self.taken.contains_key(&f.name))
+            .filter(|f| target.get(&f.name) == Some(&f.modified_ms) && !self.already_taken(f))
             .collect();
         again.sort_by(|a, b| a.name.cmp(&b.name));
         self.taken = target;
@@ -392,7 +446,7 @@ impl Source for TextFileSource {
     }
 
     fn seek(&mut self, position: &[u8]) -> Result<(), SourceError> {
-        self.taken = self.decode(position)?;
+        (self.taken, self.ignored) = self.decode(position)?;
         Ok(())
     }
 }

@@ -90,6 +90,10 @@ pub trait Source: Send + 'static {
     /// The name the pipeline gave the source (its `let` binding).
     fn name(&self) -> &str;
 
+    /// Nothing was restored (no checkpoint, no journaled batch): the app runs for the first time.
+    /// Called before [`Source::start`].
+    fn fresh_start(&mut self) {}
+
     /// Starts receivers, if the source has any.
     fn start(&mut self, _env: &ReceiverEnv) -> Result<(), SourceError> {
         Ok(())
@@ -245,6 +249,8 @@ impl ReceiverCounters {
 pub trait SourceSet: Send + 'static {
     /// A tuple with one batch per source; `Default` is the empty batch.
     type Batch: Send + Default;
+    /// Nothing was restored (see [`Source::fresh_start`]).
+    fn fresh_start(&mut self);
     /// Starts every source's receivers, in order; the first failure ends the start and is returned.
     fn start(&mut self, env: &ReceiverEnv) -> Result<(), SourceError>;
     /// Cuts every source at `time` into `partitions` partitions: the batches, each source's record
@@ -278,6 +284,9 @@ macro_rules! tuple_source_set {
     ($($name:ident $idx:tt),+) => {
         impl<$($name: Source),+> SourceSet for ($($name,)+) {
             type Batch = ($($name::Batch,)+);
+            fn fresh_start(&mut self) {
+                $(self.$idx.fresh_start();)+
+            }
             fn start(&mut self, env: &ReceiverEnv) -> Result<(), SourceError> {
                 $(self.$idx.start(env)?;)+
                 Ok(())

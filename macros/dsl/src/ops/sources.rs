@@ -304,6 +304,7 @@ fn text_file_stream(code: &SourceCode) -> TokenStream {
                 pattern: #pattern,
                 max_line_bytes: #config.socket.max_line_bytes,
                 remember: #config.files_remember,
+                include_existing: #config.files_include_existing,
                 storage: ::core::clone::Clone::clone(&#config.storage),
                 ..::core::default::Default::default()
             }
