@@ -468,3 +468,32 @@ fn the_backpressure_initial_rate_bounds_the_first_batch_of_a_backlog() {
         "1,000 messages waiting, 200 records/s for the first 1 s batch"
     );
 }
+
+/// `--kafka-min-rate-per-partition`: backpressure never holds a partition below it (Spark's
+/// `minRatePerPartition`).
+#[test]
+fn backpressure_keeps_the_minimum_rate_per_partition() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("bounded", 2, 1).unwrap();
+    produce(&producer(&brokers), "bounded", 2, &lines(7, 1000));
+    let mut driver = rate_bounded::app()
+        .source_address("records", brokers)
+        .configure(|c| {
+            c.kafka.start = streamc::source::StartAt::Earliest;
+            c.backpressure = true;
+            // 50 records/s over two partitions is 25 each, under the minimum of 150.
+            c.backpressure_initial_rate = Some(50);
+            c.kafka.min_rate_per_partition = 150;
+        })
+        .test_driver()
+        .unwrap();
+    driver.run_batch();
+    let sizes: Vec<u64> = driver
+        .take::<u64>("sizes")
+        .unwrap()
+        .into_iter()
+        .map(|(_, c)| c[0])
+        .collect();
+    assert_eq!(sizes, vec![300], "150 per partition, two partitions, 1 s");
+}

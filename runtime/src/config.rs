@@ -1,5 +1,6 @@
 //! Application configuration: the pipeline's defaults, overridden by a TOML file, overridden by flags.
 
+pub use crate::rate::PidGains;
 use crate::settings::{setting, Raw, Setting, SettingInfo};
 use crate::source::SocketOptions;
 use crate::spec::{AppSpec, StreamCheckpointSpec, WindowSpec};
@@ -76,6 +77,11 @@ pub struct AppConfig {
     pub backpressure: bool,
     /// Under backpressure, the rate before the first estimate.
     pub backpressure_initial_rate: Option<u64>,
+    /// The backpressure estimator's gains and minimum rate.
+    pub backpressure_pid: PidGains,
+    /// How often the write-ahead log starts a new segment file, so that what a checkpoint covers
+    /// can be deleted soon (Spark's `writeAheadLog.rollingIntervalSecs`); also at 64 MiB.
+    pub wal_roll_interval: Duration,
     /// Receivers write what they receive to a write-ahead log in the checkpoint directory before it is
     /// used, so a crash loses nothing already received.
     pub write_ahead_log: bool,
@@ -134,6 +140,8 @@ impl AppConfig {
             receiver_max_rate: None,
             backpressure: false,
             backpressure_initial_rate: None,
+            backpressure_pid: Default::default(),
+            wal_roll_interval: Duration::from_secs(60),
             write_ahead_log: false,
             receiver_failure_timeout: DEFAULT_RECEIVER_FAILURE_TIMEOUT,
             ui: None,
@@ -194,6 +202,7 @@ impl AppConfig {
                 .unwrap_or_else(|| self.name.clone()),
             commit: self.kafka.commit,
             max_rate_per_partition: self.kafka.max_rate_per_partition,
+            min_rate_per_partition: self.kafka.min_rate_per_partition,
             batch_interval: self.batch_interval,
             request_timeout: Duration::from_secs(5),
             start_offsets: self.kafka.start_offsets.clone(),
@@ -651,13 +660,55 @@ const RECEIVER_SETTINGS: &[Setting<AppConfig>] = &[
         value: "RECORDS",
         help: "Under --backpressure, the receiving rate before the first estimate." }
         => Some(positive backpressure_initial_rate)),
+    setting!(AppConfig { section: "backpressure_pid", key: "proportional",
+        flag: "backpressure-pid-proportional", value: "GAIN",
+        help: "Under --backpressure, how much the gap between the rate and the processing rate \
+               moves the rate (Spark's pid.proportional, default 1.0)." }
+        => checked(non_negative) backpressure_pid.proportional),
+    setting!(AppConfig { section: "backpressure_pid", key: "integral",
+        flag: "backpressure-pid-integral", value: "GAIN",
+        help: "Under --backpressure, how much the scheduling delay pulls the rate down (Spark's \
+               pid.integral, default 0.2)." }
+        => checked(non_negative) backpressure_pid.integral),
+    setting!(AppConfig { section: "backpressure_pid", key: "derived",
+        flag: "backpressure-pid-derived", value: "GAIN",
+        help: "Under --backpressure, how much the gap's change moves the rate (Spark's \
+               pid.derived, default 0)." }
+        => checked(non_negative) backpressure_pid.derived),
+    setting!(AppConfig { section: "backpressure_pid", key: "min_rate",
+        flag: "backpressure-min-rate", value: "RECORDS",
+        help: "Under --backpressure, the lowest rate it sets, records per second (Spark's \
+               pid.minRate, default 100)." }
+        => checked(positive_number) backpressure_pid.min_rate),
 ];
+
+/// A gain: zero or more.
+fn non_negative(n: f64) -> Result<(), String> {
+    if n >= 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{n} is negative"))
+    }
+}
+
+/// A rate: more than zero.
+fn positive_number(n: f64) -> Result<(), String> {
+    if n > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{n} is not above zero"))
+    }
+}
 
 #[rustfmt::skip]
 const WAL_SETTINGS: &[Setting<AppConfig>] = &[
     setting!(AppConfig { key: "wal", flag: "wal", value: "BOOL", switch: true,
         help: "Write received data to a write-ahead log in the checkpoint directory before using \
                it." } => write_ahead_log),
+    setting!(AppConfig { key: "wal_roll_interval", flag: "wal-roll-interval", value: "DURATION",
+        help: "How often the write-ahead log starts a new segment file, so that what a checkpoint \
+               covers can be deleted (default 60s; also every 64 MiB)." }
+        => wal_roll_interval),
 ];
 
 #[rustfmt::skip]
@@ -959,9 +1010,10 @@ mod tests {
             "all.toml",
             "batches = 5\nrun_for = \"30s\"\nkeep_checkpoints = 7\nreport = true\n\
              until_drained = true\nstats_every = 10\nbatch_history = 50\nbackpressure = true\n\
-             backpressure_initial_rate = 100\ndemo_rate = 9\n\
-             [receiver]\nmax_rate = 1000\n\
-             [kafka]\ngroup = \"g\"\ncommit = true\nmax_rate_per_partition = 20\n\
+             backpressure_initial_rate = 100\ndemo_rate = 9\nwal_roll_interval = \"5s\"\n\
+             [receiver]\nmax_rate = 1000\nblock_interval = \"50ms\"\n\
+             [backpressure_pid]\nproportional = 0.5\nintegral = 0\nderived = 0.1\nmin_rate = 10\n\
+             [kafka]\ngroup = \"g\"\ncommit = true\nmax_rate_per_partition = 20\nmin_rate_per_partition = 3\n\
              [kafka.start_offsets]\n\"events:1\" = 42\n",
         );
         let path = file.to_string_lossy().to_string();
@@ -978,6 +1030,19 @@ mod tests {
         assert_eq!(config.backpressure_initial_rate, Some(100));
         assert_eq!(config.demo_rate(), Some(9));
         assert_eq!(config.receiver_max_rate, Some(1000));
+        assert_eq!(config.socket.block_interval, Duration::from_millis(50));
+        assert_eq!(config.wal_roll_interval, Duration::from_secs(5));
+        assert_eq!(
+            config.backpressure_pid,
+            PidGains {
+                proportional: 0.5,
+                integral: 0.0,
+                derived: 0.1,
+                min_rate: 10.0
+            }
+        );
+        #[cfg(feature = "kafka")]
+        assert_eq!(config.kafka.min_rate_per_partition, 3);
         #[cfg(feature = "kafka")]
         assert_eq!(config.kafka.group.as_deref(), Some("g"));
         #[cfg(feature = "kafka")]
@@ -1005,6 +1070,19 @@ mod tests {
         assert_eq!(config.receiver_max_rate, Some(5));
         assert_eq!(config.batch_history, 3);
         assert_eq!(config.demo_rate(), Some(4));
+        let config = configured(&[
+            "--config",
+            path.as_str(),
+            "--backpressure-pid-proportional",
+            "2",
+            "--backpressure-min-rate",
+            "7.5",
+            "--wal-roll-interval",
+            "1m",
+        ]);
+        assert_eq!(config.backpressure_pid.proportional, 2.0);
+        assert_eq!(config.backpressure_pid.min_rate, 7.5);
+        assert_eq!(config.wal_roll_interval, Duration::from_secs(60));
         std::fs::remove_file(&file).ok();
     }
 

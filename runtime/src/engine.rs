@@ -205,6 +205,7 @@ impl Machinery {
                 _ => None,
             },
             storage: config.storage.clone(),
+            wal_roll_interval: config.wal_roll_interval,
             checkpointed: self.checkpointed.clone(),
             stop: stop.clone(),
             failure_timeout: config.receiver_failure_timeout,
@@ -514,6 +515,7 @@ fn check_replay_partitions(pending: &[JournaledBatch], workers: usize) -> Result
 struct Backpressure {
     enabled: bool,
     interval: Duration,
+    gains: crate::rate::PidGains,
     controls: crate::rate::RateControls,
     estimators: std::collections::HashMap<String, crate::rate::PidRateEstimator>,
 }
@@ -523,6 +525,7 @@ impl Backpressure {
         Self {
             enabled: config.backpressure,
             interval: config.batch_interval,
+            gains: config.backpressure_pid,
             controls: controls.clone(),
             estimators: Default::default(),
         }
@@ -540,10 +543,9 @@ impl Backpressure {
             if !self.enabled {
                 continue;
             }
-            let estimator = self
-                .estimators
-                .entry(name.clone())
-                .or_insert_with(|| crate::rate::PidRateEstimator::new(self.interval));
+            let estimator = self.estimators.entry(name.clone()).or_insert_with(|| {
+                crate::rate::PidRateEstimator::with_gains(self.interval, self.gains)
+            });
             if let Some(rate) = estimator.compute(
                 info.time.millis(),
                 records,

@@ -168,7 +168,33 @@ impl Pacer {
     }
 }
 
-/// Spark's PID rate estimator (proportional 1.0, integral 0.2, derivative 0.0, minimum 100 records/s).
+/// The PID rate estimator's gains and floor (Spark's `spark.streaming.backpressure.pid.*`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PidGains {
+    /// How much the error between the rate and the processing rate moves the rate.
+    pub proportional: f64,
+    /// How much the backlog (scheduling delay) pulls the rate down.
+    pub integral: f64,
+    /// How much the error's change moves the rate.
+    pub derived: f64,
+    /// The lowest rate it sets, records per second.
+    pub min_rate: f64,
+}
+
+impl Default for PidGains {
+    /// Spark's defaults: 1.0, 0.2, 0.0 and 100 records/s.
+    fn default() -> Self {
+        Self {
+            proportional: 1.0,
+            integral: 0.2,
+            derived: 0.0,
+            min_rate: 100.0,
+        }
+    }
+}
+
+/// Spark's PID rate estimator (by default proportional 1.0, integral 0.2, derivative 0.0, minimum
+/// 100 records/s).
 #[derive(Debug, Clone)]
 pub struct PidRateEstimator {
     batch_interval_ms: f64,
@@ -183,15 +209,15 @@ pub struct PidRateEstimator {
 }
 
 impl PidRateEstimator {
-    /// An estimator with Spark's default gains for batches of `batch_interval`. It gives no rate
-    /// for the first batch it sees.
-    pub fn new(batch_interval: Duration) -> Self {
+    /// An estimator with the given gains for batches of `batch_interval`. It gives no rate for the
+    /// first batch it sees.
+    pub fn with_gains(batch_interval: Duration, gains: PidGains) -> Self {
         Self {
             batch_interval_ms: batch_interval.as_millis().max(1) as f64,
-            proportional: 1.0,
-            integral: 0.2,
-            derivative: 0.0,
-            min_rate: 100.0,
+            proportional: gains.proportional,
+            integral: gains.integral,
+            derivative: gains.derived,
+            min_rate: gains.min_rate,
             first_run: true,
             latest_time_ms: 0,
             latest_rate: -1.0,
@@ -241,8 +267,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_gains_and_the_floor_are_the_ones_given() {
+        let interval = Duration::from_secs(1);
+        let batch = |pid: &mut PidRateEstimator, t: u64, records: u64| {
+            pid.compute(
+                t * 1000,
+                records,
+                Duration::from_millis(500),
+                Duration::ZERO,
+            )
+        };
+        // Spark's: the processing rate (2 records/ms = 2,000/s) wins at the second batch, but never
+        // below the minimum.
+        let mut spark = PidRateEstimator::with_gains(interval, PidGains::default());
+        assert_eq!(
+            batch(&mut spark, 1, 1000),
+            None,
+            "the first batch only teaches it"
+        );
+        assert_eq!(batch(&mut spark, 2, 1000), Some(2000.0));
+        let floor = PidGains {
+            min_rate: 5000.0,
+            ..PidGains::default()
+        };
+        let mut floored = PidRateEstimator::with_gains(interval, floor);
+        batch(&mut floored, 1, 1000);
+        assert_eq!(batch(&mut floored, 2, 1000), Some(5000.0));
+        // No proportional gain: the rate stays where the first batch left it.
+        let still = PidGains {
+            proportional: 0.0,
+            ..PidGains::default()
+        };
+        let mut still = PidRateEstimator::with_gains(interval, still);
+        batch(&mut still, 1, 1000);
+        assert_eq!(batch(&mut still, 2, 4000), Some(2000.0));
+    }
+
+    #[test]
     fn pid_matches_a_hand_computed_step() {
-        let mut pid = PidRateEstimator::new(Duration::from_secs(1));
+        let mut pid = PidRateEstimator::with_gains(Duration::from_secs(1), PidGains::default());
         // First batch: 10,000 records in 500 ms learns a processing rate of 20,000/s.
         assert_eq!(
             pid.compute(1000, 10_000, Duration::from_millis(500), Duration::ZERO),

@@ -326,6 +326,24 @@ macro_rules! whole_number {
 
 whole_number!(u32, u64, usize, i64);
 
+impl SettingValue for f64 {
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .ok_or_else(|| format!("`{text}` is not a number"))
+    }
+
+    fn from_toml(value: &toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::Float(n) if n.is_finite() => Ok(*n),
+            toml::Value::Integer(n) => Ok(*n as f64),
+            other => Err(invalid_type("a number", other)),
+        }
+    }
+}
+
 impl SettingValue for bool {
     fn from_text(text: &str) -> Result<Self, String> {
         match text.trim() {

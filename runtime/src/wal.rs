@@ -43,19 +43,18 @@ pub enum WriteAheadLog {
 }
 
 impl WriteAheadLog {
-    /// Opens the log in `dir` (created if needed), cutting off a torn tail, ready to append.
-    pub fn open(dir: &Path, segment_bytes: u64) -> io::Result<Self> {
-        SegmentLog::open(dir, segment_bytes).map(Self::Segments)
-    }
-
-    /// Opens the log at `location`: segment files in a local directory, objects on a store.
+    /// Opens the log at `location`: segment files in a local directory, started anew every
+    /// `segment_bytes` or `roll_every`, or objects on a store (one per record).
     pub fn open_at(
         location: &Location,
         storage: &StorageOptions,
         segment_bytes: u64,
+        roll_every: std::time::Duration,
     ) -> Result<Self, String> {
         match location.local_path() {
-            Some(dir) => Self::open(dir, segment_bytes).map_err(|e| e.to_string()),
+            Some(dir) => SegmentLog::open(dir, segment_bytes)
+                .map(|log| Self::Segments(log.rolling_every(roll_every)))
+                .map_err(|e| e.to_string()),
             None => ObjectLog::open(crate::store::open(location, storage)?).map(Self::Objects),
         }
     }
@@ -90,6 +89,11 @@ impl WriteAheadLog {
 pub struct SegmentLog {
     dir: PathBuf,
     segment_bytes: u64,
+    /// A segment older than this is closed at the next append, so that what a checkpoint covers
+    /// can be deleted even when little arrives.
+    roll_every: Option<std::time::Duration>,
+    /// When the current segment was started (or opened).
+    started: std::time::Instant,
     segment: u64,
     file: File,
     len: u64,
@@ -192,6 +196,8 @@ impl SegmentLog {
         Ok(Self {
             dir: dir.to_path_buf(),
             segment_bytes: segment_bytes.max(1),
+            roll_every: None,
+            started: std::time::Instant::now(),
             segment,
             file,
             len,
@@ -208,7 +214,10 @@ impl SegmentLog {
             self.file.set_len(self.len)?;
             self.torn = false;
         }
-        if self.len >= self.segment_bytes {
+        let old = self
+            .roll_every
+            .is_some_and(|every| self.started.elapsed() >= every);
+        if self.len >= self.segment_bytes || (old && self.len > 0) {
             self.roll()?;
         }
         let frame = frame(payload);
@@ -252,7 +261,14 @@ impl SegmentLog {
         self.segment = next;
         self.file = file;
         self.len = 0;
+        self.started = std::time::Instant::now();
         Ok(())
+    }
+
+    /// Starts a new segment at the first append after the current one is `every` old.
+    pub fn rolling_every(mut self, every: std::time::Duration) -> Self {
+        self.roll_every = Some(every);
+        self
     }
 
     /// Makes every appended record durable.
@@ -410,6 +426,29 @@ mod tests {
             10,
             "nothing after the position is lost"
         );
+        fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn a_segment_older_than_the_roll_interval_is_closed_at_the_next_append() {
+        let d = dir("roll-interval");
+        let mut wal = SegmentLog::open(&d, 1 << 20)
+            .unwrap()
+            .rolling_every(std::time::Duration::from_millis(100));
+        let first = wal.append(b"one").unwrap();
+        let second = wal.append(b"two").unwrap();
+        assert_eq!(first.segment, second.segment, "young: the same segment");
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let third = wal.append(b"three").unwrap();
+        assert_eq!(third.segment, first.segment + 1, "old: a new one");
+        assert_eq!(wal.delete_before(third).unwrap(), 1, "the old one can go");
+        let rest: Vec<Vec<u8>> = wal
+            .read_after(second)
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        assert_eq!(rest, [b"three".to_vec()]);
         fs::remove_dir_all(&d).ok();
     }
 

@@ -211,12 +211,17 @@ impl<B: Loggable> ReceivedBlocks<B> {
         match &env.wal_location {
             Some(dir) => {
                 let location = dir.join(&self.name);
-                let wal =
-                    WriteAheadLog::open_at(&location, &env.storage, 64 << 20).map_err(|e| {
-                        self.error(format!(
-                            "cannot open the write-ahead log in {location}: {e}"
-                        ))
-                    })?;
+                let wal = WriteAheadLog::open_at(
+                    &location,
+                    &env.storage,
+                    64 << 20,
+                    env.wal_roll_interval,
+                )
+                .map_err(|e| {
+                    self.error(format!(
+                        "cannot open the write-ahead log in {location}: {e}"
+                    ))
+                })?;
                 let from = self.resume_from.unwrap_or_default();
                 let records = wal
                     .read_after(from)

@@ -49,6 +49,8 @@ pub struct ReceiverEnv {
     pub(crate) wal_location: Option<crate::store::Location>,
     /// How an object store holding the logs is reached.
     pub(crate) storage: crate::store::StorageOptions,
+    /// How often a log in a local directory starts a new segment file.
+    pub(crate) wal_roll_interval: std::time::Duration,
     /// Source positions of the last checkpoint written, so logs can drop what it covers.
     pub(crate) checkpointed: Checkpointed,
     /// Stops the app when a receiver cannot go on; its signal says when waits must end.

@@ -90,6 +90,9 @@ pub struct KafkaSettings {
     pub commit: bool,
     /// Messages per second per partition.
     pub max_rate_per_partition: Option<u64>,
+    /// Under backpressure, the fewest messages per second a direct source reads from each partition
+    /// (Spark's `spark.streaming.kafka.minRatePerPartition`).
+    pub min_rate_per_partition: u64,
     /// Explicit starting offsets per (topic, partition).
     pub start_offsets: BTreeMap<(String, i32), i64>,
     /// librdkafka properties for every Kafka client of the app (`[kafka.properties]`,
@@ -104,6 +107,7 @@ impl Default for KafkaSettings {
             group: None,
             commit: false,
             max_rate_per_partition: None,
+            min_rate_per_partition: 1,
             start_offsets: BTreeMap::new(),
             properties: KafkaProperties::new(),
         }
@@ -134,6 +138,11 @@ impl KafkaSettings {
             flag: "kafka-max-rate-per-partition", value: "RECORDS",
             help: "Kafka: messages per second per partition." }
             => Some(positive max_rate_per_partition)),
+        setting!(KafkaSettings { section: "kafka", key: "min_rate_per_partition",
+            flag: "kafka-min-rate-per-partition", value: "RECORDS",
+            help: "Kafka: under --backpressure, the fewest messages per second a direct source \
+                   reads from each partition (default 1)." }
+            => positive min_rate_per_partition),
         setting!(KafkaSettings { section: "kafka", key: "start_offsets",
             flag: "kafka-start-offset", value: "TOPIC:PARTITION=OFFSET", entries: true,
             help: "Kafka: start a partition at an explicit offset (repeatable; \
@@ -179,6 +188,8 @@ pub struct KafkaOptions {
     pub commit: bool,
     /// Messages per second per partition (Spark's `spark.streaming.kafka.maxRatePerPartition`).
     pub max_rate_per_partition: Option<u64>,
+    /// Under backpressure, the fewest messages per second per partition.
+    pub min_rate_per_partition: u64,
     /// The batch interval, to turn the rate into messages per batch.
     pub batch_interval: Duration,
     /// How long to wait on brokers for one request before retrying.
@@ -436,7 +447,10 @@ impl KafkaDirectSource {
             .as_ref()
             .map(|c| c.limit())
             .filter(|&limit| limit > 0)
-            .map(|limit| limit as f64 * seconds / partitions.len().max(1) as f64);
+            .map(|limit| {
+                let share = limit as f64 / partitions.len().max(1) as f64;
+                share.max(self.options.min_rate_per_partition as f64) * seconds
+            });
         let per_batch = match (configured, pressured) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
