@@ -479,6 +479,99 @@ pub fn left_outer_emit<K: Clone, V: Clone, W: Clone>(
     }
 }
 
+/// What `right_outer_join` makes of a key's values on both sides: every right value, with each
+/// left value or `None`.
+pub fn right_outer_emit<K: Clone, V: Clone, W: Clone>(
+    k: K,
+    vs: Vec<V>,
+    ws: Vec<W>,
+    out: &mut Vec<(K, (Option<V>, W))>,
+) {
+    for w in ws {
+        if vs.is_empty() {
+            out.push((k.clone(), (None, w)));
+            continue;
+        }
+        for v in &vs {
+            out.push((k.clone(), (Some(v.clone()), w.clone())));
+        }
+    }
+}
+
+/// What `full_outer_join` makes of them: every pair, and each side's values alone where the other
+/// side has none.
+pub fn full_outer_emit<K: Clone, V: Clone, W: Clone>(
+    k: K,
+    vs: Vec<V>,
+    ws: Vec<W>,
+    out: &mut Vec<(K, (Option<V>, Option<W>))>,
+) {
+    match (vs.is_empty(), ws.is_empty()) {
+        (true, _) => out.extend(ws.into_iter().map(|w| (k.clone(), (None, Some(w))))),
+        (_, true) => out.extend(vs.into_iter().map(|v| (k.clone(), (Some(v), None)))),
+        _ => {
+            for v in &vs {
+                for w in &ws {
+                    out.push((k.clone(), (Some(v.clone()), Some(w.clone()))));
+                }
+            }
+        }
+    }
+}
+
+/// What `cogroup` makes of them: one record per key, its values on each side.
+pub fn cogroup_emit<K, V, W>(k: K, vs: Vec<V>, ws: Vec<W>, out: &mut Vec<(K, (Vec<V>, Vec<W>))>) {
+    out.push((k, (vs, ws)));
+}
+
+/// Groups reducer `j` of both sides by key and hands each key's values on both sides to `emit`,
+/// keys in their first appearance on the left, then those only on the right.
+pub(crate) fn cogroup_buckets<K, V, W, O, E>(
+    left: Vec<Vec<Vec<(K, V)>>>,
+    right: Vec<Vec<Vec<(K, W)>>>,
+    emit: E,
+) -> Partitions<O>
+where
+    K: Hash + Eq + Clone + Send,
+    V: Send,
+    W: Send,
+    O: Send,
+    E: Fn(K, Vec<V>, Vec<W>, &mut Vec<O>) + Sync,
+{
+    left.into_par_iter()
+        .zip(right.into_par_iter())
+        .map(|(left_buckets, right_buckets)| {
+            let mut index: FastMap<K, usize> = FastMap::default();
+            let mut groups: Vec<(K, Vec<V>, Vec<W>)> = Vec::new();
+            let mut slot = |k: K, index: &mut FastMap<K, usize>| -> usize {
+                *index.entry(k.clone()).or_insert_with(|| {
+                    groups.push((k, Vec::new(), Vec::new()));
+                    groups.len() - 1
+                })
+            };
+            let mut lefts = Vec::new();
+            for (k, v) in left_buckets.into_iter().flatten() {
+                lefts.push((slot(k, &mut index), v));
+            }
+            let mut rights = Vec::new();
+            for (k, w) in right_buckets.into_iter().flatten() {
+                rights.push((slot(k, &mut index), w));
+            }
+            for (i, v) in lefts {
+                groups[i].1.push(v);
+            }
+            for (i, w) in rights {
+                groups[i].2.push(w);
+            }
+            let mut out = Vec::new();
+            for (k, vs, ws) in groups {
+                emit(k, vs, ws, &mut out);
+            }
+            out
+        })
+        .collect()
+}
+
 /// Joins reducer `j` of the left side with reducer `j` of the right side.
 pub(crate) fn join_buckets<K, V, W, O, E>(
     left: Vec<Vec<Vec<(K, V)>>>,
