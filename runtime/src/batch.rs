@@ -5,7 +5,7 @@ use crate::context::BatchOrigin;
 use crate::shuffle::{
     bucketize, cogroup_buckets, cogroup_emit, full_outer_emit, inner_emit, join_buckets,
     left_outer_emit, merge_groups, reduce_buckets, right_outer_emit, split_even, transpose,
-    Combiner, FastMap, Grouper, Partitions, ShuffledGroups,
+    CoGrouped, Combiner, EitherOrBoth, FastMap, Grouper, Partitions, ShuffledGroups,
 };
 use crate::time::Time;
 use rayon::prelude::*;
@@ -453,7 +453,7 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
 
     /// Every pair of values with equal keys, and the values of keys only one side has, with `None`
     /// for the other.
-    pub fn full_outer_join<W>(self, other: &Batch<(K, W)>) -> Batch<(K, (Option<V>, Option<W>))>
+    pub fn full_outer_join<W>(self, other: &Batch<(K, W)>) -> Batch<(K, EitherOrBoth<V, W>)>
     where
         K: Clone + Sync,
         V: Clone,
@@ -463,7 +463,7 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
     }
 
     /// One record per key of either batch: its values here and in `other` (Spark's `cogroup`).
-    pub fn cogroup<W>(self, other: &Batch<(K, W)>) -> Batch<(K, (Vec<V>, Vec<W>))>
+    pub fn cogroup<W>(self, other: &Batch<(K, W)>) -> Batch<(K, CoGrouped<V, W>)>
     where
         K: Clone + Sync,
         W: Clone + Send + Sync,

@@ -498,13 +498,19 @@ pub fn right_outer_emit<K: Clone, V: Clone, W: Clone>(
     }
 }
 
+/// Both sides of a full outer join's pair: either may be missing.
+pub type EitherOrBoth<V, W> = (Option<V>, Option<W>);
+
+/// A key's values on both sides of a `cogroup`.
+pub type CoGrouped<V, W> = (Vec<V>, Vec<W>);
+
 /// What `full_outer_join` makes of them: every pair, and each side's values alone where the other
 /// side has none.
 pub fn full_outer_emit<K: Clone, V: Clone, W: Clone>(
     k: K,
     vs: Vec<V>,
     ws: Vec<W>,
-    out: &mut Vec<(K, (Option<V>, Option<W>))>,
+    out: &mut Vec<(K, EitherOrBoth<V, W>)>,
 ) {
     match (vs.is_empty(), ws.is_empty()) {
         (true, _) => out.extend(ws.into_iter().map(|w| (k.clone(), (None, Some(w))))),
@@ -520,7 +526,7 @@ pub fn full_outer_emit<K: Clone, V: Clone, W: Clone>(
 }
 
 /// What `cogroup` makes of them: one record per key, its values on each side.
-pub fn cogroup_emit<K, V, W>(k: K, vs: Vec<V>, ws: Vec<W>, out: &mut Vec<(K, (Vec<V>, Vec<W>))>) {
+pub fn cogroup_emit<K, V, W>(k: K, vs: Vec<V>, ws: Vec<W>, out: &mut Vec<(K, CoGrouped<V, W>)>) {
     out.push((k, (vs, ws)));
 }
 
