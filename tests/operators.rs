@@ -522,3 +522,193 @@ fn words_owned_by_to_string_before_a_keyed_table_count_as_written() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Random keyed batches, the same every run: small keys so that they repeat within and across
+/// streams, some batches empty.
+fn random_batches(seed: u64) -> Vec<Vec<(u8, u32)>> {
+    let mut rng = streamc::testkit::Rng::new(seed);
+    (0..8)
+        .map(|_| {
+            let len = rng.next_u64() % 30;
+            (0..len)
+                .map(|_| ((rng.next_u64() % 7) as u8, (rng.next_u64() % 9) as u32))
+                .collect()
+        })
+        .collect()
+}
+
+fn left_batches() -> Vec<Vec<(u8, u32)>> {
+    random_batches(1)
+}
+
+fn right_batches() -> Vec<Vec<(u8, u32)>> {
+    random_batches(2)
+}
+
+fn third_batches() -> Vec<Vec<(u8, u32)>> {
+    random_batches(3)
+}
+
+type Sums = (u64, u64);
+
+stream! {
+    app more_pairs { batch: 1s, workers: 2 }
+    let left = queue_stream::<(u8, u32)>(crate::left_batches());
+    let right = queue_stream::<(u8, u32)>(crate::right_batches());
+    let third = queue_stream::<(u8, u32)>(crate::third_batches());
+    let l = left.map(|p| *p);
+    let r = right.map(|p| *p);
+    let t = third.map(|p| *p);
+    let right_outer = l.right_outer_join(r);
+    let full_outer = l.full_outer_join(r);
+    let grouped = l.cogroup(r).map(|(k, (vs, ws)): (u8, (Vec<u32>, Vec<u32>))| (k, (crate::sorted(vs), crate::sorted(ws))));
+    let sums = l.combine_by_key(
+        |v: u32| (u64::from(v), 1u64),
+        |(s, n): crate::Sums, v: u32| (s + u64::from(v), n + 1),
+        |a: crate::Sums, b: crate::Sums| (a.0 + b.0, a.1 + b.1),
+    );
+    let all = l.union(r, t);
+    let only_left = l.transform_with(r, |a, b| a.subtract(&b));
+    right_outer.collect();
+    full_outer.collect();
+    grouped.collect();
+    sums.collect();
+    all.collect();
+    only_left.collect();
+}
+
+/// The values of `key` in `pairs`.
+fn values_of(pairs: &[(u8, u32)], key: u8) -> Vec<u32> {
+    pairs
+        .iter()
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| *v)
+        .collect()
+}
+
+#[test]
+fn outer_joins_cogroup_combine_by_key_many_unions_and_transform_with_match_a_recount() {
+    let mut driver = more_pairs::app().test_driver().unwrap();
+    let n = left_batches().len();
+    type RightOuter = (u8, (Option<u32>, u32));
+    let right_outer: Vec<Vec<RightOuter>> = drain(&mut driver, "right_outer", n);
+    let full_outer = driver
+        .take::<(u8, (Option<u32>, Option<u32>))>("full_outer")
+        .unwrap();
+    let grouped = driver
+        .take::<(u8, (Vec<u32>, Vec<u32>))>("grouped")
+        .unwrap();
+    let sums = driver.take::<(u8, Sums)>("sums").unwrap();
+    let all = driver.take::<(u8, u32)>("all").unwrap();
+    let only_left = driver.take::<(u8, u32)>("only_left").unwrap();
+    let (lefts, rights, thirds) = (left_batches(), right_batches(), third_batches());
+    for b in 0..n {
+        let (l, r) = (&lefts[b], &rights[b]);
+        let keys: std::collections::BTreeSet<u8> = l.iter().chain(r).map(|(k, _)| *k).collect();
+        let (mut ro, mut fo, mut cg, mut sm) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for &k in &keys {
+            let (vs, ws) = (values_of(l, k), values_of(r, k));
+            for &w in &ws {
+                if vs.is_empty() {
+                    ro.push((k, (None, w)));
+                }
+                ro.extend(vs.iter().map(|&v| (k, (Some(v), w))));
+            }
+            if vs.is_empty() {
+                fo.extend(ws.iter().map(|&w| (k, (None, Some(w)))));
+            } else if ws.is_empty() {
+                fo.extend(vs.iter().map(|&v| (k, (Some(v), None))));
+            } else {
+                for &v in &vs {
+                    fo.extend(ws.iter().map(|&w| (k, (Some(v), Some(w)))));
+                }
+            }
+            if !vs.is_empty() {
+                sm.push((k, (vs.iter().map(|v| u64::from(*v)).sum(), vs.len() as u64)));
+            }
+            cg.push((k, (sorted(vs), sorted(ws))));
+        }
+        assert_eq!(right_outer[b], sorted(ro), "right_outer_join, batch {b}");
+        assert_eq!(
+            sorted(full_outer[b].1.clone()),
+            sorted(fo),
+            "full_outer_join, batch {b}"
+        );
+        assert_eq!(sorted(grouped[b].1.clone()), cg, "cogroup, batch {b}");
+        assert_eq!(sorted(sums[b].1.clone()), sm, "combine_by_key, batch {b}");
+        let union: Vec<(u8, u32)> = l.iter().chain(r).chain(&thirds[b]).copied().collect();
+        assert_eq!(
+            sorted(all[b].1.clone()),
+            sorted(union),
+            "union of three, batch {b}"
+        );
+        let subtracted: Vec<(u8, u32)> = l.iter().filter(|p| !r.contains(p)).copied().collect();
+        assert_eq!(
+            sorted(only_left[b].1.clone()),
+            sorted(subtracted),
+            "transform_with, batch {b}"
+        );
+    }
+}
+
+fn many_random_batches() -> Vec<Vec<(u8, u32)>> {
+    let mut rng = streamc::testkit::Rng::new(17);
+    (0..40)
+        .map(|_| {
+            let len = rng.next_u64() % 25;
+            (0..len)
+                .map(|_| ((rng.next_u64() % 9) as u8, 1 + (rng.next_u64() % 4) as u32))
+                .collect()
+        })
+        .collect()
+}
+
+stream! {
+    app inverse_or_not { batch: 1s, workers: 2, checkpoint: "target/streamc-test/inverse_or_not" }
+    let pairs = queue_stream::<(u8, u32)>(crate::many_random_batches());
+    let owned = pairs.map(|p| *p);
+    let plain = owned.reduce_by_key_and_window(|a, b| a + b, 5s, 2s);
+    let inverse = owned.reduce_by_key_and_window(|a, b| a + b, |a, b| a - b, 5s, 2s, |_, n: &u32| *n > 0);
+    plain.collect();
+    inverse.collect();
+}
+
+/// Property: on random input, a window kept with an inverse function (and keys at zero filtered
+/// out) equals the same window recomputed from its batches, at every slide.
+#[test]
+fn a_window_with_an_inverse_function_equals_the_window_without_one() {
+    let dir = std::env::temp_dir().join(format!("streamc-inverse-or-not-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut driver = inverse_or_not::app()
+        .configure(|c| c.checkpoint_dir = Some(dir.clone().into()))
+        .test_driver()
+        .unwrap();
+    let n = many_random_batches().len();
+    driver.run_batches(n + 5);
+    let plain = driver.take::<(u8, u32)>("plain").unwrap();
+    let inverse = driver.take::<(u8, u32)>("inverse").unwrap();
+    assert_eq!(plain.len(), inverse.len());
+    let batches = many_random_batches();
+    let mut slides = 0;
+    for ((time, p), (t2, i)) in plain.into_iter().zip(inverse) {
+        assert_eq!(time, t2);
+        assert_eq!(sorted(p.clone()), sorted(i), "at {time:?}");
+        // And both equal the recount of the batches inside the window ending here.
+        let end = (time.millis() / 1000) as usize;
+        if end.is_multiple_of(2) {
+            let mut counts: BTreeMap<u8, u32> = BTreeMap::new();
+            for batch in batches.iter().take(end).skip(end.saturating_sub(5)) {
+                for (k, v) in batch {
+                    *counts.entry(*k).or_default() += v;
+                }
+            }
+            assert_eq!(
+                sorted(p),
+                counts.into_iter().collect::<Vec<_>>(),
+                "recount at {time:?}"
+            );
+            slides += 1;
+        }
+    }
+    assert!(slides >= 20, "{slides} slides compared");
+}

@@ -12,12 +12,12 @@ use rayon::prelude::*;
 use std::hash::Hash;
 
 pub(crate) use crate::shuffle::{
-    bucketize, join_buckets, merge_groups, merge_into, reduce_buckets, transpose,
+    bucketize, cogroup_buckets, join_buckets, merge_groups, merge_into, reduce_buckets, transpose,
 };
 pub use crate::shuffle::{
-    inner_emit, left_outer_emit, partition_of, records, records_cloned, split_even, Combiner,
-    Counter, DisplayKey, FastMap, Grouper, KeyText, KeyedTable, Partitioned, Partitions, Records,
-    Reducer, TextKey, ValueCounter,
+    cogroup_emit, full_outer_emit, inner_emit, left_outer_emit, partition_of, records,
+    records_cloned, right_outer_emit, split_even, Combiner, Counter, DisplayKey, FastMap, Grouper,
+    KeyText, KeyedTable, Partitioned, Partitions, Records, Reducer, TextKey, ValueCounter,
 };
 
 /// Runs `body` over every partition, collecting what it pushes: the materialization of a stream.
@@ -274,6 +274,96 @@ where
     let (mut left, right) = rayon::join(|| collect(ctx, a, a_body), || collect(ctx, b, b_body));
     left.extend(right);
     left
+}
+
+/// `right_outer_join`, `full_outer_join` and `cogroup`: both streams partitioned by key, each key's
+/// values on both sides handed to `emit`.
+pub fn cogroup_with<DL, BL, DR, BR, K, V, W, O, E>(
+    ctx: &BatchContext<'_>,
+    left: DL,
+    left_body: BL,
+    right: DR,
+    right_body: BR,
+    emit: E,
+) -> Partitions<O>
+where
+    DL: Partitioned,
+    DR: Partitioned,
+    K: Hash + Eq + Clone + Send,
+    V: Send,
+    W: Send,
+    O: Send,
+    BL: Fn(DL::Part, &mut Vec<(K, V)>) + Sync + Send,
+    BR: Fn(DR::Part, &mut Vec<(K, W)>) + Sync + Send,
+    E: Fn(K, Vec<V>, Vec<W>, &mut Vec<O>) + Sync,
+{
+    let (l, r) = rayon::join(
+        || shuffle_by_key(ctx, left, left_body),
+        || shuffle_by_key(ctx, right, right_body),
+    );
+    cogroup_buckets(l, r, emit)
+}
+
+/// `combine_by_key`: per partition a combiner per key (`create` for its first value, `merge_value`
+/// for the next), shuffled by key, merged with `merge_combiners`.
+pub fn combine_by_key<D, K, V, C, B, F, M, N>(
+    ctx: &BatchContext<'_>,
+    data: D,
+    body: B,
+    create: F,
+    merge_value: M,
+    merge_combiners: N,
+) -> Partitions<(K, C)>
+where
+    D: Partitioned,
+    K: Hash + Eq + Send,
+    V: Send,
+    C: Send,
+    B: Fn(D::Part, &mut Vec<(K, V)>) + Sync + Send,
+    F: Fn(V) -> C + Sync + Send,
+    M: Fn(C, V) -> C + Sync + Send,
+    N: Fn(C, C) -> C + Sync + Send,
+{
+    let n = ctx.workers;
+    let per_map: Vec<Partitions<(K, C)>> = data
+        .into_parts()
+        .into_par_iter()
+        .map(|part| {
+            let mut pairs = Vec::new();
+            body(part, &mut pairs);
+            bucketize(
+                crate::batch::combine_partition(pairs, &create, &merge_value),
+                n,
+            )
+        })
+        .collect();
+    reduce_buckets(transpose(per_map, n), &merge_combiners)
+}
+
+/// `transform_with`: hands this batch of both streams to `f` (Spark's `transformWith`).
+pub fn transform_with<DA, BA, DB, BB, T, U, O, F>(
+    ctx: &BatchContext<'_>,
+    a: DA,
+    a_body: BA,
+    b: DB,
+    b_body: BB,
+    f: F,
+) -> Partitions<O>
+where
+    DA: Partitioned,
+    DB: Partitioned,
+    T: Send,
+    U: Send,
+    O: Send,
+    BA: Fn(DA::Part, &mut Vec<T>) + Sync + Send,
+    BB: Fn(DB::Part, &mut Vec<U>) + Sync + Send,
+    F: FnOnce(Batch<T>, Batch<U>) -> Batch<O>,
+{
+    if ctx.dry_run {
+        return Vec::new();
+    }
+    let (left, right) = rayon::join(|| collect(ctx, a, a_body), || collect(ctx, b, b_body));
+    f(Batch::in_context(left, ctx), Batch::in_context(right, ctx)).into_partitions()
 }
 
 /// `transform`: hands the whole batch to `f`, which returns the new batch.

@@ -603,6 +603,13 @@ impl StepCode<'_> {
         self.exec_call_with_other("join_with", &[quote!(#exec::#emit)])
     }
 
+    /// `exec::cogroup_with(..., exec::<emit>)`: both streams grouped by key, each key's values on
+    /// both sides handed to `emit`.
+    pub fn exec_cogroup(&self, emit: &str) -> TokenStream {
+        let (exec, emit) = (&self.generator.exec, Ident::new(emit, self.span()));
+        self.exec_call_with_other("cogroup_with", &[quote!(#exec::#emit)])
+    }
+
     /// `stateful::<function>(ctx, &self.state, slot, input, stage, extra...)`: a stateful operator
     /// reading and updating its state slot.
     pub fn stateful_call(&self, function: &str, extra: &[TokenStream]) -> TokenStream {

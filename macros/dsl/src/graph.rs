@@ -587,6 +587,18 @@ impl Builder {
                             .into());
                     }
                 }
+                if op.stream_args {
+                    // One step per stream, each reading the one before.
+                    let mut id = input;
+                    for arg in &args {
+                        let other = self.lower(arg, None)?;
+                        id = self.push(
+                            NodeKind::Op { op, input: id, other: Some(other), args: Vec::new() },
+                            method.span(),
+                        );
+                    }
+                    return Ok(id);
+                }
                 let (other, args) = if op.stream_arg {
                     let other = self.lower(&args[0], None)?;
                     (Some(other), args[1..].to_vec())

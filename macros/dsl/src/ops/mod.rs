@@ -131,6 +131,9 @@ pub struct Operator {
     pub args: (usize, usize),
     /// Whether the first argument is another stream.
     pub stream_arg: bool,
+    /// Whether every argument is another stream, each one more step of the operator:
+    /// `a.union(b, c)` is `a.union(b).union(c)`.
+    pub stream_args: bool,
     /// The argument list as users write it, for messages and the reference.
     pub signature: &'static str,
     /// One sentence for the reference: what the operator gives.
@@ -170,6 +173,7 @@ pub(crate) const BASE: Operator = Operator {
     kind: Kind::Wide,
     args: (0, 0),
     stream_arg: false,
+    stream_args: false,
     signature: "",
     summary: "",
     spark: None,

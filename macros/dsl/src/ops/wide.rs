@@ -85,11 +85,57 @@ pub const OPERATORS: &[Operator] = &[
         ..SHUFFLE
     },
     Operator {
-        name: "union",
+        name: "right_outer_join",
         args: (1, 1),
         stream_arg: true,
-        signature: "union(other_stream)",
-        summary: "The records of both streams (of the same type and slide).",
+        signature: "right_outer_join(other_stream)",
+        summary: "Like `join`, keeping every record of the other stream: \
+                  `(key, (Option<value>, other_value))`.",
+        spark: Some("rightOuterJoin"),
+        generate: Generate::Call(right_outer_join),
+        ..SHUFFLE
+    },
+    Operator {
+        name: "full_outer_join",
+        args: (1, 1),
+        stream_arg: true,
+        signature: "full_outer_join(other_stream)",
+        summary: "Like `join`, keeping every record of both streams: \
+                  `(key, (Option<value>, Option<other_value>))`.",
+        spark: Some("fullOuterJoin"),
+        generate: Generate::Call(full_outer_join),
+        ..SHUFFLE
+    },
+    Operator {
+        name: "cogroup",
+        args: (1, 1),
+        stream_arg: true,
+        signature: "cogroup(other_stream)",
+        summary: "One `(key, (values, other_values))` per key of either stream in this batch, \
+                  both as `Vec`s.",
+        spark: Some("cogroup"),
+        generate: Generate::Call(cogroup),
+        ..SHUFFLE
+    },
+    Operator {
+        name: "combine_by_key",
+        args: (3, 3),
+        signature: "combine_by_key(|v| combiner, |c, v| combiner, |c1, c2| combiner)",
+        summary: "One `(key, combiner)` per key: the first function makes a key's combiner of its \
+                  first value in a partition, the second adds the next values, the third merges \
+                  the partitions' combiners after the shuffle.",
+        spark: Some("combineByKey"),
+        generate: Generate::Call(combine_by_key),
+        ..SHUFFLE
+    },
+    Operator {
+        name: "union",
+        args: (1, 8),
+        stream_arg: true,
+        stream_args: true,
+        signature: "union(other_stream) or union(b, c, ...)",
+        summary: "The records of all the streams (of the same type and slide): `a.union(b, c)` is \
+                  `a.union(b).union(c)`, Spark's `ssc.union`.",
         spark: Some("union"),
         generate: Generate::Call(union),
         ..WIDE
@@ -111,6 +157,17 @@ pub const OPERATORS: &[Operator] = &[
                   RDD-like API (`sort_by`, `take`, `join`, `top_k`, ...).",
         spark: Some("transform"),
         generate: Generate::Call(transform),
+        ..WIDE
+    },
+    Operator {
+        name: "transform_with",
+        args: (2, 2),
+        stream_arg: true,
+        signature: "transform_with(other_stream, |batch, other_batch| new_batch)",
+        summary: "Whatever the function makes of this batch of both streams, given as two \
+                  `Batch`es (Spark's `transformWith`).",
+        spark: Some("transformWith"),
+        generate: Generate::Call(transform_with),
         ..WIDE
     },
     Operator {
@@ -157,6 +214,26 @@ fn join(code: &StepCode) -> TokenStream {
 
 fn left_outer_join(code: &StepCode) -> TokenStream {
     code.exec_join("left_outer_emit")
+}
+
+fn right_outer_join(code: &StepCode) -> TokenStream {
+    code.exec_cogroup("right_outer_emit")
+}
+
+fn full_outer_join(code: &StepCode) -> TokenStream {
+    code.exec_cogroup("full_outer_emit")
+}
+
+fn cogroup(code: &StepCode) -> TokenStream {
+    code.exec_cogroup("cogroup_emit")
+}
+
+fn combine_by_key(code: &StepCode) -> TokenStream {
+    code.exec_call("combine_by_key", &[code.arg(0), code.arg(1), code.arg(2)])
+}
+
+fn transform_with(code: &StepCode) -> TokenStream {
+    code.exec_call_with_other("transform_with", &[code.arg(0)])
 }
 
 fn union(code: &StepCode) -> TokenStream {
