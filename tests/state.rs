@@ -567,3 +567,75 @@ fn a_stop_times_nothing_out() {
         "`a` outlived the stop in the checkpoint"
     );
 }
+
+fn letters() -> Vec<Vec<String>> {
+    ["a", "b a", "", "c", "a c", "b", "", "a", "c c", "b"]
+        .iter()
+        .map(|line| line.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+static TRANSFORMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+stream! {
+    app windowed_state { batch: 1s, workers: 2, checkpoint: "target/streamc-test/windowed_state" }
+    let words = queue_stream::<String>(crate::letters());
+    let recent = words.map(|w| (w.clone(), 1u64)).window(4s, 2s);
+    // (occurrences summed over the windows seen, calls of the function)
+    let totals = recent.update_state_by_key(|new: &[u64], old: Option<(u64, u64)>| {
+        let (sum, calls) = old.unwrap_or((0, 0));
+        Some((sum + new.iter().sum::<u64>(), calls + 1))
+    });
+    let seen = recent.transform(|batch| {
+        crate::TRANSFORMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        batch
+    });
+    totals.collect();
+    seen.collect();
+}
+
+/// Downstream of a window the stream exists only at the slide, as in Spark: a stateful operator
+/// updates (and calls its function) only then, a `transform` runs only then.
+#[test]
+fn operators_downstream_of_a_window_run_at_its_slide() {
+    let mut driver = windowed_state::app()
+        .configure(|c| c.checkpoint_dir = Some(temp_dir("windowed-state").into()))
+        .test_driver()
+        .unwrap();
+    let n = letters().len();
+    driver.run_batches(n);
+    let totals = driver.take::<(String, (u64, u64))>("totals").unwrap();
+    let slides: Vec<u64> = totals.iter().map(|(t, _)| t.millis()).collect();
+    assert_eq!(
+        slides,
+        (1..=n as u64 / 2).map(|i| i * 2000).collect::<Vec<_>>()
+    );
+    let mut state: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (time, got) in &totals {
+        let end = (time.millis() / 1000) as usize;
+        let window: Vec<String> = letters()
+            .into_iter()
+            .take(end)
+            .skip(end.saturating_sub(4))
+            .flatten()
+            .collect();
+        let counts = counts(&window);
+        let keys: std::collections::BTreeSet<String> =
+            state.keys().chain(counts.keys()).cloned().collect();
+        for key in keys {
+            let entry = state.entry(key.clone()).or_insert((0, 0));
+            *entry = (
+                entry.0 + counts.get(&key).copied().unwrap_or(0),
+                entry.1 + 1,
+            );
+        }
+        let expected: Vec<(String, (u64, u64))> =
+            state.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        assert_eq!(sorted(got.clone()), expected, "at {time:?}");
+    }
+    assert_eq!(
+        TRANSFORMS.load(std::sync::atomic::Ordering::Relaxed),
+        n / 2,
+        "the transform ran once per slide"
+    );
+}

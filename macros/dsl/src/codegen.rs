@@ -489,17 +489,26 @@ impl<'g> Generator<'g> {
             // Timed and reported to the listeners under the name `--help` lists it by.
             let name = format!("{}.{}", self.graph.stream_name(*input), op.name);
             let call = quote!(#ctx.run_output(#name, || #call)?);
-            // Downstream of a window, outputs run at the window's slide only (as in Spark).
-            let slide = self.graph.slides[id];
-            if slide > self.graph.app.batch_millis {
-                Some(quote!(if #ctx.time.millis().is_multiple_of(#slide) { #call; }))
-            } else {
-                Some(quote!(#call;))
+            match self.off_slide(id) {
+                Some(slide) => {
+                    Some(quote!(if #ctx.time.millis().is_multiple_of(#slide) { #call; }))
+                }
+                None => Some(quote!(#call;)),
             }
         } else {
             let var = self.var(id);
+            let call = code.at_slide(call);
             Some(quote!(let #var = #call;))
         }
+    }
+
+    /// Downstream of a window, a stream exists only at the window's slide, as in Spark: its
+    /// operators (a `transform`, a stateful operator, an output) run only then. The slide, when
+    /// node `id` is such an operator; the window itself runs every batch, to take each batch in.
+    fn off_slide(&self, id: NodeId) -> Option<u64> {
+        let slide = self.graph.slides[id];
+        (slide > self.graph.app.batch_millis && self.graph.nodes[id].window.is_none())
+            .then_some(slide)
     }
 }
 
@@ -601,6 +610,22 @@ impl StepCode<'_> {
     pub fn exec_join(&self, emit: &str) -> TokenStream {
         let (exec, emit) = (&self.generator.exec, Ident::new(emit, self.span()));
         self.exec_call_with_other("join_with", &[quote!(#exec::#emit)])
+    }
+
+    /// `call`, or downstream of a window, `call` at the window's slide and nothing (an empty
+    /// result) in between (see [`Generator::off_slide`]).
+    pub fn at_slide(&self, call: TokenStream) -> TokenStream {
+        let ctx = &self.generator.ctx;
+        match self.generator.off_slide(self.id) {
+            Some(slide) => quote_spanned! {self.span()=>
+                if #ctx.time.millis().is_multiple_of(#slide) {
+                    #call
+                } else {
+                    ::core::default::Default::default()
+                }
+            },
+            None => call,
+        }
     }
 
     /// `exec::cogroup_with(..., exec::<emit>)`: both streams grouped by key, each key's values on

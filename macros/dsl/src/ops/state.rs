@@ -107,6 +107,7 @@ fn map_with_state(code: &StepCode) -> TokenStream {
             code.initial_state(),
         ],
     );
+    let call = code.at_slide(call);
     quote_spanned! {code.span()=>
         let (#mapped, #snapshot_var) = #call;
     }
