@@ -712,3 +712,73 @@ fn a_window_with_an_inverse_function_equals_the_window_without_one() {
     }
     assert!(slides >= 20, "{slides} slides compared");
 }
+
+static PARTITION_COUNTS: std::sync::Mutex<Vec<(&'static str, usize)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn note_partitions<T>(what: &'static str, batch: Batch<T>) -> Batch<T> {
+    PARTITION_COUNTS
+        .lock()
+        .unwrap()
+        .push((what, batch.num_partitions()));
+    batch
+}
+
+stream! {
+    app partitioned { batch: 1s, workers: 2, checkpoint: "target/streamc-test/partitioned" }
+    let lines = queue_stream::<String>(crate::words_batches());
+    let pairs = lines.flat_map(|l: &String| l.split(' ')).map(|w| (w.to_string(), 1u64));
+    let counts = pairs.reduce_by_key(|a, b| a + b, partitions = 5);
+    let totals = pairs.update_state_by_key(|new: &[u64], old: Option<u64>| Some(old.unwrap_or(0) + new.iter().sum::<u64>()), partitions = 3);
+    let recent = pairs.reduce_by_key_and_window(|a, b| a + b, 2s, partitions = 4);
+    counts.transform(|b| crate::note_partitions("counts", b)).collect("counts");
+    totals.transform(|b| crate::note_partitions("totals", b)).collect("totals");
+    recent.transform(|b| crate::note_partitions("recent", b)).collect("recent");
+}
+
+/// `partitions = n` (Spark's `numPartitions`): the shuffle, the keyed state and the window make
+/// that many partitions, and the results are the same.
+#[test]
+fn a_partition_count_sets_the_partitions_of_shuffles_state_and_windows() {
+    let dir = std::env::temp_dir().join(format!("streamc-partitioned-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut driver = partitioned::app()
+        .configure(|c| c.checkpoint_dir = Some(dir.clone().into()))
+        .test_driver()
+        .unwrap();
+    let n = words_batches().len();
+    driver.run_batches(n);
+    let counts = driver.take::<(String, u64)>("counts").unwrap();
+    let totals = driver.take::<(String, u64)>("totals").unwrap();
+    let recent = driver.take::<(String, u64)>("recent").unwrap();
+    let mut running: BTreeMap<String, u64> = BTreeMap::new();
+    for (b, lines) in words_batches().iter().enumerate() {
+        let expected = reference_word_count(lines);
+        assert_eq!(sorted(counts[b].1.clone()), expected, "counts, batch {b}");
+        for (w, c) in &expected {
+            *running.entry(w.clone()).or_default() += c;
+        }
+        let expected_totals: Vec<(String, u64)> =
+            running.iter().map(|(w, c)| (w.clone(), *c)).collect();
+        assert_eq!(
+            sorted(totals[b].1.clone()),
+            expected_totals,
+            "totals, batch {b}"
+        );
+        let window: Vec<String> = words_batches()[b.saturating_sub(1)..=b].concat();
+        assert_eq!(
+            sorted(recent[b].1.clone()),
+            reference_word_count(&window),
+            "window, batch {b}"
+        );
+    }
+    let noted = PARTITION_COUNTS.lock().unwrap().clone();
+    for (what, wanted) in [("counts", 5), ("totals", 3), ("recent", 4)] {
+        let seen: Vec<usize> = noted
+            .iter()
+            .filter(|(w, _)| *w == what)
+            .map(|(_, p)| *p)
+            .collect();
+        assert_eq!(seen, vec![wanted; n], "{what}");
+    }
+}

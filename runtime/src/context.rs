@@ -33,6 +33,22 @@ pub struct BatchOrigin {
     pub positions: Vec<(String, Vec<u8>)>,
 }
 
+impl<'a> BatchContext<'a> {
+    /// The same context with `partitions` partitions after a shuffle (an operator's
+    /// `partitions = n`, Spark's `numPartitions`); at least one.
+    pub fn with_partitions(&self, partitions: usize) -> BatchContext<'a> {
+        BatchContext {
+            time: self.time,
+            workers: partitions.max(1),
+            dry_run: self.dry_run,
+            zero_time: self.zero_time,
+            batch_interval_ms: self.batch_interval_ms,
+            origin: self.origin.clone(),
+            outputs: self.outputs,
+        }
+    }
+}
+
 impl BatchContext<'_> {
     /// Whether this batch falls on a schedule of `every_ms` counted from the zero time, as Spark
     /// schedules a stream's checkpoints: every 10 batches is the 10th, 20th, ... batch of the run.

@@ -497,7 +497,7 @@ impl<'g> Generator<'g> {
             }
         } else {
             let var = self.var(id);
-            let call = code.at_slide(call);
+            let call = code.at_slide(code.with_partitions(call));
             Some(quote!(let #var = #call;))
         }
     }
@@ -622,6 +622,21 @@ impl StepCode<'_> {
                     #call
                 } else {
                     ::core::default::Default::default()
+                }
+            },
+            None => call,
+        }
+    }
+
+    /// `call` with the batch context's partition count set to the operator's `partitions = n`,
+    /// if it has one.
+    pub fn with_partitions(&self, call: TokenStream) -> TokenStream {
+        let ctx = &self.generator.ctx;
+        match &self.node.partitions {
+            Some(n) => quote_spanned! {self.span()=>
+                {
+                    let #ctx = &#ctx.with_partitions(#n);
+                    #call
                 }
             },
             None => call,

@@ -49,6 +49,9 @@ pub struct Node {
     /// `initial = expr` of `update_state_by_key` / `map_with_state`: the `(key, state)` pairs a fresh
     /// start (no checkpoint) begins with.
     pub initial_state: Option<Expr>,
+    /// `partitions = n` (Spark's `numPartitions`): how many partitions the operator's shuffle, state
+    /// or window makes, instead of one per worker.
+    pub partitions: Option<Expr>,
     /// The state slot of a stateful node.
     pub slot: Option<usize>,
     /// `.checkpoint(interval)` on this stream: checkpoint at least this often (ms), and where it was
@@ -540,6 +543,7 @@ impl Builder {
             window: None,
             timeout_millis: 0,
             initial_state: None,
+            partitions: None,
             slot: None,
             checkpoint: None,
         });
@@ -564,6 +568,43 @@ impl Builder {
                     .into());
                 }
                 let args: Vec<Expr> = call.args.iter().cloned().collect();
+                let (args, partitions) = partitions_argument(method, op, args)?;
+                if partitions.is_some() {
+                    let first_new = self.nodes.len();
+                    let id = self.method(method, op, input, args)?;
+                    // On the operator, or on the steps of its lowering, not on a stream argument's.
+                    for n in first_new..self.nodes.len() {
+                        if n == id || self.nodes[n].origin == Some(op.name) {
+                            self.nodes[n].partitions.clone_from(&partitions);
+                        }
+                    }
+                    return Ok(id);
+                }
+                self.method(method, op, input, args)
+            }
+            Expr::Path(path) if path.path.get_ident().is_some() && path.qself.is_none() => {
+                let ident = path.path.get_ident().expect("checked");
+                self.stream_ref(ident)
+            }
+            Expr::Call(call) => self.source(call, binding),
+            Expr::Paren(p) => self.lower(&p.expr, binding),
+            other => Err(Diagnostic::at(other, "expected a stream")
+                .help("a stream is a source such as `socket_text_stream(\"localhost\", 9999)`, a stream name, or a method chain on one")
+                .into()),
+        }
+    }
+
+    /// Operator `op` called as `.method(args)` on stream `input`.
+    fn method(
+        &mut self,
+        method: &Ident,
+        op: &'static Operator,
+        input: NodeId,
+        args: Vec<Expr>,
+    ) -> Result<NodeId, Diagnostics> {
+        let name = op.name;
+        {
+            {
                 check_arity(method, op, args.len())?;
                 if op.shape == Shape::CheckpointInterval {
                     // Not a step of its own: how often the stream it follows is checkpointed.
@@ -593,7 +634,12 @@ impl Builder {
                     for arg in &args {
                         let other = self.lower(arg, None)?;
                         id = self.push(
-                            NodeKind::Op { op, input: id, other: Some(other), args: Vec::new() },
+                            NodeKind::Op {
+                                op,
+                                input: id,
+                                other: Some(other),
+                                args: Vec::new(),
+                            },
                             method.span(),
                         );
                     }
@@ -605,17 +651,16 @@ impl Builder {
                 } else {
                     (None, args)
                 };
-                Ok(self.push(NodeKind::Op { op, input, other, args }, method.span()))
+                Ok(self.push(
+                    NodeKind::Op {
+                        op,
+                        input,
+                        other,
+                        args,
+                    },
+                    method.span(),
+                ))
             }
-            Expr::Path(path) if path.path.get_ident().is_some() && path.qself.is_none() => {
-                let ident = path.path.get_ident().expect("checked");
-                self.stream_ref(ident)
-            }
-            Expr::Call(call) => self.source(call, binding),
-            Expr::Paren(p) => self.lower(&p.expr, binding),
-            other => Err(Diagnostic::at(other, "expected a stream")
-                .help("a stream is a source such as `socket_text_stream(\"localhost\", 9999)`, a stream name, or a method chain on one")
-                .into()),
         }
     }
 
@@ -980,6 +1025,44 @@ fn seeded_operators() -> String {
         .map(|o| format!("`{}`", o.name))
         .collect();
     names.join(" and ")
+}
+
+/// Takes `partitions = n` (Spark's `numPartitions`) out of the arguments, for the operators that
+/// shuffle, window or keep state by key.
+fn partitions_argument(
+    method: &Ident,
+    op: &Operator,
+    mut args: Vec<Expr>,
+) -> Result<(Vec<Expr>, Option<Expr>), Diagnostics> {
+    let named = |arg: &Expr| match arg {
+        Expr::Assign(assign) => match &*assign.left {
+            Expr::Path(p) => p.path.is_ident("partitions"),
+            _ => false,
+        },
+        _ => false,
+    };
+    let Some(at) = args.iter().position(named) else {
+        return Ok((args, None));
+    };
+    let Expr::Assign(assign) = args.remove(at) else {
+        unreachable!("found as an assignment")
+    };
+    if !op.partitions {
+        let takers: Vec<&str> = ops::operators()
+            .filter(|o| o.partitions)
+            .map(|o| o.name)
+            .collect();
+        return Err(Diagnostic::at(
+            &assign.left,
+            format!("`{}` takes no partition count", method),
+        )
+        .help(format!(
+            "`partitions = n` is for the operators that shuffle by key: {}",
+            takers.join(", ")
+        ))
+        .into());
+    }
+    Ok((args, Some(*assign.right)))
 }
 
 fn check_arity(method: &Ident, op: &Operator, found: usize) -> Result<(), Diagnostic> {

@@ -162,6 +162,9 @@ pub struct Operator {
     /// ends the stage, if its function allows better than making the record first; `None` from
     /// the function means it does not.
     pub fuse_keyed: Option<FuseKeyed>,
+    /// Whether it takes `partitions = n` (Spark's `numPartitions`): how many partitions its
+    /// shuffle, window or keyed state has, instead of one per worker.
+    pub partitions: bool,
 }
 
 /// See [`Operator::fuse_keyed`]: the operator's code, given the table's variable.
@@ -188,6 +191,7 @@ pub(crate) const BASE: Operator = Operator {
     generate: Generate::Nothing,
     keyed_input: false,
     fuse_keyed: None,
+    partitions: false,
 };
 
 /// The families, in the order the reference lists them.

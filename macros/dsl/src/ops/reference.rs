@@ -84,6 +84,9 @@ fn requirements(op: &Operator) -> Vec<String> {
     if let Shape::Stateful { initial: true, .. } = op.shape {
         needs.push("optionally `initial = pairs`".into());
     }
+    if op.partitions {
+        needs.push("optionally `partitions = n` (Spark's numPartitions)".into());
+    }
     if let Some(of) = op.result_of {
         needs.push(format!("to follow `{of}` directly"));
     }

@@ -32,6 +32,7 @@ pub const OPERATORS: &[Operator] = &[
         },
         generate: Generate::Call(update_state_by_key),
         keyed_input: true,
+        partitions: true,
         ..KEYED
     },
     Operator {
@@ -49,6 +50,7 @@ pub const OPERATORS: &[Operator] = &[
             initial: true,
         },
         generate: Generate::Statement(map_with_state),
+        partitions: true,
         ..KEYED
     },
     Operator {
@@ -107,7 +109,7 @@ fn map_with_state(code: &StepCode) -> TokenStream {
             code.initial_state(),
         ],
     );
-    let call = code.at_slide(call);
+    let call = code.at_slide(code.with_partitions(call));
     quote_spanned! {code.span()=>
         let (#mapped, #snapshot_var) = #call;
     }

@@ -26,6 +26,7 @@ pub const OPERATORS: &[Operator] = &[
         spark: Some("reduceByKey"),
         generate: Generate::Call(reduce_by_key),
         keyed_input: true,
+        partitions: true,
         ..SHUFFLE
     },
     Operator {
@@ -35,6 +36,7 @@ pub const OPERATORS: &[Operator] = &[
         spark: Some("groupByKey"),
         generate: Generate::Call(group_by_key),
         keyed_input: true,
+        partitions: true,
         ..SHUFFLE
     },
     Operator {
@@ -43,6 +45,7 @@ pub const OPERATORS: &[Operator] = &[
         summary: "One `(record, count)` pair per distinct record.",
         spark: Some("countByValue"),
         generate: Generate::Call(count_by_value),
+        partitions: true,
         ..SHUFFLE
     },
     Operator {
@@ -71,6 +74,7 @@ pub const OPERATORS: &[Operator] = &[
                   this batch of both streams.",
         spark: Some("join"),
         generate: Generate::Call(join),
+        partitions: true,
         ..SHUFFLE
     },
     Operator {
@@ -82,6 +86,7 @@ pub const OPERATORS: &[Operator] = &[
                   `(key, (value, Option<other_value>))`.",
         spark: Some("leftOuterJoin"),
         generate: Generate::Call(left_outer_join),
+        partitions: true,
         ..SHUFFLE
     },
     Operator {
@@ -93,6 +98,7 @@ pub const OPERATORS: &[Operator] = &[
                   `(key, (Option<value>, other_value))`.",
         spark: Some("rightOuterJoin"),
         generate: Generate::Call(right_outer_join),
+        partitions: true,
         ..SHUFFLE
     },
     Operator {
@@ -104,6 +110,7 @@ pub const OPERATORS: &[Operator] = &[
                   `(key, (Option<value>, Option<other_value>))`.",
         spark: Some("fullOuterJoin"),
         generate: Generate::Call(full_outer_join),
+        partitions: true,
         ..SHUFFLE
     },
     Operator {
@@ -115,6 +122,7 @@ pub const OPERATORS: &[Operator] = &[
                   both as `Vec`s.",
         spark: Some("cogroup"),
         generate: Generate::Call(cogroup),
+        partitions: true,
         ..SHUFFLE
     },
     Operator {
@@ -126,6 +134,7 @@ pub const OPERATORS: &[Operator] = &[
                   the partitions' combiners after the shuffle.",
         spark: Some("combineByKey"),
         generate: Generate::Call(combine_by_key),
+        partitions: true,
         ..SHUFFLE
     },
     Operator {

@@ -78,6 +78,7 @@ pub const OPERATORS: &[Operator] = &[
         checkpoint: CheckpointRule::WithInverse,
         generate: Generate::Call(reduce_by_key_and_window),
         keyed_input: true,
+        partitions: true,
         ..WINDOW
     },
     Operator {
@@ -87,6 +88,7 @@ pub const OPERATORS: &[Operator] = &[
         spark: Some("countByValueAndWindow"),
         checkpoint: CheckpointRule::Always,
         lowering: Some(count_by_value_and_window),
+        partitions: true,
         ..WINDOW
     },
     Operator {
@@ -95,6 +97,7 @@ pub const OPERATORS: &[Operator] = &[
         summary: "One `(key, values)` pair per key in the window.",
         spark: Some("groupByKeyAndWindow"),
         lowering: Some(group_by_key_and_window),
+        partitions: true,
         ..WINDOW
     },
 ];
