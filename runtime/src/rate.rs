@@ -116,11 +116,6 @@ impl Pacer {
         self.pressed = pressed;
     }
 
-    /// Whether it was under pressure at the last delivery.
-    pub fn pressed(&self) -> bool {
-        self.pressed
-    }
-
     /// The rate in force: the limit, and under memory pressure the processing rate too.
     fn rate(&self) -> u64 {
         let limit = self.control.limit();

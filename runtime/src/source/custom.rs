@@ -15,7 +15,7 @@
 //! returns, and a crash before that makes the source send the data again.
 
 use super::blocks::{BlockSink, Loggable, ReceivedBlocks, StoreRetry, Unstored};
-use super::text::MemoryBudget;
+use super::text::{MemoryBudget, Pressure};
 use super::{ReceiverCounters, ReceiverEnv, Source, SourceError, SourceStats};
 use crate::rate::{Pacer, RateControl};
 use crate::shuffle::split_even;
@@ -159,6 +159,7 @@ struct Shared<R> {
     sink: BlockSink<RecordBlock<R>>,
     counters: Arc<ReceiverCounters>,
     budget: MemoryBudget,
+    pressure: Mutex<Pressure>,
     pacer: Mutex<Pacer>,
     store_retry: Mutex<StoreRetry>,
     /// Records stored one at a time since the last block, and their encoded bytes.
@@ -323,7 +324,12 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> ReceiverContext<R> {
     fn pace(&self, records: u64) {
         let wait = {
             let mut pacer = self.shared.pacer.lock().unwrap_or_else(|p| p.into_inner());
-            let pressed = self.shared.budget.pressed(pacer.pressed());
+            let pressed = self
+                .shared
+                .pressure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .update(&self.shared.budget);
             pacer.set_pressed(pressed);
             pacer.delay_after(records)
         };
@@ -540,6 +546,7 @@ impl<T: Receiver> Source for ReceiverSource<T> {
             sink,
             counters: self.counters.clone(),
             budget: MemoryBudget::new(self.options.buffer_bytes),
+            pressure: Mutex::default(),
             pacer: Mutex::new(Pacer::new(control)),
             store_retry: Mutex::new(StoreRetry::new(env.failure_timeout)),
             current: Mutex::default(),

@@ -28,7 +28,7 @@ pub use kafka::{KafkaReceiver, KafkaReceiverSource};
 pub use queue::QueueSource;
 pub use socket::{SocketOptions, SocketTextSource};
 pub use socket_records::{Converter, SocketRecords};
-pub use text::{MemoryBudget, TextBlock, TextLines, TextPartition};
+pub use text::{MemoryBudget, Pressure, TextBlock, TextLines, TextPartition};
 
 use crate::time::Time;
 use std::sync::atomic::{AtomicU64, Ordering};

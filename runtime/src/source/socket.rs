@@ -4,12 +4,13 @@
 //! splits the byte stream into lines, and hands complete lines to the engine in blocks. Each block takes
 //! its size from a [`MemoryBudget`]; when processing falls behind the budget runs out, the receiver stops
 //! reading, and TCP flow control pushes back on the sender: memory stays bounded, nothing is dropped.
-//! Before that, once more than half the budget is held (and until less than a quarter is), the
-//! receiver reads only as fast as processing keeps up (see [`crate::rate`]), so an overloaded app gets
-//! even batches rather than a full one and then empty ones.
+//! Before that, once more than half the budget is held (and until less than a quarter has been held
+//! for a while, see [`Pressure`]), the receiver reads only as fast as processing keeps up (see
+//! [`crate::rate`]), so an overloaded app gets even batches rather than a full one and then empty
+//! ones.
 
 use super::blocks::{BlockSink, Loggable, ReceivedBlocks, StoreRetry, Unstored};
-use super::text::{MemoryBudget, TextBlock, TextPartition};
+use super::text::{MemoryBudget, Pressure, TextBlock, TextPartition};
 use super::{ReceiverCounters, ReceiverEnv, Source, SourceError, SourceStats};
 use crate::rate::{Pacer, RateControl};
 use crate::settings::{setting, Setting};
@@ -150,6 +151,7 @@ impl Source for SocketTextSource {
             address: self.address.clone(),
             options: self.options.clone(),
             budget: MemoryBudget::new(self.options.buffer_bytes),
+            pressure: Pressure::default(),
             counters: self.counters.clone(),
             stop: stop_rx,
             app_stop: env.stop.clone(),
@@ -220,6 +222,7 @@ struct Receiver {
     address: String,
     options: SocketOptions,
     budget: MemoryBudget,
+    pressure: Pressure,
     counters: Arc<ReceiverCounters>,
     /// This receiver's stop (the source's `stop`).
     stop: watch::Receiver<bool>,
@@ -340,7 +343,7 @@ impl Receiver {
         if block.is_empty() {
             return !*self.stop.borrow();
         }
-        let pressed = self.budget.pressed(self.pacer.pressed());
+        let pressed = self.pressure.update(&self.budget);
         self.pacer.set_pressed(pressed);
         let slices = match self.pacer.block_limit() {
             Some(limit) if block.len() > limit => block.split_every(limit),

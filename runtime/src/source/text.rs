@@ -222,22 +222,74 @@ impl MemoryBudget {
         self.semaphore.available_permits()
     }
 
-    /// Whether the receiver should pace itself at the processing rate, so that batches stay even
-    /// instead of full and then empty: from when more than half the budget is held until less than
-    /// a quarter is (`was` is the answer last time), so that a brief dip lets no burst in.
-    pub fn pressed(&self, was: bool) -> bool {
-        let held = self.limit - self.available().min(self.limit);
-        if was {
-            held > self.limit / 4
-        } else {
-            held > self.limit / 2
+    /// Bytes currently held.
+    fn held(&self) -> usize {
+        self.limit - self.available().min(self.limit)
+    }
+}
+
+/// Whether a receiver should pace itself at the processing rate, so that batches stay even instead
+/// of full and then empty: from when more than half its budget is held until less than a quarter
+/// has been held for [`Pressure::CALM`] without a break. An overloaded receiver paced at the
+/// processing rate holds about a batch or two, which on a small budget hovers around a quarter: a
+/// dip under it must not let a burst in, only a lasting calm (the input fell below what processing
+/// takes) does. Pacing at the processing rate costs nothing while the input is slower anyway.
+#[derive(Debug, Default)]
+pub struct Pressure {
+    pressed: bool,
+    calm_since: Option<std::time::Instant>,
+}
+
+impl Pressure {
+    /// How long the budget must stay under a quarter held before pacing ends.
+    pub const CALM: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// Looks at `budget` now: whether the receiver is under pressure.
+    pub fn update(&mut self, budget: &MemoryBudget) -> bool {
+        self.update_at(budget.held(), budget.limit, std::time::Instant::now())
+    }
+
+    fn update_at(&mut self, held: usize, limit: usize, now: std::time::Instant) -> bool {
+        if held > limit / 2 {
+            self.pressed = true;
+            self.calm_since = None;
+        } else if held > limit / 4 {
+            self.calm_since = None;
+        } else if self.pressed {
+            let since = *self.calm_since.get_or_insert(now);
+            if now.duration_since(since) >= Self::CALM {
+                self.pressed = false;
+                self.calm_since = None;
+            }
         }
+        self.pressed
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pressure_starts_over_half_and_ends_only_after_a_lasting_calm_under_a_quarter() {
+        let (mut p, start) = (Pressure::default(), std::time::Instant::now());
+        let at = |ms: u64| start + std::time::Duration::from_millis(ms);
+        assert!(!p.update_at(400, 1000, at(0)), "under half: not yet");
+        assert!(p.update_at(600, 1000, at(10)), "over half: paced");
+        assert!(p.update_at(300, 1000, at(20)), "between: still paced");
+        assert!(
+            p.update_at(200, 1000, at(30)),
+            "a dip under a quarter: still paced"
+        );
+        assert!(p.update_at(300, 1000, at(1000)), "the dip ended");
+        assert!(p.update_at(100, 1000, at(1100)));
+        assert!(p.update_at(100, 1000, at(2500)), "calm for 1.4 s only");
+        assert!(!p.update_at(100, 1000, at(3200)), "calm for 2.1 s: free");
+        assert!(
+            !p.update_at(400, 1000, at(3300)),
+            "and not again before half"
+        );
+    }
 
     #[test]
     fn lines_round_trip_including_empty_ones() {
