@@ -639,3 +639,28 @@ fn operators_downstream_of_a_window_run_at_its_slide() {
         "the transform ran once per slide"
     );
 }
+
+stream! {
+    app windowed_timeouts { batch: 1s, workers: 2, checkpoint: "target/streamc-test/windowed_timeouts" }
+    let words = queue_stream::<String>(crate::a_alone());
+    let seen = words.map(|w| (w.clone(), 1u64)).window(2s, 2s).map_with_state(crate::counted, 1s);
+    seen.collect();
+}
+
+/// Downstream of a window the timeout scan falls on slides (every 10 of them by default), so an
+/// idle key does time out there.
+#[test]
+fn map_with_state_after_a_window_times_out_idle_keys() {
+    let mut driver = windowed_timeouts::app()
+        .configure(|c| c.checkpoint_dir = Some(temp_dir("windowed-timeouts").into()))
+        .test_driver()
+        .unwrap();
+    driver.run_batches(45);
+    let seen: Vec<String> = driver
+        .take::<String>("seen")
+        .unwrap()
+        .into_iter()
+        .flat_map(|(_, s)| s)
+        .collect();
+    assert_eq!(seen, ["a 1", "a timed out"]);
+}

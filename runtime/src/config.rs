@@ -629,7 +629,9 @@ const SETTINGS: &[Setting<AppConfig>] = &[
         => Some(files_remember)),
     setting!(AppConfig { section: "files", key: "include_existing", flag: "files-include-existing",
         value: "BOOL", switch: true,
-        help: "Directory sources also read the files already in the directory when the app first                starts (default: only files that appear after the start, as Spark's newFilesOnly; a                restart from a checkpoint reads what arrived while the app was down either way)." }
+        help: "Directory sources also read the files already in the directory when the app first \
+               starts (default: only files that appear after the start, as Spark's newFilesOnly; a \
+               restart from a checkpoint reads what arrived while the app was down either way)." }
         => files_include_existing),
     setting!(AppConfig { key: "keep_checkpoints", flag: "keep-checkpoints", value: "N",
         help: "How many complete checkpoints to keep (default 3)." } => positive keep_checkpoints),
@@ -708,7 +710,14 @@ const WAL_SETTINGS: &[Setting<AppConfig>] = &[
     setting!(AppConfig { key: "wal_roll_interval", flag: "wal-roll-interval", value: "DURATION",
         help: "How often the write-ahead log starts a new segment file, so that what a checkpoint \
                covers can be deleted (default 60s; also every 64 MiB)." }
-        => wal_roll_interval),
+        |config, raw| {
+            let every: Duration = raw.get()?;
+            if every.is_zero() {
+                return Err(format!("{} must be longer than zero", raw.name));
+            }
+            config.wal_roll_interval = every;
+            Ok(())
+        }),
 ];
 
 #[rustfmt::skip]

@@ -146,13 +146,32 @@ impl<S> StateCell<S> {
 /// batch intervals unless told otherwise.
 const MAP_WITH_STATE_CHECKPOINT_BATCHES: u64 = 10;
 
+/// Whether `map_with_state` looks for timed-out keys in this batch: every `scan_every_ms` (0: 10
+/// intervals of its stream) counted from the run's zero time; downstream of a window (a nonzero
+/// `window_slide_ms`), where the stream exists at multiples of the slide, at multiples of the
+/// schedule as the slides are, so that the two meet.
+fn scans_now(ctx: &BatchContext<'_>, scan_every_ms: u64, window_slide_ms: u64) -> bool {
+    let stream_interval = match window_slide_ms {
+        0 => ctx.batch_interval_ms,
+        slide => slide,
+    };
+    let every = match scan_every_ms {
+        0 => MAP_WITH_STATE_CHECKPOINT_BATCHES * stream_interval,
+        every => every,
+    };
+    if window_slide_ms > 0 {
+        every > 0 && ctx.time.millis().is_multiple_of(every)
+    } else {
+        ctx.on_schedule(every)
+    }
+}
+
 /// `map_with_state`: calls `f(key, value, state)` for each record of the batch — cost follows the keys
 /// touched, not the keys held — and emits what it returns. With a timeout, keys not touched for longer
 /// than it (touched strictly before `now - timeout`) get one last call (value `None`,
 /// `is_timing_out()`) and are dropped. As in Spark, idle keys are looked for only in the batches
-/// where the state stream is checkpointed: every `scan_every_ms` counted from the run's zero time
-/// (the stream's `.checkpoint(interval)`), by default every 10 batch intervals — never because the
-/// app stops. With `snapshots`, the second result is all state. `initial` seeds a fresh start, as for
+/// where Spark would checkpoint the state stream (see [`scans_now`]): every `.checkpoint(interval)`
+/// of the stream, by default every 10 of its intervals — never because the app stops. With `snapshots`, the second result is all state. `initial` seeds a fresh start, as for
 /// [`update_state_by_key`]; seeded keys count as touched at the first batch.
 #[allow(clippy::too_many_arguments)]
 pub fn map_with_state<D, K, V, S, U, B, F, G, I>(
@@ -164,6 +183,7 @@ pub fn map_with_state<D, K, V, S, U, B, F, G, I>(
     f: F,
     timeout_ms: u64,
     scan_every_ms: u64,
+    window_slide_ms: u64,
     snapshots: bool,
     initial: G,
 ) -> (Partitions<U>, Partitions<(K, S)>)
@@ -185,11 +205,7 @@ where
     }
     let now = ctx.time.millis();
     let per_reducer = shuffle_by_key(ctx, data, body);
-    let scan_every = match scan_every_ms {
-        0 => MAP_WITH_STATE_CHECKPOINT_BATCHES * ctx.batch_interval_ms,
-        every => every,
-    };
-    let scan = timeout_ms > 0 && ctx.on_schedule(scan_every);
+    let scan = timeout_ms > 0 && scans_now(ctx, scan_every_ms, window_slide_ms);
     let initial =
         |parts| KeyedState::from_pairs(initial().into_iter().map(|(k, s)| (k, (s, now))), parts);
     let results: Vec<(Vec<U>, Snapshot<K, S>)> = with_state_from(

@@ -628,6 +628,11 @@ impl StepCode<'_> {
         }
     }
 
+    /// The window slide this operator's stream exists at, when it is downstream of a window.
+    pub fn downstream_slide(&self) -> Option<u64> {
+        self.generator.off_slide(self.id)
+    }
+
     /// `call` with the batch context's partition count set to the operator's `partitions = n`,
     /// if it has one.
     pub fn with_partitions(&self, call: TokenStream) -> TokenStream {

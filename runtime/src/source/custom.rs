@@ -84,6 +84,8 @@ pub trait Receiver: Send + 'static {
 pub enum StoreError {
     /// The run was aborted before the data could be stored.
     Aborted,
+    /// The receiver has stopped: its last block was handed over already.
+    Stopped,
     /// Storing failed (the write-ahead log's disk is full, say) for longer than
     /// `--receiver-failure-timeout`; the app is stopping with this reason.
     Failed(String),
@@ -93,6 +95,7 @@ impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreError::Aborted => write!(f, "the app was aborted before the data was stored"),
+            StoreError::Stopped => write!(f, "the receiver has stopped; the data was not stored"),
             StoreError::Failed(reason) => write!(f, "{reason}"),
         }
     }
@@ -169,6 +172,8 @@ struct Shared<R> {
     /// The start the receiver is in; a context of an earlier one reports itself stopped.
     generation: AtomicU64,
     stopping: AtomicBool,
+    /// The supervisor handed over the last block: nothing stored from now on would be.
+    finished: AtomicBool,
     app_stop: crate::stop::StopHandle,
     block_interval: Duration,
 }
@@ -237,6 +242,7 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> ReceiverContext<R> {
     /// records of a block not yet handed over, so acknowledge nothing to the source on the strength
     /// of this call.
     pub fn store(&self, record: R) -> Result<(), StoreError> {
+        self.shared.accepting()?;
         let bytes = record_bytes(&record);
         {
             let mut current = self
@@ -250,7 +256,8 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> ReceiverContext<R> {
         self.pace(1);
         // A full block is handed over at once, by the caller: waiting for budget then holds the
         // receiver back, not the supervisor.
-        if self.shared.current_bytes() >= MAX_BLOCK_BYTES {
+        let full = MAX_BLOCK_BYTES.min(self.shared.budget.limit() / 4);
+        if self.shared.current_bytes() >= full {
             self.shared.hand_over_current()?;
         }
         Ok(())
@@ -261,6 +268,7 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> ReceiverContext<R> {
     /// `Ok`: a crash before then makes the source send them again. Waits while the memory budget or
     /// the rate limit says so.
     pub fn store_block(&self, records: Vec<R>) -> Result<(), StoreError> {
+        self.shared.accepting()?;
         if records.is_empty() {
             return Ok(());
         }
@@ -272,8 +280,8 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> ReceiverContext<R> {
     }
 
     /// Asks the runtime to restart the receiver: `on_stop`, a wait of `delay`, then `on_start`. The
-    /// reason is logged and shown as the receiver's last error. Returns at once; this context reports
-    /// itself stopped from now on.
+    /// reason is logged and shown as the receiver's last error. Returns at once; the context
+    /// reports itself stopped once the supervisor takes the request (within a block interval).
     pub fn restart(&self, reason: impl Into<String>, delay: Duration) {
         let reason = reason.into();
         let mut requests = self
@@ -281,7 +289,13 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> ReceiverContext<R> {
             .requests
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if requests.restart.is_none() {
+        // Only the current start can ask; its request replaces a leftover one of an earlier start.
+        if self.generation == self.shared.generation.load(Ordering::Relaxed)
+            && requests
+                .restart
+                .as_ref()
+                .is_none_or(|(by, _, _)| *by != self.generation)
+        {
             requests.restart = Some((self.generation, reason, delay));
         }
         drop(requests);
@@ -339,8 +353,8 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> ReceiverContext<R> {
     }
 }
 
-/// A block of records stored one at a time is handed over once it holds this many bytes, without
-/// waiting for the block interval.
+/// A block of records stored one at a time is handed over once it holds this many bytes (or a
+/// quarter of the budget, if less), without waiting for the block interval.
 const MAX_BLOCK_BYTES: usize = 4 << 20;
 
 /// A record's size for the memory budget: its encoded size plus its size in memory.
@@ -349,6 +363,14 @@ fn record_bytes<R: Serialize>(record: &R) -> usize {
 }
 
 impl<R: Serialize + DeserializeOwned + Send + 'static> Shared<R> {
+    /// Refuses stores once the supervisor handed over its last block.
+    fn accepting(&self) -> Result<(), StoreError> {
+        if self.finished.load(Ordering::Relaxed) {
+            return Err(StoreError::Stopped);
+        }
+        Ok(())
+    }
+
     fn current_bytes(&self) -> usize {
         self.current.lock().unwrap_or_else(|p| p.into_inner()).1
     }
@@ -498,6 +520,10 @@ fn supervise<T: Receiver>(
         }
         shared.wake.notify_all();
         receiver.on_stop();
+        if stop {
+            // Stores from now on are refused rather than left where no batch takes them.
+            shared.finished.store(true, Ordering::Relaxed);
+        }
         drop(shared.hand_over_current());
         if stop {
             return;
@@ -523,8 +549,52 @@ impl<R> Shared<R> {
     }
 }
 
+/// One partition of a custom receiver's batch: its records, and (in the first partition) the
+/// memory budget of the blocks they came from, held until the batch is dropped after it ran.
+pub struct RecordPartition<R> {
+    records: Vec<R>,
+    _budget: Vec<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl<R> RecordPartition<R> {
+    /// The partition's records.
+    pub fn records(&self) -> &[R] {
+        &self.records
+    }
+}
+
+/// A stage reads a partition's records by reference.
+impl<'a, R> crate::shuffle::Records for &'a RecordPartition<R> {
+    type Item = &'a R;
+    type Iter = std::slice::Iter<'a, R>;
+    fn records(self) -> Self::Iter {
+        self.records.iter()
+    }
+}
+
+/// The blocks as `partitions` partitions of evenly spread records, the blocks' budget kept.
+fn spread<R>(blocks: Vec<RecordBlock<R>>, partitions: usize) -> Vec<RecordPartition<R>> {
+    let mut budget = Vec::new();
+    let mut records = Vec::new();
+    for block in blocks {
+        records.extend(block.records);
+        budget.extend(block._budget);
+    }
+    let mut parts: Vec<RecordPartition<R>> = split_even(records, partitions)
+        .into_iter()
+        .map(|records| RecordPartition {
+            records,
+            _budget: Vec::new(),
+        })
+        .collect();
+    if let Some(first) = parts.first_mut() {
+        first._budget = budget;
+    }
+    parts
+}
+
 impl<T: Receiver> Source for ReceiverSource<T> {
-    type Batch = Vec<Vec<T::Record>>;
+    type Batch = Vec<RecordPartition<T::Record>>;
 
     fn name(&self) -> &str {
         &self.name
@@ -554,6 +624,7 @@ impl<T: Receiver> Source for ReceiverSource<T> {
             wake: Condvar::new(),
             generation: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
             app_stop: env.stop.clone(),
             block_interval: self.options.block_interval,
         });
@@ -569,15 +640,11 @@ impl<T: Receiver> Source for ReceiverSource<T> {
     }
 
     fn cut(&mut self, _time: Time, partitions: usize) -> Self::Batch {
-        let blocks = self.blocks.take(None).unwrap_or_default();
-        split_even(
-            blocks.into_iter().flat_map(|b| b.records).collect(),
-            partitions,
-        )
+        spread(self.blocks.take(None).unwrap_or_default(), partitions)
     }
 
     fn records_in(batch: &Self::Batch) -> usize {
-        batch.iter().map(Vec::len).sum()
+        batch.iter().map(|p| p.records.len()).sum()
     }
 
     fn stop(&mut self) {
@@ -607,11 +674,7 @@ impl<T: Receiver> Source for ReceiverSource<T> {
         partitions: usize,
         position: &[u8],
     ) -> Result<Self::Batch, SourceError> {
-        let blocks = self.blocks.take(Some(position))?;
-        Ok(split_even(
-            blocks.into_iter().flat_map(|b| b.records).collect(),
-            partitions,
-        ))
+        Ok(spread(self.blocks.take(Some(position))?, partitions))
     }
 }
 

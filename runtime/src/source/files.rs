@@ -124,13 +124,11 @@ impl TextFileSource {
             .map_err(|e| format!("cannot list {}: {e}", self.describe()))
     }
 
-    /// Whether `file` was taken before: the same name with the same modification time. A name
-    /// that comes back with another time was deleted and created again (or replaced): a new file.
-    /// Positions of earlier builds remember names only (`u64::MAX`).
+    /// Whether `file` was taken (or left alone at the first start) before. A name is forgotten
+    /// once a batch finds it gone, so a file deleted and created again later is new; one changed in
+    /// place is not read again (as in Spark: files must be moved in whole).
     fn already_taken(&self, file: &Entry) -> bool {
-        let same = |t: &u64| *t == file.modified_ms || *t == u64::MAX;
-        self.taken.get(&file.name).is_some_and(same)
-            || self.ignored.get(&file.name).is_some_and(same)
+        self.taken.contains_key(&file.name) || self.ignored.contains_key(&file.name)
     }
 
     /// Whether a file modified at `modified_ms` is too old for the batch at `time`.
@@ -438,7 +436,7 @@ impl Source for TextFileSource {
         })?;
         let mut again: Vec<Entry> = listed
             .into_iter()
-            .filter(|f| target.get(&f.name) == Some(&f.modified_ms) && !self.already_taken(f))
+            .filter(|f| target.contains_key(&f.name) && !self.already_taken(f))
             .collect();
         again.sort_by(|a, b| a.name.cmp(&b.name));
         self.taken = target;

@@ -15,7 +15,8 @@ mod socket_records;
 mod text;
 
 pub use custom::{
-    Receiver, ReceiverContext, ReceiverOptions, ReceiverSource, RecordBlock, StoreError,
+    Receiver, ReceiverContext, ReceiverOptions, ReceiverSource, RecordBlock, RecordPartition,
+    StoreError,
 };
 pub use files::{glob_matches, FileOptions, TextFileSource};
 #[cfg(feature = "kafka")]

@@ -222,6 +222,11 @@ impl MemoryBudget {
         self.semaphore.available_permits()
     }
 
+    /// The budget, in bytes.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Bytes currently held.
     fn held(&self) -> usize {
         self.limit - self.available().min(self.limit)

@@ -181,13 +181,21 @@ fn receiver_type(args: &[syn::Expr]) -> Option<syn::Type> {
         syn::Expr::Call(call) => match &*call.func {
             syn::Expr::Path(p) if p.qself.is_none() => {
                 let mut path = p.path.clone();
-                let last = path.segments.last()?.ident.to_string();
-                if last.starts_with(|c: char| c.is_ascii_lowercase() || c == '_') {
-                    if path.segments.len() < 2 {
-                        return None;
-                    }
+                let capitalized = |path: &syn::Path| {
+                    path.segments.last().is_some_and(|s| {
+                        s.ident
+                            .to_string()
+                            .starts_with(|c: char| c.is_ascii_uppercase())
+                    })
+                };
+                if !capitalized(&path) {
+                    // `Type::new(..)`: the type is what comes before the function, if capitalized
+                    // (not a module's function, `receivers::make()`).
                     path.segments.pop();
                     path.segments.pop_punct();
+                    if !capitalized(&path) {
+                        return None;
+                    }
                 }
                 path
             }

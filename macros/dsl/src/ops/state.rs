@@ -99,12 +99,14 @@ fn map_with_state(code: &StepCode) -> TokenStream {
     // Timed-out keys are looked for when the state stream is checkpointed, as in Spark: its own
     // `.checkpoint(interval)`, or 0 for Spark's default of every 10 batches.
     let scan_every = code.node.checkpoint.map_or(0, |(ms, _)| ms);
+    let window_slide = code.downstream_slide().unwrap_or(0);
     let call = code.stateful_call(
         "map_with_state",
         &[
             code.arg(0),
             quote_spanned!(code.span()=> #timeout),
             quote_spanned!(code.span()=> #scan_every),
+            quote_spanned!(code.span()=> #window_slide),
             quote_spanned!(code.span()=> #wanted),
             code.initial_state(),
         ],
