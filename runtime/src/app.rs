@@ -292,9 +292,6 @@ impl<P: Pipeline> App<P> {
             &machinery,
             &outputs,
         )?;
-        if recovered.is_none() {
-            sources.fresh_start();
-        }
         sources
             .start(&machinery.env(&self.config, &StopHandle::new().0))
             .map_err(|e| RunError::Failed(e.to_string()))?;

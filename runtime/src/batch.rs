@@ -490,13 +490,14 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
     ) -> Batch<(K, C)> {
         let n = self.workers;
         let (time, workers, origin) = (self.time, self.workers, self.origin.clone());
-        let per_map: Vec<Vec<Vec<(K, C)>>> = self
-            .parts
-            .into_par_iter()
-            .map(|part| bucketize(combine_partition(part, &create, &merge_value), n))
-            .collect();
         Batch {
-            parts: reduce_buckets(transpose(per_map, n), &merge_combiners),
+            parts: combine_parts(
+                self.parts.into_par_iter(),
+                n,
+                &create,
+                &merge_value,
+                &merge_combiners,
+            ),
             time,
             workers,
             origin,
@@ -562,6 +563,26 @@ impl<K: Hash + Eq + Send, V: Send> Batch<(K, V)> {
             .collect();
         (transpose(left, n), transpose(right, n))
     }
+}
+
+/// `combine_by_key` over `parts`: per partition a combiner per key, shuffled into `n` partitions,
+/// merged (see [`Batch::combine_by_key`]).
+pub(crate) fn combine_parts<K, V, C>(
+    parts: impl ParallelIterator<Item = Vec<(K, V)>>,
+    n: usize,
+    create: &(impl Fn(V) -> C + Sync),
+    merge_value: &(impl Fn(C, V) -> C + Sync),
+    merge_combiners: &(impl Fn(C, C) -> C + Sync),
+) -> Partitions<(K, C)>
+where
+    K: Hash + Eq + Send,
+    V: Send,
+    C: Send,
+{
+    let per_map: Vec<Partitions<(K, C)>> = parts
+        .map(|part| bucketize(combine_partition(part, create, merge_value), n))
+        .collect();
+    reduce_buckets(transpose(per_map, n), merge_combiners)
 }
 
 /// One partition's combiners, one per key (see [`Batch::combine_by_key`]).

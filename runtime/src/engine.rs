@@ -327,8 +327,8 @@ impl Checkpointer {
     /// Restores the newest usable checkpoint into the pipeline and sources and checks, with a dry run,
     /// that the pipeline's state types still match. Returns the time of the checkpointed batch and the
     /// batches cut after it that never completed, to be cut again identically.
-    /// The configured checkpoint directory, if any, and what it brings back: a real run and the
-    /// test driver start the same way.
+    /// The configured checkpoint directory, if any, and what it brings back (when nothing does, the
+    /// sources hear it is a fresh start): a real run and the test driver start the same way.
     pub(crate) fn open_and_recover<P: Pipeline>(
         config: &AppConfig,
         pipeline: &P,
@@ -337,10 +337,14 @@ impl Checkpointer {
         outputs: &Outputs,
     ) -> Result<(Option<Self>, Option<Recovered>), RunError> {
         let Some(checkpointer) = Self::from_config(config)? else {
+            sources.fresh_start();
             return Ok((None, None));
         };
         let recovered =
             checkpointer.recover(pipeline, sources, machinery, outputs, config.workers)?;
+        if recovered.is_none() {
+            sources.fresh_start();
+        }
         Ok((Some(checkpointer), recovered))
     }
 
@@ -673,9 +677,6 @@ pub(crate) fn run<P: Pipeline>(
         .with_listeners(listeners.clone());
     let (checkpointer, recovered) =
         Checkpointer::open_and_recover(&config, &pipeline, &mut sources, &machinery, &outputs)?;
-    if recovered.is_none() {
-        sources.fresh_start();
-    }
     sources
         .start(&machinery.env(&config, &stop_handle))
         .map_err(|e| RunError::Failed(e.to_string()))?;

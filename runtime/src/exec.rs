@@ -324,20 +324,12 @@ where
     M: Fn(C, V) -> C + Sync + Send,
     N: Fn(C, C) -> C + Sync + Send,
 {
-    let n = ctx.workers;
-    let per_map: Vec<Partitions<(K, C)>> = data
-        .into_parts()
-        .into_par_iter()
-        .map(|part| {
-            let mut pairs = Vec::new();
-            body(part, &mut pairs);
-            bucketize(
-                crate::batch::combine_partition(pairs, &create, &merge_value),
-                n,
-            )
-        })
-        .collect();
-    reduce_buckets(transpose(per_map, n), &merge_combiners)
+    let pairs = data.into_parts().into_par_iter().map(|part| {
+        let mut pairs = Vec::new();
+        body(part, &mut pairs);
+        pairs
+    });
+    crate::batch::combine_parts(pairs, ctx.workers, &create, &merge_value, &merge_combiners)
 }
 
 /// `transform_with`: hands this batch of both streams to `f` (Spark's `transformWith`).

@@ -530,15 +530,14 @@ pub fn cogroup_emit<K, V, W>(k: K, vs: Vec<V>, ws: Vec<W>, out: &mut Vec<(K, CoG
     out.push((k, (vs, ws)));
 }
 
-/// Groups reducer `j` of both sides by key and hands each key's values on both sides to `emit`,
-/// keys in their first appearance on the left, then those only on the right.
+/// Groups reducer `j` of both sides by key and hands each key's values on both sides to `emit`.
 pub(crate) fn cogroup_buckets<K, V, W, O, E>(
     left: Vec<Vec<Vec<(K, V)>>>,
     right: Vec<Vec<Vec<(K, W)>>>,
     emit: E,
 ) -> Partitions<O>
 where
-    K: Hash + Eq + Clone + Send,
+    K: Hash + Eq + Send,
     V: Send,
     W: Send,
     O: Send,
@@ -547,30 +546,15 @@ where
     left.into_par_iter()
         .zip(right.into_par_iter())
         .map(|(left_buckets, right_buckets)| {
-            let mut index: FastMap<K, usize> = FastMap::default();
-            let mut groups: Vec<(K, Vec<V>, Vec<W>)> = Vec::new();
-            let mut slot = |k: K, index: &mut FastMap<K, usize>| -> usize {
-                *index.entry(k.clone()).or_insert_with(|| {
-                    groups.push((k, Vec::new(), Vec::new()));
-                    groups.len() - 1
-                })
-            };
-            let mut lefts = Vec::new();
+            let mut groups: FastMap<K, CoGrouped<V, W>> = FastMap::default();
             for (k, v) in left_buckets.into_iter().flatten() {
-                lefts.push((slot(k, &mut index), v));
+                groups.entry(k).or_default().0.push(v);
             }
-            let mut rights = Vec::new();
             for (k, w) in right_buckets.into_iter().flatten() {
-                rights.push((slot(k, &mut index), w));
-            }
-            for (i, v) in lefts {
-                groups[i].1.push(v);
-            }
-            for (i, w) in rights {
-                groups[i].2.push(w);
+                groups.entry(k).or_default().1.push(w);
             }
             let mut out = Vec::new();
-            for (k, vs, ws) in groups {
+            for (k, (vs, ws)) in groups {
                 emit(k, vs, ws, &mut out);
             }
             out

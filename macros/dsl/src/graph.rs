@@ -603,65 +603,61 @@ impl Builder {
         args: Vec<Expr>,
     ) -> Result<NodeId, Diagnostics> {
         let name = op.name;
-        {
-            {
-                check_arity(method, op, args.len())?;
-                if op.shape == Shape::CheckpointInterval {
-                    // Not a step of its own: how often the stream it follows is checkpointed.
-                    let millis = parse_duration(&args[0])?;
-                    if self.nodes[input].checkpoint.is_some() {
-                        return Err(Diagnostic::at(method, "this stream already has a checkpoint interval")
-                            .help("keep one `.checkpoint(interval)`: the stream's state is saved at least that often")
-                            .into());
-                    }
-                    self.nodes[input].checkpoint = Some((millis, method.span()));
-                    return Ok(input);
-                }
-                if let Shape::Stateful { .. } = op.shape {
-                    return self.stateful(method, op, input, args);
-                }
-                if let Some(of) = op.result_of {
-                    let follows = self.nodes[input].operator().is_some_and(|o| o.name == of);
-                    if !follows {
-                        return Err(Diagnostic::at(method, format!("`{name}` reads the state of a `{of}` stream"))
-                            .help(format!("apply it directly to the stream `{of}` returns: `let snapshots = mapped.{name}();`"))
-                            .into());
-                    }
-                }
-                if op.stream_args {
-                    // One step per stream, each reading the one before.
-                    let mut id = input;
-                    for arg in &args {
-                        let other = self.lower(arg, None)?;
-                        id = self.push(
-                            NodeKind::Op {
-                                op,
-                                input: id,
-                                other: Some(other),
-                                args: Vec::new(),
-                            },
-                            method.span(),
-                        );
-                    }
-                    return Ok(id);
-                }
-                let (other, args) = if op.stream_arg {
-                    let other = self.lower(&args[0], None)?;
-                    (Some(other), args[1..].to_vec())
-                } else {
-                    (None, args)
-                };
-                Ok(self.push(
-                    NodeKind::Op {
-                        op,
-                        input,
-                        other,
-                        args,
-                    },
-                    method.span(),
-                ))
+        check_arity(method, op, args.len())?;
+        if op.shape == Shape::CheckpointInterval {
+            // Not a step of its own: how often the stream it follows is checkpointed.
+            let millis = parse_duration(&args[0])?;
+            if self.nodes[input].checkpoint.is_some() {
+                return Err(Diagnostic::at(method, "this stream already has a checkpoint interval")
+                    .help("keep one `.checkpoint(interval)`: the stream's state is saved at least that often")
+                    .into());
+            }
+            self.nodes[input].checkpoint = Some((millis, method.span()));
+            return Ok(input);
+        }
+        if let Shape::Stateful { .. } = op.shape {
+            return self.stateful(method, op, input, args);
+        }
+        if let Some(of) = op.result_of {
+            let follows = self.nodes[input].operator().is_some_and(|o| o.name == of);
+            if !follows {
+                return Err(Diagnostic::at(method, format!("`{name}` reads the state of a `{of}` stream"))
+                    .help(format!("apply it directly to the stream `{of}` returns: `let snapshots = mapped.{name}();`"))
+                    .into());
             }
         }
+        if op.stream_args {
+            // One step per stream, each reading the one before.
+            let mut id = input;
+            for arg in &args {
+                let other = self.lower(arg, None)?;
+                id = self.push(
+                    NodeKind::Op {
+                        op,
+                        input: id,
+                        other: Some(other),
+                        args: Vec::new(),
+                    },
+                    method.span(),
+                );
+            }
+            return Ok(id);
+        }
+        let (other, args) = if op.stream_arg {
+            let other = self.lower(&args[0], None)?;
+            (Some(other), args[1..].to_vec())
+        } else {
+            (None, args)
+        };
+        Ok(self.push(
+            NodeKind::Op {
+                op,
+                input,
+                other,
+                args,
+            },
+            method.span(),
+        ))
     }
 
     /// Stateful operators: reads window durations and timeouts, and lowers the window shorthands onto
